@@ -1,0 +1,104 @@
+"""The workload interface: data, model, loss, evaluation metric and target (AlgoPerf-style).
+
+A workload owns everything that makes "steps to reach the target" well defined: its data (train and
+evaluation splits, loaded from locally installed files only), its model and initialisation, its training
+loss, its evaluation metrics, the metric that defines the target and the default target value, and a
+default step budget and evaluation cadence.
+
+Batches are drawn **with replacement** from the training split: the batch at step ``t`` of a run with
+seed ``s`` is ``sample_batch(key=fold_in(PRNGKey(s), t), batch_size=B)``.  This makes any batch size
+valid (also larger than the data set), makes every run deterministic given its seed, lets a run replay
+any step exactly, and matches the i.i.d. gradient-noise assumption of the noisy quadratic model.
+
+Adding a workload: one module under ``batchlab/workloads/`` defining a subclass of :class:`Workload`
+(decorated ``@final`` in spirit: do not subclass concrete workloads) and one line in
+``batchlab/workloads/registry.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar, Literal, Mapping
+
+import jax
+
+__all__ = ["Batch", "Params", "Workload", "LossKind"]
+
+Params = Any  # a pytree of jax arrays
+Batch = Any  # a pytree of jax arrays whose leading axis is the batch axis
+LossKind = Literal["softmax_cross_entropy", "squared_error", "quadratic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload(abc.ABC):
+    """Abstract workload.  Concrete workloads are frozen dataclasses whose fields are their options.
+
+    Class attributes every concrete workload sets:
+        name: registry name, e.g. ``"fashion-mnist-mlp"``.
+        version: bump whenever data, model, loss or metric change; it enters every trial id.
+        target_metric: key of :meth:`evaluate`'s result that defines the target, e.g. ``"error"``.
+        target_value: default target; a run reaches it when ``metric <= target_value``
+            (all batchlab target metrics are "lower is better").
+        default_max_steps: default step budget for one training run.
+        default_eval_every: default evaluation cadence in steps.
+        loss_kind: what the training loss is, so curvature methods (K-FAC) can register it.
+        install_hint: the command that installs the workload's data, shown when it is missing.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    target_metric: ClassVar[str]
+    target_value: ClassVar[float]
+    default_max_steps: ClassVar[int]
+    default_eval_every: ClassVar[int]
+    loss_kind: ClassVar[LossKind]
+    install_hint: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    # --- data -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load (and cache) the data; raise :class:`batchlab.errors.DataMissingError` if not installed.
+
+        Idempotent and cheap after the first call.  Everything else may call it.
+        """
+
+    @property
+    @abc.abstractmethod
+    def num_train_examples(self) -> int:
+        """Size of the training split (``0`` for an infinite stream such as ``nqm-sampled``)."""
+
+    @abc.abstractmethod
+    def sample_batch(self, *, key: jax.Array, batch_size: int) -> Batch:
+        """Draw ``batch_size`` training examples with replacement.  Jittable; deterministic in ``key``."""
+
+    # --- model --------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def init_params(self, *, key: jax.Array) -> Params:
+        """Initial parameters (float32 pytree)."""
+
+    @abc.abstractmethod
+    def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
+        """Model outputs (logits, predictions) for a batch of inputs.  Jittable."""
+
+    @abc.abstractmethod
+    def loss(self, params: Params, batch: Batch) -> jax.Array:
+        """Mean training loss over the batch (a scalar).  Jittable."""
+
+    def per_example_loss(self, params: Params, batch: Batch) -> jax.Array:
+        """Per-example training losses, shape ``(batch_size,)``; used for per-example gradients."""
+        return jax.vmap(lambda ex: self.loss(params, jax.tree.map(lambda a: a[None], ex)))(batch)
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def evaluate(self, params: Params) -> Mapping[str, float]:
+        """Metrics on the evaluation split, e.g. ``{"loss": 0.41, "error": 0.147}``.
+
+        Must contain :attr:`target_metric`.  Deterministic.
+        """
+
+    def reached(self, metrics: Mapping[str, float], target: float | None = None) -> bool:
+        """Whether ``metrics`` meet ``target`` (default: the workload's ``target_value``)."""
+        goal = self.target_value if target is None else target
+        return bool(metrics[self.target_metric] <= goal)
