@@ -1,0 +1,207 @@
+"""K-FAC (Martens & Grosse 2015) through kfac-jax, behind the same ``Stepper`` interface.
+
+kfac-jax registers the model's layers automatically by tracing the loss; the loss itself is
+registered here according to the workload's ``loss_kind`` (softmax cross-entropy or squared error;
+the NQM's ``quadratic`` loss has no layers and is rejected).  With ``F̂`` the Kronecker-factored
+Fisher (block-diagonal per layer, an EMA of minibatch estimates with decay ``curvature_ema``, inverted
+every ``inverse_update_period`` steps) and the previous update ``v`` (kfac-jax's velocity)::
+
+    Δ = −α_t (F̂ + λ I)^{-1} g + β v,      θ' = θ + Δ,      v' = Δ
+
+with learning rate ``α_t`` (scheduled), momentum ``β`` and damping ``λ`` passed per step as traced
+arrays.  With ``adaptive = "on"`` kfac-jax instead picks ``α`` and ``β`` by minimising its quadratic
+model every step and adapts ``λ`` by the Levenberg–Marquardt rule every step, starting from
+``damping`` (the schedule and the ``learning_rate``/``momentum`` values are then unused).
+
+Conventions: no curvature burn-in (the first step's estimate is that minibatch's), ``multi_device``
+off, no weight decay.  Convolutions use :mod:`batchlab.optim.kfac_conv`'s block, which computes the
+input statistics without kfac-jax's per-tap while loop (slow on XLA:CPU).
+
+Example:
+    >>> from batchlab.optim import get_optimizer
+    >>> sorted(hp.name for hp in get_optimizer("kfac").search_space())
+    ['damping', 'learning_rate', 'momentum']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import kfac_jax
+
+from batchlab.errors import InputError
+from batchlab.optim.base import POSITIVE, HyperArrays, Hyperparameter, Model, OptimizerSpec, Stepper
+from batchlab.optim.gradient import learning_rate
+from batchlab.optim.momentum import MOMENTUM
+from batchlab.optim.schedules import SCHEDULE_HYPERPARAMETERS, learning_rate_factor
+
+__all__ = ["HYPERPARAMETERS", "KfacConfig", "KfacState", "SPEC", "kfac_stepper", "split_batch"]
+
+HYPERPARAMETERS = (
+    learning_rate(0.03, (1e-3, 3.0)),
+    dataclasses.replace(MOMENTUM, default=0.5),
+    Hyperparameter("damping", 1e-2, "log", (1e-6, 1.0), POSITIVE, "damping λ added to the curvature"),
+    Hyperparameter(
+        "adaptive", "off", "choice", None, ("off", "on"),
+        "kfac-jax's adaptive learning rate, momentum and damping (static)", tunable=False,
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class KfacConfig:
+    """Fixed (non-tuned) K-FAC settings.
+
+    Attributes:
+        curvature_ema: decay of the curvature estimate's moving average.
+        inverse_update_period: recompute the factor inverses every this many steps.
+        estimation_mode: kfac-jax's curvature estimator (sampled Fisher by default).
+        fast_conv_statistics: use :mod:`batchlab.optim.kfac_conv` for convolution layers.
+    """
+
+    curvature_ema: float = 0.95
+    inverse_update_period: int = 5
+    estimation_mode: str = "fisher_gradients"
+    fast_conv_statistics: bool = True
+
+
+class KfacState(NamedTuple):
+    """State: update count, hyperparameter arrays, kfac-jax's own state."""
+
+    count: jax.Array
+    hyper: dict[str, jax.Array]
+    inner: Any
+
+
+def split_batch(batch: Any) -> tuple[jax.Array, jax.Array]:
+    """``(inputs, targets)`` of a batch given as a dict or an ``(inputs, targets)`` pair."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    if isinstance(batch, dict):
+        for inputs, targets in (("inputs", "targets"), ("inputs", "labels"), ("x", "y")):
+            if inputs in batch and targets in batch:
+                return batch[inputs], batch[targets]
+    raise InputError("kfac: cannot find inputs and targets in the workload's batch")
+
+
+def _registered_loss(model: Model) -> Callable[[Any, Any], jax.Array]:
+    """The training loss recomputed from the model outputs, with the loss registered for kfac-jax."""
+    kind = model.loss_kind
+
+    def value(params, batch):
+        inputs, targets = split_batch(batch)
+        outputs = model.apply(params, inputs)
+        if kind == "softmax_cross_entropy":
+            logits = outputs.reshape(-1, outputs.shape[-1])
+            if jnp.issubdtype(targets.dtype, jnp.integer):
+                labels = targets.reshape(-1)
+                log_p = jax.nn.log_softmax(logits)
+                loss = -jnp.take_along_axis(log_p, labels[:, None], axis=-1).mean()
+            else:
+                labels = targets.reshape(logits.shape)
+                loss = -(labels * jax.nn.log_softmax(logits)).sum(-1).mean()
+            kfac_jax.register_softmax_cross_entropy_loss(logits, labels)
+            return loss
+        if kind == "squared_error":
+            # mean over all elements of (y - t)^2 = (2 / D) * [sum over batch of ½|y - t|² / B]
+            flat = outputs.reshape(outputs.shape[0], -1)
+            kfac_jax.register_squared_error_loss(flat, targets.reshape(flat.shape),
+                                                 weight=2.0 / flat.shape[1])
+            return jnp.mean((flat - targets.reshape(flat.shape)) ** 2)
+        raise InputError(f"kfac needs a network workload; loss_kind {kind!r} is not supported")
+
+    return value
+
+
+def _check_loss(model: Model, value: Callable, params: Any, batch: Any) -> None:
+    ours, theirs = float(value(params, batch)), float(model.loss(params, batch))
+    if abs(ours - theirs) > 1e-4 * max(1.0, abs(theirs)):
+        raise InputError(
+            f"kfac: the workload's loss ({theirs:.6g}) is not the plain {model.loss_kind} of its "
+            f"outputs ({ours:.6g}); K-FAC would optimise a different objective"
+        )
+
+
+def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacConfig) -> Stepper:
+    """Bind K-FAC to ``model`` (see module docstring for the update).
+
+    Args:
+        model: a workload with ``apply``, ``loss`` and ``loss_kind``.
+        adaptive: use kfac-jax's adaptive learning rate, momentum and damping.
+        schedule: the static learning-rate schedule shape (unused when adaptive).
+        config: fixed K-FAC settings.
+
+    Returns:
+        A :class:`~batchlab.optim.base.Stepper`; ``init`` must run outside ``jit`` (kfac-jax
+        traces the model there), ``step`` is jittable.
+
+    Raises:
+        InputError: an unsupported ``loss_kind`` or a workload loss K-FAC cannot reproduce.
+    """
+    value = _registered_loss(model)
+    blocks = None
+    if config.fast_conv_statistics:
+        from batchlab.optim.kfac_conv import conv_block_ctors
+
+        blocks = conv_block_ctors()
+    optimizer = kfac_jax.Optimizer(
+        value_and_grad_func=jax.value_and_grad(value),
+        l2_reg=0.0,
+        use_adaptive_learning_rate=adaptive,
+        use_adaptive_momentum=adaptive,
+        use_adaptive_damping=adaptive,
+        initial_damping=1.0 if adaptive else None,
+        damping_adaptation_interval=1,
+        num_burnin_steps=0,
+        estimation_mode=config.estimation_mode,
+        curvature_ema=config.curvature_ema,
+        inverse_update_period=config.inverse_update_period,
+        layer_tag_to_block_ctor=blocks,
+        multi_device=False,
+    )
+
+    def init(params, hyper: HyperArrays, *, batch, key) -> KfacState:
+        _check_loss(model, value, params, batch)
+        hyper = {name: jnp.asarray(v, jnp.float32) for name, v in hyper.items()}
+        inner = optimizer.init(params, key, batch)
+        if adaptive:
+            inner.damping = hyper["damping"].astype(inner.damping.dtype)
+        return KfacState(jnp.zeros((), jnp.int32), hyper, inner)
+
+    def step(params, state: KfacState, batch, *, key):
+        hyper = state.hyper
+        if adaptive:
+            rates = dict(learning_rate=None, momentum=None, damping=None)
+        else:
+            factor = learning_rate_factor(state.count, hyper, schedule=schedule)
+            rates = dict(learning_rate=hyper["learning_rate"] * factor,
+                         momentum=hyper["momentum"], damping=hyper["damping"])
+        with optimizer.staging_context():  # run kfac-jax's staged methods inline in our trace
+            params, inner, stats = optimizer._step(  # noqa: SLF001 (pinned kfac-jax 0.0.8)
+                params, state.inner, key, batch, None,
+                rates["learning_rate"], rates["momentum"], rates["damping"], True, adaptive,
+            )
+        return params, KfacState(state.count + 1, hyper, inner), stats["loss"]
+
+    return Stepper(init=init, step=step, evaluation_params=lambda params, state: params)
+
+
+def _bind(model: Model, static: tuple[tuple[str, str], ...]) -> Stepper:
+    choices = dict(static)
+    return kfac_stepper(
+        model,
+        adaptive=choices["adaptive"] == "on",
+        schedule=choices["lr_schedule"],
+        config=KfacConfig(),
+    )
+
+
+SPEC = OptimizerSpec(
+    name="kfac",
+    hyperparameters=HYPERPARAMETERS + SCHEDULE_HYPERPARAMETERS,
+    bind=_bind,
+    description="K-FAC (kfac-jax): Kronecker-factored natural gradient with momentum",
+)
