@@ -178,11 +178,14 @@ class Stepper(NamedTuple):
             is the training loss of ``batch`` at the parameters *before* the update.
         evaluation_params: ``evaluation_params(params, state) -> params`` to evaluate (the raw
             parameters, or the weight average for EMA variants).
+        traces_model: ``init`` needs a real example ``batch`` and must run outside ``jit``
+            (K-FAC traces the model there); others accept ``batch=None``.
     """
 
     init: Callable[..., State]
     step: Callable[..., tuple[Params, State, jax.Array]]
     evaluation_params: Callable[[Params, State], Params]
+    traces_model: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

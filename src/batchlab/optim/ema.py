@@ -96,7 +96,7 @@ def with_ema(stepper: Stepper, *, evaluate_average: bool) -> Stepper:
             return averaged_params(state, 0)
         return stepper.evaluation_params(params, state.inner)
 
-    return Stepper(init=init, step=step, evaluation_params=evaluation_params)
+    return Stepper(init, step, evaluation_params, traces_model=stepper.traces_model)
 
 
 def ema_spec(base: OptimizerSpec) -> OptimizerSpec:

@@ -186,7 +186,7 @@ def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacCon
             )
         return params, KfacState(state.count + 1, hyper, inner), stats["loss"]
 
-    return Stepper(init=init, step=step, evaluation_params=lambda params, state: params)
+    return Stepper(init, step, lambda params, state: params, traces_model=True)
 
 
 def _bind(model: Model, static: tuple[tuple[str, str], ...]) -> Stepper:

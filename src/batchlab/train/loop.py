@@ -1,0 +1,280 @@
+"""The training loop: evaluation cadence, exact first hit by replay, divergence, pruning.
+
+**Cadence and resolution.**  The run evaluates after 0 updates and then every ``eval_every`` updates
+(also at ``max_steps`` and at ``prune_at_step``).  When an evaluation at step ``t_e`` first meets the
+target, the run rewinds to the carry saved at the previous evaluation ``t_{e−1}`` and replays the
+steps ``t_{e−1}+1, …, t_e`` one at a time — the same minibatches, since step ``t`` uses
+``fold_in(key_data, t)`` — evaluating after each, so
+
+    steps_to_target = min{ t ∈ (t_{e−1}, t_e] : metric(t) ≤ target }
+
+exactly.  This equals the first step meeting the target when evaluating every step, unless the
+metric met the target at some earlier step and rose above it again before the next evaluation
+(then the reported step is the first hit in the interval where the metric is met *at* an
+evaluation).  If the replay (single-step code) does not reproduce the hit that the evaluation
+(possibly multi-step code) saw, ``t_e`` is reported.
+
+**Divergence.**  A NaN/inf minibatch loss, one above ``divergence_factor · max(|first loss|, 1)``, or
+non-finite evaluation metrics end the run as ``diverged`` (never an exception); the interval before
+the divergence is replayed, so a target met before the blow-up still counts.
+
+**Stopping early.**  ``stop(step, metrics) -> bool`` is asked after every cadence evaluation, and
+``TrainOptions.prune_at_step`` stops once that many steps pass without reaching the target: both give
+``pruned``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from batchlab.errors import InputError
+from batchlab.optim import OptimizerSpec, get_optimizer, prepare
+from batchlab.train.compiled import Carry, Compiled, Monitor, compiled_for
+from batchlab.train.result import EvalPoint, TrackResult, TrainOptions, TrainResult
+
+__all__ = ["train", "ProgressFn", "StopFn"]
+
+ProgressFn = Callable[[int, "Mapping[str, float] | None"], None]
+StopFn = Callable[[int, Mapping[str, float]], bool]
+
+
+@dataclasses.dataclass
+class _Track:
+    """Mutable bookkeeping of one evaluated parameter set during a run."""
+
+    status: str = "running"
+    hit: int | None = None
+    curve: list[EvalPoint] = dataclasses.field(default_factory=list)
+    final: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def freeze(self) -> TrackResult:
+        return TrackResult(self.status, self.hit, tuple(sorted(self.curve, key=lambda p: p.step)), self.final)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run's fixed context (workload, compiled code, target) and its tracks."""
+
+    workload: Any
+    compiled: Compiled
+    target: float
+    tracks: list[_Track]
+    eval_time: float = 0.0
+
+    def evaluate(self, carry: Carry, which: list[int]) -> dict[int, dict[str, float]]:
+        start = time.perf_counter()
+        views = self.compiled.views(carry)
+        out = {i: dict(self.workload.evaluate(views[i])) for i in which}
+        self.eval_time += time.perf_counter() - start
+        return out
+
+    def met(self, metrics: Mapping[str, float]) -> bool:
+        value = metrics[self.workload.target_metric]
+        return math.isfinite(value) and value <= self.target
+
+    def running(self) -> list[int]:
+        return [i for i, track in enumerate(self.tracks) if track.status == "running"]
+
+
+def _copy(carry: Carry) -> Carry:
+    return jax.tree.map(lambda a: a.copy(), carry)
+
+
+def _advance(run: _Run, carry: Carry, start: int, count: int, progress: ProgressFn | None) -> Carry:
+    if progress is None or run.compiled.loop == "device":
+        return run.compiled.advance(carry, count)
+    for step in range(start + 1, start + count + 1):  # dispatch is asynchronous: no device wait
+        carry = run.compiled.advance(carry, 1)
+        progress(step, None)
+    return carry
+
+
+def _replay(run: _Run, saved: Carry, start: int, end: int, candidates: list[int]) -> None:
+    """Step from ``saved`` (at ``start``) up to ``end`` one at a time; record first hits."""
+    carry, pending = saved, list(candidates)
+    for step in range(start + 1, end + 1):
+        if not pending:
+            return
+        carry = run.compiled.advance(carry, 1)
+        for i, metrics in run.evaluate(carry, pending).items():
+            track = run.tracks[i]
+            track.curve.append(EvalPoint(step, metrics))
+            if run.met(metrics):
+                track.status, track.hit, track.final = "reached", step, metrics
+                pending.remove(i)
+
+
+def _start(run: _Run, prepared: Any, batch_size: int, max_steps: int, seed: int) -> Carry:
+    key_data, key_init, key_opt = jax.random.split(jax.random.PRNGKey(seed), 3)
+    compiled = run.compiled
+    params = compiled.init_params(key_init)
+    batch = compiled.sample(jax.random.fold_in(key_data, 0)) if compiled.stepper.traces_model else None
+    hyper = prepared.arrays(max_steps=max_steps)
+    opt_state = compiled.stepper.init(params, hyper, batch=batch, key=key_opt)
+    monitor = Monitor(jnp.float32(0.0), jnp.int32(-1), jnp.float32(0.0), jnp.int32(0))
+    return Carry(params, opt_state, jnp.int32(0), key_data, key_opt, monitor)
+
+
+def _resolve(optimizer: str | OptimizerSpec) -> OptimizerSpec:
+    return get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
+
+
+def _check(batch_size: int, max_steps: int, eval_every: int) -> None:
+    for name, value, low in (("batch_size", batch_size, 1), ("max_steps", max_steps, 0),
+                             ("eval_every", eval_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def train(
+    workload: Any,
+    optimizer: str | OptimizerSpec,
+    hyperparameters: Mapping[str, Any],
+    batch_size: int,
+    max_steps: int,
+    seed: int,
+    *,
+    target: float | None = None,
+    eval_every: int | None = None,
+    progress: ProgressFn | None = None,
+    stop: StopFn | None = None,
+    options: TrainOptions | None = None,
+) -> TrainResult:
+    """Train ``workload`` with ``optimizer`` until it reaches the target, diverges or runs out.
+
+    Step ``t`` (``t = 0 … max_steps − 1``) draws ``sample_batch(key=fold_in(key_data, t))`` where
+    ``key_data, key_init, key_opt = split(PRNGKey(seed), 3)``; parameters start at
+    ``init_params(key=key_init)``.  Equal arguments give identical results.  Trials that agree
+    in (workload, optimizer, choice hyperparameters, number of EMA decays, batch size) reuse one
+    compiled step: numeric hyperparameters are arrays in the optimizer state.
+
+    Args:
+        workload: a :class:`~batchlab.workloads.base.Workload` instance.
+        optimizer: a registry name (e.g. ``"momentum+ema"``) or an ``OptimizerSpec``.
+        hyperparameters: name → value; defaults fill the rest.
+        batch_size: minibatch size (≥ 1).
+        max_steps: step budget (≥ 0).
+        seed: the run's seed.
+        target: target value of ``workload.target_metric`` (default: the workload's).
+        eval_every: evaluation cadence in steps (default: the workload's).
+        progress: ``progress(step, metrics or None)`` after every compiled call and evaluation.
+        stop: ``stop(step, metrics) -> bool`` after every evaluation; ``True`` ends the run as
+            ``pruned``.
+        options: less common settings (extra EMA decays, step-limit pruning, …).
+
+    Returns:
+        A :class:`~batchlab.train.result.TrainResult`.
+
+    Raises:
+        InputError: unknown optimizer/hyperparameter, invalid value, bad sizes, missing data.
+
+    Example:
+        >>> from batchlab.workloads.registry import get_workload   # doctest: +SKIP
+        >>> result = train(get_workload("digits-cnn"), "momentum",
+        ...                {"learning_rate": 0.05, "momentum": 0.9}, 128, 2000, 0)  # doctest: +SKIP
+        >>> result.status, result.steps_to_target  # doctest: +SKIP
+        ('reached', 412)
+    """
+    options = options or TrainOptions()
+    spec = _resolve(optimizer)
+    eval_every = workload.default_eval_every if eval_every is None else eval_every
+    _check(batch_size, max_steps, eval_every)
+    prepared = prepare(spec, hyperparameters, extra_ema_decays=tuple(options.ema_decays))
+    goal = workload.target_value if target is None else float(target)
+    workload.load()
+    started = time.perf_counter()
+    compiled = compiled_for(
+        workload, prepared, batch_size,
+        loop=options.loop, factor=options.divergence_factor,
+    )
+    num_tracks = 1 + len(prepared.ema_decays) - (1 if spec.ema else 0)
+    run = _Run(workload, compiled, goal, [_Track() for _ in range(num_tracks)])
+    carry = _start(run, prepared, batch_size, max_steps, seed)
+    steps_run, diverged_at = _loop(run, carry, max_steps, eval_every, progress, stop, options)
+    tracks = [track.freeze() for track in run.tracks]
+    primary = tracks[0]
+    extra = dict(zip(prepared.ema_decays[1:] if spec.ema else prepared.ema_decays, tracks[1:]))
+    ema_results = ({prepared.ema_decays[0]: primary} if spec.ema else {}) | extra
+    return TrainResult(
+        status=primary.status,
+        steps_to_target=primary.steps_to_target,
+        curve=primary.curve,
+        final_metrics=primary.final_metrics,
+        wall_time=time.perf_counter() - started,
+        eval_time=run.eval_time,
+        steps_run=steps_run,
+        diverged_at=diverged_at,
+        target=goal,
+        target_metric=workload.target_metric,
+        ema_results=ema_results,
+    )
+
+
+def _record(run: _Run, step: int, metrics: dict[int, dict[str, float]]) -> list[int]:
+    """Append cadence evaluations; mark non-finite ones diverged; return the tracks that met."""
+    met = []
+    for i, values in metrics.items():
+        track = run.tracks[i]
+        track.curve.append(EvalPoint(step, values))
+        track.final = values
+        if not math.isfinite(values[run.workload.target_metric]):
+            track.status = "diverged"
+        elif run.met(values):
+            met.append(i)
+    return met
+
+
+def _loop(
+    run: _Run, carry: Carry, max_steps: int, eval_every: int,
+    progress: ProgressFn | None, stop: StopFn | None, options: TrainOptions,
+) -> tuple[int, int | None]:
+    """The main loop; returns (steps run, divergence step or None)."""
+    for i in _record(run, 0, run.evaluate(carry, run.running())):
+        track = run.tracks[i]
+        track.status, track.hit = "reached", 0
+    t, limit = 0, options.prune_at_step
+    while run.running() and t < max_steps:
+        end = min(t + eval_every, max_steps)
+        if limit is not None and t < limit:
+            end = min(end, limit)
+        saved = _copy(carry) if options.replay else None
+        carry = _advance(run, carry, t, end - t, progress)
+        monitor = jax.device_get(carry.monitor)
+        if int(monitor.bad_step) >= 0:
+            bad = int(monitor.bad_step)
+            if saved is not None:
+                _replay(run, saved, t, bad, run.running())
+            for i in run.running():
+                run.tracks[i].status = "diverged"
+            return end, bad
+        train_loss = float(monitor.loss_sum) / max(int(monitor.loss_count), 1)
+        carry = carry._replace(monitor=carry.monitor._replace(
+            loss_sum=jnp.float32(0.0), loss_count=jnp.int32(0)))
+        metrics = run.evaluate(carry, run.running())
+        for values in metrics.values():
+            values["train_loss"] = train_loss
+        met = _record(run, end, metrics)
+        if met and saved is not None:
+            _replay(run, saved, t, end, met)
+        for i in met:  # not reproduced by the replay (or no replay): the evaluation's step
+            track = run.tracks[i]
+            if track.status == "running":
+                track.status, track.hit, track.final = "reached", end, metrics[i]
+        t = end
+        shown = metrics.get(0) or next(iter(metrics.values()), None)
+        if progress is not None:
+            progress(t, shown)
+        if run.running() and shown is not None and (
+            (stop is not None and stop(t, shown)) or (limit is not None and t >= limit)
+        ):
+            for i in run.running():
+                run.tracks[i].status = "pruned"
+    for i in run.running():
+        run.tracks[i].status = "budget"
+    return t, None
