@@ -1,0 +1,109 @@
+"""Plain-JAX layers shared by the workload models (dense, 2-D convolution, layer norm, loss).
+
+Parameters are nested dicts of float32 arrays.  Layers are written as ``jnp.dot`` /
+``lax.conv_general_dilated`` followed by an explicit bias add (bias reshaped to the output rank), the
+form kfac-jax's automatic layer registration pattern-matches; no implicit rank broadcasting is used,
+so the models run under ``jax.numpy_rank_promotion("raise")``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "init_dense",
+    "init_conv",
+    "init_layer_norm",
+    "dense",
+    "conv2d",
+    "layer_norm",
+    "softmax_cross_entropy",
+    "conv_output_size",
+]
+
+Array = jax.Array
+
+
+def _truncated_normal(key: Array, shape: tuple[int, ...], std: float) -> Array:
+    # A normal truncated at ±2 has std ≈ 0.8796; rescale so the result has the requested std.
+    sample = jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype=jnp.float32)
+    return sample * jnp.float32(std / 0.87962566103423978)
+
+
+def init_dense(key: Array, fan_in: int, fan_out: int, *, gain: float = 2.0) -> dict[str, Array]:
+    """Dense layer parameters: ``w ~ TruncNormal(0, gain / fan_in)`` of shape (fan_in, fan_out), ``b = 0``.
+
+    ``gain = 2`` is He initialisation (ReLU layers); ``gain = 1`` is LeCun (linear outputs).
+    """
+    return {
+        "w": _truncated_normal(key, (fan_in, fan_out), math.sqrt(gain / fan_in)),
+        "b": jnp.zeros((fan_out,), jnp.float32),
+    }
+
+
+def init_conv(
+    key: Array, kernel_size: tuple[int, int], in_channels: int, out_channels: int, *, gain: float = 2.0
+) -> dict[str, Array]:
+    """2-D convolution parameters, kernel in HWIO layout, ``fan_in = kh · kw · in_channels``."""
+    fan_in = kernel_size[0] * kernel_size[1] * in_channels
+    shape = (*kernel_size, in_channels, out_channels)
+    return {
+        "w": _truncated_normal(key, shape, math.sqrt(gain / fan_in)),
+        "b": jnp.zeros((out_channels,), jnp.float32),
+    }
+
+
+def init_layer_norm(features: int) -> dict[str, Array]:
+    """Layer-norm parameters: ``scale = 1``, ``shift = 0``."""
+    return {"scale": jnp.ones((features,), jnp.float32), "shift": jnp.zeros((features,), jnp.float32)}
+
+
+def _add_bias(outputs: Array, bias: Array) -> Array:
+    return outputs + bias.reshape((1,) * (outputs.ndim - 1) + bias.shape)
+
+
+def dense(params: dict[str, Array], inputs: Array) -> Array:
+    """``y = x W + b`` over the last axis of ``x`` (any number of leading axes)."""
+    return _add_bias(jnp.tensordot(inputs, params["w"], axes=1), params["b"])
+
+
+def conv2d(params: dict[str, Array], inputs: Array, *, stride: int | tuple[int, int]) -> Array:
+    """Strided 2-D convolution, NHWC inputs, HWIO kernel, symmetric zero padding ``k // 2``.
+
+    Output size per spatial axis: ``floor((n + 2·(k // 2) - k) / stride) + 1``.
+    """
+    strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    kernel_height, kernel_width = params["w"].shape[:2]
+    padding = ((kernel_height // 2, kernel_height // 2), (kernel_width // 2, kernel_width // 2))
+    outputs = jax.lax.conv_general_dilated(
+        inputs,
+        params["w"],
+        window_strides=strides,
+        padding=padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    return _add_bias(outputs, params["b"])
+
+
+def conv_output_size(size: int, kernel: int, stride: int) -> int:
+    """Spatial output size of :func:`conv2d` along one axis."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def layer_norm(params: dict[str, Array], inputs: Array, *, epsilon: float = 1e-5) -> Array:
+    """``(x - mean) / sqrt(var + eps) · scale + shift`` over the last axis."""
+    mean = jnp.mean(inputs, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(inputs - mean), axis=-1, keepdims=True)
+    normalized = (inputs - mean) * jax.lax.rsqrt(variance + epsilon)
+    shape = (1,) * (inputs.ndim - 1) + params["scale"].shape
+    return normalized * params["scale"].reshape(shape) + params["shift"].reshape(shape)
+
+
+def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
+    """Per-example ``-log softmax(logits)[label]``; ``logits`` (..., K), integer ``labels`` (...)."""
+    log_probabilities = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probabilities, labels[..., None].astype(jnp.int32), axis=-1)
+    return -picked[..., 0]
