@@ -8,7 +8,7 @@ Example::
 """
 
 from batchlab.train.compiled import cache_size, clear_cache, enable_compilation_cache
-from batchlab.train.loop import ProgressFn, StopFn, train
+from batchlab.train.loop import ProgressFn, StopFn, check_arguments, train
 from batchlab.train.result import EvalPoint, Status, TrackResult, TrainOptions, TrainResult
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "cache_size",
+    "check_arguments",
     "clear_cache",
     "enable_compilation_cache",
     "train",

@@ -71,20 +71,21 @@ class Compiled:
 
     Attributes:
         stepper: the optimizer bound to the workload.
-        advance: ``advance(carry, n) -> carry`` runs ``n ≥ 1`` steps: one call of a device loop,
-            or ``n`` calls of a jitted step (:attr:`loop` says which).
+        advance: ``advance(carry, data, n) -> carry`` runs ``n ≥ 1`` steps: one call of a device
+            loop, or ``n`` calls of a jitted step (:attr:`loop` says which); ``data`` is the
+            workload's ``train_data()``, passed as an argument so it is not baked into the code.
         views: ``views(carry) -> tuple of parameter trees`` to evaluate: the evaluated parameters,
             then one average per extra EMA decay.
         init_params: ``init_params(key) -> params`` (jitted; shared by every optimizer).
-        sample: ``sample(key) -> batch`` (jitted), for optimizers that trace an example batch.
+        sample: ``sample(data, key) -> batch`` (jitted), for optimizers that trace an example batch.
         loop: ``"device"`` or ``"python"``.
     """
 
     stepper: Stepper
-    advance: Callable[[Carry, int], Carry]
+    advance: Callable[[Carry, Any, int], Carry]
     views: Callable[[Carry], tuple[Any, ...]]
     init_params: Callable[[jax.Array], Any]
-    sample: Callable[[jax.Array], Any]
+    sample: Callable[[Any, jax.Array], Any]
     loop: str
 
 
@@ -133,9 +134,11 @@ def choose_loop(workload: Any, batch_size: int) -> str:
 
 
 def _one_step(workload: Any, stepper: Stepper, batch_size: int, factor: float):
-    def body(carry: Carry) -> Carry:
+    def body(carry: Carry, data: Any) -> Carry:
         t = carry.step
-        batch = workload.sample_batch(key=jax.random.fold_in(carry.key_data, t), batch_size=batch_size)
+        batch = workload.sample_batch_from(
+            data, key=jax.random.fold_in(carry.key_data, t), batch_size=batch_size
+        )
         params, opt_state, loss = stepper.step(
             carry.params, carry.opt_state, batch, key=jax.random.fold_in(carry.key_opt, t)
         )
@@ -150,17 +153,18 @@ def _one_step(workload: Any, stepper: Stepper, batch_size: int, factor: float):
     return body
 
 
-def _advance(body: Callable[[Carry], Carry], loop: str) -> Callable[[Carry, int], Carry]:
+def _advance(body: Callable[[Carry, Any], Carry], loop: str) -> Callable[[Carry, Any, int], Carry]:
     if loop == "device":
         many = jax.jit(
-            lambda carry, n: jax.lax.fori_loop(0, n, lambda _, c: body(c), carry), donate_argnums=0
+            lambda carry, data, n: jax.lax.fori_loop(0, n, lambda _, c: body(c, data), carry),
+            donate_argnums=0,
         )
-        return lambda carry, n: many(carry, jnp.int32(n))
+        return lambda carry, data, n: many(carry, data, jnp.int32(n))
     one = jax.jit(body, donate_argnums=0)
 
-    def advance(carry: Carry, n: int) -> Carry:
+    def advance(carry: Carry, data: Any, n: int) -> Carry:
         for _ in range(n):
-            carry = one(carry)
+            carry = one(carry, data)
         return carry
 
     return advance
@@ -172,8 +176,8 @@ def _init_params(workload: Any) -> Callable[[jax.Array], Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _sampler(workload: Any, batch_size: int) -> Callable[[jax.Array], Any]:
-    return jax.jit(lambda key: workload.sample_batch(key=key, batch_size=batch_size))
+def _sampler(workload: Any, batch_size: int) -> Callable[[Any, jax.Array], Any]:
+    return jax.jit(lambda data, key: workload.sample_batch_from(data, key=key, batch_size=batch_size))
 
 
 @functools.lru_cache(maxsize=256)

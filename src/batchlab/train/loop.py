@@ -12,7 +12,8 @@ exactly.  This equals the first step meeting the target when evaluating every st
 metric met the target at some earlier step and rose above it again before the next evaluation
 (then the reported step is the first hit in the interval where the metric is met *at* an
 evaluation).  If the replay (single-step code) does not reproduce the hit that the evaluation
-(possibly multi-step code) saw, ``t_e`` is reported.
+(possibly multi-step code) saw, ``t_e`` is reported.  The replay costs at most ``eval_every − 1``
+extra steps and evaluations, once per run (per EMA decay) and once at a divergence.
 
 **Divergence.**  A NaN/inf minibatch loss, one above ``divergence_factor · max(|first loss|, 1)``, or
 non-finite evaluation metrics end the run as ``diverged`` (never an exception); the interval before
@@ -34,11 +35,11 @@ import jax
 import jax.numpy as jnp
 
 from batchlab.errors import InputError
-from batchlab.optim import OptimizerSpec, get_optimizer, prepare
+from batchlab.optim import OptimizerSpec, Prepared, get_optimizer, prepare
 from batchlab.train.compiled import Carry, Compiled, Monitor, compiled_for
 from batchlab.train.result import EvalPoint, TrackResult, TrainOptions, TrainResult
 
-__all__ = ["train", "ProgressFn", "StopFn"]
+__all__ = ["train", "check_arguments", "ProgressFn", "StopFn"]
 
 ProgressFn = Callable[[int, "Mapping[str, float] | None"], None]
 StopFn = Callable[[int, Mapping[str, float]], bool]
@@ -65,6 +66,7 @@ class _Run:
     compiled: Compiled
     target: float
     tracks: list[_Track]
+    data: Any = None  # the workload's train_data(), an argument of every compiled call
     eval_time: float = 0.0
 
     def evaluate(self, carry: Carry, which: list[int]) -> dict[int, dict[str, float]]:
@@ -88,20 +90,24 @@ def _copy(carry: Carry) -> Carry:
 
 def _advance(run: _Run, carry: Carry, start: int, count: int, progress: ProgressFn | None) -> Carry:
     if progress is None or run.compiled.loop == "device":
-        return run.compiled.advance(carry, count)
+        return run.compiled.advance(carry, run.data, count)
     for step in range(start + 1, start + count + 1):  # dispatch is asynchronous: no device wait
-        carry = run.compiled.advance(carry, 1)
+        carry = run.compiled.advance(carry, run.data, 1)
         progress(step, None)
     return carry
 
 
 def _replay(run: _Run, saved: Carry, start: int, end: int, candidates: list[int]) -> None:
-    """Step from ``saved`` (at ``start``) up to ``end`` one at a time; record first hits."""
+    """Step from ``saved`` (at ``start``) to ``end`` one at a time, evaluating ``candidates``.
+
+    Records each candidate's first step meeting the target.  ``end`` itself is evaluated only when
+    the caller has not (divergence); callers pass ``end − 1`` when they already evaluated ``end``.
+    """
     carry, pending = saved, list(candidates)
     for step in range(start + 1, end + 1):
         if not pending:
             return
-        carry = run.compiled.advance(carry, 1)
+        carry = run.compiled.advance(carry, run.data, 1)
         for i, metrics in run.evaluate(carry, pending).items():
             track = run.tracks[i]
             track.curve.append(EvalPoint(step, metrics))
@@ -114,7 +120,7 @@ def _start(run: _Run, prepared: Any, batch_size: int, max_steps: int, seed: int)
     key_data, key_init, key_opt = jax.random.split(jax.random.PRNGKey(seed), 3)
     compiled = run.compiled
     params = compiled.init_params(key_init)
-    batch = compiled.sample(jax.random.fold_in(key_data, 0)) if compiled.stepper.traces_model else None
+    batch = compiled.sample(run.data, jax.random.fold_in(key_data, 0)) if compiled.stepper.traces_model else None
     hyper = prepared.arrays(max_steps=max_steps)
     opt_state = compiled.stepper.init(params, hyper, batch=batch, key=key_opt)
     monitor = Monitor(jnp.float32(0.0), jnp.int32(-1), jnp.float32(0.0), jnp.int32(0))
@@ -125,11 +131,35 @@ def _resolve(optimizer: str | OptimizerSpec) -> OptimizerSpec:
     return get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
 
 
-def _check(batch_size: int, max_steps: int, eval_every: int) -> None:
+def check_arguments(
+    workload: Any,
+    optimizer: str | OptimizerSpec,
+    hyperparameters: Mapping[str, Any],
+    batch_size: int,
+    max_steps: int,
+    *,
+    eval_every: int | None = None,
+    options: TrainOptions | None = None,
+) -> Prepared:
+    """Validate the arguments of :func:`train` without training (cheap; loads no data).
+
+    Returns:
+        The validated hyperparameters (:class:`~batchlab.optim.Prepared`).
+
+    Raises:
+        InputError: the first problem found, as one line.
+    """
+    options = options or TrainOptions()
+    cadence = workload.default_eval_every if eval_every is None else eval_every
     for name, value, low in (("batch_size", batch_size, 1), ("max_steps", max_steps, 0),
-                             ("eval_every", eval_every, 1)):
+                             ("eval_every", cadence, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+    if options.prune_at_step is not None and options.prune_at_step < 0:
+        raise InputError(f"prune_at_step must be >= 0, got {options.prune_at_step}")
+    if options.loop not in ("auto", "device", "python"):
+        raise InputError(f"loop must be auto, device or python, got {options.loop!r}")
+    return prepare(_resolve(optimizer), hyperparameters, extra_ema_decays=tuple(options.ema_decays))
 
 
 def train(
@@ -182,10 +212,10 @@ def train(
         ('reached', 412)
     """
     options = options or TrainOptions()
-    spec = _resolve(optimizer)
+    prepared = check_arguments(workload, optimizer, hyperparameters, batch_size, max_steps,
+                               eval_every=eval_every, options=options)
+    spec = prepared.spec
     eval_every = workload.default_eval_every if eval_every is None else eval_every
-    _check(batch_size, max_steps, eval_every)
-    prepared = prepare(spec, hyperparameters, extra_ema_decays=tuple(options.ema_decays))
     goal = workload.target_value if target is None else float(target)
     workload.load()
     started = time.perf_counter()
@@ -194,7 +224,7 @@ def train(
         loop=options.loop, factor=options.divergence_factor,
     )
     num_tracks = 1 + len(prepared.ema_decays) - (1 if spec.ema else 0)
-    run = _Run(workload, compiled, goal, [_Track() for _ in range(num_tracks)])
+    run = _Run(workload, compiled, goal, [_Track() for _ in range(num_tracks)], workload.train_data())
     carry = _start(run, prepared, batch_size, max_steps, seed)
     steps_run, diverged_at = _loop(run, carry, max_steps, eval_every, progress, stop, options)
     tracks = [track.freeze() for track in run.tracks]
@@ -260,9 +290,9 @@ def _loop(
         for values in metrics.values():
             values["train_loss"] = train_loss
         met = _record(run, end, metrics)
-        if met and saved is not None:
-            _replay(run, saved, t, end, met)
-        for i in met:  # not reproduced by the replay (or no replay): the evaluation's step
+        if met and saved is not None and end - t > 1:
+            _replay(run, saved, t, end - 1, met)
+        for i in met:  # no earlier hit in the interval: the evaluation's step
             track = run.tracks[i]
             if track.status == "running":
                 track.status, track.hit, track.final = "reached", end, metrics[i]
