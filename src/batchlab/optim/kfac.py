@@ -68,6 +68,9 @@ class KfacConfig:
     fast_conv_statistics: bool = True
 
 
+_SUPPORTED = ("softmax_cross_entropy", "squared_error")
+
+
 class KfacState(NamedTuple):
     """State: update count, hyperparameter arrays, kfac-jax's own state."""
 
@@ -111,7 +114,7 @@ def _registered_loss(model: Model) -> Callable[[Any, Any], jax.Array]:
             kfac_jax.register_squared_error_loss(flat, targets.reshape(flat.shape),
                                                  weight=2.0 / flat.shape[1])
             return jnp.mean((flat - targets.reshape(flat.shape)) ** 2)
-        raise InputError(f"kfac needs a network workload; loss_kind {kind!r} is not supported")
+        raise AssertionError(kind)  # checked in kfac_stepper
 
     return value
 
@@ -141,6 +144,11 @@ def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacCon
     Raises:
         InputError: an unsupported ``loss_kind`` or a workload loss K-FAC cannot reproduce.
     """
+    if model.loss_kind not in _SUPPORTED:
+        raise InputError(
+            f"kfac needs a network workload with a {' or '.join(_SUPPORTED)} loss; "
+            f"got loss_kind {model.loss_kind!r}"
+        )
     value = _registered_loss(model)
     blocks = None
     if config.fast_conv_statistics:
