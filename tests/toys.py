@@ -40,10 +40,10 @@ class ToyClassifier(Workload):
         rng = np.random.default_rng(self.seed)
         centers = rng.normal(size=(self.classes, self.dim)) * 1.5
 
-        def draw(n):
+        def draw(n):  # NumPy arrays: safe to create inside a trace
             y = rng.integers(0, self.classes, size=n)
             x = centers[y] + rng.normal(size=(n, self.dim))
-            return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+            return x.astype(np.float32), y.astype(np.int32)
 
         return draw(self.num_train), draw(self.num_eval)
 
@@ -54,10 +54,18 @@ class ToyClassifier(Workload):
     def num_train_examples(self) -> int:
         return self.num_train
 
+    def train_data(self):
+        (x, y), _ = self._data
+        return {"inputs": jnp.asarray(x), "targets": jnp.asarray(y)}
+
+    def sample_batch_from(self, train_data, *, key, batch_size):
+        idx = jax.random.randint(key, (batch_size,), 0, self.num_train)
+        return {"inputs": train_data["inputs"][idx], "targets": train_data["targets"][idx]}
+
     def sample_batch(self, *, key, batch_size):
         (x, y), _ = self._data
-        idx = jax.random.randint(key, (batch_size,), 0, self.num_train)
-        return {"inputs": x[idx], "targets": y[idx]}
+        data = {"inputs": jnp.asarray(x), "targets": jnp.asarray(y)}
+        return self.sample_batch_from(data, key=key, batch_size=batch_size)
 
     def init_params(self, *, key):
         k1, k2 = jax.random.split(key)
@@ -80,6 +88,7 @@ class ToyClassifier(Workload):
     @functools.cached_property
     def _metrics(self):
         _, (x, y) = self._data
+        x, y = jnp.asarray(x), jnp.asarray(y)
 
         @jax.jit
         def metrics(params):
@@ -134,3 +143,27 @@ class ToyQuadratic(Workload):
 
     def evaluate(self, params):
         return {"risk": float(0.5 * jnp.sum(jnp.asarray(self.h) * params**2))}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConvClassifier(ToyClassifier):
+    """ToyClassifier's blobs reshaped to 1×side×side images, one 3×3 convolution + a dense layer."""
+
+    side: int = 4
+    dim: int = 16
+    name: ClassVar[str] = "toy-conv-classifier"
+
+    def init_params(self, *, key):
+        k1, k2 = jax.random.split(key)
+        return {
+            "conv": {"w": jax.random.normal(k1, (3, 3, 1, 4)) / 3.0, "b": jnp.zeros(4)},
+            "dense": {"kernel": jax.random.normal(k2, (self.side * self.side * 4, self.classes)) / 8.0,
+                      "bias": jnp.zeros(self.classes)},
+        }
+
+    def apply(self, params, inputs):
+        images = inputs.reshape(-1, self.side, self.side, 1)
+        hidden = jax.lax.conv_general_dilated(images, params["conv"]["w"], (1, 1), ((1, 1), (1, 1)),
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        hidden = jnp.tanh(hidden + params["conv"]["b"]).reshape(images.shape[0], -1)
+        return hidden @ params["dense"]["kernel"] + params["dense"]["bias"]
