@@ -56,16 +56,18 @@ def companion_moment(comp: Companion, q, s0, t):
 
     Args:
         comp, q, s0: one-dimensional arrays over ``k`` systems.
-        t: one-dimensional integer steps ``(m,)``.
+        t: integer steps, ``(m,)`` for all systems or ``(k, m)`` per system.
     Returns:
         ``(value, cancellation)`` of shape ``(k, m)``: the second moment and an estimate of how many
         times larger the summed terms were than the result (relative error ≈ 1e-16 × cancellation).
         Entries where the closed form is undefined (double root, |root| ≥ 1) have ``inf``.
     """
     t = np.asarray(t)
-    tf = t.astype(np.float64)[None, :]
-    sign_t = np.where(t % 2 == 1, -1.0, 1.0)[None, :]  # (−1)^t
-    k, m = comp.tau.shape[0], t.shape[0]
+    t2 = t if t.ndim == 2 else t[None, :]
+    tf = t2.astype(np.float64)
+    sign_t = np.where(t2 % 2 == 1, -1.0, 1.0)  # (−1)^t
+    k, m = comp.tau.shape[0], t2.shape[1]
+    per_row = t2.shape[0] > 1 or k == 1
     value = np.zeros((k, m))
     cancel = np.full((k, m), np.inf)
     real = comp.disc > 0
@@ -84,11 +86,12 @@ def companion_moment(comp: Companion, q, s0, t):
                                     q[:, None], s0[:, None])
         else:
             sub = Companion(*(f[idx, None] for f in comp))
-            value[idx], cancel[idx] = _finish(*branch(sub, tf, sign_t), q[idx, None], s0[idx, None])
-    zero = t == 0
+            tt, st = (tf[idx], sign_t[idx]) if per_row else (tf, sign_t)
+            value[idx], cancel[idx] = _finish(*branch(sub, tt, st), q[idx, None], s0[idx, None])
+    zero = np.broadcast_to(t2 == 0, value.shape)
     if zero.any():
-        value[:, zero] = (s0 * comp.m0**2)[:, None]
-        cancel[:, zero] = 1.0
+        value = np.where(zero, (s0 * comp.m0**2)[:, None], value)
+        cancel = np.where(zero, 1.0, cancel)
     return value, cancel
 
 
