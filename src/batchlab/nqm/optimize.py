@@ -8,8 +8,10 @@ For each optimizer kind the search runs in three stages:
 3. the exact, certified first hit (:func:`solve.steps_to_target`) on the full problem for the best
    candidates, keeping the best.
 
-Coordinates: ``log10(α / α_max)`` with ``α_max`` the largest stable learning rate for the current
-momentum (so every candidate is stable), ``log10(1 − β)`` and ``log10(1 − γ)`` (0 means β = 0 or γ = 0).
+Coordinates: ``v = logit10(α / α_max)`` (``α/α_max = 10^v / (1 + 10^v)``) with ``α_max`` the largest
+stable learning rate for the current momentum — every candidate is stable, and both tiny rates and
+rates a hair below the stability limit are resolved — then ``log10(1 − β)`` and ``log10(1 − γ)``
+(0 means β = 0 or γ = 0).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ _COORDS = {
     "sgd": ("lr",), "momentum": ("lr", "momentum"), "nesterov": ("lr", "momentum"),
     "ema": ("lr", "ema"), "momentum-ema": ("lr", "momentum", "ema"),
 }
-_BOUNDS = {"lr": (-9.0, -1e-9), "momentum": (-6.0, 0.0), "ema": (-6.0, 0.0)}
+_BOUNDS = {"lr": (-9.0, 9.0), "momentum": (-6.0, 0.0), "ema": (-6.0, 0.0)}
+_LR_GRID = (-8.0, 3.0)  # coarse-grid range of the learning-rate coordinate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +50,10 @@ class SearchConfig:
         window: when warm-started, half-width (decades) of the coarse window around the hint.
     """
 
-    entries: int = 96
+    entries: int = 128
     grid: tuple[int, int] = (37, 13)
     rounds: int = 14
-    finalists: int = 2
+    finalists: int = 1
     window: float = 1.5
 
 
@@ -98,7 +101,8 @@ def _decode(kind: str, z: np.ndarray, problem: Problem, precond: float) -> dict[
     beta = hp.get("momentum", np.zeros(z.shape[:-1]))
     base = nesterov(1.0, beta) if kind == "nesterov" else heavy_ball(1.0, beta)
     hmax = float(np.max(problem.h ** (1.0 - precond)))
-    hp["learning_rate"] = stability_limit(base) / hmax * 10.0 ** z[..., 0]
+    frac = 1.0 / (1.0 + 10.0 ** (-z[..., 0]))  # 10^v / (1 + 10^v)
+    hp["learning_rate"] = stability_limit(base) / hmax * frac
     return hp
 
 
@@ -116,11 +120,11 @@ def make_dynamics(kind: str, *, learning_rate, momentum=None, ema=None, precond:
     return with_ema(dyn, ema) if kind == "momentum-ema" else dyn
 
 
-def _objective(problem, kind, z, batch_size, target, precond) -> np.ndarray:
+def _objective(problem, kind, z, batch_size, target, precond, near=None) -> np.ndarray:
     hp = _decode(kind, z, problem, precond)
     dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
                         ema=hp.get("ema"), precond=precond)
-    steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True)
+    steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near)
     return np.where(np.isfinite(steps), steps, np.inf)
 
 
@@ -128,7 +132,7 @@ def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
     names = _COORDS[kind]
     axes = []
     for i, name in enumerate(names):
-        lo, hi = _BOUNDS[name]
+        lo, hi = _LR_GRID if name == "lr" else _BOUNDS[name]
         n = config.grid[0] if name == "lr" else config.grid[1]
         if hint is not None:
             lo, hi = max(lo, hint[i] - config.window), min(hi, hint[i] + config.window)
@@ -140,8 +144,10 @@ def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
     return np.array(list(itertools.product(*axes)))
 
 
-def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rounds: int, bounds):
-    """Compass search (all 3^D − 1 moves) from several starts at once, inside ``bounds``.
+def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rounds: int, bounds,
+                    frozen: np.ndarray):
+    """Compass search (all 3^D − 1 moves) from several starts at once, inside ``bounds``;
+    ``frozen[k, j]`` keeps coordinate ``j`` of start ``k`` fixed (a search along a face).
 
     Returns every evaluated point and its value.
     """
@@ -150,8 +156,9 @@ def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rou
     pts, vals = [starts], [values]
     centers, cvals = starts.copy(), values.copy()
     step = np.full(len(starts), step0)
+    free = ~frozen[:, None, :]
     for _ in range(rounds):
-        cand = (centers[:, None, :] + step[:, None, None] * moves[None]).reshape(-1, D)
+        cand = (centers[:, None, :] + step[:, None, None] * moves[None] * free).reshape(-1, D)
         cand = np.clip(cand, bounds[:, 0], bounds[:, 1])
         cv = f(cand).reshape(len(centers), -1)
         pts.append(cand)
@@ -200,13 +207,20 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         grid = _grid(kind, config, None)
         gv = f(grid)
     order = np.argsort(gv)
-    n_starts = min(3, len(order))
-    starts = grid[order[:n_starts]]
+    starts = [grid[i] for i in order[:min(3, len(order))]]
+    frozen = [np.zeros(grid.shape[1], bool) for _ in starts]
+    for j in range(1, grid.shape[1]):  # also refine along each face β = 0 / γ = 0
+        on_face = grid[:, j] >= 0
+        if on_face.any():
+            starts.append(grid[np.flatnonzero(on_face)[np.argmin(gv[on_face])]])
+            frozen.append(np.arange(grid.shape[1]) == j)
+    starts = np.array(starts)
     step0 = float(np.max(np.ptp(grid, axis=0)) / max(config.grid[1], 4))
-    pts, vals = _pattern_search(f, starts, gv[order[:n_starts]], step0, config.rounds, bounds)
+    pts, vals = _pattern_search(f, starts, f(starts), step0, config.rounds, bounds, np.array(frozen))
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)
     best = _finalists(pts, vals, config.finalists)
+    best += _face_candidates(pts, vals, best, tolerance=0.01)
     results = []
     for z in best:
         hp = _decode(kind, z[None, :], problem, precond)
@@ -223,6 +237,22 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
                    steps=float(steps), reason=reason, learning_rate=scalars["learning_rate"],
                    momentum=scalars.get("momentum"), ema=scalars.get("ema"),
                    coordinates=tuple(float(v) for v in z), evaluations=int(evaluations))
+
+
+def _face_candidates(pts, vals, chosen, tolerance: float) -> list[np.ndarray]:
+    """Best points with a momentum/EMA coordinate at 0 (β = 0 or γ = 0) that are within ``tolerance``
+    of the best value: the compressed search cannot tell such near-ties apart, the exact stage can
+    (so adding momentum or EMA never reports more steps than the plain optimizer it contains)."""
+    out = []
+    best_val = np.min(vals)
+    for j in range(1, pts.shape[1]):
+        on_face = pts[:, j] >= 0
+        if not on_face.any():
+            continue
+        i = np.flatnonzero(on_face)[np.argmin(vals[on_face])]
+        if vals[i] <= best_val * (1 + tolerance) and all(np.max(np.abs(pts[i] - c)) > 1e-9 for c in chosen):
+            out.append(pts[i])
+    return out
 
 
 def _finalists(pts: np.ndarray, vals: np.ndarray, k: int) -> list[np.ndarray]:

@@ -117,10 +117,24 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
         if floor <= target:
             return Hit(math.inf, "budget", math.nan, len(risk.cache))
         horizon = _noise_horizon(problem, dyn, batch_size, target, max_steps)
+    if candidate is not None and _monotone(problem, dyn, batch_size):
+        return Hit(candidate, "reached", float(risk(candidate)[0]), len(risk.cache))
     first = _certify(problem, dyn, batch_size, target, risk, horizon, candidate)
     if first is None:
         return Hit(math.inf, "floor", math.nan, len(risk.cache))
     return Hit(first, "reached", float(risk(first)[0]), len(risk.cache))
+
+
+def _monotone(problem: Problem, dyn: Dynamics, batch_size: float) -> bool:
+    """Whether the risk is provably non-increasing in ``t``: SGD with every direction starting at or
+    above its noise floor (``s_t = s* + r^{2t}(s0 − s*)``, ``r² < 1``)."""
+    from batchlab.nqm.dynamics import SGD
+
+    if not isinstance(dyn, SGD):
+        return False
+    sys = build_system(problem, dyn, batch_size)
+    floor = np.asarray(sys.q) / (np.asarray(sys.x) * (2.0 - np.asarray(sys.x)))
+    return bool(np.all(np.asarray(sys.s0) >= floor))
 
 
 def _noise_horizon(problem, dyn, batch_size, target, max_steps) -> int:
@@ -286,22 +300,41 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
 
 
 def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, max_steps: int = MAX_STEPS,
-                 fractional: bool = False) -> np.ndarray:
+                 fractional: bool = False, near: float | None = None) -> np.ndarray:
     """Fast steps-to-target for arrays of hyperparameters (for searches).
 
     Galloping over powers of two, then bisection, both vectorised over settings.  The result is a
     verified hit (``L(T) ≤ target``) or ``inf``; it is the first hit when the risk decreases through
     the target (not certified — use :func:`steps_to_target` for the exact answer).  With
     ``fractional`` the crossing is interpolated in log-risk between ``T − 1`` and ``T``, which makes the
-    objective continuous for local optimisers.
+    objective continuous for local optimisers.  ``near`` (a step count close to the expected answers)
+    replaces the galloping by a 13-point window ``near · 2^(k/2 − 3)``; settings not bracketed by
+    the window fall back to galloping.
     """
     target = _check_target(target)
     hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
     fdyn = flatten_dynamics(dyn, hp)
     B = np.broadcast_to(np.asarray(batch_size, dtype=np.float64), hp).reshape(-1)
     H = B.shape[0]
-    powers = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1)])
-    vals = _engine.evaluate(problem, fdyn, B, powers, reduce=True)  # (H, P)
+    gallop = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1)])
+    if near is not None and np.isfinite(near) and near >= 8:
+        window = np.unique(np.concatenate([[0], np.round(near * 2.0 ** (np.arange(13) / 2 - 3))])).astype(np.int64)
+        vals = _engine.evaluate(problem, fdyn, B, window, reduce=True)
+        missed = ~(vals <= target).any(axis=1)
+        powers = window
+        if missed.any():  # galloping for the settings the window did not bracket
+            idx = np.flatnonzero(missed)
+            sub = flatten_dynamics(_take(fdyn, idx), (idx.size,))
+            gv = _engine.evaluate(problem, sub, B[idx], gallop, reduce=True)
+            powers = np.unique(np.concatenate([window, gallop]))
+            full = np.full((H, powers.size), np.nan)
+            full[:, np.searchsorted(powers, window)] = vals
+            full[idx[:, None], np.searchsorted(powers, gallop)[None, :]] = gv
+            # fill gaps so that "first index below target" stays meaningful per setting
+            vals = np.where(np.isnan(full), np.inf, full)
+    else:
+        powers = gallop
+        vals = _engine.evaluate(problem, fdyn, B, powers, reduce=True)  # (H, P)
     below = vals <= target
     has = below.any(axis=1)
     first = np.argmax(below, axis=1)
