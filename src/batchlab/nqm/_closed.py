@@ -176,9 +176,10 @@ def _finish(parts, stable, q, s0, c: Companion):
 
 
 def _combine(mean, mean_abs, noise, noise_abs, q, s0):
-    value = _times(s0, mean**2) + _times(q, noise)
-    scale = _times(s0, 2.0 * np.abs(mean) * mean_abs) + _times(q, noise_abs)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = _times(s0, mean**2) + _times(q, noise)
+        scale = _times(s0, 2.0 * np.abs(mean) * mean_abs) + _times(q, noise_abs)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         cancel = np.where(value > 0, scale / value, np.where(scale > 0, np.inf, 1.0))
     return value, cancel
 

@@ -41,8 +41,9 @@ def noise_covariance(sys: System, E_u_a=None) -> np.ndarray:
 def doubling_moment(sys: System, steps: np.ndarray) -> np.ndarray:
     """Measured second moment by exact doubling; ``sys`` and ``steps`` broadcast together."""
     mats = sys.matrices()
-    F, N = _linear.doubling(mats[0], noise_covariance(sys, mats), steps)
-    S = _linear.transform(F, initial_covariance(sys, mats)) + N
+    with np.errstate(over="ignore", invalid="ignore"):
+        F, N = _linear.doubling(mats[0], noise_covariance(sys, mats), steps)
+        S = _linear.transform(F, initial_covariance(sys, mats)) + N
     return S[..., sys.out, sys.out]
 
 

@@ -117,7 +117,9 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
         if floor <= target:
             return Hit(math.inf, "budget", math.nan, len(risk.cache))
         horizon = _noise_horizon(problem, dyn, batch_size, target, max_steps)
-    if candidate is not None and _monotone(problem, dyn, batch_size):
+    if (candidate is not None and risk(candidate - 1)[0] > target * (1 + 3 * ROUNDING)
+            and _monotone(problem, dyn, batch_size)):
+        # non-increasing risk, and the step before is above the target by more than rounding
         return Hit(candidate, "reached", float(risk(candidate)[0]), len(risk.cache))
     first = _certify(problem, dyn, batch_size, target, risk, horizon, candidate)
     if first is None:
