@@ -7,6 +7,7 @@ assembles them and maps bad input to a one-line error with exit status 2.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from batchlab.cli._app import app
@@ -28,5 +29,9 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # Before JAX loads: XLA:CPU logs a multi-line error for every executable it loads from the
+    # persistent compilation cache (tuning flags +prefer-no-gather/scatter taken for missing CPU
+    # features; openxla/xla#44565) although the load works.  Set TF_CPP_MIN_LOG_LEVEL to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _register()
     app(args=argv if argv is not None else sys.argv[1:], prog_name="batchlab")

@@ -1,0 +1,35 @@
+"""Analysis of a study's store: best steps per (optimizer, batch size) with bootstrap intervals,
+winning hyperparameters, critical batch sizes with intervals, EMA decays, NQM predictions.
+
+Reads the store through :mod:`batchlab.study.frames`; never imports JAX or trains.
+
+Example::
+
+    from batchlab.analysis import analyze
+    result = analyze("runs/quick")
+    result.best[["optimizer", "batch_size", "best_steps", "steps_low", "steps_high"]]
+    result.critical[["optimizer", "b_noise", "overhead"]]
+"""
+
+from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
+from batchlab.analysis.scaling import (
+    best_per_cell,
+    bootstrap_minimum,
+    critical_batch_sizes,
+    effective_rate,
+    ema_decay_table,
+)
+from batchlab.analysis.study import StudyAnalysis, analyze
+
+__all__ = [
+    "Prediction",
+    "StudyAnalysis",
+    "analyze",
+    "best_per_cell",
+    "bootstrap_minimum",
+    "compare_critical",
+    "critical_batch_sizes",
+    "effective_rate",
+    "ema_decay_table",
+    "load_prediction",
+]

@@ -1,0 +1,66 @@
+"""Everything the report shows about one study, computed from its store."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import pandas as pd
+
+from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
+from batchlab.analysis.scaling import best_per_cell, critical_batch_sizes, ema_decay_table
+from batchlab.study.frames import study_spec, trials_frame, tracks_frame
+from batchlab.study.store import open_store
+
+__all__ = ["StudyAnalysis", "analyze"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyAnalysis:
+    """The analysed study.
+
+    Attributes:
+        folder: the study folder.
+        spec: the stored canonical spec.
+        trials: one row per trial (:func:`batchlab.study.frames.trials_frame`).
+        best: one row per (optimizer, batch size) (:func:`batchlab.analysis.best_per_cell`).
+        critical: one row per optimizer (:func:`batchlab.analysis.critical_batch_sizes`).
+        ema: best steps per EMA decay (:func:`batchlab.analysis.ema_decay_table`).
+        prediction: the NQM prediction stored with the study, if any.
+        prediction_vs_measured: predicted vs measured critical batch sizes (empty without one).
+    """
+
+    folder: pathlib.Path
+    spec: dict[str, Any]
+    trials: pd.DataFrame
+    best: pd.DataFrame
+    critical: pd.DataFrame
+    ema: pd.DataFrame
+    prediction: Prediction | None
+    prediction_vs_measured: pd.DataFrame
+
+    @property
+    def optimizers(self) -> list[str]:
+        return [o["name"] for o in self.spec.get("optimizers", [])] or list(dict.fromkeys(self.trials["optimizer"]))
+
+
+def analyze(folder: str | pathlib.Path, *, confidence: float = 0.95, resamples: int = 1000,
+            critical_resamples: int = 200, tolerance: float = 0.2, seed: int = 0) -> StudyAnalysis:
+    """Analyse the study in ``folder`` (see :mod:`batchlab.analysis.scaling` for definitions).
+
+    Raises:
+        InputError: no study in ``folder``, or a malformed prediction file.
+    """
+    folder = pathlib.Path(folder)
+    with open_store(folder) as store:
+        spec = study_spec(store)
+        trials = trials_frame(store)
+        tracks = tracks_frame(store)
+    order = [o["name"] for o in spec.get("optimizers", [])] or None
+    best = best_per_cell(trials, confidence=confidence, resamples=resamples, seed=seed, order=order)
+    critical = critical_batch_sizes(trials, tolerance=tolerance, confidence=confidence,
+                                    resamples=critical_resamples, seed=seed, order=order)
+    prediction = load_prediction(folder)
+    versus = compare_critical(prediction, critical) if prediction is not None else pd.DataFrame()
+    return StudyAnalysis(folder, spec, trials, best, critical, ema_decay_table(tracks), prediction, versus)

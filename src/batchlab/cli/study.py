@@ -1,0 +1,92 @@
+"""``batchlab study run | status | report | export``: thin front ends over :mod:`batchlab.study`."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from batchlab.cli._app import app, guarded
+from batchlab.errors import InputError
+
+__all__ = ["study_app"]
+
+study_app = typer.Typer(help="Batch-size scaling studies: run a TOML spec, show status, write the report.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+@guarded
+def run_command(
+    spec: str = typer.Argument(..., help="study spec: a TOML file or a preset name (e.g. quick)"),
+    out: Optional[str] = typer.Option(None, "--out", help="study folder (default: runs/<name>); holds study.sqlite"),
+    executor: str = typer.Option("local", "--executor", help="local (in-process) or dask"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (executor dask)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="start a loopback Dask LocalCluster of N workers"),
+    prune: Optional[bool] = typer.Option(None, "--prune/--no-prune", help="incumbent pruning (default: the spec's)"),
+    report: bool = typer.Option(False, "--report", help="write the HTML report when done"),
+) -> None:
+    """Run (or resume) a study: finished trials are skipped, unfinished ones rerun."""
+    from batchlab.report.console import RunDisplay, summary_line
+    from batchlab.study import RunOptions, default_folder, load_spec, resolve_spec, run_study
+
+    path = resolve_spec(spec)
+    study = load_spec(path)
+    folder = pathlib.Path(out) if out else default_folder(study)
+    options = RunOptions(executor=executor, scheduler=scheduler, workers=workers, prune=prune)
+    console = Console(stderr=True)
+    with RunDisplay(console) as display:
+        summary = run_study(study, folder, options=options, source=path.read_text(encoding="utf-8"),
+                            progress=display.update)
+    Console().print(summary_line(summary), highlight=False)
+    if report:
+        from batchlab.report import write_report
+
+        Console().print(f"report: {write_report(folder).html}", highlight=False)
+
+
+@study_app.command("status")
+@guarded
+def status_command(folder: str = typer.Argument(..., help="study folder")) -> None:
+    """Trials done / pruned / diverged per (optimizer, batch size) and the best steps so far."""
+    from batchlab.report.console import status_table
+
+    _, table = status_table(folder)
+    Console().print(table)
+
+
+@study_app.command("report")
+@guarded
+def report_command(
+    folder: str = typer.Argument(..., help="study folder"),
+    resamples: int = typer.Option(1000, "--resamples", help="bootstrap resamples per batch size"),
+) -> None:
+    """Figures, tables and one self-contained HTML report in FOLDER/report (plus CSV/Parquet exports)."""
+    from batchlab.report import write_report
+
+    if resamples < 1:
+        raise InputError(f"--resamples must be >= 1, got {resamples}")
+    files = write_report(folder, resamples=resamples)
+    Console().print(f"report: {files.html}\nfigures: {len(files.figures)}, tables: {len(files.tables)}, "
+                    f"exports: {files.exports[0].parent if files.exports else '-'}", highlight=False)
+
+
+@study_app.command("export")
+@guarded
+def export_command(
+    folder: str = typer.Argument(..., help="study folder"),
+    out: Optional[str] = typer.Option(None, "--out", help="output folder (default: FOLDER/export)"),
+    formats: str = typer.Option("csv,parquet", "--format", help="csv, parquet or both (comma-separated)"),
+) -> None:
+    """Export trials, tracks and curves to CSV and/or Parquet."""
+    from batchlab.study.frames import export_study
+
+    chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in chosen if f not in ("csv", "parquet")]
+    if bad or not chosen:
+        raise InputError(f"--format: expected csv and/or parquet, got {formats!r}")
+    for path in export_study(folder, out, chosen):
+        Console().print(str(path), highlight=False)

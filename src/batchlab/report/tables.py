@@ -1,0 +1,146 @@
+"""The report's tables, as display-ready data frames (strings), from a :class:`StudyAnalysis`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["fmt_steps", "fmt_number", "scaling_table", "critical_table", "hyperparameter_table",
+           "ema_table", "compute_table", "status_table", "prediction_table", "report_tables"]
+
+
+def fmt_steps(value: Any) -> str:
+    """``1,234``; ``—`` for not reached (inf) or missing."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{value:,.0f}" if math.isfinite(value) else "—"
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    """Significant-digit formatting; ``—`` for missing or non-finite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "—" if value is None else str(value)
+    return f"{value:.{digits}g}" if math.isfinite(value) else "—"
+
+
+def scaling_table(best: pd.DataFrame) -> pd.DataFrame:
+    """Best steps with interval, trial counts and share reached, per (optimizer, batch size)."""
+    return pd.DataFrame({
+        "optimizer": best["optimizer"],
+        "batch size": best["batch_size"].map(lambda b: f"{int(b):,}"),
+        "best steps": best["best_steps"].map(fmt_steps),
+        "95% interval": [f"[{fmt_steps(lo)}, {fmt_steps(hi)}]" for lo, hi in zip(best["steps_low"], best["steps_high"])],
+        "trials": best["trials"],
+        "reached": best["reached"],
+        "pruned": best["pruned"],
+        "diverged": best["diverged"],
+        "share reached": best["share_reached"].map(lambda v: "—" if not math.isfinite(v) else f"{v:.0%}"),
+    })
+
+
+def critical_table(critical: pd.DataFrame) -> pd.DataFrame:
+    """Both critical batch size estimators per optimizer with their intervals."""
+    if critical.empty:
+        return pd.DataFrame()
+    tol = critical["tolerance"].iloc[0]
+    return pd.DataFrame({
+        "optimizer": critical["optimizer"],
+        "batch sizes reached": critical["points"],
+        "B_noise (hyperbola fit)": critical["b_noise"].map(lambda v: fmt_number(v, 4)),
+        "B_noise interval": [f"[{fmt_number(lo, 3)}, {fmt_number(hi, 3)}]"
+                             for lo, hi in zip(critical["b_noise_low"], critical["b_noise_high"])],
+        "S_min": critical["s_min"].map(fmt_steps),
+        "fit RMS log residual": critical["fit_residual"].map(lambda v: fmt_number(v, 2)),
+        f"largest B within {tol:.0%} of perfect scaling": critical["overhead"].map(fmt_steps),
+        "interval": [f"[{fmt_steps(lo)}, {fmt_steps(hi)}]"
+                     for lo, hi in zip(critical["overhead_low"], critical["overhead_high"])],
+        "interpolated crossing": critical["overhead_interpolated"].map(lambda v: fmt_number(v, 4)),
+    })
+
+
+def hyperparameter_table(best: pd.DataFrame) -> pd.DataFrame:
+    """The winning trial's hyperparameters per (optimizer, batch size) (tuned ones and EMA decay)."""
+    hp = [c for c in best.columns if c.startswith("hp_")]
+    varying = [c for c in hp if best[c].dropna().astype(str).nunique() > 1 or c == "hp_learning_rate"]
+    out = pd.DataFrame({"optimizer": best["optimizer"], "batch size": best["batch_size"].map(lambda b: f"{int(b):,}"),
+                        "winning trial": best["best_trial"].fillna("—")})
+    for column in varying:
+        out[column.removeprefix("hp_")] = best[column].map(fmt_number)
+    if "effective_learning_rate" in best:
+        out["effective learning rate"] = best["effective_learning_rate"].map(fmt_number)
+    if best["best_ema_decay"].notna().any():
+        out["best EMA decay"] = best["best_ema_decay"].map(fmt_number)
+    return out
+
+
+def ema_table(ema: pd.DataFrame) -> pd.DataFrame:
+    """Best steps per tracked EMA decay (columns) per (optimizer, batch size) (rows)."""
+    if ema.empty:
+        return pd.DataFrame()
+    wide = ema.pivot_table(index=["optimizer", "batch_size"], columns="ema_decay", values="best_steps",
+                           aggfunc="min").reset_index()
+    out = pd.DataFrame({"optimizer": wide["optimizer"], "batch size": wide["batch_size"].map(lambda b: f"{int(b):,}")})
+    for decay in [c for c in wide.columns if c not in ("optimizer", "batch_size")]:
+        out[f"γ = {decay:g}"] = wide[decay].map(fmt_steps)
+    return out
+
+
+def compute_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Measured cost per (optimizer, batch size): steps run, wall time, time per step, pruned steps."""
+    done = trials[trials["steps_run"].notna()]
+    rows = []
+    for (name, size), cell in done.groupby(["optimizer", "batch_size"], sort=False):
+        steps = float(cell["steps_run"].sum())
+        wall = float(cell["wall_time"].sum())
+        pruned = cell[cell["status"] == "pruned"]
+        unpruned_budget = float((pruned["max_steps"] - pruned["steps_run"]).sum())
+        rows.append({"optimizer": name, "batch size": f"{int(size):,}", "trials": len(cell),
+                     "steps run": f"{steps:,.0f}", "wall time (s)": f"{wall:,.1f}",
+                     "mean per trial (s)": f"{wall / len(cell):,.2f}",
+                     "ms per step (incl. eval)": fmt_number(1e3 * wall / steps if steps else math.nan),
+                     "steps avoided by pruning (at most)": f"{unpruned_budget:,.0f}"})
+    return pd.DataFrame(rows)
+
+
+def status_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trial counts by status per optimizer (and in total)."""
+    statuses = ["reached", "budget", "diverged", "pruned", "failed", "running", "pending"]
+    counts = trials.groupby("optimizer", sort=False)["status"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=statuses, fill_value=0)
+    counts.loc["total"] = counts.sum()
+    counts.insert(0, "trials", counts.sum(axis=1))
+    return counts.reset_index().rename(columns={"index": "optimizer"})
+
+
+def prediction_table(versus: pd.DataFrame) -> pd.DataFrame:
+    """Predicted vs measured critical batch size with their ratio."""
+    if versus.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "optimizer": versus["optimizer"],
+        "predicted B_crit (NQM)": versus["predicted"].map(lambda v: fmt_number(v, 4)),
+        "measured B_noise": versus["measured_b_noise"].map(lambda v: fmt_number(v, 4)),
+        "measured (20% overhead)": versus["measured_overhead"].map(fmt_steps),
+        "ratio predicted / measured": versus["ratio"].map(lambda v: fmt_number(v, 3)),
+    })
+
+
+def report_tables(analysis: Any) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Every table of the report: stem → (title, display frame); empty tables are left out."""
+    tables = {
+        "status": ("Trials by status", status_table(analysis.trials)),
+        "scaling": ("Steps to target per batch size (best trial; bootstrap interval over trials)",
+                    scaling_table(analysis.best)),
+        "critical_batch_size": ("Critical batch size per optimizer", critical_table(analysis.critical)),
+        "hyperparameters": ("Winning hyperparameters", hyperparameter_table(analysis.best)),
+        "ema_decays": ("Best steps per tracked EMA decay", ema_table(analysis.ema)),
+        "compute": ("Measured compute", compute_table(analysis.trials)),
+        "prediction": ("NQM prediction vs measurement", prediction_table(analysis.prediction_vs_measured)),
+    }
+    return {k: v for k, v in tables.items() if not v[1].empty}

@@ -1,0 +1,139 @@
+"""The quasi-random design of a study: trial configurations and their stable ids.
+
+For each (optimizer, batch size) cell, trial ``i`` takes point ``i`` of a scrambled Sobol (or Halton)
+sequence over the optimizer's searched dimensions; the sequence is seeded from
+``(seed, optimizer, batch size)`` alone, so trial ``i`` is the same whatever the number of trials,
+workers or the order of execution, and raising ``trials`` keeps the existing trials.  A trial's
+training seed is derived the same way from ``(seed, optimizer, batch size, i)``.
+
+A trial's id is the first 16 hex digits of the SHA-256 of its full configuration in canonical JSON:
+workload name, ``version`` and every option (defaults included), optimizer, every hyperparameter
+(defaults included), tracked EMA decays, batch size, step budget, training seed, target metric and
+value, and evaluation cadence.  Equal configurations get equal ids across runs and machines.
+
+**EMA in studies.**  A ``"<name>+ema"`` optimizer trains one run per trial and evaluates the weight
+average for every decay in its ``ema_decays`` (one training run answers "which decay" for all of
+them; ``ema_decay`` itself is not searched).  Each decay is recorded as its own track of the trial;
+the trial's result is its best track (fewest steps to target), whose decay is recorded as
+``best_ema_decay``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+from scipy.stats import qmc
+
+from batchlab.study.spec import OptimizerEntry, StudySpec
+
+__all__ = ["Trial", "derived_seed", "make_design", "trial_id", "unit_points"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One trial of the design.
+
+    Attributes:
+        id: stable id (hash of :attr:`config`).
+        optimizer: registry name.
+        batch_size: minibatch size.
+        index: position ``i`` in its cell's quasi-random sequence.
+        config: the full configuration (JSON-ready): everything that determines the run.
+    """
+
+    id: str
+    optimizer: str
+    batch_size: int
+    index: int
+    config: Mapping[str, Any]
+
+    @property
+    def hyperparameters(self) -> dict[str, float | str]:
+        return dict(self.config["hyperparameters"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.config["max_steps"])
+
+
+def derived_seed(*parts: Any) -> int:
+    """A 63-bit seed from the SHA-256 of ``parts`` (stable across runs, platforms and versions)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def trial_id(config: Mapping[str, Any]) -> str:
+    """First 16 hex digits of the SHA-256 of ``config`` as canonical JSON (sorted keys)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def unit_points(kind: str, dim: int, count: int, seed: int) -> np.ndarray:
+    """The first ``count`` points of a scrambled ``kind`` ("sobol" | "halton") sequence in ``[0, 1)^dim``.
+
+    The first ``n`` points do not depend on ``count`` (prefix-stable).
+
+    Example:
+        >>> a = unit_points("sobol", 2, 3, seed=1)
+        >>> b = unit_points("sobol", 2, 8, seed=1)
+        >>> bool((a == b[:3]).all())
+        True
+    """
+    if dim == 0:
+        return np.zeros((count, 0))
+    engine = qmc.Sobol(dim, scramble=True, rng=seed) if kind == "sobol" else qmc.Halton(dim, scramble=True, rng=seed)
+    with warnings.catch_warnings():  # Sobol warns about balance when count is not a power of 2
+        warnings.simplefilter("ignore", UserWarning)
+        return engine.random(count)
+
+
+def _cell(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any]) -> list[Trial]:
+    points = unit_points(spec.design, len(entry.search), spec.trials,
+                         derived_seed("design", spec.seed, entry.name, batch_size))
+    fixed = dict(entry.fixed) | ({"ema_decay": entry.ema_decays[0]} if entry.ema_decays else {})
+    trials = []
+    for i, u in enumerate(points):
+        values = fixed | {dim.name: dim.from_unit(x) for dim, x in zip(entry.search, u)}
+        config = dict(base) | {
+            "optimizer": entry.name,
+            "hyperparameters": entry.optimizer.validate(values),
+            "ema_decays": list(entry.ema_decays),
+            "batch_size": batch_size,
+            "max_steps": spec.budget.steps_for(batch_size),
+            "seed": derived_seed("train", spec.seed, entry.name, batch_size, i) % 2**31,
+        }
+        trials.append(Trial(trial_id(config), entry.name, batch_size, i, config))
+    return trials
+
+
+def make_design(spec: StudySpec, workload: Any | None = None) -> list[Trial]:
+    """Every trial of ``spec``, ordered by optimizer, batch size, then index.
+
+    Args:
+        spec: the validated study.
+        workload: its workload instance (default: ``spec.make_workload()``); supplies the version,
+            options with defaults, target and cadence that enter every id.
+
+    Returns:
+        ``len(optimizers) · len(batch_sizes) · trials`` trials.
+    """
+    workload = spec.make_workload() if workload is None else workload
+    base = {
+        "workload": spec.workload,
+        "workload_version": str(workload.version),
+        "workload_options": {f.name: getattr(workload, f.name) for f in dataclasses.fields(workload)},
+        "target_metric": workload.target_metric,
+        "target": float(workload.target_value if spec.target is None else spec.target),
+        "eval_every": int(workload.default_eval_every if spec.eval_every is None else spec.eval_every),
+    }
+    return [trial for entry in spec.optimizers for batch_size in spec.batch_sizes
+            for trial in _cell(spec, entry, batch_size, base)]

@@ -1,0 +1,135 @@
+"""Executors: where trials run.  Both pull tasks from the runner and hand outcomes back to it.
+
+* :class:`LocalExecutor` (default): in this process, one trial after another.  Compiled training
+  steps are reused across trials (see :mod:`batchlab.study.trial`) and JAX's persistent
+  compilation cache makes a rerun skip compilation too.
+* :class:`DaskExecutor`: ``dask.distributed`` workers — a scheduler at ``scheduler`` (a LocalCluster,
+  dask-jobqueue, Kubernetes …), or a LocalCluster of ``workers`` processes started on loopback and
+  closed afterwards.  At most one trial per worker is in flight, so each worker's JAX uses all of
+  its cores and pruning bounds stay fresh.  Start external workers with ``--nthreads 1`` (or
+  ``--resources trial=1``), on machines that can import batchlab and read the workload's data.
+
+The runner stays the only process that writes the store: executors call ``on_done`` in the
+runner's thread.  Measured on this 2-core machine, JAX already uses both cores, so parallel workers
+pay off across machines (or accelerators), not within one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Protocol
+
+from batchlab.errors import InputError
+from batchlab.study.store import TrialOutcome
+from batchlab.study.trial import execute
+
+__all__ = ["Executor", "LocalExecutor", "DaskExecutor", "NextTask", "OnDone"]
+
+NextTask = Callable[[], "dict[str, Any] | None"]
+OnDone = Callable[[dict[str, Any]], None]
+
+
+class Executor(Protocol):
+    """Runs tasks from ``next_task()`` (``None``: no more) and reports each outcome to ``on_done``."""
+
+    name: str
+
+    def run(self, next_task: NextTask, on_done: OnDone) -> None: ...
+
+
+@dataclasses.dataclass
+class LocalExecutor:
+    """In-process, sequential."""
+
+    name: str = "local"
+
+    def run(self, next_task: NextTask, on_done: OnDone) -> None:
+        while (task := next_task()) is not None:
+            on_done(execute(task))
+
+
+@dataclasses.dataclass
+class DaskExecutor:
+    """Dask: connect to ``scheduler``, or start a loopback LocalCluster of ``workers`` workers.
+
+    Attributes:
+        scheduler: scheduler address, e.g. ``"tcp://10.0.0.5:8786"``; ``None`` starts a LocalCluster.
+        workers: LocalCluster size (default 2).
+        processes: LocalCluster workers as processes (``False``: threads of this process; for tests).
+        timeout: seconds to wait for the scheduler and its first worker.
+    """
+
+    scheduler: str | None = None
+    workers: int | None = None
+    processes: bool = True
+    timeout: float = 60.0
+    name: str = "dask"
+
+    def __post_init__(self) -> None:
+        if self.scheduler is not None and self.workers is not None:
+            raise InputError("--workers starts a local cluster; it cannot be combined with --scheduler")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {self.workers}")
+
+    def _connect(self) -> tuple[Any, Any]:
+        from distributed import Client, LocalCluster
+
+        if self.scheduler is None:
+            cluster = LocalCluster(
+                n_workers=self.workers or 2, threads_per_worker=1, processes=self.processes,
+                protocol="tcp://", host="127.0.0.1", dashboard_address=None, resources={"trial": 1},
+                silence_logs=logging.ERROR,
+            )
+            return cluster, Client(cluster)
+        try:
+            return None, Client(self.scheduler, timeout=self.timeout)
+        except (OSError, TimeoutError) as error:
+            raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from None
+
+    def run(self, next_task: NextTask, on_done: OnDone) -> None:
+        from distributed import as_completed
+
+        cluster, client = self._connect()
+        try:
+            client.wait_for_workers(1, timeout=self.timeout)
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            trial_slots = [w.get("resources", {}).get("trial") for w in workers]
+            resources = {"trial": 1} if all(trial_slots) else None
+            slots = int(sum(trial_slots)) if resources else len(trial_slots)
+            tasks: dict[Any, dict[str, Any]] = {}
+            pending = as_completed()
+
+            def submit() -> bool:
+                task = next_task()
+                if task is None:
+                    return False
+                future = client.submit(execute, task, pure=False, resources=resources)
+                tasks[future] = task
+                pending.add(future)
+                return True
+
+            for _ in range(max(slots, 1)):
+                if not submit():
+                    break
+            for future in pending:
+                task = tasks.pop(future)
+                on_done(_result(future, task))
+                submit()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _result(future: Any, task: dict[str, Any]) -> dict[str, Any]:
+    """The outcome dict, or a ``failed`` one when the worker itself failed (died, lost)."""
+    try:
+        return future.result()
+    except Exception as error:  # noqa: BLE001 (a lost worker fails the trial, the study goes on)
+        message = " ".join(f"{type(error).__name__}: {error}".split())[:500] or "worker failed"
+        return TrialOutcome(
+            id=task["id"], status="failed", steps_to_target=None, steps_run=0,
+            prune_at_step=task.get("prune_at_step"), best_ema_decay=None, final_metrics={},
+            wall_time=0.0, eval_time=0.0, host="", worker="", error=message,
+        ).to_dict()

@@ -1,0 +1,424 @@
+"""Study specs: a TOML file describing one batch-size scaling study, parsed and validated.
+
+A study tunes every (optimizer, batch size) cell of one workload independently with ``trials``
+quasi-random trials and records the fewest steps any trial needed to reach the target.
+
+Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is optional)::
+
+    name = "quick"                    # default: the file's stem
+    description = "one line"
+    workload = "digits-cnn"           # a registry name (see `batchlab list`)
+    batch_sizes = [16, 64, 256]       # distinct integers >= 1
+    trials = 6                        # quasi-random trials per (optimizer, batch size)
+    seed = 0                          # seeds the design and every trial's training seed
+    design = "sobol"                  # or "halton" (both scrambled)
+    target = 0.03                     # default: the workload's target value
+    eval_every = 5                    # default: the workload's evaluation cadence
+    prune = true                      # incumbent pruning (see batchlab.study.runner)
+
+    [workload_options]                # the workload's options (fields of its dataclass)
+    hidden_units = 128
+
+    [budget]                          # either a fixed step budget ...
+    steps = 1500
+    # ... or an example budget: steps = ceil(examples / B), clipped to [min_steps, max_steps]
+    # examples = 64_000
+    # min_steps = 100
+    # max_steps = 2000
+
+    [optimizers.sgd]                  # default search space of the optimizer
+
+    [optimizers.momentum]
+    search.learning_rate = [1e-3, 1.0]              # override a range, keep its scaling
+    search.momentum = { low = 0.8, high = 0.999, scaling = "one_minus_log" }
+    fixed = { lr_schedule = "constant" }            # fixed values leave the search
+
+    [optimizers."momentum+ema"]
+    ema_decays = [0.9, 0.99, 0.999]   # decays tracked in one run (see batchlab.study.design)
+
+Validation rejects unknown keys and names and out-of-range values with one line naming the problem
+(:class:`~batchlab.errors.InputError`), before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import tomllib
+from typing import Any, Mapping
+
+from batchlab.errors import InputError
+from batchlab.optim import EMA_SUFFIX, get_optimizer
+from batchlab.optim.base import OptimizerSpec
+
+__all__ = [
+    "Budget",
+    "OptimizerEntry",
+    "SearchDim",
+    "StudySpec",
+    "DEFAULT_EMA_DECAYS",
+    "load_spec",
+    "parse_spec",
+]
+
+DEFAULT_EMA_DECAYS = (0.9, 0.99, 0.999)
+_TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes", "trials", "seed",
+             "design", "target", "eval_every", "prune", "budget", "optimizers")
+_DESIGNS = ("sobol", "halton")
+_SCALINGS = ("log", "linear", "one_minus_log")
+_MAX_TRIALS = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchDim:
+    """One searched hyperparameter: a unit value ``u ∈ [0, 1)`` maps into ``[low, high]``.
+
+    ``log``: ``low (high/low)^u``; ``linear``: ``low + u (high − low)``; ``one_minus_log``:
+    ``1 − (1 − low) ((1 − high)/(1 − low))^u`` (values close to 1, e.g. momentum).
+    """
+
+    name: str
+    low: float
+    high: float
+    scaling: str
+
+    def from_unit(self, u: float) -> float:
+        """The value at unit coordinate ``u``, rounded to 12 significant digits (stable ids)."""
+        u = float(u)
+        low, high = self.low, self.high
+        if self.scaling == "log":
+            value = low * (high / low) ** u
+        elif self.scaling == "one_minus_log":
+            value = 1.0 - (1.0 - low) * ((1.0 - high) / (1.0 - low)) ** u
+        else:
+            value = low + u * (high - low)
+        return float(f"{value:.12g}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerEntry:
+    """An optimizer of the study: its fixed values, searched dimensions and tracked EMA decays.
+
+    Attributes:
+        name: registry name, e.g. ``"adam"`` or ``"momentum+ema"``.
+        fixed: ``(name, value)`` pairs set for every trial (sorted by name).
+        search: the searched dimensions, in the optimizer's declaration order.
+        ema_decays: for ``+ema`` optimizers, the decays every trial tracks (the first is the
+            optimizer's own ``ema_decay``); empty otherwise.
+    """
+
+    name: str
+    fixed: tuple[tuple[str, float | str], ...]
+    search: tuple[SearchDim, ...]
+    ema_decays: tuple[float, ...] = ()
+
+    @property
+    def optimizer(self) -> OptimizerSpec:
+        return get_optimizer(self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The step budget of a trial at batch size ``B``.
+
+    Either ``steps`` (fixed), or ``ceil(examples / B)`` clipped to ``[min_steps, max_steps]``.
+    """
+
+    steps: int | None = None
+    examples: float | None = None
+    min_steps: int = 1
+    max_steps: int | None = None
+
+    def steps_for(self, batch_size: int) -> int:
+        """The step budget at ``batch_size``.
+
+        Example:
+            >>> Budget(examples=64_000, min_steps=100, max_steps=2000).steps_for(16)
+            2000
+            >>> Budget(examples=64_000, min_steps=100, max_steps=2000).steps_for(256)
+            250
+        """
+        if self.steps is not None:
+            return self.steps
+        assert self.examples is not None
+        steps = max(self.min_steps, math.ceil(self.examples / batch_size))
+        return steps if self.max_steps is None else min(steps, self.max_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A validated study (see the module docstring for the TOML format)."""
+
+    name: str
+    workload: str
+    workload_options: tuple[tuple[str, Any], ...]
+    batch_sizes: tuple[int, ...]
+    optimizers: tuple[OptimizerEntry, ...]
+    budget: Budget
+    trials: int = 8
+    seed: int = 0
+    design: str = "sobol"
+    target: float | None = None
+    eval_every: int | None = None
+    prune: bool = True
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A canonical JSON-ready form (stored with the study; equal specs give equal dicts)."""
+        out = dataclasses.asdict(self)
+        out["workload_options"] = dict(self.workload_options)
+        out["optimizers"] = [
+            {"name": o.name, "fixed": dict(o.fixed), "ema_decays": list(o.ema_decays),
+             "search": [dataclasses.asdict(d) for d in o.search]}
+            for o in self.optimizers
+        ]
+        out["batch_sizes"] = list(self.batch_sizes)
+        return out
+
+    def make_workload(self) -> Any:
+        """The workload instance (validates its options; loads no data)."""
+        from batchlab.workloads.registry import get_workload
+
+        return get_workload(self.workload, **dict(self.workload_options))
+
+    def identity(self) -> dict[str, Any]:
+        """What must agree for two specs to share one study folder (everything but the prose)."""
+        out = self.to_dict()
+        out.pop("description")
+        out.pop("prune")  # pruning changes the cost, not the trials
+        return out
+
+
+def load_spec(path: str | pathlib.Path) -> StudySpec:
+    """Read and validate a study spec from a TOML file.
+
+    Raises:
+        InputError: missing file, malformed TOML, or an invalid spec (one line naming the problem).
+
+    Example:
+        >>> spec = load_spec("studies/quick.toml")  # doctest: +SKIP
+        >>> spec.workload, spec.batch_sizes  # doctest: +SKIP
+        ('digits-cnn', (16, 64, 256, 1024))
+    """
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"spec file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read spec file {path}: {error}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"malformed TOML in {path}: {error}") from None
+    return parse_spec(data, default_name=path.stem)
+
+
+def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> StudySpec:
+    """Validate a spec given as a dict (the parsed TOML).
+
+    Raises:
+        InputError: the first problem found, as one line.
+    """
+    if not isinstance(data, Mapping):
+        raise InputError("spec must be a table")
+    _unknown(data, _TOP_KEYS, "spec")
+    for key in ("workload", "batch_sizes", "optimizers"):
+        if key not in data:
+            raise InputError(f"spec: missing required key {key!r}")
+    name = _string(data.get("name", default_name), "name")
+    if not name.strip():
+        raise InputError("name must not be empty")
+    workload_name = _string(data["workload"], "workload")
+    options = data.get("workload_options", {})
+    if not isinstance(options, Mapping):
+        raise InputError("workload_options must be a table")
+    workload = _workload(workload_name, dict(options))
+    spec = StudySpec(
+        name=name,
+        description=_string(data.get("description", ""), "description"),
+        workload=workload_name,
+        workload_options=tuple(sorted(options.items())),
+        batch_sizes=_batch_sizes(data["batch_sizes"]),
+        optimizers=_optimizers(data["optimizers"]),
+        budget=_budget(data.get("budget", {}), workload.default_max_steps),
+        trials=_integer(data.get("trials", 8), "trials", 1, _MAX_TRIALS),
+        seed=_integer(data.get("seed", 0), "seed", 0, 2**63 - 1),
+        design=_design(data.get("design", "sobol")),
+        target=None if "target" not in data else _number(data["target"], "target"),
+        eval_every=None if "eval_every" not in data else _integer(data["eval_every"], "eval_every", 1, 10**9),
+        prune=_boolean(data.get("prune", True), "prune"),
+    )
+    return spec
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _unknown(table: Mapping[str, Any], valid: tuple[str, ...], where: str) -> None:
+    extra = [key for key in table if key not in valid]
+    if extra:
+        raise InputError(f"{where}: unknown key {extra[0]!r}; valid keys: {', '.join(valid)}")
+
+
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise InputError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _design(value: Any) -> str:
+    if value not in _DESIGNS:
+        raise InputError(f"design must be one of {', '.join(_DESIGNS)}, got {value!r}")
+    return value
+
+
+def _workload(name: str, options: dict[str, Any]) -> Any:
+    from batchlab.workloads.registry import get_workload  # imports JAX: only once a spec is read
+
+    return get_workload(name, **options)
+
+
+def _batch_sizes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise InputError(f"batch_sizes must be a list of integers, got {value!r}")
+    if not value:
+        raise InputError("batch_sizes must not be empty")
+    sizes = [_integer(b, "batch size", 1, 2**31 - 1) for b in value]
+    duplicates = sorted({b for b in sizes if sizes.count(b) > 1})
+    if duplicates:
+        raise InputError(f"batch_sizes: {duplicates[0]} appears more than once")
+    return tuple(sorted(sizes))
+
+
+def _budget(value: Any, default_steps: int) -> Budget:
+    if not isinstance(value, Mapping):
+        raise InputError("budget must be a table")
+    _unknown(value, ("steps", "examples", "min_steps", "max_steps"), "budget")
+    if "steps" in value:
+        if len(value) > 1:
+            raise InputError("budget: give either steps or examples (with min_steps/max_steps), not both")
+        return Budget(steps=_integer(value["steps"], "budget.steps", 1, 10**9))
+    if "examples" not in value:
+        if value:
+            raise InputError("budget: min_steps/max_steps need examples")
+        return Budget(steps=default_steps)
+    examples = _number(value["examples"], "budget.examples")
+    if examples <= 0:
+        raise InputError(f"budget.examples must be > 0, got {examples:g}")
+    min_steps = _integer(value.get("min_steps", 1), "budget.min_steps", 1, 10**9)
+    max_steps = None if "max_steps" not in value else _integer(value["max_steps"], "budget.max_steps", 1, 10**9)
+    if max_steps is not None and max_steps < min_steps:
+        raise InputError(f"budget.max_steps ({max_steps}) must be >= budget.min_steps ({min_steps})")
+    return Budget(examples=examples, min_steps=min_steps, max_steps=max_steps)
+
+
+def _optimizers(value: Any) -> tuple[OptimizerEntry, ...]:
+    if not isinstance(value, Mapping):
+        raise InputError("optimizers must be a table of [optimizers.NAME] tables")
+    if not value:
+        raise InputError("optimizers must not be empty")
+    return tuple(_optimizer(name, body) for name, body in value.items())
+
+
+def _optimizer(name: str, body: Any) -> OptimizerEntry:
+    spec = get_optimizer(name)  # InputError naming the valid optimizers
+    where = f"optimizers.{name}"
+    if not isinstance(body, Mapping):
+        raise InputError(f"{where} must be a table")
+    _unknown(body, ("search", "fixed", "ema_decays"), where)
+    fixed = body.get("fixed", {})
+    search = body.get("search", {})
+    for key, table in (("fixed", fixed), ("search", search)):
+        if not isinstance(table, Mapping):
+            raise InputError(f"{where}.{key} must be a table")
+    ema_decays: tuple[float, ...] = ()
+    if spec.ema:
+        for table in (fixed, search):
+            if "ema_decay" in table:
+                raise InputError(f"{where}: set the tracked decays with ema_decays, not ema_decay")
+        ema_decays = _ema_decays(body.get("ema_decays", list(DEFAULT_EMA_DECAYS)), where)
+    elif "ema_decays" in body:
+        raise InputError(f"{where}: ema_decays is only for '{EMA_SUFFIX}' optimizers (e.g. {name}{EMA_SUFFIX})")
+    both = sorted(set(fixed) & set(search))
+    if both:
+        raise InputError(f"{where}: {both[0]!r} is both fixed and searched")
+    values = dict(fixed) | ({"ema_decay": ema_decays[0]} if ema_decays else {})
+    try:
+        validated = spec.validate(values)  # unknown names and invalid values, one line each
+    except InputError as error:
+        raise InputError(f"{where}.fixed: {error}") from None
+    fixed_pairs = tuple(sorted((k, validated[k]) for k in fixed))
+    overrides = {key: _search_dim(spec, key, bounds, where) for key, bounds in search.items()}
+    default_space = [hp for hp in spec.search_space(values) if hp.name != "ema_decay"]
+    dims = [overrides.pop(hp.name, None) or SearchDim(hp.name, *hp.search, hp.scaling) for hp in default_space]
+    dims += [overrides[hp.name] for hp in spec.hyperparameters if hp.name in overrides]
+    return OptimizerEntry(name=name, fixed=fixed_pairs, search=tuple(dims), ema_decays=ema_decays)
+
+
+def _ema_decays(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{where}.ema_decays must be a non-empty list of decays in [0, 1)")
+    decays = []
+    for item in value:
+        decay = _number(item, f"{where}.ema_decays")
+        if not 0.0 <= decay < 1.0:
+            raise InputError(f"{where}.ema_decays: decays must be in [0, 1), got {decay:g}")
+        if decay in decays:
+            raise InputError(f"{where}.ema_decays: {decay:g} appears more than once")
+        decays.append(decay)
+    return tuple(decays)
+
+
+def _search_dim(spec: OptimizerSpec, name: str, bounds: Any, where: str) -> SearchDim:
+    hp = spec.hyperparameter(name)  # InputError listing the valid names
+    label = f"{where}.search.{name}"
+    if hp.is_choice:
+        raise InputError(f"{label}: {name} is a choice ({' | '.join(hp.valid)}); set it in fixed")
+    scaling = hp.scaling
+    if isinstance(bounds, Mapping):
+        _unknown(bounds, ("low", "high", "scaling"), label)
+        if "low" not in bounds or "high" not in bounds:
+            raise InputError(f"{label} needs low and high")
+        scaling = bounds.get("scaling", scaling)
+        if scaling not in _SCALINGS:
+            raise InputError(f"{label}: scaling must be one of {', '.join(_SCALINGS)}, got {scaling!r}")
+        low, high = bounds["low"], bounds["high"]
+    elif isinstance(bounds, list) and len(bounds) == 2:
+        low, high = bounds
+    else:
+        raise InputError(f"{label} must be [low, high] or {{ low, high, scaling }}, got {bounds!r}")
+    low, high = _number(low, f"{label} low"), _number(high, f"{label} high")
+    if not low < high:
+        raise InputError(f"{label}: low ({low:g}) must be < high ({high:g}); use fixed for one value")
+    for value in (low, high):
+        try:
+            hp.check(value)
+        except InputError as error:
+            raise InputError(f"{label}: {error}") from None
+    if scaling == "log" and low <= 0:
+        raise InputError(f"{label}: log scaling needs low > 0, got {low:g}")
+    if scaling == "one_minus_log" and high >= 1:
+        raise InputError(f"{label}: one_minus_log scaling needs high < 1, got {high:g}")
+    return SearchDim(name, low, high, scaling)

@@ -1,0 +1,117 @@
+"""Spec validation: every bad spec is one line naming the problem, exit 2, and the store untouched."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from typer.testing import CliRunner
+
+from batchlab.cli import _register, app
+from batchlab.errors import InputError
+from batchlab.study import load_spec, parse_spec
+from batchlab.study.design import make_design
+from batchlab.study.store import DB_NAME, open_store
+
+from .conftest import QUICK, tiny_data, to_toml
+
+_register()
+RUNNER = CliRunner()
+
+
+def _with(path_edit=None, **overrides):
+    data = tiny_data(**overrides)
+    if path_edit:
+        path_edit(data)
+    return to_toml(data)
+
+
+def _set_optimizer(name, body=None):
+    return lambda d: d.__setitem__("optimizers", {name: body or {}})
+
+
+BAD_SPECS = {
+    "unknown optimizer": (_with(_set_optimizer("adamw")), "adamw"),
+    "unknown workload": (_with(workload="cifar-resnet"), "cifar-resnet"),
+    "unknown hyperparameter": (_with(_set_optimizer("sgd", {"search": {"learnin_rate": [0.1, 1.0]}})), "learnin_rate"),
+    "unknown fixed hyperparameter": (_with(_set_optimizer("adam", {"fixed": {"beta3": 0.9}})), "beta3"),
+    "negative batch size": (_with(batch_sizes=[32, -8]), "-8"),
+    "empty batch list": (_with(batch_sizes=[]), "batch_sizes"),
+    "malformed TOML": ('name = "x"\nbatch_sizes = [16, 32\n', "malformed TOML"),
+    "unknown key": (_with(trails=3), "trails"),
+    "out-of-range value": (_with(_set_optimizer("momentum", {"fixed": {"momentum": 1.5}})), "momentum"),
+    "inverted search range": (_with(_set_optimizer("sgd", {"search": {"learning_rate": [1.0, 0.1]}})), "low"),
+    "unknown workload option": (_with(workload_options={"width": 3}), "width"),
+    "zero trials": (_with(trials=0), "trials"),
+    "ema decays on a plain optimizer": (_with(_set_optimizer("sgd", {"ema_decays": [0.9]})), "ema_decays"),
+}
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def existing_study(tmp_path_factory):
+    """A folder holding a study's store (design recorded, nothing trained)."""
+    folder = tmp_path_factory.mktemp("existing")
+    spec = parse_spec(tiny_data())
+    with open_store(folder, create=True) as store:
+        store.initialize(spec.to_dict(), "", make_design(spec))
+    return folder
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_is_one_line_exit_2_and_touches_nothing(case, tmp_path, existing_study):
+    text, needle = BAD_SPECS[case]
+    spec = tmp_path / "bad.toml"
+    spec.write_text(text)
+    fresh = tmp_path / "fresh"
+    result = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(fresh)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not fresh.exists()  # no folder, no store
+    before = {p.name: _digest(p) for p in existing_study.iterdir() if p.is_file()}
+    result = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(existing_study)])
+    assert result.exit_code == 2
+    assert {p.name: _digest(p) for p in existing_study.iterdir() if p.is_file()} == before
+
+
+def test_a_different_study_in_the_folder_is_rejected_untouched(tmp_path, existing_study):
+    spec = tmp_path / "other.toml"
+    spec.write_text(to_toml(tiny_data(trials=3)))
+    before = _digest(existing_study / DB_NAME)
+    result = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(existing_study)])
+    assert result.exit_code == 2
+    assert "different study" in result.stderr and "trials" in result.stderr
+    assert _digest(existing_study / DB_NAME) == before
+
+
+def test_missing_spec_file_and_unknown_preset(tmp_path):
+    for argument, needle in ((str(tmp_path / "none.toml"), "not found"), ("no-such-preset", "unknown preset")):
+        result = RUNNER.invoke(app, ["study", "run", argument])
+        assert result.exit_code == 2 and needle in result.stderr
+
+
+def test_quick_preset_parses_with_its_documented_shape():
+    spec = load_spec(QUICK)
+    assert spec.workload == "digits-cnn" and spec.batch_sizes == (16, 64, 256, 1024)
+    assert [o.name for o in spec.optimizers] == ["sgd", "momentum", "adam"]
+    assert len(make_design(spec)) == 3 * 4 * spec.trials
+    assert spec.budget.steps_for(16) == 1000 and spec.budget.steps_for(1024) == 150
+
+
+def test_search_overrides_keep_the_declared_scaling_and_fixed_values_leave_the_search():
+    spec = parse_spec(tiny_data(optimizers={
+        "momentum": {"search": {"learning_rate": [0.01, 0.5]}, "fixed": {"momentum": 0.9}},
+        "adam": {"search": {"beta2": {"low": 0.9, "high": 0.999, "scaling": "one_minus_log"}}},
+    }))
+    momentum, adam = spec.optimizers
+    assert [(d.name, d.low, d.high, d.scaling) for d in momentum.search] == [("learning_rate", 0.01, 0.5, "log")]
+    assert dict(momentum.fixed) == {"momentum": 0.9}
+    assert [d.name for d in adam.search] == ["learning_rate", "beta1", "epsilon", "beta2"]
+    with pytest.raises(InputError, match="lr_schedule"):
+        parse_spec(tiny_data(optimizers={"sgd": {"search": {"lr_schedule": [0, 1]}}}))
+    with pytest.raises(InputError, match="ema_decays"):
+        parse_spec(tiny_data(optimizers={"sgd+ema": {"fixed": {"ema_decay": 0.9}}}))
