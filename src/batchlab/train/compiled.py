@@ -246,6 +246,13 @@ def cache_size() -> int:
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
     """Turn on JAX's persistent compilation cache (call explicitly; never done at import).
 
+    Compiled steps then survive the process: a second ``batchlab train`` of the same configuration
+    skips XLA compilation (K-FAC on digits-cnn: 22.5 s → 11.1 s wall, measured).  Caveats seen with
+    jax 0.9.0 on CPU: loading an entry logs ``cpu_aot_loader`` "machine feature mismatch" lines on
+    stderr (pseudo-features ``+prefer-no-scatter``/``+prefer-no-gather``; harmless on the machine
+    that wrote the entry), and a cache folder shared by machines with different CPUs could load
+    code the host cannot run — give each machine type its own folder.
+
     Args:
         path: cache folder; default ``$BATCHLAB_CACHE/jax`` or ``~/.cache/batchlab/jax``.
 
