@@ -124,7 +124,8 @@ def _objective(problem, kind, z, batch_size, target, precond, near=None) -> np.n
     hp = _decode(kind, z, problem, precond)
     dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
                         ema=hp.get("ema"), precond=precond)
-    steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near)
+    steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
+                               rtol=1e-4)
     return np.where(np.isfinite(steps), steps, np.inf)
 
 
