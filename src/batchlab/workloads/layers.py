@@ -66,8 +66,16 @@ def _add_bias(outputs: Array, bias: Array) -> Array:
 
 
 def dense(params: dict[str, Array], inputs: Array) -> Array:
-    """``y = x W + b`` over the last axis of ``x`` (any number of leading axes)."""
-    return _add_bias(jnp.tensordot(inputs, params["w"], axes=1), params["b"])
+    """``y = x W + b`` over the last axis of ``x`` (any number of leading axes).
+
+    Leading axes are flattened into one around a 2-D ``jnp.dot``: on XLA:CPU the backward pass of
+    a 3-D ``tensordot`` was 2.2× slower than that of the equivalent 2-D product.
+    """
+    if inputs.ndim == 2:
+        return _add_bias(jnp.dot(inputs, params["w"]), params["b"])
+    flat = inputs.reshape(-1, inputs.shape[-1])
+    outputs = _add_bias(jnp.dot(flat, params["w"]), params["b"])
+    return outputs.reshape(*inputs.shape[:-1], outputs.shape[-1])
 
 
 def conv2d(params: dict[str, Array], inputs: Array, *, stride: int | tuple[int, int]) -> Array:
@@ -98,8 +106,10 @@ def layer_norm(params: dict[str, Array], inputs: Array, *, epsilon: float = 1e-5
     mean = jnp.mean(inputs, axis=-1, keepdims=True)
     variance = jnp.mean(jnp.square(inputs - mean), axis=-1, keepdims=True)
     normalized = (inputs - mean) * jax.lax.rsqrt(variance + epsilon)
-    shape = (1,) * (inputs.ndim - 1) + params["scale"].shape
-    return normalized * params["scale"].reshape(shape) + params["shift"].reshape(shape)
+    # broadcast_to (not a reshape) is the form kfac-jax matches as a scale-and-shift layer.
+    scale = jnp.broadcast_to(params["scale"], normalized.shape)
+    shift = jnp.broadcast_to(params["shift"], normalized.shape)
+    return normalized * scale + shift
 
 
 def softmax_cross_entropy(logits: Array, labels: Array) -> Array:

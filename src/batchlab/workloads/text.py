@@ -95,7 +95,7 @@ class TextTransformer(Workload):
     (next-character top-1 error), over ``eval_windows × context_length`` held-out predictions.
 
     Options:
-        context_length: characters per example, 8 … 512 (default 64).
+        context_length: characters per example, 8 … 512 (default 32).
         model_dim: width, 16 … 512, a multiple of ``heads`` (default 64).
         layers: Transformer blocks, 1 … 8 (default 2).
         heads: attention heads, 1 … 16 (default 4).
@@ -103,7 +103,7 @@ class TextTransformer(Workload):
         data_dir: folder holding ``bible.data`` ("" = ``$BATCHLAB_BIBLE_DIR`` or the program's default).
     """
 
-    context_length: int = 64
+    context_length: int = 32
     model_dim: int = 64
     layers: int = 2
     heads: int = 4
@@ -118,7 +118,7 @@ class TextTransformer(Workload):
     default_eval_every: ClassVar[int] = 100
     loss_kind: ClassVar[LossKind] = "softmax_cross_entropy"
     install_hint: ClassVar[str] = INSTALL_HINT
-    description: ClassVar[str] = "King James Bible, character-level Transformer LM (2 layers, d=64, context 64)"
+    description: ClassVar[str] = "King James Bible, character-level Transformer LM (2 layers, d=64, context 32)"
     eval_chunk_size: ClassVar[int] = 256
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """A small decoder-only (GPT-style, pre-layer-norm) Transformer in plain JAX.
 
 ``logits = W_out · LN(blocks(E · onehot(tokens) + P))``, each block
-``x ← x + Attention(LN₁(x))``, ``x ← x + W₂ gelu(W₁ LN₂(x))`` with causal multi-head attention
+``x ← x + Attention(LN₁(x))``, ``x ← x + W₂ relu(W₁ LN₂(x))`` with causal multi-head attention
 ``softmax(q kᵀ / √d_head + mask) v``.  ``P`` is the fixed sinusoidal position encoding (no
 parameters).  The token embedding is a bias-free dense layer applied to one-hot tokens, so every
 parameter sits in a dense layer or a layer norm — the layers kfac-jax registers automatically.
@@ -91,6 +91,6 @@ def apply_transformer(config: TransformerConfig, params: Params, tokens: jax.Arr
     for layer in range(config.layers):
         block = params[f"block{layer}"]
         hidden = hidden + _attention(block, layer_norm(block["norm1"], hidden), config.heads)
-        expanded = jax.nn.gelu(dense(block["fc1"], layer_norm(block["norm2"], hidden)), approximate=True)
+        expanded = jax.nn.relu(dense(block["fc1"], layer_norm(block["norm2"], hidden)))
         hidden = hidden + dense(block["fc2"], expanded)
     return dense(params["output"], layer_norm(params["final_norm"], hidden))
