@@ -67,13 +67,18 @@ class DigitsCnn(ClassificationWorkload):
     """scikit-learn digits (8×8), CNN conv 3×3/1 (16) → conv 3×3/2 (32) → dense 64 → dense 10 (ReLU).
 
     No options.  8×8 → 8×8 → 4×4; 38,282 parameters.
+
+    Target: evaluation error ≤ 0.025 (at most 9 of the 360 images wrong).  Heavy-ball SGD (momentum
+    0.9) at B = 128 first reached it after 55 (rate 0.03), 60 (0.1) and 90 (0.01) steps; the best
+    error was ≈ 0.017.  The training split is small (1,437 images), so runs overfit quickly: the
+    evaluation cadence is dense and the budget short.
     """
 
     name: ClassVar[str] = "digits-cnn"
     version: ClassVar[str] = "1"
-    target_value: ClassVar[float] = 0.03
-    default_max_steps: ClassVar[int] = 5_000
-    default_eval_every: ClassVar[int] = 25
+    target_value: ClassVar[float] = 0.025
+    default_max_steps: ClassVar[int] = 3_000
+    default_eval_every: ClassVar[int] = 5
     install_hint: ClassVar[str] = INSTALL_HINT
     description: ClassVar[str] = "scikit-learn 8x8 digits, CNN conv16/1-conv32/2-dense64"
 

@@ -1,8 +1,9 @@
 """Fashion-MNIST workloads: a small strided CNN and an MLP (data from Debian's ``dataset-fashion-mnist``).
 
 Data: the 60,000 training images (or the first ``train_examples`` of them; the file is already in
-random order) and the first ``eval_examples`` images of the 10,000-image test split, which serves as
-the validation set.  Pixels are standardised with the training split's scalar mean and standard
+random order) and the first ``eval_examples`` (default 5,000) images of the 10,000-image test split,
+which serves as the validation set (its order is random too: class counts of the first 5,000 are
+477 … 526).  Pixels are standardised with the training split's scalar mean and standard
 deviation: ``x = (pixel - 72.94) / 90.02``.
 """
 
@@ -79,7 +80,7 @@ class _FashionMnist(ClassificationWorkload):
     """Options shared by the Fashion-MNIST workloads (abstract)."""
 
     train_examples: int = TRAIN_SIZE
-    eval_examples: int = TEST_SIZE
+    eval_examples: int = 5_000
     data_dir: str = ""
 
     install_hint: ClassVar[str] = INSTALL_HINT
@@ -101,17 +102,22 @@ class FashionMnistCnn(_FashionMnist):
     Model: conv 3×3/2 (16) → ReLU → conv 3×3/2 (32) → ReLU → flatten (7·7·32) → dense 128 → ReLU →
     dense 10.  28×28 → 14×14 → 7×7; 206,922 parameters.
 
+    Target: evaluation error ≤ 0.11.  Heavy-ball SGD (momentum 0.9, constant rate) at B = 128 first
+    reached it after 1,550 steps (rate 0.03) and 3,350 steps (rate 0.01); the best error within
+    4,000 steps was ≈ 0.102.
+
     Options:
         train_examples: training images used, 1 … 60,000 (default all).
-        eval_examples: test images used for evaluation, 1 … 10,000 (default all).
+        eval_examples: test images used for evaluation (the first ones), 1 … 10,000 (default 5,000:
+            half the cost of all 10,000; standard error of an 11 % error rate ≈ 0.44 points).
         data_dir: folder with the gzipped IDX files ("" = ``$BATCHLAB_FASHION_MNIST_DIR`` or the
             Debian package's folder).
     """
 
     name: ClassVar[str] = "fashion-mnist-cnn"
     version: ClassVar[str] = "1"
-    target_value: ClassVar[float] = 0.12
-    default_max_steps: ClassVar[int] = 10_000
+    target_value: ClassVar[float] = 0.11
+    default_max_steps: ClassVar[int] = 20_000
     default_eval_every: ClassVar[int] = 100
     description: ClassVar[str] = "Fashion-MNIST, CNN conv16/2-conv32/2-dense128 (strided, no pooling)"
 
@@ -146,6 +152,9 @@ class FashionMnistMlp(_FashionMnist):
         hidden_units: width of each hidden layer, 1 … 4,096 (default 256).
         hidden_layers: number of hidden layers, 1 … 8 (default 2).
         train_examples, eval_examples, data_dir: as for ``fashion-mnist-cnn``.
+
+    Target: evaluation error ≤ 0.12.  Heavy-ball SGD (momentum 0.9) at B = 128 first reached it after
+    2,850 steps (rate 0.03) and 2,950 steps (rate 0.01); the best error within 5,000 steps was ≈ 0.114.
     """
 
     hidden_units: int = 256
@@ -154,7 +163,7 @@ class FashionMnistMlp(_FashionMnist):
     name: ClassVar[str] = "fashion-mnist-mlp"
     version: ClassVar[str] = "1"
     target_value: ClassVar[float] = 0.12
-    default_max_steps: ClassVar[int] = 10_000
+    default_max_steps: ClassVar[int] = 20_000
     default_eval_every: ClassVar[int] = 100
     description: ClassVar[str] = "Fashion-MNIST, MLP 784-256-256-10 (ReLU)"
 

@@ -83,6 +83,10 @@ class Mnist1dCnn(ClassificationWorkload):
     Options:
         num_samples: examples generated (80 % train, 20 % eval), 100 … 100,000 (default 5,000).
         seed: generator seed (default 42, the package's).
+
+    Target: evaluation error ≤ 0.05.  Heavy-ball SGD (momentum 0.9) at B = 128 first reached it after
+    375 steps (rate 0.1; best error ≈ 0.033, then overfitting); rate 0.03 plateaued near 0.08 and
+    rate 0.3 diverged.
     """
 
     num_samples: int = 5_000
@@ -90,9 +94,9 @@ class Mnist1dCnn(ClassificationWorkload):
 
     name: ClassVar[str] = "mnist1d-cnn"
     version: ClassVar[str] = "1"
-    target_value: ClassVar[float] = 0.15
+    target_value: ClassVar[float] = 0.05
     default_max_steps: ClassVar[int] = 10_000
-    default_eval_every: ClassVar[int] = 50
+    default_eval_every: ClassVar[int] = 25
     install_hint: ClassVar[str] = INSTALL_HINT
     description: ClassVar[str] = "MNIST-1D (generated offline), 1-D CNN 3x conv32 + dense"
 

@@ -101,6 +101,11 @@ class TextTransformer(Workload):
         heads: attention heads, 1 … 16 (default 4).
         eval_windows: evaluation windows, 16 … 8,192 (default 512).
         data_dir: folder holding ``bible.data`` ("" = ``$BATCHLAB_BIBLE_DIR`` or the program's default).
+
+    Target: evaluation loss ≤ 1.4 nats per character (2.02 bits).  Heavy-ball SGD (momentum 0.9) at
+    B = 128 first reached it after 1,500 steps (rate 0.3) and 1,800 (rate 0.1), ending at 1.31 and
+    1.33 after 3,000 steps; rate 1.0 diverged.  Context 32 rather than 64: at the same batch size a
+    step costs ~2.5× less on this CPU (half the characters; attention is quadratic in the context).
     """
 
     context_length: int = 32
@@ -113,8 +118,8 @@ class TextTransformer(Workload):
     name: ClassVar[str] = "text-transformer"
     version: ClassVar[str] = "1"
     target_metric: ClassVar[str] = "loss"
-    target_value: ClassVar[float] = 1.6
-    default_max_steps: ClassVar[int] = 10_000
+    target_value: ClassVar[float] = 1.4
+    default_max_steps: ClassVar[int] = 20_000
     default_eval_every: ClassVar[int] = 100
     loss_kind: ClassVar[LossKind] = "softmax_cross_entropy"
     install_hint: ClassVar[str] = INSTALL_HINT
