@@ -14,14 +14,14 @@ from kfac_jax._src import tag_graph_matcher  # noqa: E402  (private, but the onl
 
 
 def _tiny_model_params(key):
-    keys = jax.random.split(key, 5)
-    return {
-        "conv_square": layers.init_conv(keys[0], (3, 3), 1, 4),
-        "conv_row": layers.init_conv(keys[1], (1, 3), 4, 4),
-        "norm": layers.init_layer_norm(4),
-        "dense_3d": layers.init_dense(keys[2], 4, 4),
-        "output": layers.init_dense(keys[3], 4 * 4 * 4, 3),
-    }
+    params = layers.init_kernels(key, {
+        "conv_square": layers.Kernel((3, 3, 1, 4)),
+        "conv_row": layers.Kernel((1, 3, 4, 4)),
+        "dense_3d": layers.Kernel((4, 4)),
+        "output": layers.Kernel((4 * 4 * 4, 3), gain=1.0),
+    })
+    params["norm"] = layers.init_layer_norm(4)
+    return params
 
 
 def _tiny_model(params, inputs):
@@ -50,14 +50,18 @@ def test_every_parameter_is_registered_by_kfac_pattern_matching():
 
 
 def test_conv_output_size_matches_conv2d():
-    params = layers.init_conv(jax.random.key(0), (3, 3), 1, 2)
+    params = layers.init_kernels(jax.random.key(0), {"conv": layers.Kernel((3, 3, 1, 2))})["conv"]
     for size, stride in [(28, 2), (14, 2), (8, 1), (7, 2)]:
         output = jax.eval_shape(lambda x: layers.conv2d(params, x, stride=stride), jnp.ones((1, size, size, 1)))
         assert output.shape[1] == layers.conv_output_size(size, 3, stride)
 
 
-def test_initialisation_scales():
-    dense = layers.init_dense(jax.random.key(0), 400, 300)
-    assert float(jnp.std(dense["w"])) == pytest.approx(np.sqrt(2 / 400), rel=0.02)
-    assert not np.any(np.asarray(dense["b"]))
-    assert float(jnp.max(jnp.abs(dense["w"]))) <= 2 * np.sqrt(2 / 400) / 0.8796 + 1e-6
+def test_initialisation_scales_and_independence():
+    params = layers.init_kernels(
+        jax.random.key(0), {"a": layers.Kernel((400, 300)), "b": layers.Kernel((3, 3, 20, 300), gain=1.0)}
+    )
+    assert float(jnp.std(params["a"]["w"])) == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert float(jnp.std(params["b"]["w"])) == pytest.approx(np.sqrt(1 / 180), rel=0.02)
+    assert not np.any(np.asarray(params["a"]["b"])) and params["b"]["b"].shape == (300,)
+    correlation = np.corrcoef(np.asarray(params["a"]["w"]).ravel()[:50_000], np.asarray(params["b"]["w"]).ravel()[:50_000])
+    assert abs(correlation[0, 1]) < 0.02

@@ -20,7 +20,7 @@ from batchlab.errors import DataMissingError
 from batchlab.workloads.base import Params
 from batchlab.workloads.classification import ClassificationArrays, ClassificationWorkload
 from batchlab.workloads.data import cached_arrays, standardization
-from batchlab.workloads.layers import conv2d, conv_output_size, dense, init_conv, init_dense
+from batchlab.workloads.layers import Kernel, conv2d, conv_output_size, dense, init_kernels
 
 __all__ = ["DigitsCnn", "load_digits_arrays"]
 
@@ -86,14 +86,13 @@ class DigitsCnn(ClassificationWorkload):
         return load_digits_arrays()
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, 4)
         side = conv_output_size(8, 3, 2)
-        return {
-            "conv1": init_conv(keys[0], (3, 3), 1, 16),
-            "conv2": init_conv(keys[1], (3, 3), 16, 32),
-            "dense1": init_dense(keys[2], side * side * 32, 64),
-            "output": init_dense(keys[3], 64, 10, gain=1.0),
-        }
+        return init_kernels(key, {
+            "conv1": Kernel((3, 3, 1, 16)),
+            "conv2": Kernel((3, 3, 16, 32)),
+            "dense1": Kernel((side * side * 32, 64)),
+            "output": Kernel((64, 10), gain=1.0),
+        })
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for NHWC inputs ``(batch, 8, 8, 1)``."""

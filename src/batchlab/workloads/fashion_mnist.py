@@ -23,7 +23,7 @@ from batchlab.errors import DataMissingError
 from batchlab.workloads.base import Params
 from batchlab.workloads.classification import ClassificationArrays, ClassificationWorkload
 from batchlab.workloads.data import read_idx, standardization
-from batchlab.workloads.layers import conv2d, conv_output_size, dense, init_conv, init_dense
+from batchlab.workloads.layers import Kernel, conv2d, conv_output_size, dense, init_kernels
 from batchlab.workloads.options import check_int, check_str
 
 __all__ = ["FashionMnistCnn", "FashionMnistMlp", "load_fashion_mnist", "DATA_DIR_ENV", "DEFAULT_DATA_DIR"]
@@ -125,15 +125,14 @@ class FashionMnistCnn(_FashionMnist):
     hidden_units: ClassVar[int] = 128
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, 4)
         first, second = self.channels
         side = conv_output_size(conv_output_size(28, 3, 2), 3, 2)
-        return {
-            "conv1": init_conv(keys[0], (3, 3), 1, first),
-            "conv2": init_conv(keys[1], (3, 3), first, second),
-            "dense1": init_dense(keys[2], side * side * second, self.hidden_units),
-            "output": init_dense(keys[3], self.hidden_units, 10, gain=1.0),
-        }
+        return init_kernels(key, {
+            "conv1": Kernel((3, 3, 1, first)),
+            "conv2": Kernel((3, 3, first, second)),
+            "dense1": Kernel((side * side * second, self.hidden_units)),
+            "output": Kernel((self.hidden_units, 10), gain=1.0),
+        })
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for NHWC inputs ``(batch, 28, 28, 1)``."""
@@ -173,11 +172,10 @@ class FashionMnistMlp(_FashionMnist):
         check_int(self.name, "hidden_layers", self.hidden_layers, 1, 8)
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, self.hidden_layers + 1)
         widths = [28 * 28] + [self.hidden_units] * self.hidden_layers
-        params = {f"dense{i + 1}": init_dense(keys[i], widths[i], widths[i + 1]) for i in range(self.hidden_layers)}
-        params["output"] = init_dense(keys[-1], widths[-1], 10, gain=1.0)
-        return params
+        kernels = {f"dense{i + 1}": Kernel((widths[i], widths[i + 1])) for i in range(self.hidden_layers)}
+        kernels["output"] = Kernel((widths[-1], 10), gain=1.0)
+        return init_kernels(key, kernels)
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for inputs ``(batch, 28, 28, 1)`` (flattened here)."""

@@ -21,7 +21,7 @@ from batchlab.errors import DataMissingError
 from batchlab.workloads.base import Params
 from batchlab.workloads.classification import ClassificationArrays, ClassificationWorkload
 from batchlab.workloads.data import cached_arrays
-from batchlab.workloads.layers import conv2d, conv_output_size, dense, init_conv, init_dense
+from batchlab.workloads.layers import Kernel, conv2d, conv_output_size, dense, init_kernels
 from batchlab.workloads.options import check_int
 
 __all__ = ["Mnist1dCnn", "generate_mnist1d", "load_mnist1d"]
@@ -110,15 +110,14 @@ class Mnist1dCnn(ClassificationWorkload):
         return load_mnist1d(self.num_samples, self.seed)
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, 4)
         width = conv_output_size(conv_output_size(SEQUENCE_LENGTH, 5, 2), 5, 2)
         channels = self.channels
-        return {
-            "conv1": init_conv(keys[0], (1, 5), 1, channels),
-            "conv2": init_conv(keys[1], (1, 5), channels, channels),
-            "conv3": init_conv(keys[2], (1, 5), channels, channels),
-            "output": init_dense(keys[3], width * channels, 10, gain=1.0),
-        }
+        return init_kernels(key, {
+            "conv1": Kernel((1, 5, 1, channels)),
+            "conv2": Kernel((1, 5, channels, channels)),
+            "conv3": Kernel((1, 5, channels, channels)),
+            "output": Kernel((width * channels, 10), gain=1.0),
+        })
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for inputs ``(batch, 40)``."""
