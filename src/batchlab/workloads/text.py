@@ -178,7 +178,11 @@ class TextTransformer(Workload):
         return init_transformer(self.config, key=key)
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
-        """Next-character logits ``(batch, length, vocabulary)`` for int tokens ``(batch, length)``."""
+        """Next-character logits ``(batch, length, vocabulary)`` for int tokens ``(batch, length)``.
+
+        The training loss is the mean cross-entropy over every position, so a curvature method
+        registers it on ``logits.reshape(-1, vocabulary)`` against ``targets.reshape(-1)``.
+        """
         return apply_transformer(self.config, params, inputs)
 
     def per_example_loss(self, params: Params, batch: Batch) -> jax.Array:
