@@ -1,0 +1,314 @@
+"""Closed forms for the measured second moment of 1- and 2-state systems, with error estimates.
+
+For a 2-state system with characteristic polynomial ``r² − τ r + δ`` (roots ``r₁, r₂``) Cayley–Hamilton
+gives ``M^t = U_t M − δ U_{t−1} I`` with ``U_t = (r₁^t − r₂^t)/(r₁ − r₂)``, so for the measured row ``e``::
+
+    mean_t  = e M^t a = U_t m1 − δ U_{t−1} m0,          m0 = e·a,  m1 = e·M a
+    V_k     = e M^k u = U_k n1 − δ U_{k−1} n0,          n0 = e·u,  n1 = e·M u
+    E[θ_t²] = s0 · mean_t² + q · Σ_{k<t} V_k².
+
+``U_t`` is evaluated in forms that stay exact at critical damping (``r₁ = r₂``)::
+
+    complex roots ρ e^{±iφ}:  U_t = ρ^{t−1} sin(tφ) / sin φ
+    real roots b, s (|s| ≤ |b|, ω = s/b):  U_t = b^{t−1} (1 − ω^t) / (1 − ω),
+        same signs: 1 − ω^t = −expm1(−2tψ) with 2ψ = log1p(√D (|τ| + √D) / 2δ)
+
+and all complements (``1 − |r|``, ``1 − r²``, ``1 − δ``) come from ``p(1)``, ``p(−1)``, ``1 − δ`` so slow
+directions keep full precision.  The noise sum uses the modal expansion (geometric sums
+``G_t(z) = (1 − z^t)/(1 − z)``), which cancels near critical damping; every function therefore also
+returns an estimate of its relative rounding error, and the caller recomputes the few entries whose
+estimate is too large with exact doubling (:mod:`batchlab.nqm._linear`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from batchlab.nqm.dynamics import Companion
+
+__all__ = ["sgd_moment", "companion_moment", "TRUST"]
+
+# Entries whose estimated cancellation factor exceeds this go to exact doubling (≈ 1e-11 relative).
+TRUST = 1e4
+
+
+def _times(a, b):
+    """``a * b`` with ``0 * inf = 0`` (a direction with no noise or no initial error stays at 0)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(a == 0, 0.0, a * b)
+
+
+def sgd_moment(x, q, s0, t):
+    """``E[θ_t²]`` for SGD, ``s_t = r^{2t} s0 + q (1 − r^{2t})/(1 − r²)``, ``r = 1 − x`` (exact).
+
+    ``x, q, s0`` have shape ``(k, 1)``, ``t`` shape ``(1, m)``.  Returns the ``(k, m)`` values.
+    """
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        log_r2 = np.where(x < 1, 2.0 * np.log1p(-np.minimum(x, 1.0)), 2.0 * np.log(np.abs(x - 1.0)))
+        om_r2 = x * (2.0 - x)
+        tl = np.where(t == 0, 0.0, t * log_r2)
+        G = np.where(om_r2 != 0, -np.expm1(tl) / np.where(om_r2 != 0, om_r2, 1.0), t)
+        return _times(s0, np.exp(tl)) + _times(q, G)
+
+
+def companion_moment(comp: Companion, q, s0, t):
+    """``E[θ_t²]`` of 2-state systems from their :class:`Companion` data.
+
+    Args:
+        comp, q, s0: one-dimensional arrays over ``k`` systems.
+        t: integer steps, ``(m,)`` for all systems or ``(k, m)`` per system.
+    Returns:
+        ``(value, cancellation)`` of shape ``(k, m)``: the second moment and an estimate of how many
+        times larger the summed terms were than the result (relative error ≈ 1e-16 × cancellation).
+        Entries where the closed form is undefined (double root, |root| ≥ 1) have ``inf``.
+    """
+    t = np.asarray(t)
+    t2 = t if t.ndim == 2 else t[None, :]
+    tf = t2.astype(np.float64)
+    sign_t = np.where(t2 % 2 == 1, -1.0, 1.0)  # (−1)^t
+    k, m = comp.tau.shape[0], t2.shape[1]
+    per_row = t2.shape[0] > 1 or k == 1
+    value = np.zeros((k, m))
+    cancel = np.full((k, m), np.inf)
+    real = comp.disc > 0
+    branches = (
+        (comp.disc < 0, _complex_branch),
+        (real & (comp.delta > 0), _same_sign_branch),
+        (real & (comp.delta < 0), _opposite_sign_branch),
+        (real & (comp.delta == 0), _zero_root_branch),
+    )
+    for mask, branch in branches:
+        idx = np.flatnonzero(mask)
+        if not idx.size:
+            continue
+        if idx.size == k:
+            sub = Companion(*(f[:, None] for f in comp))
+            value, cancel = _finish(*branch(sub, tf, sign_t), q[:, None], s0[:, None], sub)
+        else:
+            sub = Companion(*(f[idx, None] for f in comp))
+            tt, st = (tf[idx], sign_t[idx]) if per_row else (tf, sign_t)
+            value[idx], cancel[idx] = _finish(*branch(sub, tt, st), q[idx, None], s0[idx, None], sub)
+    zero = np.broadcast_to(t2 == 0, value.shape)
+    if zero.any():
+        value = np.where(zero, (s0 * comp.m0**2)[:, None], value)
+        cancel = np.where(zero, 1.0, cancel)
+    return value, cancel
+
+
+def noise_floor(sys):
+    """Steady state in units of the step noise, ``Σ_{k≥0} (e M^k u)²``, without modal cancellation.
+
+    Returns ``(floor, log_radius, trusted)`` over ``sys.shape`` — ``log_radius`` is the log of the
+    spectral radius of ``M``, ``trusted`` marks stable entries whose floor is well conditioned — or
+    ``None`` for systems without a closed form (momentum + EMA).
+    """
+    x = np.broadcast_to(sys.x, sys.shape)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_r = np.where(x < 1, np.log1p(-np.minimum(x, 1.0)), np.log(np.abs(x - 1.0)))  # log|1 − x|
+        stable = x < np.broadcast_to(sys.limit, sys.shape)
+        if sys.kind == "sgd" and not sys.ema:
+            return 1.0 / (x * (2.0 - x)), log_r, stable
+        if sys.kind == "sgd":  # SGD + EMA, Theorem 2
+            g = sys.gamma
+            floor = (1 - g) * (1 + (1 - x) * g) / ((x * (2.0 - x)) * (1 + g) * ((1 - g) + g * x))
+            return floor, np.maximum(log_r, np.log(g)), stable
+        if sys.kind == "heavy_ball" and not sys.ema:
+            b = sys.beta
+            floor = (1 + b) / ((1 - b) * x * ((2 - x) + 2 * b))
+            sb = np.sqrt(b)
+            lo, hi = (1 - sb) ** 2, (1 + sb) ** 2
+            sd = np.sqrt(np.maximum((x - lo) * (x - hi), 0.0))
+            c_lo = 2.0 * x / ((x + (1 - b)) + sd)  # 1 − r₁ (overdamped, slow side)
+            c_hi = 2.0 * ((2 - x) + 2 * b) / (((2 - x) + 2 * b) + (1 - b) + sd)  # 1 + r₂ (x > (1+√β)²)
+            log_rad = np.where(x <= lo, np.log1p(-np.minimum(c_lo, 1.0)),
+                               np.where(x >= hi, np.log1p(-np.minimum(c_hi, 1.0)), 0.5 * np.log(b)))
+            return floor, log_rad, stable
+    comp = sys.companion()
+    if comp is None:
+        return None
+    floor, cancel, log_rad, ok = _steady_state(comp)
+    return floor, log_rad, ok & (cancel <= TRUST)
+
+
+def _steady_state(c: Companion):
+    """Noise floor ``Σ_{k≥0} V_k²`` without modal cancellation, and the spectral radius.
+
+    With ``S = Σ_{k≥1} U_k² = (1 + δ)/((1 − δ) p(1) p(−1))`` and ``Σ_{k≥1} U_k U_{k−1} = τ S/(1 + δ)``:
+    ``Σ_{k≥0} V_k² = n0² + S (n1² + δ² n0² − 2 δ τ n1 n0/(1 + δ))``.
+    Returns ``(floor, cancellation, log spectral radius, stable)``.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        sd = np.sqrt(np.abs(c.disc))
+        cb = np.where(c.tau >= 0, 2.0 * c.p1 / (c.p1 + c.omd + sd), 2.0 * c.pm1 / (c.pm1 + c.omd + sd))
+        cplx = c.disc < 0
+        stable = np.where(cplx, c.omd > 0, cb > 0) & (c.p1 > 0) & (c.pm1 > 0)
+        log_radius = np.where(cplx, 0.5 * np.log1p(-np.minimum(c.omd, 1.0)), np.log1p(-np.minimum(cb, 1.0)))
+        S = (1.0 + c.delta) / (c.omd * c.p1 * c.pm1)
+        cross = 2.0 * c.delta * c.tau * c.n1 * c.n0 / (1.0 + c.delta)
+        sq = c.n1**2 + (c.delta * c.n0) ** 2
+        floor = c.n0**2 + S * (sq - cross)
+        cancel = (c.n0**2 + S * (sq + np.abs(cross))) / floor
+    return floor, np.where(stable, cancel, np.inf), log_radius, stable
+
+
+def _finish(parts, stable, q, s0, c: Companion):
+    """Mean from ``U_t, δU_{t−1}``; the noise from the better of two forms.
+
+    Modal sums cancel when the roots are close (slow, nearly critically damped directions); the
+    tail form ``N_t = N_∞ − e M^t Σ_∞ M^tᵀ eᵀ`` cancels only while ``M^t`` is far from decayed.  With
+    ``e M^t = U_t eM − δU_{t−1} e``, ``eMΣ_∞Mᵀeᵀ = N_∞ − n0²`` and ``eMΣ_∞eᵀ = X =
+    (n1 n0 + τ (N_∞ − n0²)) / (1 + δ)``, both come from the companion data alone.
+    """
+    U_t, dU, mean, mean_abs, noise, noise_abs = parts
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        n_inf, inf_cancel, _, _ = _steady_state(c)
+        a = n_inf - c.n0**2
+        X = (c.n1 * c.n0 + c.tau * a) / (1.0 + c.delta)
+        tail = U_t**2 * a - 2.0 * U_t * dU * X + dU**2 * n_inf
+        tail_abs = U_t**2 * np.abs(a) + 2.0 * np.abs(U_t * dU * X) + dU**2 * np.abs(n_inf)
+        noise_t = n_inf - tail
+        noise_t_abs = np.abs(n_inf) * inf_cancel + tail_abs
+        with_tail = (noise_t_abs * np.abs(noise) < noise_abs * np.abs(noise_t)) & np.isfinite(noise_t)
+    noise = np.where(with_tail, noise_t, noise)
+    noise_abs = np.where(with_tail, noise_t_abs, noise_abs)
+    value, cancel = _combine(mean, mean_abs, noise, noise_abs, q, s0)
+    return value, np.where(stable, cancel, np.inf)
+
+
+def _combine(mean, mean_abs, noise, noise_abs, q, s0):
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = _times(s0, mean**2) + _times(q, noise)
+        scale = _times(s0, 2.0 * np.abs(mean) * mean_abs) + _times(q, noise_abs)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cancel = np.where(value > 0, scale / value, np.where(scale > 0, np.inf, 1.0))
+    return value, cancel
+
+
+def _complex_branch(c: Companion, t, sign_t):
+    """Complex roots ``ρ e^{±iφ}`` (underdamped)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        log_rho = 0.5 * np.log1p(-c.omd)
+        rho = np.sqrt(c.delta)
+        sq = np.sqrt(-c.disc)
+        phi = np.arctan2(sq, c.tau)
+        sin_phi = sq / (2.0 * rho)
+        cos_phi = c.tau / (2.0 * rho)
+        # U_t = ρ^{t−1} sin(tφ) / sin φ,  δ U_{t−1} = ρ^t sin((t−1)φ) / sin φ
+        tphi = t * phi
+        s_t, c_t = np.sin(tphi), np.cos(tphi)
+        s_tm1 = s_t * cos_phi - c_t * sin_phi
+        amp = np.exp((t - 1.0) * log_rho) / sin_phi
+        U_t, dU = amp * s_t, amp * rho * s_tm1
+        # mean_t = U_t m1 − δU_{t−1} m0 = amp [sin(tφ)(m1 − τ m0/2) + cos(tφ) m0 √(−D)/2], with
+        # m1 − τ m0/2 = dm + m0 (p(1) + 1 − δ)/2 free of the cancellation m1 ≈ τ/2 of slow directions
+        mh = c.dm + c.m0 * (c.p1 + c.omd) / 2.0
+        a1, a0 = s_t * mh, c_t * c.m0 * (sq / 2.0)
+        mean, mean_abs = amp * (a1 + a0), amp * (np.abs(a1) + np.abs(a0))
+        # V_k = ρ^{k−1} Im(w e^{ikφ}) / sin φ with w = n1 − ρ n0 e^{−iφ}
+        w_re = c.n1 - rho * c.n0 * cos_phi
+        w_im = rho * c.n0 * sin_phi
+        w2 = w_re**2 + w_im**2
+        w2_re, w2_im = w_re**2 - w_im**2, 2.0 * w_re * w_im
+        tl = t * (2.0 * log_rho)
+        em = np.expm1(tl)
+        G1 = -em / c.omd
+        # z = δ e^{2iφ}:  1 − z^t = −(expm1(t log δ) cos 2tφ − 2 sin² tφ) − i δ^t sin 2tφ ;  1 − z
+        num_re = -(em * (c_t * c_t - s_t * s_t) - 2.0 * s_t * s_t)
+        num_im = -(np.exp(tl) * 2.0 * s_t * c_t)
+        den_re = c.omd + 2.0 * c.delta * sin_phi**2
+        den_im = -2.0 * c.delta * sin_phi * cos_phi
+        den2 = den_re**2 + den_im**2
+        G2_re = (num_re * den_re + num_im * den_im) / den2
+        G2_im = (num_im * den_re - num_re * den_im) / den2
+        scale = 1.0 / (2.0 * c.delta * sin_phi**2)
+        noise = (w2 * G1 - (w2_re * G2_re - w2_im * G2_im)) * scale
+        noise_abs = w2 * (np.abs(G1) + np.sqrt(G2_re**2 + G2_im**2)) * scale
+    return (U_t, dU, mean, mean_abs, noise, noise_abs), c.omd > 0
+
+
+def _real_roots(c: Companion):
+    """Big (sign of τ) and small roots with accurate complements: b, s, 1∓b, 1∓s, log|b|, log|s|."""
+    sd = np.sqrt(c.disc)
+    pos = c.tau >= 0
+    cb = np.where(pos, 2.0 * c.p1 / (c.p1 + c.omd + sd), 2.0 * c.pm1 / (c.pm1 + c.omd + sd))  # 1 − |b|
+    b = np.where(pos, 1.0 - cb, cb - 1.0)
+    omb, opb = np.where(pos, cb, 2.0 - cb), np.where(pos, 2.0 - cb, cb)
+    s = c.delta / b
+    oms, ops = c.p1 / omb, c.pm1 / opb
+    cs = np.where(s >= 0, oms, ops)  # 1 − |s|
+    lb = np.where(np.abs(b) > 0.5, np.log1p(-cb), np.log(np.abs(b)))
+    ls = np.where(np.abs(s) > 0.5, np.log1p(-cs), np.log(np.abs(s)))
+    bms = np.where(pos, sd, -sd)  # b − s
+    return sd, b, s, omb, opb, oms, ops, lb, ls, bms, cb > 0
+
+
+def _real_common(c, t, sign_t, b, s, omb, opb, oms, ops, lb, ls, bms, ratio_t, ratio_tm1, Gbs):
+    """U_t = b^{t−1} ratio_t, δ U_{t−1}, the mean, and the noise sum from geometric sums (real roots).
+
+    The mean is taken from the better conditioned of ``U_t m1 − δU_{t−1} m0`` (good near a double
+    root) and the modal form ``α_b b^t + α_s s^t`` with ``α_b = (dm + (1 − s) m0)/(b − s)``,
+    ``α_s = −(dm + (1 − b) m0)/(b − s)`` (good for well separated roots).
+    """
+    bt1 = np.where(b < 0, -sign_t, 1.0) * np.exp((t - 1.0) * lb)  # b^{t−1}
+    U_t = bt1 * ratio_t
+    dU = np.where(t >= 2, c.delta * (bt1 / b) * ratio_tm1, 0.0)
+    mean1 = U_t * c.m1 - dU * c.m0
+    abs1 = np.abs(U_t * c.m1) + np.abs(dU * c.m0)
+    al_b = (c.dm + np.where(s >= 0, oms, 2.0 - ops) * c.m0) / bms
+    al_s = -(c.dm + omb * c.m0) / bms
+    bt = bt1 * b
+    st = np.where(s < 0, sign_t, 1.0) * np.exp(t * ls)
+    st = np.where(s == 0, np.where(t == 0, 1.0, 0.0), st)
+    mean2 = al_b * bt + al_s * st
+    abs2 = np.abs(al_b * bt) + np.abs(al_s * st)
+    modal_better = (abs2 * np.abs(mean1) < abs1 * np.abs(mean2)) & np.isfinite(mean2)
+    mean = np.where(modal_better, mean2, mean1)
+    mean_abs = np.where(modal_better, abs2, abs1)
+    a_b = (c.n1 - s * c.n0) / bms
+    a_s = -(c.n1 - b * c.n0) / bms
+    Gbb = -np.expm1(2.0 * t * lb) / (omb * opb)
+    Gss = -np.expm1(2.0 * t * ls) / (oms * ops)
+    noise = a_b**2 * Gbb + 2.0 * a_b * a_s * Gbs + a_s**2 * Gss
+    noise_abs = a_b**2 * np.abs(Gbb) + 2.0 * np.abs(a_b * a_s * Gbs) + a_s**2 * np.abs(Gss)
+    return U_t, dU, mean, mean_abs, noise, noise_abs
+
+
+def _same_sign_branch(c: Companion, t, sign_t):
+    """Distinct real roots of one sign (overdamped): ``1 − ω^t = −expm1(−2tψ)``, exact as ψ → 0."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
+        psi2 = np.log1p(sd * (np.abs(c.tau) + sd) / (2.0 * c.delta))  # −log ω
+        e1 = np.expm1(-psi2)
+        ratio_t = np.expm1(-t * psi2) / e1
+        ratio_tm1 = np.expm1(-(t - 1.0) * psi2) / e1
+        Gbs = -np.expm1(t * (lb + ls)) / c.omd
+        parts = _real_common(c, t, sign_t, b, s, omb, opb, oms, ops, lb, ls, bms, ratio_t, ratio_tm1, Gbs)
+    return parts, stable
+
+
+def _opposite_sign_branch(c: Companion, t, sign_t):
+    """Real roots of opposite signs (δ < 0): no cancellation in ``1 − ω^t``."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
+        lw = ls - lb
+        w_t = np.exp(t * lw)  # |ω|^t
+        den = 1.0 + np.exp(lw)
+        ratio_t = (1.0 - sign_t * w_t) / den  # ω < 0: ω^t = (−1)^t |ω|^t
+        ratio_tm1 = (1.0 + sign_t * w_t * np.exp(-lw)) / den
+        Gbs = (1.0 - sign_t * np.exp(t * (lb + ls))) / c.omd
+        parts = _real_common(c, t, sign_t, b, s, omb, opb, oms, ops, lb, ls, bms, ratio_t, ratio_tm1, Gbs)
+    return parts, stable
+
+
+def _zero_root_branch(c: Companion, t, sign_t):
+    """One root is zero (δ = 0, e.g. β = 0 or x = 1): ``U_t = b^{t−1}``."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
+        one = np.ones_like(t)
+        Gbs = np.where(t == 0, 0.0, one)
+        # s = 0: s^k = [k == 0]; Σ_{k<t} s^{2k} = 1 for t ≥ 1
+        parts = _real_common(
+            c, t, sign_t, b, np.zeros_like(b), omb, opb, np.ones_like(b), np.ones_like(b), lb,
+            np.full_like(b, -np.inf), bms, one, one, Gbs,
+        )
+    return parts, stable

@@ -1,0 +1,144 @@
+"""Exact expected risk of the NQM: at any steps, in the steady state, and the paper's bounds.
+
+The expected risk after ``t`` steps is ``L(t) = Σ_i w_i ½ h_i E[θ_i(t)²]`` (see
+:mod:`batchlab.nqm.dynamics` for the per-direction systems).  Every function here is exact in float64
+(closed forms where they are well conditioned, exact doubling elsewhere), costs ``O(d log t)`` per
+hyperparameter setting, and is vectorised over steps and over arrays of hyperparameters.
+
+Example:
+    >>> from batchlab.nqm import power_law, heavy_ball, expected_risk
+    >>> r = expected_risk(power_law(1000), heavy_ball(0.5, 0.9), batch_size=64, steps=[0, 100, 1000])
+    >>> r.shape
+    (3,)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from batchlab.errors import InputError
+from batchlab.nqm import _engine
+from batchlab.nqm.dynamics import EMA, SGD, Dynamics, HeavyBall, Nesterov, build_system
+from batchlab.nqm.spectrum import Problem
+
+__all__ = [
+    "expected_risk", "steady_state_risk", "theorem1_bound", "theorem2_bound", "is_stable",
+    "check_steps",
+]
+
+
+def check_steps(steps) -> np.ndarray:
+    """Steps as an int64 array of non-negative integers, or InputError."""
+    arr = np.asarray(steps)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise InputError(f"steps must be non-negative integers, got {steps!r}")
+    elif arr.dtype.kind not in "iu":
+        raise InputError(f"steps must be non-negative integers, got {steps!r}")
+    if np.any(arr < 0):
+        raise InputError(f"steps must be >= 0, got {steps!r}")
+    if np.any(arr > 2**62):
+        raise InputError("steps must be < 2^62")
+    return arr.astype(np.int64)
+
+
+def expected_risk(problem: Problem, dyn: Dynamics, *, batch_size, steps, per_direction: bool = False,
+                  threads: int | None = None) -> np.ndarray:
+    """Exact expected risk ``L(t)`` after each of ``steps``.
+
+    Args:
+        problem: the NQM problem.
+        dyn: optimizer dynamics (:func:`sgd`, :func:`heavy_ball`, :func:`nesterov`, :func:`with_ema`);
+            its hyperparameters may be arrays, broadcasting to ``hp_shape``.
+        batch_size: ``B ≥ 1`` (scalar or an array broadcasting with the hyperparameters).
+        steps: non-negative integer step counts (any shape).
+        per_direction: also keep the direction axis (risk of each entry, times its weight).
+        threads: worker threads (default: all cores).
+    Returns:
+        Shape ``hp_shape + steps.shape`` (with ``(d,)`` before the steps axes if ``per_direction``).
+        Unstable settings give ``inf`` at large ``t`` (never NaN).
+    """
+    t = check_steps(steps)
+    out = _engine.evaluate(problem, dyn, batch_size, t.reshape(-1), reduce=not per_direction, threads=threads)
+    return out.reshape(out.shape[:-1] + t.shape)
+
+
+def is_stable(problem: Problem, dyn: Dynamics) -> np.ndarray:
+    """Whether every direction is strictly inside the stability region (per hyperparameter setting)."""
+    sys = build_system(problem, dyn, 1)
+    return np.all(sys.x < sys.limit, axis=-1)
+
+
+def _lyapunov_out(sys) -> np.ndarray:
+    """Steady-state measured second moment by solving ``Σ = M Σ Mᵀ + q u uᵀ`` (general n)."""
+    flat = sys.reshape(-1)
+    mats = flat.matrices()
+    n = flat.n
+    M = np.eye(n) - mats[0]
+    A = np.eye(n * n) - np.einsum("kij,kab->kiajb", M, M).reshape(-1, n * n, n * n)
+    rhs = _engine.noise_covariance(flat, mats).reshape(-1, n * n)
+    with np.errstate(all="ignore"):
+        sol = np.linalg.solve(A, rhs[..., None])[..., 0]
+    return sol.reshape(-1, n, n)[:, flat.out, flat.out].reshape(sys.shape)
+
+
+def steady_state_risk(problem: Problem, dyn: Dynamics, *, batch_size, per_direction: bool = False) -> np.ndarray:
+    """Risk as ``t → ∞``: ``Σ_i w_i ½ h_i q_i S_i`` (``inf`` where unstable).
+
+    Closed forms (``x = αPh``):
+      SGD ``α c P / (2B(2 − x))``; heavy ball ``(1 + β) α c P / (2B(1 − β)(2 + 2β − x))``;
+      SGD+EMA: the SGD value times ``(1 − γ)(1 + (1 − x)γ) / ((1 + γ)(1 − (1 − x)γ))`` (Theorem 2);
+      Nesterov and momentum+EMA by solving the discrete Lyapunov equation per direction.
+    """
+    sys = build_system(problem, dyn, batch_size)
+    x, q = sys.x, sys.q
+    stable = x < sys.limit
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if isinstance(dyn, SGD):
+            S = q / (x * (2 - x))
+        elif isinstance(dyn, HeavyBall) and not isinstance(dyn, Nesterov):
+            beta = np.asarray(dyn.momentum)[..., None]
+            S = q * (1 + beta) / ((1 - beta) * x * ((2 - x) + 2 * beta))
+        elif isinstance(dyn, EMA) and isinstance(dyn.base, SGD):
+            g = np.asarray(dyn.decay)[..., None]
+            r = 1 - x
+            S = q / (x * (2 - x)) * (1 - g) * (1 + r * g) / ((1 + g) * (1 - r * g))
+        else:
+            S = _lyapunov_out(sys)
+    per = np.where(stable, sys.weight * S, np.inf)
+    per = np.broadcast_to(per, sys.x.shape)
+    return per if per_direction else per.sum(axis=-1)
+
+
+def _transient(problem: Problem, dyn: Dynamics, steps) -> np.ndarray:
+    """Per-direction noise-free part ``w ½ h s0 (e M^t a)²`` (the mean's contribution)."""
+    noiseless = Problem(h=problem.h, c=np.zeros_like(problem.c), s0=problem.s0, weights=problem.weights)
+    return expected_risk(noiseless, dyn, batch_size=1, steps=steps, per_direction=True)
+
+
+def theorem1_bound(problem: Problem, dyn: HeavyBall, *, batch_size, steps) -> np.ndarray:
+    """Theorem 1 of the paper: ``L(t) ≤ Σ_i [(U_{t+1} − β U_t)² ℓ_i(0) + ℓ_i(∞)]`` for heavy ball.
+
+    ``U_t = (r₁^t − r₂^t)/(r₁ − r₂)`` with ``r₁,₂`` the roots of ``r² − (1 − x + β) r + β``; the paper
+    excludes critical damping, where this evaluates the exact limit.  Holds with equality at
+    ``t = 0`` and as ``t → ∞``.
+    """
+    if not isinstance(dyn, HeavyBall) or isinstance(dyn, Nesterov):
+        raise InputError("theorem1_bound applies to heavy-ball momentum (SGD is beta = 0)")
+    return _bound(problem, dyn, batch_size, steps)
+
+
+def theorem2_bound(problem: Problem, dyn: EMA, *, batch_size, steps) -> np.ndarray:
+    """Theorem 2 of the paper (SGD with iterate averaging): transient with roots ``1 − x`` and ``γ``
+    (``−γ(1 − x)`` in place of ``−β``) plus the EMA steady state."""
+    if not (isinstance(dyn, EMA) and isinstance(dyn.base, SGD)):
+        raise InputError("theorem2_bound applies to SGD with EMA")
+    return _bound(problem, dyn, batch_size, steps)
+
+
+def _bound(problem, dyn, batch_size, steps):
+    steps = check_steps(steps)
+    trans = _transient(problem, dyn, steps)
+    floor = steady_state_risk(problem, dyn, batch_size=batch_size, per_direction=True)
+    per = trans + floor.reshape(floor.shape + (1,) * steps.ndim)
+    return per.sum(axis=-(steps.ndim + 1))
