@@ -76,3 +76,28 @@ def test_fractional_weights_are_rejected():
     problem = from_arrays([1.0, 0.5], weights=[1.0, 2.5])
     with pytest.raises(InputError):
         NqmSampled(problem=problem).spectrum  # noqa: B018
+
+
+def test_mean_risk_of_sampled_sgd_runs_matches_the_exact_engine():
+    from batchlab.nqm import expected_risk, sgd
+
+    workload = NqmSampled(dim=100)
+    learning_rate, batch_size, steps, runs = 0.5, 8, 30, 256
+
+    def one_run(key):
+        init_key, noise_key = jax.random.split(key)
+        params = workload.init_params(key=init_key)
+
+        def step(params, t):
+            batch = workload.sample_batch(key=jax.random.fold_in(noise_key, t), batch_size=batch_size)
+            grads = jax.grad(workload.loss)(params, batch)
+            params = jax.tree.map(lambda p, g: p - jnp.float32(learning_rate) * g, params, grads)
+            theta = params["theta"]
+            return params, 0.5 * jnp.sum(workload.arrays.curvature * theta * theta)
+
+        return jax.lax.scan(step, params, jnp.arange(steps))[1]
+
+    risks = np.asarray(jax.jit(jax.vmap(one_run))(jax.random.split(jax.random.key(3), runs)), np.float64)
+    exact = expected_risk(workload.spectrum, sgd(learning_rate), batch_size=batch_size, steps=np.arange(1, steps + 1))
+    standard_error = risks.std(axis=0, ddof=1) / np.sqrt(runs)
+    assert np.all(np.abs(risks.mean(axis=0) - exact) <= 4 * standard_error)
