@@ -85,7 +85,7 @@ class Mnist1dCnn(ClassificationWorkload):
         seed: generator seed (default 42, the package's).
 
     Target: evaluation error ≤ 0.05.  Heavy-ball SGD (momentum 0.9) at B = 128 first reached it after
-    375 steps (rate 0.1; best error ≈ 0.033, then overfitting); rate 0.03 plateaued near 0.08 and
+    350 steps (rate 0.1; best error ≈ 0.031, then overfitting); rate 0.03 plateaued near 0.08 and
     rate 0.3 diverged.
     """
 
