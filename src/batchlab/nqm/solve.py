@@ -302,7 +302,7 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
 
 
 def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, max_steps: int = MAX_STEPS,
-                 fractional: bool = False, near: float | None = None) -> np.ndarray:
+                 fractional: bool = False, near: float | None = None, rtol: float = 0.0) -> np.ndarray:
     """Fast steps-to-target for arrays of hyperparameters (for searches).
 
     Galloping over powers of two, then bisection, both vectorised over settings.  The result is a
@@ -311,7 +311,9 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     ``fractional`` the crossing is interpolated in log-risk between ``T − 1`` and ``T``, which makes the
     objective continuous for local optimisers.  ``near`` (a step count close to the expected answers)
     replaces the galloping by a 13-point window ``near · 2^(k/2 − 3)``; settings not bracketed by
-    the window fall back to galloping.
+    the window fall back to galloping.  ``rtol > 0`` stops refining a bracket once it is narrower
+    than ``rtol`` times its upper end (a search objective needs no more); the fractional value then
+    interpolates across the bracket.
     """
     target = _check_target(target)
     hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
@@ -346,7 +348,11 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     lo_val = np.where(has & (first > 0), vals[np.arange(H), np.maximum(first - 1, 0)], np.inf)
     # Illinois regula falsi on log L vs log t inside each bracket, bisection as the fallback.
     side = np.zeros(H, dtype=np.int8)
-    active = has & (hi - lo > 1)
+
+    def unresolved():
+        return has & (hi - lo > np.maximum(1, rtol * hi))
+
+    active = unresolved()
     with np.errstate(divide="ignore", invalid="ignore"):
         while active.any():
             idx = np.flatnonzero(active)
@@ -366,13 +372,13 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             hi[idx[hit]], hi_val[idx[hit]] = mid[hit], rm[hit]
             lo[idx[~hit]], lo_val[idx[~hit]] = mid[~hit], rm[~hit]
             side[idx] = np.where(hit, 1, -1)
-            active = has & (hi - lo > 1)
+            active = unresolved()
     steps = np.where(has, hi.astype(np.float64), np.inf)
-    if fractional:
+    if fractional:  # log-linear interpolation of the crossing inside [lo, hi]
         with np.errstate(divide="ignore", invalid="ignore"):
             frac = np.log(lo_val / target) / np.log(lo_val / hi_val)
         frac = np.where(np.isfinite(frac) & (hi > 0), np.clip(frac, 0.0, 1.0), 1.0)
-        steps = np.where(has, hi - 1 + frac, np.inf)
+        steps = np.where(has, lo + (hi - lo) * frac, np.inf)
     return steps.reshape(hp)
 
 
