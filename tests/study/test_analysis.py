@@ -177,3 +177,21 @@ def test_store_is_wal_and_ids_are_unique(synthetic):
         ids = [r[0] for r in store._db.execute("SELECT id FROM trials")]
     assert len(ids) == len(set(ids)) == len(trials)
     assert trials_frame(folder).query("status != 'reached'")["steps_to_target"].isna().all()
+
+
+def test_a_study_in_progress_reads_and_analyses(tmp_path):
+    spec = parse_spec(tiny_data(batch_sizes=SIZES, trials=3, optimizers={"sgd": {}}))
+    trials = make_design(spec)
+    with open_store(tmp_path, create=True) as store:
+        store.initialize(spec.to_dict(), "", trials)
+        store.mark_running(trials[1].id, "host")
+        for trial in trials[::3]:
+            store.record(_outcome(trial))
+    frame = trials_frame(tmp_path)
+    assert frame["status"].value_counts().to_dict() == {"pending": 7, "reached": 4, "running": 1}
+    result = analyze(tmp_path, resamples=20, critical_resamples=10)
+    assert result.best["finished"].sum() == 4 and result.best["trials"].sum() == 12
+    from batchlab.report.console import status_table
+
+    _, table = status_table(tmp_path)
+    assert table.row_count == len(SIZES) and "running" in [c.header for c in table.columns]

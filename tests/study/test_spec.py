@@ -115,3 +115,17 @@ def test_search_overrides_keep_the_declared_scaling_and_fixed_values_leave_the_s
         parse_spec(tiny_data(optimizers={"sgd": {"search": {"lr_schedule": [0, 1]}}}))
     with pytest.raises(InputError, match="ema_decays"):
         parse_spec(tiny_data(optimizers={"sgd+ema": {"fixed": {"ema_decay": 0.9}}}))
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--executor", "ray"], "unknown executor"),
+    (["--executor", "local", "--workers", "2"], "--executor dask"),
+    (["--workers", "0"], "--workers"),
+    (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "cannot be combined"),
+])
+def test_bad_run_options_are_one_line_and_create_nothing(flags, needle, tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(to_toml(tiny_data()))
+    result = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(tmp_path / "out"), *flags])
+    assert result.exit_code == 2 and needle in result.stderr, result.output
+    assert not (tmp_path / "out").exists()

@@ -23,7 +23,8 @@ app.add_typer(study_app, name="study")
 def run_command(
     spec: str = typer.Argument(..., help="study spec: a TOML file or a preset name (e.g. quick)"),
     out: Optional[str] = typer.Option(None, "--out", help="study folder (default: runs/<name>); holds study.sqlite"),
-    executor: str = typer.Option("local", "--executor", help="local (in-process) or dask"),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="local (in-process; the default) or dask (the default with --scheduler/--workers)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (executor dask)"),
     workers: Optional[int] = typer.Option(None, "--workers", help="start a loopback Dask LocalCluster of N workers"),
     prune: Optional[bool] = typer.Option(None, "--prune/--no-prune", help="incumbent pruning (default: the spec's)"),
@@ -36,6 +37,8 @@ def run_command(
     path = resolve_spec(spec)
     study = load_spec(path)
     folder = pathlib.Path(out) if out else default_folder(study)
+    if executor is None:
+        executor = "dask" if scheduler is not None or workers is not None else "local"
     options = RunOptions(executor=executor, scheduler=scheduler, workers=workers, prune=prune)
     console = Console(stderr=True)
     with RunDisplay(console) as display:

@@ -31,11 +31,19 @@ OnDone = Callable[[dict[str, Any]], None]
 
 
 class Executor(Protocol):
-    """Runs tasks from ``next_task()`` (``None``: no more) and reports each outcome to ``on_done``."""
+    """Runs tasks from ``next_task()`` (``None``: no more) and reports each outcome to ``on_done``.
+
+    ``start()`` acquires resources (connections, clusters) before the runner writes anything, so an
+    unreachable scheduler fails early; ``close()`` releases them (always called).
+    """
 
     name: str
 
+    def start(self) -> None: ...
+
     def run(self, next_task: NextTask, on_done: OnDone) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -43,6 +51,12 @@ class LocalExecutor:
     """In-process, sequential."""
 
     name: str = "local"
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def run(self, next_task: NextTask, on_done: OnDone) -> None:
         while (task := next_task()) is not None:
@@ -65,6 +79,8 @@ class DaskExecutor:
     processes: bool = True
     timeout: float = 60.0
     name: str = "dask"
+    _cluster: Any = dataclasses.field(default=None, init=False, repr=False)
+    _client: Any = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.scheduler is not None and self.workers is not None:
@@ -72,27 +88,43 @@ class DaskExecutor:
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--workers must be >= 1, got {self.workers}")
 
-    def _connect(self) -> tuple[Any, Any]:
+    def start(self) -> None:
+        """Connect to the scheduler (or start the LocalCluster) and wait for a worker."""
         from distributed import Client, LocalCluster
 
         if self.scheduler is None:
-            cluster = LocalCluster(
+            self._cluster = LocalCluster(
                 n_workers=self.workers or 2, threads_per_worker=1, processes=self.processes,
                 protocol="tcp://", host="127.0.0.1", dashboard_address=None, resources={"trial": 1},
                 silence_logs=logging.ERROR,
             )
-            return cluster, Client(cluster)
+            self._client = Client(self._cluster)
+        else:
+            try:
+                self._client = Client(self.scheduler, timeout=self.timeout)
+            except (OSError, TimeoutError) as error:
+                raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: "
+                                 f"{' '.join(str(error).split())}") from None
         try:
-            return None, Client(self.scheduler, timeout=self.timeout)
-        except (OSError, TimeoutError) as error:
-            raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from None
+            self._client.wait_for_workers(1, timeout=self.timeout)
+        except TimeoutError:
+            self.close()
+            raise InputError(f"no Dask worker joined within {self.timeout:g} s") from None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
 
     def run(self, next_task: NextTask, on_done: OnDone) -> None:
         from distributed import as_completed
 
-        cluster, client = self._connect()
+        if self._client is None:
+            self.start()
+        client = self._client
         try:
-            client.wait_for_workers(1, timeout=self.timeout)
             workers = client.scheduler_info(n_workers=-1)["workers"].values()
             trial_slots = [w.get("resources", {}).get("trial") for w in workers]
             resources = {"trial": 1} if all(trial_slots) else None
@@ -117,9 +149,8 @@ class DaskExecutor:
                 on_done(_result(future, task))
                 submit()
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            for future in list(tasks):  # interrupted: do not leave trials running on the cluster
+                future.cancel()
 
 
 def _result(future: Any, task: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def trials_frame(source: StudyStore | str | pathlib.Path) -> pd.DataFrame:
         if owned:
             store.close()
     configs = [json.loads(text) for text in raw.pop("config")]
-    finals = [json.loads(text) if text else {} for text in raw.pop("final_metrics")]
+    finals = [json.loads(text) if isinstance(text, str) else {} for text in raw.pop("final_metrics")]
     hyper = pd.DataFrame([{f"hp_{k}": v for k, v in c["hyperparameters"].items()} for c in configs],
                          index=raw.index)
     final = pd.DataFrame([{f"final_{k}": v for k, v in f.items()} for f in finals], index=raw.index)
@@ -71,7 +71,7 @@ def tracks_frame(source: StudyStore | str | pathlib.Path) -> pd.DataFrame:
         if owned:
             store.close()
     tracks["steps_to_target"] = tracks["steps_to_target"].astype("float64")
-    finals = [json.loads(text) if text else {} for text in tracks.pop("final_metrics")]
+    finals = [json.loads(text) if isinstance(text, str) else {} for text in tracks.pop("final_metrics")]
     final = pd.DataFrame([{f"final_{k}": v for k, v in f.items()} for f in finals], index=tracks.index)
     merged = trials.rename(columns={"id": "trial_id"}).merge(pd.concat([tracks, final], axis=1), on="trial_id")
     return merged.sort_values(["optimizer", "batch_size", "trial_index", "track"]).reset_index(drop=True)

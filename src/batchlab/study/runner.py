@@ -32,7 +32,7 @@ from batchlab.errors import InputError
 from batchlab.study.design import Trial, make_design
 from batchlab.study.executors import DaskExecutor, Executor, LocalExecutor
 from batchlab.study.spec import StudySpec
-from batchlab.study.store import DB_NAME, FINISHED, TrialOutcome, open_store
+from batchlab.study.store import DB_NAME, FINISHED, StudyStore, TrialOutcome, open_store
 from batchlab.study.trial import DEFAULT_CACHE, task_for
 
 __all__ = ["RunOptions", "RunProgress", "RunSummary", "default_folder", "make_executor", "prepare_run", "run_study"]
@@ -180,6 +180,54 @@ def _round_robin(trials: list[Trial], spec: StudySpec) -> list[Trial]:
     return sorted(trials, key=lambda t: (t.index, optimizer_rank[t.optimizer], t.batch_size))
 
 
+class _Bookkeeper:
+    """One run's state, used from the runner's thread only: the queue of unfinished trials, the
+    pruning bounds (best steps per cell so far), status counts, and the store writes."""
+
+    def __init__(self, store: StudyStore, trials: list[Trial], todo: list[Trial], *, prune: bool,
+                 cache: str | None, progress: Callable[[RunProgress], None] | None) -> None:
+        self.store, self.prune, self.cache, self.progress = store, prune, cache, progress
+        self.total, self.queue = len(trials), iter(todo)
+        self.cells = {t.id: (t.optimizer, t.batch_size) for t in trials}
+        self.incumbents = store.incumbents() if prune else {}
+        statuses = store.statuses()
+        self.counts = {s: sum(statuses[t.id] == s for t in trials) for s in FINISHED}
+        self.counts["failed"] = 0  # of this run (failed trials are rerun)
+        self.skipped = self.done = self.total - len(todo)
+        self.ran = self.steps = 0
+        self.host = socket.gethostname()
+        self.started = time.perf_counter()
+
+    def snapshot(self, last: TrialOutcome | None = None) -> RunProgress:
+        c = self.counts
+        return RunProgress(total=self.total, done=self.done, skipped=self.skipped, reached=c["reached"],
+                           pruned=c["pruned"], diverged=c["diverged"], budget=c["budget"], failed=c["failed"],
+                           elapsed=time.perf_counter() - self.started, last=last)
+
+    def next_task(self) -> dict[str, Any] | None:
+        """The next trial's task, marked running, with the current bound of its cell."""
+        trial = next(self.queue, None)
+        if trial is None:
+            return None
+        self.store.mark_running(trial.id, self.host)
+        bound = self.incumbents.get((trial.optimizer, trial.batch_size)) if self.prune else None
+        return task_for(trial, prune_at_step=bound, compilation_cache=self.cache)
+
+    def on_done(self, result: dict[str, Any]) -> None:
+        """Record an outcome (one transaction), update the bound of its cell and the counts."""
+        outcome = TrialOutcome.from_dict(result)
+        self.store.record(outcome)
+        self.ran += 1
+        self.steps += outcome.steps_run
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        self.done += outcome.status != "failed"
+        if outcome.status == "reached" and self.prune:
+            cell = self.cells[outcome.id]
+            self.incumbents[cell] = min(self.incumbents.get(cell, outcome.steps_to_target), outcome.steps_to_target)
+        if self.progress is not None:
+            self.progress(self.snapshot(outcome))
+
+
 def run_study(
     spec: StudySpec,
     folder: str | pathlib.Path,
@@ -215,60 +263,19 @@ def run_study(
     executor = executor or make_executor(options)
     trials = prepare_run(spec, folder, load_data=isinstance(executor, LocalExecutor))
     prune = spec.prune if options.prune is None else options.prune
-    cache = DEFAULT_CACHE if options.compilation_cache else None
-    started = time.perf_counter()
-    with _exclusive(folder), open_store(folder, create=True) as store:
+    executor.start()  # before any write: an unreachable scheduler leaves the folder untouched
+    with contextlib.closing(executor), _exclusive(folder), open_store(folder, create=True) as store:
         store.initialize(spec.to_dict(), source, trials)
         statuses = store.statuses()
         todo = [t for t in _round_robin(trials, spec) if statuses[t.id] not in FINISHED]
-        incumbents = store.incumbents() if prune else {}
-        counts = {status: 0 for status in FINISHED + ("failed",)}
-        for trial in trials:
-            if statuses[trial.id] in counts:
-                counts[statuses[trial.id]] += 1
-        counts["failed"] = 0  # failed trials are rerun now
-        state = {"done": len(trials) - len(todo), "ran": 0, "failed": 0, "steps": 0}
-        skipped = state["done"]
-        cells = {t.id: (t.optimizer, t.batch_size) for t in trials}
-        queue = iter(todo)
-        host = socket.gethostname()
-
-        def snapshot(last: TrialOutcome | None) -> RunProgress:
-            return RunProgress(total=len(trials), done=state["done"], skipped=skipped,
-                               reached=counts["reached"], pruned=counts["pruned"], diverged=counts["diverged"],
-                               budget=counts["budget"], failed=counts["failed"],
-                               elapsed=time.perf_counter() - started, last=last)
-
-        def next_task() -> dict[str, Any] | None:
-            trial = next(queue, None)
-            if trial is None:
-                return None
-            store.mark_running(trial.id, host)
-            bound = incumbents.get((trial.optimizer, trial.batch_size)) if prune else None
-            return task_for(trial, prune_at_step=bound, compilation_cache=cache)
-
-        def on_done(result: dict[str, Any]) -> None:
-            outcome = TrialOutcome.from_dict(result)
-            store.record(outcome)
-            state["ran"] += 1
-            state["steps"] += outcome.steps_run
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            if outcome.status == "failed":
-                state["failed"] += 1
-            else:
-                state["done"] += 1
-            cell = cells[outcome.id]
-            if outcome.status == "reached" and prune:
-                incumbents[cell] = min(incumbents.get(cell, outcome.steps_to_target), outcome.steps_to_target)
-            if progress is not None:
-                progress(snapshot(outcome))
-
+        books = _Bookkeeper(store, trials, todo, prune=prune, progress=progress,
+                            cache=DEFAULT_CACHE if options.compilation_cache else None)
         if progress is not None:
-            progress(snapshot(None))
-        executor.run(next_task, on_done)
-    return RunSummary(folder=folder, total=len(trials), skipped=skipped, ran=state["ran"],
-                      failed=state["failed"], counts=counts, steps_run=state["steps"],
-                      wall_time=time.perf_counter() - started)
+            progress(books.snapshot())
+        executor.run(books.next_task, books.on_done)
+    return RunSummary(folder=folder, total=books.total, skipped=books.skipped, ran=books.ran,
+                      failed=books.counts["failed"], counts=dict(books.counts), steps_run=books.steps,
+                      wall_time=time.perf_counter() - books.started)
 
 
 def default_folder(spec: StudySpec) -> pathlib.Path:
