@@ -195,3 +195,13 @@ def test_a_study_in_progress_reads_and_analyses(tmp_path):
 
     _, table = status_table(tmp_path)
     assert table.row_count == len(SIZES) and "running" in [c.header for c in table.columns]
+
+
+def test_b_noise_needs_three_reached_batch_sizes():
+    from batchlab.analysis import critical_batch_sizes
+
+    rows = [{"optimizer": "sgd", "batch_size": b, "status": s, "steps_to_target": v}
+            for b, s, v in ((16, "reached", 1641.0), (64, "reached", 404.0), (256, "budget", math.nan))]
+    critical = critical_batch_sizes(pd.DataFrame(rows), resamples=20).iloc[0]
+    assert critical["points"] == 2 and math.isnan(critical["b_noise"]) and math.isnan(critical["b_noise_high"])
+    assert critical["overhead"] == 64  # the overhead estimator still applies: 404 <= 1.2 * 1641 / 4

@@ -14,7 +14,10 @@ Conventions (a trial that did not reach the target counts as infinitely many ste
   ``momentum`` hyperparameter (heavy ball, Nesterov, K-FAC), else ``learning_rate``.
 * **critical batch size** per optimizer: :func:`batchlab.critical.critical_batch_size` on the best
   steps curve (hyperbola fit ``B_noise`` and the largest B within ``1 + tolerance`` of perfect
-  scaling), with percentile intervals from resampling every cell's trials jointly.
+  scaling), with percentile intervals from resampling every cell's trials jointly.  The hyperbola
+  has two parameters, so ``B_noise`` is reported only from :data:`MIN_FIT_POINTS` = 3 batch sizes
+  that reached the target (two points fit exactly, often with ``B_noise → ∞``); its interval is over
+  the resamples in which it is defined.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import pandas as pd
 
 from batchlab.critical import critical_batch_size
 
-__all__ = ["bootstrap_minimum", "best_per_cell", "critical_batch_sizes", "ema_decay_table", "effective_rate"]
+__all__ = ["MIN_FIT_POINTS", "bootstrap_minimum", "best_per_cell", "critical_batch_sizes", "ema_decay_table", "effective_rate"]
 
 _FINISHED = ("reached", "budget", "diverged", "pruned")
+MIN_FIT_POINTS = 3
 
 
 def bootstrap_minimum(steps: np.ndarray, *, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -107,6 +111,11 @@ def best_per_cell(trials: pd.DataFrame, *, confidence: float = 0.95, resamples: 
     return frame.sort_values(["_rank", "batch_size"]).drop(columns="_rank").reset_index(drop=True)
 
 
+def _b_noise(estimate) -> float:
+    fit = estimate.fit
+    return fit.b_noise if fit is not None and fit.points >= MIN_FIT_POINTS else math.nan
+
+
 def critical_batch_sizes(trials: pd.DataFrame, *, tolerance: float = 0.2, confidence: float = 0.95,
                          resamples: int = 200, seed: int = 0, order: list[str] | None = None) -> pd.DataFrame:
     """Both critical batch size estimators per optimizer, with bootstrap percentile intervals.
@@ -132,13 +141,14 @@ def critical_batch_sizes(trials: pd.DataFrame, *, tolerance: float = 0.2, confid
             if np.isfinite(curve).sum() == 0:
                 continue
             estimate = critical_batch_size(sizes, curve, tolerance)
-            samples["b_noise"].append(estimate.fit.b_noise if estimate.fit else math.nan)
+            samples["b_noise"].append(_b_noise(estimate))
             samples["overhead"].append(estimate.overhead)
             samples["overhead_interpolated"].append(estimate.overhead_interpolated)
+        fitted = not math.isnan(_b_noise(point))
         row = {"optimizer": optimizer, "points": int(np.isfinite(best).sum()),
-               "s_min": point.fit.s_min if point.fit else math.nan,
-               "b_noise": point.fit.b_noise if point.fit else math.nan,
-               "fit_residual": point.fit.residual if point.fit else math.nan,
+               "s_min": point.fit.s_min if fitted else math.nan,
+               "b_noise": point.fit.b_noise if fitted else math.nan,
+               "fit_residual": point.fit.residual if fitted else math.nan,
                "overhead": point.overhead, "overhead_interpolated": point.overhead_interpolated,
                "tolerance": tolerance}
         for name, values in samples.items():

@@ -17,7 +17,7 @@ import pandas as pd
 
 from batchlab.analysis import StudyAnalysis, analyze
 from batchlab.plots.study_figures import figures, save_png
-from batchlab.report.tables import fmt_number, report_tables
+from batchlab.report.tables import NOTES, fmt_number, report_tables
 from batchlab.study.frames import export_study
 
 __all__ = ["ReportFiles", "write_report", "render_html"]
@@ -113,8 +113,12 @@ def render_html(analysis: StudyAnalysis, images: dict[str, bytes], tables: dict[
     if analysis.prediction is not None:
         parts.append(f"<p class='note'>NQM prediction from {html.escape(str(analysis.prediction.path))}: "
                      f"{html.escape(analysis.prediction.source)}</p>")
+    if not any(o.endswith("+ema") for o in analysis.optimizers):
+        parts.append("<p class='note'>No '+ema' optimizer in this study: the figure with vs without an EMA "
+                     "of the weights needs X and X+ema.</p>")
     for stem, (title, frame) in tables.items():
-        parts.append(f"<h2 id='table-{stem}'>{html.escape(title)}</h2>{_table_html(frame)}")
+        note = f"<p class='note'>{html.escape(NOTES[stem])}</p>" if stem in NOTES else ""
+        parts.append(f"<h2 id='table-{stem}'>{html.escape(title)}</h2>{_table_html(frame)}{note}")
     parts.append("</body></html>")
     return "\n".join(parts)
 

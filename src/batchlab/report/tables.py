@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["fmt_steps", "fmt_number", "scaling_table", "critical_table", "hyperparameter_table",
+__all__ = ["NOTES", "fmt_steps", "fmt_number", "scaling_table", "critical_table", "hyperparameter_table",
            "ema_table", "compute_table", "status_table", "prediction_table", "report_tables"]
 
 
@@ -108,11 +108,13 @@ def compute_table(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def status_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trial counts by status per optimizer (and in total)."""
+def status_table(trials: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
+    """Trial counts by status per optimizer (in ``order``) and in total."""
     statuses = ["reached", "budget", "diverged", "pruned", "failed", "running", "pending"]
     counts = trials.groupby("optimizer", sort=False)["status"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=statuses, fill_value=0)
+    if order:
+        counts = counts.reindex([o for o in order if o in counts.index])
     counts.loc["total"] = counts.sum()
     counts.insert(0, "trials", counts.sum(axis=1))
     return counts.reset_index().rename(columns={"index": "optimizer"})
@@ -131,10 +133,25 @@ def prediction_table(versus: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+NOTES = {
+    "scaling": "Interval: 95% percentile bootstrap over the cell's trials (resample, take the minimum); "
+               "its lower end is the best steps itself, an upper end — means more than 2.5% of resamples "
+               "held no trial that reached the target. Pruned trials count as not reaching it, so the share "
+               "reached is a lower bound and the upper end conservative.",
+    "critical_batch_size": "B_noise: least-squares fit of S(B) = S_min (1 + B_noise / B) in log space; overhead: "
+                           "the largest batch size whose steps stay within the tolerance of perfect scaling from "
+                           "the smallest one (batchlab.critical). Intervals: bootstrap over every cell's trials.",
+    "hyperparameters": "The winning trial's values of the hyperparameters that vary across trials; effective "
+                       "learning rate = learning_rate / (1 − momentum) where the optimizer has a momentum.",
+    "compute": "Wall time includes compilation (first trial of each cell) and evaluation. Steps avoided by "
+               "pruning: budget minus steps run of the pruned trials, an upper bound on the saving.",
+}
+
+
 def report_tables(analysis: Any) -> dict[str, tuple[str, pd.DataFrame]]:
     """Every table of the report: stem → (title, display frame); empty tables are left out."""
     tables = {
-        "status": ("Trials by status", status_table(analysis.trials)),
+        "status": ("Trials by status", status_table(analysis.trials, analysis.optimizers)),
         "scaling": ("Steps to target per batch size (best trial; bootstrap interval over trials)",
                     scaling_table(analysis.best)),
         "critical_batch_size": ("Critical batch size per optimizer", critical_table(analysis.critical)),
