@@ -129,3 +129,9 @@ def test_bad_run_options_are_one_line_and_create_nothing(flags, needle, tmp_path
     result = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(tmp_path / "out"), *flags])
     assert result.exit_code == 2 and needle in result.stderr, result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", sorted((QUICK.parent).glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_preset_is_valid(path):
+    spec = load_spec(path)
+    assert spec.name == path.stem and len(make_design(spec)) == len(spec.optimizers) * len(spec.batch_sizes) * spec.trials

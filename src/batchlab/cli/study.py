@@ -58,7 +58,10 @@ def status_command(folder: str = typer.Argument(..., help="study folder")) -> No
     from batchlab.report.console import status_table
 
     _, table = status_table(folder)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: no 80-column truncation
+        console = Console(width=160)
+    console.print(table)
 
 
 @study_app.command("report")

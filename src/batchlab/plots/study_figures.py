@@ -2,7 +2,8 @@
 
 * :func:`steps_figure`: steps to target vs batch size, every optimizer on one log–log plot, with
   bootstrap intervals and each optimizer's perfect-scaling line ``S(B₀)·B₀/B`` (the paper's main
-  figure); an NQM prediction, when given, is overlaid dashed.
+  figure; ``X+ema`` dash-dotted with square markers in ``X``'s colour); an NQM prediction, when
+  given, is overlaid dashed.
 * :func:`learning_rate_figure`: the winning learning rate and effective learning rate vs batch size.
 * :func:`ema_figure`: with vs without an EMA of the weights (``X`` dashed, ``X+ema`` solid), plus
   each tracked decay's best steps (thin).
@@ -60,8 +61,9 @@ def steps_figure(best: pd.DataFrame, critical: pd.DataFrame | None = None, *, pr
         high = rows["steps_high"].to_numpy(float)
         upper = np.where(np.isfinite(high), high - steps, 0.0)
         label = name if not math.isfinite(noise.get(name, math.nan)) else f"{name} (B_noise ≈ {noise[name]:,.0f})"
-        ax.errorbar(sizes, steps, yerr=[np.zeros_like(steps), upper], color=colors[name], marker="o",
-                    capsize=3, label=label)
+        averaged = name.endswith(_EMA)  # shares its base optimizer's colour: tell it apart by style
+        ax.errorbar(sizes, steps, yerr=[np.zeros_like(steps), upper], color=colors[name],
+                    marker="s" if averaged else "o", linestyle="-." if averaged else "-", capsize=3, label=label)
         ax.plot(sizes, steps[0] * sizes[0] / sizes, color=colors[name], linestyle=":", linewidth=1.0)
     if prediction is not None:
         for name, curve in prediction.curves.items():
