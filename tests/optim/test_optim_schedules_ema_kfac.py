@@ -11,7 +11,7 @@ import pytest
 
 from batchlab.errors import InputError
 from batchlab.optim import bind, get_optimizer, learning_rate_factor, prepare
-from toys import ToyClassifier, ToyQuadratic
+from tests.toys import ToyClassifier, ToyQuadratic
 
 
 def _hyper(**values):

@@ -277,7 +277,7 @@ def _loop(
         end = min(t + eval_every, max_steps)
         if limit is not None and t < limit:
             end = min(end, limit)
-        saved = _copy(carry) if options.replay else None
+        saved = _copy(carry) if options.replay and end - t > 1 else None  # nothing to replay in 1 step
         carry = _advance(run, carry, t, end - t, progress)
         monitor = jax.device_get(carry.monitor)
         if int(monitor.bad_step) >= 0:
