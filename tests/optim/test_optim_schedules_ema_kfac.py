@@ -105,3 +105,43 @@ def test_kfac_adaptive_mode_trains():
         losses.append(float(loss))
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
     assert float(state.inner.damping) != pytest.approx(1e-2)  # adapted
+
+
+@pytest.mark.parametrize("strides,padding", [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((1, 1), (1, 1))),
+                                             ((2, 1), ((0, 2), (1, 0)))])
+def test_patch_statistics_equal_kfac_jax(strides, padding):
+    from kfac_jax._src import patches_second_moment as psm
+
+    from batchlab.optim.kfac_conv import patch_matrix
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 9, 7, 3))
+    second, first = psm.patches_moments(x, kernel_spatial_shape=(3, 3), strides=strides, padding=padding,
+                                        data_format="NHWC")
+    patches = patch_matrix(x, (3, 3), strides, padding)
+    size = 3 * 3 * 3
+    np.testing.assert_allclose(patches.T @ patches, np.asarray(second).reshape(size, size), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(patches.sum(0), np.asarray(first).reshape(size), rtol=1e-5, atol=1e-4)
+
+
+def test_fast_convolution_block_gives_kfac_jax_updates():
+    from batchlab.optim.kfac import KfacConfig, kfac_stepper
+    from tests.toys import ToyConvClassifier
+
+    workload = ToyConvClassifier()
+    workload.load()
+    prepared = prepare(get_optimizer("kfac"), {"learning_rate": 0.1, "momentum": 0.5})
+    start = workload.init_params(key=jax.random.PRNGKey(0))
+    finals = []
+    for fast in (True, False):
+        stepper = kfac_stepper(workload, adaptive=False, schedule="constant",
+                               config=KfacConfig(fast_conv_statistics=fast))
+        batch = workload.sample_batch(key=jax.random.PRNGKey(1), batch_size=32)
+        state = stepper.init(start, prepared.arrays(max_steps=10), batch=batch, key=jax.random.PRNGKey(2))
+        params, step = start, jax.jit(stepper.step)
+        for t in range(3):
+            batch = workload.sample_batch(key=jax.random.PRNGKey(t), batch_size=32)
+            params, state, _ = step(params, state, batch, key=jax.random.PRNGKey(t))
+        finals.append(params)
+    for fast, slow, initial in zip(*map(jax.tree.leaves, (finals[0], finals[1], start))):
+        assert float(jnp.max(jnp.abs(slow - initial))) > 1e-2  # the steps moved the parameters
+        np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
