@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from batchlab.optim import Prepared, Stepper, bind
 
@@ -175,7 +176,7 @@ def _advance(body: Callable[[Carry, Any], Carry], loop: str) -> Callable[[Carry,
             lambda carry, data, n: jax.lax.fori_loop(0, n, lambda _, c: body(c, data), carry),
             donate_argnums=0,
         )
-        return lambda carry, data, n: many(carry, data, jnp.int32(n))
+        return lambda carry, data, n: many(carry, data, np.int32(n))  # NumPy: no eager dispatch
     one = jax.jit(body, donate_argnums=0)
 
     def advance(carry: Carry, data: Any, n: int) -> Carry:
