@@ -11,7 +11,8 @@ Sections (run all, or pick with ``--only``):
 * ``vmap``: 16 trials (16 learning rates) trained at once with ``vmap`` against one after another.
 * ``kfac``: K-FAC ms/step (and × SGD), with batchlab's convolution statistics and kfac-jax's own.
 
-Usage::
+Usage (full run ≈ 40 min on the 2 shared cores, mostly the Transformer and B = 4096; ``--quick``
+≈ 5 min)::
 
     PYTHONPATH=src python benchmarks/bench_train.py [--only overhead,vmap] [--quick]
 """
