@@ -11,7 +11,8 @@ Sections (run all, or pick with ``--only``):
 * ``vmap``: 16 trials (16 learning rates) trained at once with ``vmap`` against one after another.
 * ``kfac``: K-FAC ms/step (and × SGD), with batchlab's convolution statistics and kfac-jax's own.
 
-Usage::
+Usage (full run ≈ 40 min on the 2 shared cores, mostly the Transformer and B = 4096; ``--quick``
+≈ 5 min)::
 
     PYTHONPATH=src python benchmarks/bench_train.py [--only overhead,vmap] [--quick]
 """
@@ -36,7 +37,7 @@ from batchlab.workloads.registry import get_workload
 
 WORKLOADS = ("nqm-sampled", "fashion-mnist-mlp", "digits-cnn", "mnist1d-cnn", "fashion-mnist-cnn",
              "text-transformer")
-STEP_SCALE = {"fashion-mnist-cnn": 0.5, "text-transformer": 0.05}  # keep each measurement ~1–3 s
+STEP_SCALE = {"nqm-sampled": 2.5, "fashion-mnist-cnn": 0.5, "text-transformer": 0.05}  # keep each measurement ~1–3 s
 
 
 def _steps(name: str, steps: int) -> int:
@@ -104,18 +105,38 @@ def _bare_case(workload: Any, steps: int, batch_size: int) -> Callable[[], Cost]
     return case
 
 
+def _train_call(workload: Any, steps: int, batch_size: int) -> Callable[[], Cost]:
+    """Wall and CPU seconds of a whole warm ``train`` call, evaluation time subtracted."""
+    args = (workload, "sgd", {"learning_rate": 1e-3}, batch_size, steps)
+    train(*args, 0, target=-1.0, eval_every=steps)  # compiles
+
+    def case() -> Cost:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = train(*args, 1, target=-1.0, eval_every=steps)
+        return (time.perf_counter() - wall - result.eval_time,
+                time.process_time() - cpu - result.eval_time)
+
+    return case
+
+
 def bench_overhead(names: tuple[str, ...], steps: int) -> None:
-    print("\n## overhead: train() vs a bare optax loop (B = 128, evaluation excluded; medians of 5")
-    print("## interleaved repeats; speed = bare time / train time, > 1 means train is faster)")
-    print(f"{'workload':20s} {'bare ms':>8s} {'train ms':>9s} {'speed wall':>11s} {'speed CPU':>10s}")
+    print("\n## overhead: train() vs a bare optax loop (B = 128, evaluation excluded, medians of 5")
+    print("## interleaved repeats).  train's per-step cost is the slope between runs of N and 2N steps;")
+    print("## 'per call' is the rest (init, copies, bookkeeping).  speed = bare / train (> 1: train faster)")
+    print(f"{'workload':20s} {'N':>5s} {'bare ms':>8s} {'train ms':>9s} {'speed wall':>11s} {'speed CPU':>10s} "
+          f"{'per call ms':>12s}")
     for name in names:
         workload = get_workload(name)
         workload.load()
         count = _steps(name, steps)
         cost = _interleaved({"bare": _bare_case(workload, count, 128),
-                             "train": _train_case(workload, count, 128)})
-        (bw, bc), (tw, tc) = cost["bare"], cost["train"]
-        print(f"{name:20s} {bw * 1e3:8.3f} {tw * 1e3:9.3f} {bw / tw:10.2f}x {bc / tc:9.2f}x")
+                             "short": _train_call(workload, count, 128),
+                             "long": _train_call(workload, 2 * count, 128)})
+        (bw, bc), (sw, sc), (lw, lc) = cost["bare"], cost["short"], cost["long"]
+        tw, tc = (lw - sw) / count, (lc - sc) / count
+        fixed = sw - count * tw
+        print(f"{name:20s} {count:5d} {bw * 1e3:8.3f} {tw * 1e3:9.3f} {bw / tw:10.2f}x {bc / tc:9.2f}x "
+              f"{fixed * 1e3:12.1f}")
 
 
 def bench_loop(names: tuple[str, ...], steps: int) -> None:

@@ -77,8 +77,8 @@ class ToyClassifier(Workload):
         }
 
     def apply(self, params, inputs):
-        h = jnp.tanh(inputs @ params["dense1"]["kernel"] + params["dense1"]["bias"])
-        return h @ params["dense2"]["kernel"] + params["dense2"]["bias"]
+        h = jnp.tanh(inputs @ params["dense1"]["kernel"] + params["dense1"]["bias"][None, :])
+        return h @ params["dense2"]["kernel"] + params["dense2"]["bias"][None, :]
 
     def loss(self, params, batch):
         logits = self.apply(params, batch["inputs"])
@@ -128,7 +128,7 @@ class ToyQuadratic(Workload):
         return 0
 
     def sample_batch(self, *, key, batch_size):
-        noise = jax.random.normal(key, (batch_size, len(self.h))) * jnp.sqrt(jnp.asarray(self.c))
+        noise = jax.random.normal(key, (batch_size, len(self.h))) * jnp.sqrt(jnp.asarray(self.c))[None, :]
         return {"noise": noise}
 
     def init_params(self, *, key):
@@ -165,5 +165,5 @@ class ToyConvClassifier(ToyClassifier):
         images = inputs.reshape(-1, self.side, self.side, 1)
         hidden = jax.lax.conv_general_dilated(images, params["conv"]["w"], (1, 1), ((1, 1), (1, 1)),
                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        hidden = jnp.tanh(hidden + params["conv"]["b"]).reshape(images.shape[0], -1)
-        return hidden @ params["dense"]["kernel"] + params["dense"]["bias"]
+        hidden = jnp.tanh(hidden + params["conv"]["b"][None, None, None, :]).reshape(images.shape[0], -1)
+        return hidden @ params["dense"]["kernel"] + params["dense"]["bias"][None, :]

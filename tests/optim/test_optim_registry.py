@@ -11,7 +11,7 @@ import pytest
 
 from batchlab.errors import InputError
 from batchlab.optim import bind, get_optimizer, optimizer_names, prepare
-from toys import ToyClassifier
+from tests.toys import ToyClassifier
 
 NAMES = optimizer_names()
 TOY = ToyClassifier()

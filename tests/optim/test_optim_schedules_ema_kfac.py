@@ -11,7 +11,7 @@ import pytest
 
 from batchlab.errors import InputError
 from batchlab.optim import bind, get_optimizer, learning_rate_factor, prepare
-from toys import ToyClassifier, ToyQuadratic
+from tests.toys import ToyClassifier, ToyQuadratic
 
 
 def _hyper(**values):
@@ -105,3 +105,44 @@ def test_kfac_adaptive_mode_trains():
         losses.append(float(loss))
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
     assert float(state.inner.damping) != pytest.approx(1e-2)  # adapted
+
+
+@pytest.mark.parametrize("strides,padding", [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((1, 1), (1, 1))),
+                                             ((2, 1), ((0, 2), (1, 0)))])
+def test_patch_statistics_equal_kfac_jax(strides, padding):
+    from kfac_jax._src import patches_second_moment as psm
+
+    from batchlab.optim.kfac_conv import patch_matrix
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 9, 7, 3))
+    second, first = psm.patches_moments(x, kernel_spatial_shape=(3, 3), strides=strides, padding=padding,
+                                        data_format="NHWC")
+    patches = patch_matrix(x, (3, 3), strides, padding)
+    size = 3 * 3 * 3
+    np.testing.assert_allclose(patches.T @ patches, np.asarray(second).reshape(size, size), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(patches.sum(0), np.asarray(first).reshape(size), rtol=1e-5, atol=1e-4)
+
+
+def test_fast_convolution_block_equals_kfac_jax_block_on_a_traced_layer():
+    """The block kfac-jax builds for a real convolution (its traced padding, strides, layout)."""
+    import kfac_jax
+
+    from batchlab.optim.kfac import _registered_loss
+    from batchlab.optim.kfac_conv import FastConv2DBlock, conv_block_ctors
+    from tests.toys import ToyConvClassifier
+
+    workload = ToyConvClassifier()
+    workload.load()
+    optimizer = kfac_jax.Optimizer(
+        value_and_grad_func=jax.value_and_grad(_registered_loss(workload)), l2_reg=0.0,
+        num_burnin_steps=0, layer_tag_to_block_ctor=conv_block_ctors(), multi_device=False)
+    params = workload.init_params(key=jax.random.PRNGKey(0))
+    batch = workload.sample_batch(key=jax.random.PRNGKey(1), batch_size=32)
+    optimizer.init(params, jax.random.PRNGKey(2), batch)
+    block = optimizer._estimator.blocks[0]  # noqa: SLF001 (test inspects kfac-jax's blocks)
+    assert isinstance(block, FastConv2DBlock)
+    images = batch["inputs"].reshape(-1, workload.side, workload.side, 1)
+    ours = block.compute_inputs_stats(images)
+    theirs = kfac_jax.Conv2DTwoKroneckerFactored.compute_inputs_stats(block, images)
+    assert ours.shape == (3 * 3 * 1 + 1,) * 2
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -11,7 +11,7 @@ import pytest
 from batchlab.errors import InputError
 from batchlab.train import TrainOptions, cache_size, check_arguments, train
 from batchlab.train.compiled import choose_loop
-from toys import ToyClassifier, ToyConvClassifier, ToyQuadratic
+from tests.toys import ToyClassifier, ToyConvClassifier, ToyQuadratic
 
 TOY = ToyClassifier()
 CONV = ToyConvClassifier()

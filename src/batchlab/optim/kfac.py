@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -119,6 +120,23 @@ def _registered_loss(model: Model) -> Callable[[Any, Any], jax.Array]:
     return value
 
 
+def _loss_rows(model: Model) -> Callable[[Any], int]:
+    """kfac-jax's batch size: the number of registered loss rows.
+
+    For sequence models (targets of shape ``(B, T)``) every position is a row — the workload's
+    dense layers see ``(B·T, d)`` inputs, and kfac-jax requires their leading axis to match.
+    """
+
+    def rows(batch: Any) -> int:
+        _, targets = split_batch(batch)
+        if model.loss_kind == "softmax_cross_entropy":
+            integer = jnp.issubdtype(targets.dtype, jnp.integer)
+            return int(targets.size if integer else targets.size // targets.shape[-1])
+        return int(targets.shape[0])
+
+    return rows
+
+
 def _check_loss(model: Model, value: Callable, params: Any, batch: Any) -> None:
     ours, theirs = float(value(params, batch)), float(model.loss(params, batch))
     if abs(ours - theirs) > 1e-4 * max(1.0, abs(theirs)):
@@ -168,16 +186,30 @@ def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacCon
         curvature_ema=config.curvature_ema,
         inverse_update_period=config.inverse_update_period,
         layer_tag_to_block_ctor=blocks,
+        batch_size_extractor=_loss_rows(model),
         multi_device=False,
     )
 
+    checked = []  # the model is checked once per bound optimizer, not per trial
+
     def init(params, hyper: HyperArrays, *, batch, key) -> KfacState:
-        _check_loss(model, value, params, batch)
         hyper = {name: jnp.asarray(v, jnp.float32) for name, v in hyper.items()}
         inner = optimizer.init(params, key, batch)
         if adaptive:
             inner.damping = hyper["damping"].astype(inner.damping.dtype)
-        return KfacState(jnp.zeros((), jnp.int32), hyper, inner)
+        state = KfacState(jnp.zeros((), jnp.int32), hyper, inner)
+        if not checked:
+            _check_loss(model, value, params, batch)
+            try:  # trace one step: kfac-jax asserts on layers it cannot handle
+                jax.eval_shape(functools.partial(step, key=key), params, state, batch)
+            except AssertionError as error:
+                raise InputError(
+                    "kfac: kfac-jax cannot build the curvature blocks of this model (a registered "
+                    "layer's leading axis differs from the number of loss rows, e.g. a layer norm "
+                    "over (batch, time, features)); use another optimizer"
+                ) from error
+            checked.append(True)
+        return state
 
     def step(params, state: KfacState, batch, *, key):
         hyper = state.hyper

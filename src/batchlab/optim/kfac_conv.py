@@ -11,6 +11,11 @@ of the padded input (no convolution) and ``A`` is one matrix product::
 
 which equals kfac-jax's result (checked in the tests) for convolutions without dilation, grouping
 or per-example weighting; other layers fall back to kfac-jax's own code.
+
+Measured K-FAC step at B = 128 on the 2 shared cores (kfac-jax's statistics → these), averaged over
+inversion and non-inversion steps: fashion-mnist-cnn 779 → 55 ms (quiet machine), 1,166 → 214 ms
+(loaded); digits-cnn 116 → 22 ms (quiet), 118 → 81 ms (loaded; there the 513×513 factor inversion
+every 5 steps dominates).  Compilation also shrinks (digits: 4.9 → 2.7 s).
 """
 
 from __future__ import annotations

@@ -8,14 +8,14 @@ same executable.  Step ``t`` uses the
 minibatch ``sample_batch(key=fold_in(key_data, t))`` and the optimizer key ``fold_in(key_opt, t)``:
 a run can replay any stretch exactly from a saved carry.
 
-Loop structure (measured, see ``benchmarks/bench_train.py`` and :func:`choose_loop`): small steps
-without convolutions run each evaluation interval as ONE call of a device loop (``fori_loop`` with a
-traced trip count, so one executable serves every interval length), which removes the per-call
-dispatch cost that dominates tiny steps; everything else runs a Python loop over a jitted step,
-because XLA:CPU runs convolutions inside a device loop 6–30× slower and uses fewer threads for large
-matrix products there.  Fully unrolling a k-step loop avoids the convolution problem but multiplies
-compile time (5 s instead of 1 s for 16 steps of a tiny MLP) and was slower than the rolled loop for
-small steps.  The carry is donated.
+Loop structure (measured, see ``benchmarks/bench_train.py`` and :func:`choose_loop`): models without
+convolutions run each evaluation interval as ONE call of a device loop (``fori_loop`` with a traced
+trip count, so one executable serves every interval length), which removes the per-call dispatch
+cost that dominates small steps and is on par for large ones; models with convolutions run a Python
+loop over a jitted step, because XLA:CPU runs convolutions inside a device loop 6–30× slower.  Fully
+unrolling a k-step loop avoids the convolution problem but multiplies compile time (5 s instead of
+1 s for 16 steps of a tiny MLP) and was slower than the rolled loop for small steps.  The carry is
+donated.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from batchlab.optim import Prepared, Stepper, bind
 
@@ -37,7 +38,6 @@ __all__ = [
     "Compiled",
     "compiled_for",
     "choose_loop",
-    "DEVICE_LOOP_MAX_FLOPS",
     "clear_cache",
     "cache_size",
     "enable_compilation_cache",
@@ -124,23 +124,19 @@ def _primitives(jaxpr: Any) -> set[str]:
     return names
 
 
-DEVICE_LOOP_MAX_FLOPS = 5e7
-
-
 def choose_loop(workload: Any, batch_size: int) -> str:
-    """``"device"`` for small convolution-free steps, else ``"python"`` (a measured choice).
+    """``"python"`` if the model has convolutions, else ``"device"`` (a measured choice).
 
-    The measure is XLA's FLOP estimate of one minibatch gradient (sampling included; the optimizer's
-    own work is small for first-order methods), from lowering only — deterministic, no timing.
-    Measured on this 2-core CPU (``benchmarks/bench_train.py``, device-loop speed-up in wall time):
+    Deterministic (it inspects the traced gradient, no timing).  Device-loop speed-up over a Python
+    loop of jitted steps, measured on this 2-core CPU shared with other jobs (medians of
+    interleaved repeats, ``benchmarks/bench_train.py``; wall time, CPU time in brackets):
 
-    * convolutions (any size): 0.05–0.3× — XLA:CPU runs them 6–30× slower inside a loop;
-    * tiny steps, dispatch-bound: 7× (a 228-parameter MLP), 1.7× (784-256-256 MLP at B = 4,
-      5 MFLOP), 1.3× (B = 16), 1.1× (nqm-sampled, 1–13 MFLOP);
-    * larger steps: ≈ 1.0–1.1× (MLP B = 64, 78 MFLOP), 0.85–1.0× (MLP B = 128, 156 MFLOP), 0.7×
-      (nqm-sampled d = 10⁴, B = 128, 103 MFLOP): inside a loop XLA:CPU uses fewer threads.
-
-    Hence the device loop up to :data:`DEVICE_LOOP_MAX_FLOPS` = 5·10⁷ FLOPs per step.
+    * convolutions, any size: 0.05–0.3× — XLA:CPU runs them 6–30× slower inside a loop;
+    * small, dispatch-bound steps: 7× (228-parameter MLP), 1.7× (784-256-256 MLP at B = 4),
+      1.3× (B = 16), 1.2–1.8× (nqm-sampled d = 100, B ≤ 128);
+    * large dense steps: parity within the noise — MLP B = 64…512: 0.83–1.1× (1.03–1.09×),
+      nqm-sampled B = 4096: 0.73× (0.98×), d = 10⁴ B = 128: 0.69–1.05× (0.85–0.90×),
+      text-transformer B = 128: 0.67–2.5×, median 1.35× (1.26×).
     """
     workload.load()
     data = workload.train_data()
@@ -150,11 +146,8 @@ def choose_loop(workload: Any, batch_size: int) -> str:
         batch = workload.sample_batch_from(data, key=key, batch_size=batch_size)
         return jax.value_and_grad(workload.loss)(params, batch)
 
-    traced = jax.jit(gradient).trace(params, data, jax.random.PRNGKey(0))
-    if _primitives(traced.jaxpr.jaxpr) & _CONVOLUTIONS:
-        return "python"
-    flops = float(traced.lower().cost_analysis().get("flops", float("inf")))
-    return "device" if flops <= DEVICE_LOOP_MAX_FLOPS else "python"
+    jaxpr = jax.make_jaxpr(gradient)(params, data, jax.random.PRNGKey(0))
+    return "python" if _primitives(jaxpr.jaxpr) & _CONVOLUTIONS else "device"
 
 
 def _one_step(workload: Any, stepper: Stepper, batch_size: int, factor: float):
@@ -183,7 +176,7 @@ def _advance(body: Callable[[Carry, Any], Carry], loop: str) -> Callable[[Carry,
             lambda carry, data, n: jax.lax.fori_loop(0, n, lambda _, c: body(c, data), carry),
             donate_argnums=0,
         )
-        return lambda carry, data, n: many(carry, data, jnp.int32(n))
+        return lambda carry, data, n: many(carry, data, np.int32(n))  # NumPy: no eager dispatch
     one = jax.jit(body, donate_argnums=0)
 
     def advance(carry: Carry, data: Any, n: int) -> Carry:

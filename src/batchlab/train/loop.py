@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from batchlab.errors import InputError
 from batchlab.optim import OptimizerSpec, Prepared, get_optimizer, prepare
@@ -126,8 +126,8 @@ def _start(run: _Run, prepared: Any, batch_size: int, max_steps: int, seed: int)
         batch = compiled.sample(run.data, jax.random.fold_in(key_data, 0))
     hyper = prepared.arrays(max_steps=max_steps)
     opt_state = compiled.stepper.init(params, hyper, batch=batch, key=key_opt)
-    monitor = Monitor(jnp.float32(0.0), jnp.int32(-1), jnp.float32(0.0), jnp.int32(0))
-    return Carry(params, opt_state, jnp.int32(0), key_data, key_opt, monitor)
+    monitor = Monitor(np.float32(0.0), np.int32(-1), np.float32(0.0), np.int32(0))
+    return Carry(params, opt_state, np.int32(0), key_data, key_opt, monitor)
 
 
 def _resolve(optimizer: str | OptimizerSpec) -> OptimizerSpec:
@@ -277,7 +277,7 @@ def _loop(
         end = min(t + eval_every, max_steps)
         if limit is not None and t < limit:
             end = min(end, limit)
-        saved = _copy(carry) if options.replay else None
+        saved = _copy(carry) if options.replay and end - t > 1 else None  # nothing to replay in 1 step
         carry = _advance(run, carry, t, end - t, progress)
         monitor = jax.device_get(carry.monitor)
         if int(monitor.bad_step) >= 0:
@@ -288,8 +288,8 @@ def _loop(
                 run.tracks[i].status = "diverged"
             return end
         train_loss = float(monitor.loss_sum) / max(int(monitor.loss_count), 1)
-        carry = carry._replace(monitor=carry.monitor._replace(
-            loss_sum=jnp.float32(0.0), loss_count=jnp.int32(0)))
+        carry = carry._replace(monitor=carry.monitor._replace(  # NumPy zeros: no eager dispatch
+            loss_sum=np.float32(0.0), loss_count=np.int32(0)))
         metrics = run.evaluate(carry, run.running())
         for values in metrics.values():
             values["train_loss"] = train_loss

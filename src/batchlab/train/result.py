@@ -52,8 +52,8 @@ class TrainOptions:
         divergence_factor: ``diverged`` once a minibatch loss exceeds this times
             ``max(|first loss|, 1)``, or is NaN/inf.
         loop: ``"device"`` (each evaluation interval is one call of a compiled loop), ``"python"``
-            (a Python loop over a jitted step) or ``"auto"``: device for small steps without
-            convolutions, else Python (see :func:`batchlab.train.compiled.choose_loop`).
+            (a Python loop over a jitted step) or ``"auto"``: Python for models with convolutions,
+            else device (see :func:`batchlab.train.compiled.choose_loop`).
         replay: find the exact first step meeting the target by replaying from the previous
             evaluation (else report the cadence evaluation's step).
     """
