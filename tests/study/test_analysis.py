@@ -205,3 +205,12 @@ def test_b_noise_needs_three_reached_batch_sizes():
     critical = critical_batch_sizes(pd.DataFrame(rows), resamples=20).iloc[0]
     assert critical["points"] == 2 and math.isnan(critical["b_noise"]) and math.isnan(critical["b_noise_high"])
     assert critical["overhead"] == 64  # the overhead estimator still applies: 404 <= 1.2 * 1641 / 4
+
+
+def test_a_study_with_nothing_finished_still_reports(tmp_path):
+    spec = parse_spec(tiny_data())
+    with open_store(tmp_path, create=True) as store:
+        store.initialize(spec.to_dict(), "", make_design(spec))
+    page = write_report(tmp_path, resamples=10, critical_resamples=5).html.read_text()
+    assert "no trial has reached" not in page  # the note is drawn inside the PNG, not the HTML
+    assert page.count("data:image/png;base64,") == 3 and "id='table-status'" in page

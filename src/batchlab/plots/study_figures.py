@@ -36,7 +36,21 @@ def color_map(optimizers: list[str]) -> dict[str, Any]:
 
 
 def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    if frame.empty or column not in frame:
+        return frame.iloc[0:0]
     return frame[np.isfinite(frame[column].astype(float))]
+
+
+def _log_axes(ax: plt.Axes, **labels: str) -> None:
+    """Log–log axes with a grid; a note instead when nothing was drawn (no trial reached yet)."""
+    if ax.lines:
+        ax.set(xscale="log", yscale="log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no trial has reached the target yet", ha="center", va="center",
+                transform=ax.transAxes, color="gray")
+    ax.set(**labels)
 
 
 def steps_figure(best: pd.DataFrame, critical: pd.DataFrame | None = None, *, prediction: Any = None,
@@ -49,7 +63,7 @@ def steps_figure(best: pd.DataFrame, critical: pd.DataFrame | None = None, *, pr
         prediction: an :class:`~batchlab.analysis.prediction.Prediction` to overlay, or None.
         title: the axes title.
     """
-    optimizers = list(dict.fromkeys(best["optimizer"]))
+    optimizers = list(dict.fromkeys(best["optimizer"])) if not best.empty else []
     colors = color_map(optimizers + (list(prediction.curves) if prediction else []))
     noise = {} if critical is None or critical.empty else dict(zip(critical["optimizer"], critical["b_noise"]))
     fig, ax = plt.subplots(figsize=(7.0, 5.0))
@@ -70,17 +84,16 @@ def steps_figure(best: pd.DataFrame, critical: pd.DataFrame | None = None, *, pr
             ok = np.isfinite(curve.steps)
             ax.plot(curve.batch_sizes[ok], curve.steps[ok], color=colors.get(name, "gray"), linestyle="--",
                     linewidth=1.5, label=f"NQM prediction: {name}")
-    ax.plot([], [], color="black", linestyle=":", linewidth=1.0, label="perfect scaling")
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="steps to target", title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.plot([], [], color="black", linestyle=":", linewidth=1.0, label="perfect scaling")
+    _log_axes(ax, xlabel="batch size", ylabel="steps to target", title=title)
     fig.tight_layout()
     return fig
 
 
 def learning_rate_figure(best: pd.DataFrame, *, title: str = "") -> plt.Figure:
     """The winning learning rate (left) and effective learning rate ``α/(1 − β)`` (right) vs batch size."""
-    optimizers = list(dict.fromkeys(best["optimizer"]))
+    optimizers = list(dict.fromkeys(best["optimizer"])) if not best.empty else []
     colors = color_map(optimizers)
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.5))
     for ax, column, label in ((axes[0], "learning_rate", "optimal learning rate"),
@@ -92,9 +105,7 @@ def learning_rate_figure(best: pd.DataFrame, *, title: str = "") -> plt.Figure:
             rows = rows[np.isfinite(rows[column].astype(float))]
             if not rows.empty:
                 ax.plot(rows["batch_size"], rows[column].astype(float), marker="o", color=colors[name], label=name)
-        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel=label)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        _log_axes(ax, xlabel="batch size", ylabel=label)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -106,7 +117,7 @@ def ema_figure(best: pd.DataFrame, ema: pd.DataFrame, *, title: str = "") -> plt
     Returns:
         The figure, or ``None`` when the study has no ``+ema`` optimizer.
     """
-    optimizers = list(dict.fromkeys(best["optimizer"]))
+    optimizers = list(dict.fromkeys(best["optimizer"])) if not best.empty else []
     averaged = [o for o in optimizers if o.endswith(_EMA)]
     if not averaged:
         return None
@@ -120,14 +131,12 @@ def ema_figure(best: pd.DataFrame, ema: pd.DataFrame, *, title: str = "") -> plt
                 ax.plot(rows["batch_size"], rows["best_steps"], linestyle=style, linewidth=width, marker="o",
                         color=colors[name], label=which if which == base else f"{which} (best decay)")
         decays = ema[ema["optimizer"] == name]
-        for decay, rows in decays.groupby("ema_decay"):
+        for k, (decay, rows) in enumerate(decays.groupby("ema_decay")):
             rows = _finite(rows, "best_steps")
             if not rows.empty:
-                ax.plot(rows["batch_size"], rows["best_steps"], linestyle="-", linewidth=0.8, alpha=0.5,
-                        marker=".", color=colors[name], label=f"{name}, γ = {decay:g}")
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="steps to target", title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+                ax.plot(rows["batch_size"], rows["best_steps"], linestyle=":", linewidth=0.9, alpha=0.6,
+                        marker="v^<>ph"[k % 6], color=colors[name], label=f"{name}, γ = {decay:g}")
+    _log_axes(ax, xlabel="batch size", ylabel="steps to target", title=title)
     fig.tight_layout()
     return fig
 
