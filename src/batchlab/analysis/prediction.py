@@ -13,8 +13,9 @@ curves on the measured ones and compares critical batch sizes.  Format::
     }
 
 Optimizer keys are matched to the study's optimizer names; ``steps`` may contain ``null`` for
-unreachable batch sizes; ``critical_batch_size`` is optional (default: the hyperbola fit's
-``B_noise`` of the predicted curve, :func:`batchlab.critical.critical_batch_size`).
+unreachable batch sizes; ``critical_batch_size`` is optional: a number, or an object whose
+``"b_noise"`` is used (as ``batchlab calibrate`` writes it); default: the hyperbola fit's ``B_noise``
+of the predicted curve, :func:`batchlab.critical.critical_batch_size`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def _curve(name: str, body: Any, path: pathlib.Path) -> PredictedCurve:
     if not np.all(np.isfinite(sizes) & (sizes > 0)):
         raise InputError(f"{where}: batch sizes must be > 0")
     critical = body.get("critical_batch_size")
+    if isinstance(critical, Mapping):
+        critical = critical.get("b_noise")
     if critical is None:
         fit = critical_batch_size(sizes, steps).fit
         critical = math.nan if fit is None else fit.b_noise
