@@ -56,16 +56,18 @@ def companion_moment(comp: Companion, q, s0, t):
 
     Args:
         comp, q, s0: one-dimensional arrays over ``k`` systems.
-        t: one-dimensional integer steps ``(m,)``.
+        t: integer steps, ``(m,)`` for all systems or ``(k, m)`` per system.
     Returns:
         ``(value, cancellation)`` of shape ``(k, m)``: the second moment and an estimate of how many
         times larger the summed terms were than the result (relative error ≈ 1e-16 × cancellation).
         Entries where the closed form is undefined (double root, |root| ≥ 1) have ``inf``.
     """
     t = np.asarray(t)
-    tf = t.astype(np.float64)[None, :]
-    sign_t = np.where(t % 2 == 1, -1.0, 1.0)[None, :]  # (−1)^t
-    k, m = comp.tau.shape[0], t.shape[0]
+    t2 = t if t.ndim == 2 else t[None, :]
+    tf = t2.astype(np.float64)
+    sign_t = np.where(t2 % 2 == 1, -1.0, 1.0)  # (−1)^t
+    k, m = comp.tau.shape[0], t2.shape[1]
+    per_row = t2.shape[0] > 1 or k == 1
     value = np.zeros((k, m))
     cancel = np.full((k, m), np.inf)
     real = comp.disc > 0
@@ -80,15 +82,16 @@ def companion_moment(comp: Companion, q, s0, t):
         if not idx.size:
             continue
         if idx.size == k:
-            value, cancel = _finish(*branch(Companion(*(f[:, None] for f in comp)), tf, sign_t),
-                                    q[:, None], s0[:, None])
+            sub = Companion(*(f[:, None] for f in comp))
+            value, cancel = _finish(*branch(sub, tf, sign_t), q[:, None], s0[:, None], sub)
         else:
             sub = Companion(*(f[idx, None] for f in comp))
-            value[idx], cancel[idx] = _finish(*branch(sub, tf, sign_t), q[idx, None], s0[idx, None])
-    zero = t == 0
+            tt, st = (tf[idx], sign_t[idx]) if per_row else (tf, sign_t)
+            value[idx], cancel[idx] = _finish(*branch(sub, tt, st), q[idx, None], s0[idx, None], sub)
+    zero = np.broadcast_to(t2 == 0, value.shape)
     if zero.any():
-        value[:, zero] = (s0 * comp.m0**2)[:, None]
-        cancel[:, zero] = 1.0
+        value = np.where(zero, (s0 * comp.m0**2)[:, None], value)
+        cancel = np.where(zero, 1.0, cancel)
     return value, cancel
 
 
@@ -148,15 +151,35 @@ def _steady_state(c: Companion):
     return floor, np.where(stable, cancel, np.inf), log_radius, stable
 
 
-def _finish(parts, stable, q, s0):
-    value, cancel = _combine(*parts, q, s0)
+def _finish(parts, stable, q, s0, c: Companion):
+    """Mean from ``U_t, δU_{t−1}``; the noise from the better of two forms.
+
+    Modal sums cancel when the roots are close (slow, nearly critically damped directions); the
+    tail form ``N_t = N_∞ − e M^t Σ_∞ M^tᵀ eᵀ`` cancels only while ``M^t`` is far from decayed.  With
+    ``e M^t = U_t eM − δU_{t−1} e``, ``eMΣ_∞Mᵀeᵀ = N_∞ − n0²`` and ``eMΣ_∞eᵀ = X =
+    (n1 n0 + τ (N_∞ − n0²)) / (1 + δ)``, both come from the companion data alone.
+    """
+    U_t, dU, mean, mean_abs, noise, noise_abs = parts
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        n_inf, inf_cancel, _, _ = _steady_state(c)
+        a = n_inf - c.n0**2
+        X = (c.n1 * c.n0 + c.tau * a) / (1.0 + c.delta)
+        tail = U_t**2 * a - 2.0 * U_t * dU * X + dU**2 * n_inf
+        tail_abs = U_t**2 * np.abs(a) + 2.0 * np.abs(U_t * dU * X) + dU**2 * np.abs(n_inf)
+        noise_t = n_inf - tail
+        noise_t_abs = np.abs(n_inf) * inf_cancel + tail_abs
+        with_tail = (noise_t_abs * np.abs(noise) < noise_abs * np.abs(noise_t)) & np.isfinite(noise_t)
+    noise = np.where(with_tail, noise_t, noise)
+    noise_abs = np.where(with_tail, noise_t_abs, noise_abs)
+    value, cancel = _combine(mean, mean_abs, noise, noise_abs, q, s0)
     return value, np.where(stable, cancel, np.inf)
 
 
 def _combine(mean, mean_abs, noise, noise_abs, q, s0):
-    value = _times(s0, mean**2) + _times(q, noise)
-    scale = _times(s0, 2.0 * np.abs(mean) * mean_abs) + _times(q, noise_abs)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = _times(s0, mean**2) + _times(q, noise)
+        scale = _times(s0, 2.0 * np.abs(mean) * mean_abs) + _times(q, noise_abs)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         cancel = np.where(value > 0, scale / value, np.where(scale > 0, np.inf, 1.0))
     return value, cancel
 
@@ -170,14 +193,17 @@ def _complex_branch(c: Companion, t, sign_t):
         phi = np.arctan2(sq, c.tau)
         sin_phi = sq / (2.0 * rho)
         cos_phi = c.tau / (2.0 * rho)
-        # mean_t = ρ^{t−1} [sin(tφ) m1 − ρ sin((t−1)φ) m0] / sin φ
+        # U_t = ρ^{t−1} sin(tφ) / sin φ,  δ U_{t−1} = ρ^t sin((t−1)φ) / sin φ
         tphi = t * phi
         s_t, c_t = np.sin(tphi), np.cos(tphi)
         s_tm1 = s_t * cos_phi - c_t * sin_phi
         amp = np.exp((t - 1.0) * log_rho) / sin_phi
-        a1, a0 = s_t * c.m1, rho * s_tm1 * c.m0
-        mean = amp * (a1 - a0)
-        mean_abs = amp * (np.abs(a1) + np.abs(a0))
+        U_t, dU = amp * s_t, amp * rho * s_tm1
+        # mean_t = U_t m1 − δU_{t−1} m0 = amp [sin(tφ)(m1 − τ m0/2) + cos(tφ) m0 √(−D)/2], with
+        # m1 − τ m0/2 = dm + m0 (p(1) + 1 − δ)/2 free of the cancellation m1 ≈ τ/2 of slow directions
+        mh = c.dm + c.m0 * (c.p1 + c.omd) / 2.0
+        a1, a0 = s_t * mh, c_t * c.m0 * (sq / 2.0)
+        mean, mean_abs = amp * (a1 + a0), amp * (np.abs(a1) + np.abs(a0))
         # V_k = ρ^{k−1} Im(w e^{ikφ}) / sin φ with w = n1 − ρ n0 e^{−iφ}
         w_re = c.n1 - rho * c.n0 * cos_phi
         w_im = rho * c.n0 * sin_phi
@@ -197,7 +223,7 @@ def _complex_branch(c: Companion, t, sign_t):
         scale = 1.0 / (2.0 * c.delta * sin_phi**2)
         noise = (w2 * G1 - (w2_re * G2_re - w2_im * G2_im)) * scale
         noise_abs = w2 * (np.abs(G1) + np.sqrt(G2_re**2 + G2_im**2)) * scale
-    return (mean, mean_abs, noise, noise_abs), c.omd > 0
+    return (U_t, dU, mean, mean_abs, noise, noise_abs), c.omd > 0
 
 
 def _real_roots(c: Companion):
@@ -217,19 +243,34 @@ def _real_roots(c: Companion):
 
 
 def _real_common(c, t, sign_t, b, s, omb, opb, oms, ops, lb, ls, bms, ratio_t, ratio_tm1, Gbs):
-    """Mean and noise from U_t = b^{t−1} ratio_t and the geometric sums (real roots)."""
+    """U_t = b^{t−1} ratio_t, δ U_{t−1}, the mean, and the noise sum from geometric sums (real roots).
+
+    The mean is taken from the better conditioned of ``U_t m1 − δU_{t−1} m0`` (good near a double
+    root) and the modal form ``α_b b^t + α_s s^t`` with ``α_b = (dm + (1 − s) m0)/(b − s)``,
+    ``α_s = −(dm + (1 − b) m0)/(b − s)`` (good for well separated roots).
+    """
     bt1 = np.where(b < 0, -sign_t, 1.0) * np.exp((t - 1.0) * lb)  # b^{t−1}
     U_t = bt1 * ratio_t
     dU = np.where(t >= 2, c.delta * (bt1 / b) * ratio_tm1, 0.0)
-    mean = U_t * c.m1 - dU * c.m0
-    mean_abs = np.abs(U_t * c.m1) + np.abs(dU * c.m0)
+    mean1 = U_t * c.m1 - dU * c.m0
+    abs1 = np.abs(U_t * c.m1) + np.abs(dU * c.m0)
+    al_b = (c.dm + np.where(s >= 0, oms, 2.0 - ops) * c.m0) / bms
+    al_s = -(c.dm + omb * c.m0) / bms
+    bt = bt1 * b
+    st = np.where(s < 0, sign_t, 1.0) * np.exp(t * ls)
+    st = np.where(s == 0, np.where(t == 0, 1.0, 0.0), st)
+    mean2 = al_b * bt + al_s * st
+    abs2 = np.abs(al_b * bt) + np.abs(al_s * st)
+    modal_better = (abs2 * np.abs(mean1) < abs1 * np.abs(mean2)) & np.isfinite(mean2)
+    mean = np.where(modal_better, mean2, mean1)
+    mean_abs = np.where(modal_better, abs2, abs1)
     a_b = (c.n1 - s * c.n0) / bms
     a_s = -(c.n1 - b * c.n0) / bms
     Gbb = -np.expm1(2.0 * t * lb) / (omb * opb)
     Gss = -np.expm1(2.0 * t * ls) / (oms * ops)
     noise = a_b**2 * Gbb + 2.0 * a_b * a_s * Gbs + a_s**2 * Gss
     noise_abs = a_b**2 * np.abs(Gbb) + 2.0 * np.abs(a_b * a_s * Gbs) + a_s**2 * np.abs(Gss)
-    return mean, mean_abs, noise, noise_abs
+    return U_t, dU, mean, mean_abs, noise, noise_abs
 
 
 def _same_sign_branch(c: Companion, t, sign_t):
@@ -266,8 +307,8 @@ def _zero_root_branch(c: Companion, t, sign_t):
         one = np.ones_like(t)
         Gbs = np.where(t == 0, 0.0, one)
         # s = 0: s^k = [k == 0]; Σ_{k<t} s^{2k} = 1 for t ≥ 1
-        mean, mean_abs, noise, noise_abs = _real_common(
+        parts = _real_common(
             c, t, sign_t, b, np.zeros_like(b), omb, opb, np.ones_like(b), np.ones_like(b), lb,
             np.full_like(b, -np.inf), bms, one, one, Gbs,
         )
-    return (mean, mean_abs, noise, noise_abs), stable
+    return parts, stable

@@ -41,27 +41,34 @@ def noise_covariance(sys: System, E_u_a=None) -> np.ndarray:
 def doubling_moment(sys: System, steps: np.ndarray) -> np.ndarray:
     """Measured second moment by exact doubling; ``sys`` and ``steps`` broadcast together."""
     mats = sys.matrices()
-    F, N = _linear.doubling(mats[0], noise_covariance(sys, mats), steps)
-    S = _linear.transform(F, initial_covariance(sys, mats)) + N
+    with np.errstate(over="ignore", invalid="ignore"):
+        F, N = _linear.doubling(mats[0], noise_covariance(sys, mats), steps)
+        S = _linear.transform(F, initial_covariance(sys, mats)) + N
     return S[..., sys.out, sys.out]
 
 
 def moment(sys: System, t: np.ndarray) -> np.ndarray:
-    """``E[θ_meas(t)²]`` for a one-dimensional batch of systems, shape ``(rows, len(t))``."""
+    """``E[θ_meas(t)²]`` for a one-dimensional batch of systems, shape ``(rows, m)``.
+
+    ``t`` is ``(m,)`` (the same steps for every system) or ``(rows, m)`` (steps per system).
+    """
     t = np.asarray(t, dtype=np.int64)
     col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    rows = sys.shape[0]
+    t2 = t if t.ndim == 2 else t[None, :]
     if sys.n == 1:
-        value = _closed.sgd_moment(col(sys.x), col(sys.q), col(sys.s0), t.astype(np.float64)[None, :])
+        value = _closed.sgd_moment(col(sys.x), col(sys.q), col(sys.s0), t2.astype(np.float64))
+        value = np.broadcast_to(value, (rows, t2.shape[1])).copy()
         bad = None
     elif (comp := sys.companion()) is not None:
         value, cancel = _closed.companion_moment(comp, np.asarray(sys.q), np.asarray(sys.s0), t)
         bad = ~(cancel <= _closed.TRUST)
     else:
-        value = np.empty((sys.shape[0], t.shape[0]))
+        value = np.empty((rows, t2.shape[1]))
         bad = np.ones(value.shape, bool)
     if bad is not None and bad.any():
         r, j = np.nonzero(bad)
-        value[r, j] = doubling_moment(sys.take(r), t[j])
+        value[r, j] = doubling_moment(sys.take(r), np.broadcast_to(t2, value.shape)[r, j])
     unstable = ~(col(sys.x) < col(sys.limit))
     if unstable.any():
         value = np.where(np.isnan(value) & unstable, np.inf, value)
@@ -76,12 +83,14 @@ def _block_risk(sys: System, t: np.ndarray, reduce: bool) -> np.ndarray:
     """
     weight = np.broadcast_to(sys.weight, sys.shape)
     floor = _closed.noise_floor(sys)
+    t_full = t[:, None, :] if t.ndim == 2 else t  # per-hp steps broadcast over directions
+    out_shape = sys.shape + (t.shape[-1],)
     if floor is None:
         live = np.ones(sys.shape, bool)
-        val = np.empty(sys.shape + t.shape)
+        val = np.empty(out_shape)
     else:
         fl, log_rad, trusted = floor
-        tf = t.astype(np.float64)
+        tf = t_full.astype(np.float64)
         with np.errstate(invalid="ignore"):
             decayed = trusted[..., None] & ((tf - 1.0) * log_rad[..., None] < -800.0) & (tf > 0)
         val = np.broadcast_to((weight * np.broadcast_to(sys.q, sys.shape) * fl)[..., None], decayed.shape).copy()
@@ -89,7 +98,8 @@ def _block_risk(sys: System, t: np.ndarray, reduce: bool) -> np.ndarray:
     if live.any():
         idx = np.nonzero(live)
         sub = sys.take(idx)
-        val[idx] = moment(sub, t) * np.asarray(sub.weight)[:, None]
+        tt = np.broadcast_to(t_full, out_shape)[idx] if t.ndim == 2 else t
+        val[idx] = moment(sub, tt) * np.asarray(sub.weight)[:, None]
     return val.sum(axis=-2) if reduce else val
 
 
@@ -97,12 +107,14 @@ def evaluate(problem: Problem, dyn: Dynamics, batch_size, t: np.ndarray, *, redu
              threads: int | None = None) -> np.ndarray:
     """Risk per hyperparameter setting (and per direction unless ``reduce``) at steps ``t``.
 
-    Returns shape ``hp + (len(t),)`` if ``reduce`` else ``hp + (d, len(t))`` where
-    ``hp = broadcast(dyn.hp_shape, shape(batch_size))``.
+    ``t`` is ``(m,)``, or ``hp + (m,)`` for steps per hyperparameter setting.  Returns shape
+    ``hp + (m,)`` if ``reduce`` else ``hp + (d, m)`` where ``hp = broadcast(dyn.hp_shape, shape(B))``.
     """
-    t = np.asarray(t, dtype=np.int64).reshape(-1)
+    t = np.asarray(t, dtype=np.int64)
     hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
-    H, d, m = int(np.prod(hp)), problem.dim, t.shape[0]
+    if t.ndim > 1:
+        t = np.broadcast_to(t, hp + t.shape[-1:]).reshape(-1, t.shape[-1])
+    H, d, m = int(np.prod(hp)), problem.dim, t.shape[-1]
     fdyn = flatten_dynamics(dyn, hp)
     B = np.broadcast_to(np.asarray(batch_size, dtype=np.float64), hp).reshape(-1)
     dir_block = max(1, min(d, _BLOCK // max(1, m)))
@@ -124,7 +136,7 @@ def evaluate(problem: Problem, dyn: Dynamics, batch_size, t: np.ndarray, *, redu
     def work(item):
         h0, h1, d0, d1 = item
         sys = build_system(problem_block(d0, d1), take_dynamics(fdyn, slice(h0, h1)), B[h0:h1])
-        return item, _block_risk(sys, t, reduce)
+        return item, _block_risk(sys, t[h0:h1] if t.ndim == 2 else t, reduce)
 
     workers = min(threads or THREADS, len(items))
     if workers <= 1:

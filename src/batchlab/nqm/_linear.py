@@ -29,9 +29,14 @@ def _t(A: np.ndarray) -> np.ndarray:
 
 
 def transform(F: np.ndarray, S: np.ndarray) -> np.ndarray:
-    """``(I − F) S (I − F)ᵀ`` computed as ``S − FS − (FS)ᵀ + F S Fᵀ`` (S symmetric)."""
-    FS = _mm(F, S)
-    return S - FS - _t(FS) + _mm(FS, _t(F))
+    """``(I − F) S (I − F)ᵀ`` (S symmetric).
+
+    Evaluated directly with ``M = I − F``: rounding ``M`` costs only absolute accuracy ``ε|S|``, while
+    the expanded form ``S − FS − (FS)ᵀ + FSFᵀ`` loses relative accuracy in small entries of a state
+    dominated by others (measured: 7e-6 after 60 heavy-ball steps).  Powers stay in complement form.
+    """
+    M = np.eye(F.shape[-1]) - F
+    return _mm(_mm(M, S), _t(M))
 
 
 def step(F: np.ndarray, S: np.ndarray, R: np.ndarray) -> np.ndarray:

@@ -169,7 +169,8 @@ class Companion(NamedTuple):
 
     ``omd = 1 − δ``, ``p1 = p(1)``, ``pm1 = p(−1)`` and ``disc = τ² − 4δ`` are computed from factored forms so they are
     accurate even when they are tiny (slow directions, stability limit, critical damping).
-    ``m0 = e·a``, ``m1 = e·M a`` (mean), ``n0 = e·u``, ``n1 = e·M u`` (noise) for the measured row e.
+    ``m0 = e·a``, ``m1 = e·M a`` (mean), ``n0 = e·u``, ``n1 = e·M u`` (noise) for the measured row e,
+    and ``dm = m1 − m0 = −e·E a`` computed without cancellation.
     """
 
     tau: np.ndarray
@@ -182,6 +183,7 @@ class Companion(NamedTuple):
     m1: np.ndarray
     n0: np.ndarray
     n1: np.ndarray
+    dm: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -337,7 +339,7 @@ def _heavy_ball_companion(x, beta) -> Companion:
     return Companion(
         tau=(1 - x) + beta, delta=beta, omd=omb, p1=x, pm1=(2 - x) + 2 * beta,
         disc=(x - (1 - sb) ** 2) * (x - (1 + sb) ** 2),
-        m0=np.ones_like(x), m1=1 - x, n0=np.ones_like(x), n1=1 - x + beta,
+        m0=np.ones_like(x), m1=1 - x, n0=np.ones_like(x), n1=1 - x + beta, dm=-x,
     )
 
 
@@ -348,7 +350,7 @@ def _nesterov_companion(x, beta) -> Companion:
         pm1=_accurate_sum(2.0, 2.0 * beta, -x, -2.0 * beta * x, _two_prod_err(-2.0 * beta, x)),
         disc=omx * (omb**2 - x * (1 + beta) ** 2),
         m0=np.ones_like(x), m1=1 - (1 + beta) * x, n0=1 + beta + 0 * x,
-        n1=(1 - (1 + beta) * x) * (1 + beta) + beta**2,
+        n1=(1 - (1 + beta) * x) * (1 + beta) + beta**2, dm=-(1 + beta) * x,
     )
 
 
@@ -379,6 +381,7 @@ def _sgd_ema_companion(x, gamma) -> Companion:
     return Companion(
         tau=r + gamma, delta=r * gamma, omd=omg + gamma * x, p1=x * omg, pm1=(2 - x) * (1 + gamma),
         disc=(omg - x) ** 2, m0=np.ones_like(x), m1=1 - omg * x, n0=omg + 0 * x, n1=omg * (r + gamma),
+        dm=-omg * x,
     )
 
 

@@ -1,0 +1,219 @@
+"""``batchlab nqm …``: the noisy quadratic model from the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Optional
+
+import typer
+
+from batchlab.cli._app import app, guarded, parse_int_list
+from batchlab.errors import InputError
+
+nqm_app = typer.Typer(help="Exact noisy-quadratic-model computations (risk, scaling, figures).",
+                      no_args_is_help=True)
+app.add_typer(nqm_app, name="nqm")
+
+
+def build_problem(dim: int, binned_bins: Optional[int]):
+    """The power-law problem (h_i = 1/i, c = h, s0 = 1), optionally binned as in the authors' notebook."""
+    from batchlab.nqm import binned, power_law
+
+    if dim < 1:
+        raise InputError(f"--dim must be >= 1, got {dim}")
+    problem = power_law(dim)
+    if binned_bins is not None:
+        if binned_bins < 2:
+            raise InputError(f"--binned must be >= 2, got {binned_bins}")
+        problem = binned(problem, binned_bins)
+    return problem
+
+
+def build_dynamics(lr: float, momentum: float, nesterov: bool, ema: Optional[float], precond: float):
+    """NQM dynamics from flag values (validated by the dynamics constructors)."""
+    from batchlab.nqm import heavy_ball, nesterov as nesterov_dyn, sgd, with_ema
+
+    if nesterov:
+        dyn = nesterov_dyn(lr, momentum, precond=precond)
+    elif momentum != 0.0:
+        dyn = heavy_ball(lr, momentum, precond=precond)
+    else:
+        dyn = sgd(lr, precond=precond)
+    return with_ema(dyn, ema) if ema is not None else dyn
+
+
+def _finite_or_none(value: float):
+    return float(value) if math.isfinite(value) else None
+
+
+@nqm_app.command("risk")
+@guarded
+def risk_command(
+    batch_size: float = typer.Option(..., "--batch-size", help="Batch size B >= 1."),
+    steps: str = typer.Option(..., "--steps", help="Comma-separated steps, e.g. 0,10,1000,1e6."),
+    dim: int = typer.Option(10_000, "--dim", help="Dimension d of the power-law problem."),
+    binned_bins: Optional[int] = typer.Option(None, "--binned", help="Use the authors' geometric binning."),
+    lr: float = typer.Option(0.5, "--lr", help="Learning rate α > 0."),
+    momentum: float = typer.Option(0.0, "--momentum", help="Momentum β in [0, 1) (0: plain SGD)."),
+    nesterov: bool = typer.Option(False, "--nesterov", help="Nesterov momentum (optax's form)."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay γ in [0, 1) of the iterates."),
+    precond: float = typer.Option(0.0, "--precond", help="Preconditioner power p in [0, 1] (P = H^-p)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
+) -> None:
+    """Exact expected risk at the given steps on the power-law problem."""
+    import numpy as np
+
+    from batchlab.nqm import expected_risk, is_stable, steady_state_risk
+
+    step_list = parse_int_list(steps, name="--steps")
+    if any(t < 0 for t in step_list):
+        raise InputError("--steps must be >= 0")
+    if not math.isfinite(batch_size) or batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    problem = build_problem(dim, binned_bins)
+    dyn = build_dynamics(lr, momentum, nesterov, ema, precond)
+    risk = expected_risk(problem, dyn, batch_size=batch_size, steps=np.array(step_list))
+    floor = float(steady_state_risk(problem, dyn, batch_size=batch_size))
+    stable = bool(is_stable(problem, dyn))
+    if as_json:
+        print(json.dumps({
+            "steps": step_list,
+            "risk": [_finite_or_none(r) for r in risk],
+            "steady_state_risk": _finite_or_none(floor),
+            "stable": stable,
+            "problem": problem.describe(),
+            "optimizer": {"learning_rate": lr, "momentum": momentum, "nesterov": nesterov, "ema": ema,
+                          "precond": precond, "batch_size": batch_size},
+        }))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"NQM risk — {problem.name}, B={batch_size:g}")
+    table.add_column("step", justify="right")
+    table.add_column("risk", justify="right")
+    for t, r in zip(step_list, risk):
+        table.add_row(f"{t:,}", f"{r:.6g}")
+    console = Console()
+    console.print(table)
+    console.print(f"steady-state risk: {floor:.6g}" + ("" if stable else "  (UNSTABLE: risk diverges)"))
+
+
+SCALING_OPTIMIZERS = ("sgd", "momentum", "nesterov", "ema", "momentum-ema", "schedule")
+
+
+def _progress(total: int, description: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task = progress.add_task(description, total=total)
+    return progress, task
+
+
+@nqm_app.command("scaling")
+@guarded
+def scaling_command(
+    optimizer: str = typer.Option(..., "--optimizer", help="sgd, momentum, nesterov, ema, momentum-ema or schedule."),
+    batch_sizes: str = typer.Option(..., "--batch-sizes", help="Comma-separated batch sizes, e.g. 4,64,1024 or 2^10."),
+    precond: float = typer.Option(0.0, "--precond", help="Preconditioner power p in [0, 1]."),
+    target: float = typer.Option(0.01, "--target", help="Risk to reach."),
+    dim: int = typer.Option(10_000, "--dim", help="Dimension d of the power-law problem."),
+    binned_bins: Optional[int] = typer.Option(None, "--binned", help="Use the authors' geometric binning."),
+    pieces: int = typer.Option(10, "--pieces", help="Pieces of the optimized schedule (--optimizer schedule)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
+) -> None:
+    """Optimal steps to reach the target, and hyperparameters, at each batch size."""
+    from batchlab.critical import critical_batch_size
+    from batchlab.nqm.scaling import check_batch_sizes, scaling_curve
+    from batchlab.nqm.schedule_opt import optimize_piecewise
+
+    if optimizer not in SCALING_OPTIMIZERS:
+        raise InputError(f"--optimizer: unknown {optimizer!r}; valid: {', '.join(SCALING_OPTIMIZERS)}")
+    if not math.isfinite(precond) or not 0 <= precond <= 1:
+        raise InputError(f"--precond must be in [0, 1], got {precond}")
+    if not math.isfinite(target) or target <= 0:
+        raise InputError(f"--target must be > 0, got {target}")
+    sizes = check_batch_sizes(parse_int_list(batch_sizes, name="--batch-sizes"))
+    problem = build_problem(dim, binned_bins)
+    progress, task = _progress(len(sizes), f"{optimizer} p={precond:g}")
+    with progress:
+        if optimizer == "schedule":
+            rows = []
+            for B in sizes:
+                opt = optimize_piecewise(problem, batch_size=B, target=target, pieces=pieces, precond=precond)
+                rows.append({**opt.as_dict(), "momentum": None, "ema": None, "lower_bound":
+                             problem.lower_bound_steps(B, target), "effective_learning_rate": opt.learning_rate})
+                progress.advance(task)
+            crit = critical_batch_size(sizes, [r["steps"] if r["steps"] is not None else math.inf for r in rows])
+            result = {"optimizer": optimizer, "precond": precond, "target": target, "rows": rows,
+                      "critical_batch_size": crit.as_dict()}
+        else:
+            curve = scaling_curve(problem, optimizer, sizes, target=target, precond=precond,
+                                  progress=lambda n: progress.advance(task, n))
+            result = curve.as_dict()
+    result["problem"] = problem.describe()
+    if as_json:
+        print(json.dumps(result, default=_json_default))
+        return
+    _print_scaling(result)
+
+
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+def _print_scaling(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"NQM scaling — {result['optimizer']}, p={result['precond']:g}, "
+                        f"target {result['target']:g}, {result['problem']['name']}")
+    for col in ("batch size", "steps", "lower bound", "learning rate", "momentum", "ema", "eff. lr"):
+        table.add_column(col, justify="right")
+
+    def fmt(v, spec=".4g"):
+        return "—" if v is None else format(v, spec)
+
+    for r in result["rows"]:
+        table.add_row(f"{r['batch_size']:g}", "unreachable" if r["steps"] is None else f"{r['steps']:,}",
+                      f"{r['lower_bound']:.4g}", fmt(r["learning_rate"]), fmt(r.get("momentum"), ".6f"),
+                      fmt(r.get("ema"), ".6f"), fmt(r.get("effective_learning_rate")))
+    console = Console()
+    console.print(table)
+    crit = result["critical_batch_size"]
+    b_noise = crit["b_noise"]
+    console.print(f"critical batch size: hyperbola fit B_noise = {fmt(b_noise, '.4g')}, "
+                  f"20% overhead: {fmt(crit['overhead'], 'g')} (interpolated {fmt(crit['overhead_interpolated'], '.4g')})")
+
+
+@nqm_app.command("figures")
+@guarded
+def figures_command(
+    out: str = typer.Option(..., "--out", help="Folder for the PNG figures and their CSV/JSON data."),
+    dim: int = typer.Option(10_000, "--dim", help="Dimension d of the power-law problem."),
+    binned_bins: Optional[int] = typer.Option(None, "--binned", help="Use the authors' geometric binning."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer batch sizes and targets (a demo-sized run)."),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes."),
+) -> None:
+    """Reproduce the paper's NQM figures (one PNG + CSV per figure, summary.json)."""
+    from pathlib import Path
+
+    from batchlab.plots.nqm_figures import FigureSpec, write_nqm_figures
+
+    build_problem(dim, binned_bins)  # validates
+    if jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {jobs}")
+    spec = (FigureSpec.quick if quick else FigureSpec)(dim=dim, bins=binned_bins)
+    progress, task = _progress(1, "NQM figures")
+    with progress:
+        def tick(done, total):
+            progress.update(task, total=total, completed=done)
+
+        paths = write_nqm_figures(Path(out), spec, workers=jobs, progress=tick)
+    for p in paths:
+        print(p)

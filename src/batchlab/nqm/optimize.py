@@ -1,0 +1,270 @@
+"""Optimal hyperparameters per batch size: the fewest steps to reach a target risk.
+
+For each optimizer kind the search runs in three stages:
+
+1. a coarse grid over the tunable coordinates on a compressed spectrum (:func:`solve.compress`),
+   with continuous (interpolated) steps-to-target as the objective;
+2. a vectorised pattern search around the best grid points, halving its stencil until it stalls;
+3. the exact, certified first hit (:func:`solve.steps_to_target`) on the full problem for the best
+   candidates, keeping the best.
+
+Coordinates: ``v = logit10(α / α_max)`` (``α/α_max = 10^v / (1 + 10^v)``) with ``α_max`` the largest
+stable learning rate for the current momentum — every candidate is stable, and both tiny rates and
+rates a hair below the stability limit are resolved — then ``log10(1 − β)`` and ``log10(1 − γ)``
+(0 means β = 0 or γ = 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+
+from batchlab.errors import InputError
+from batchlab.nqm import solve
+from batchlab.nqm.dynamics import heavy_ball, nesterov, sgd, stability_limit, with_ema
+from batchlab.nqm.spectrum import Problem
+
+__all__ = ["KINDS", "Optimum", "SearchConfig", "optimize", "make_dynamics"]
+
+KINDS = ("sgd", "momentum", "nesterov", "ema", "momentum-ema")
+_COORDS = {
+    "sgd": ("lr",), "momentum": ("lr", "momentum"), "nesterov": ("lr", "momentum"),
+    "ema": ("lr", "ema"), "momentum-ema": ("lr", "momentum", "ema"),
+}
+_BOUNDS = {"lr": (-9.0, 9.0), "momentum": (-6.0, 0.0), "ema": (-6.0, 0.0)}
+_LR_GRID = (-8.0, 3.0)  # coarse-grid range of the learning-rate coordinate
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """How hard the search works.
+
+    Attributes:
+        entries: bins of the compressed spectrum used by stages 1–2.
+        grid: coarse points per coordinate (learning rate, then the others).
+        rounds: pattern-search rounds.
+        finalists: candidates certified exactly on the full problem.
+        window: when warm-started, half-width (decades) of the coarse window around the hint.
+    """
+
+    entries: int = 128
+    grid: tuple[int, int] = (37, 13)
+    rounds: int = 14
+    finalists: int = 1
+    window: float = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimum:
+    """The best hyperparameters found for one (optimizer kind, batch size).
+
+    ``steps`` is exact for the reported hyperparameters (certified first hit on the full problem);
+    ``inf`` with ``reason`` when the target is unreachable.  ``coordinates`` are the search
+    coordinates (usable as a warm-start hint).
+    """
+
+    kind: str
+    batch_size: float
+    target: float
+    precond: float
+    steps: float
+    reason: str
+    learning_rate: float
+    momentum: float | None
+    ema: float | None
+    coordinates: tuple[float, ...]
+    evaluations: int
+
+    @property
+    def effective_learning_rate(self) -> float:
+        """``α / (1 − β)`` (α without momentum)."""
+        return self.learning_rate / (1.0 - (self.momentum or 0.0))
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["effective_learning_rate"] = self.effective_learning_rate
+        d["steps"] = None if not math.isfinite(self.steps) else int(self.steps)
+        d["coordinates"] = list(self.coordinates)
+        return d
+
+
+def _decode(kind: str, z: np.ndarray, problem: Problem, precond: float) -> dict[str, np.ndarray]:
+    """Coordinates → hyperparameters (arrays)."""
+    names = _COORDS[kind]
+    hp = {}
+    for i, name in enumerate(names):
+        if name != "lr":
+            hp[name] = np.where(z[..., i] >= 0, 0.0, 1.0 - 10.0 ** z[..., i])
+    beta = hp.get("momentum", np.zeros(z.shape[:-1]))
+    base = nesterov(1.0, beta) if kind == "nesterov" else heavy_ball(1.0, beta)
+    hmax = float(np.max(problem.h ** (1.0 - precond)))
+    frac = 1.0 / (1.0 + 10.0 ** (-z[..., 0]))  # 10^v / (1 + 10^v)
+    hp["learning_rate"] = stability_limit(base) / hmax * frac
+    return hp
+
+
+def make_dynamics(kind: str, *, learning_rate, momentum=None, ema=None, precond: float = 0.0):
+    """NQM dynamics for an optimizer kind (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"ema"``,
+    ``"momentum-ema"``) and hyperparameters (scalars or arrays)."""
+    if kind not in KINDS:
+        raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
+    if kind == "sgd":
+        return sgd(learning_rate, precond=precond)
+    if kind == "ema":
+        return with_ema(sgd(learning_rate, precond=precond), ema)
+    mk = nesterov if kind == "nesterov" else heavy_ball
+    dyn = mk(learning_rate, momentum, precond=precond)
+    return with_ema(dyn, ema) if kind == "momentum-ema" else dyn
+
+
+def _objective(problem, kind, z, batch_size, target, precond, near=None) -> np.ndarray:
+    hp = _decode(kind, z, problem, precond)
+    dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
+                        ema=hp.get("ema"), precond=precond)
+    steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
+                               rtol=1e-4)
+    return np.where(np.isfinite(steps), steps, np.inf)
+
+
+def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
+    names = _COORDS[kind]
+    axes = []
+    for i, name in enumerate(names):
+        lo, hi = _LR_GRID if name == "lr" else _BOUNDS[name]
+        n = config.grid[0] if name == "lr" else config.grid[1]
+        if hint is not None:
+            lo, hi = max(lo, hint[i] - config.window), min(hi, hint[i] + config.window)
+            n = max(5, n // 2)
+        axis = np.linspace(lo, hi, n)
+        if name != "lr" and hint is None:
+            axis = np.unique(np.concatenate([axis, [0.0]]))
+        axes.append(axis)
+    return np.array(list(itertools.product(*axes)))
+
+
+def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rounds: int, bounds,
+                    frozen: np.ndarray):
+    """Compass search (all 3^D − 1 moves) from several starts at once, inside ``bounds``;
+    ``frozen[k, j]`` keeps coordinate ``j`` of start ``k`` fixed (a search along a face).
+
+    Returns every evaluated point and its value.
+    """
+    D = starts.shape[1]
+    moves = np.array([m for m in itertools.product((-1, 0, 1), repeat=D) if any(m)], dtype=float)
+    pts, vals = [starts], [values]
+    centers, cvals = starts.copy(), values.copy()
+    step = np.full(len(starts), step0)
+    free = ~frozen[:, None, :]
+    for _ in range(rounds):
+        cand = (centers[:, None, :] + step[:, None, None] * moves[None] * free).reshape(-1, D)
+        cand = np.clip(cand, bounds[:, 0], bounds[:, 1])
+        cv = f(cand).reshape(len(centers), -1)
+        pts.append(cand)
+        vals.append(cv.reshape(-1))
+        best = np.argmin(cv, axis=1)
+        improved = cv[np.arange(len(centers)), best] < cvals
+        centers = np.where(improved[:, None], cand.reshape(len(centers), -1, D)[np.arange(len(centers)), best], centers)
+        cvals = np.where(improved, cv[np.arange(len(centers)), best], cvals)
+        step = np.where(improved, step, step / 2.0)
+    return np.concatenate(pts), np.concatenate(vals)
+
+
+def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, precond: float = 0.0,
+             config: SearchConfig = SearchConfig(), hint=None) -> Optimum:
+    """Hyperparameters of ``kind`` minimising the steps to ``target`` at ``batch_size``.
+
+    Args:
+        problem: the NQM problem.
+        kind: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"ema"`` or ``"momentum-ema"``.
+        batch_size, target, precond: the setting (``P = H^-precond``).
+        config: search effort.
+        hint: coordinates of a nearby optimum (e.g. the previous batch size's) to warm-start from.
+    Returns:
+        The :class:`Optimum` with exact (certified) steps.
+
+    Example:
+        >>> from batchlab.nqm import power_law
+        >>> opt = optimize(power_law(1000), "momentum", batch_size=256, target=0.01)
+        >>> opt.steps < float("inf")
+        True
+    """
+    if kind not in KINDS:
+        raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
+    if not np.isfinite(batch_size) or batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    target = solve._check_target(target)
+    bounds = np.array([_BOUNDS[n] for n in _COORDS[kind]])
+    small = solve.compress(problem, config.entries)
+
+    def f(z):
+        return _objective(small, kind, z, batch_size, target, precond)
+
+    grid = _grid(kind, config, None if hint is None else np.asarray(hint, float))
+    gv = f(grid)
+    if hint is not None and not np.isfinite(gv).any():
+        grid = _grid(kind, config, None)
+        gv = f(grid)
+    order = np.argsort(gv)
+    starts = [grid[i] for i in order[:min(3, len(order))]]
+    frozen = [np.zeros(grid.shape[1], bool) for _ in starts]
+    for j in range(1, grid.shape[1]):  # also refine along each face β = 0 / γ = 0
+        on_face = grid[:, j] >= 0
+        if on_face.any():
+            starts.append(grid[np.flatnonzero(on_face)[np.argmin(gv[on_face])]])
+            frozen.append(np.arange(grid.shape[1]) == j)
+    starts = np.array(starts)
+    step0 = float(np.max(np.ptp(grid, axis=0)) / max(config.grid[1], 4))
+    pts, vals = _pattern_search(f, starts, f(starts), step0, config.rounds, bounds, np.array(frozen))
+    pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
+    evaluations = len(pts)
+    best = _finalists(pts, vals, config.finalists)
+    best += _face_candidates(pts, vals, best, tolerance=0.01)
+    results = []
+    for z in best:
+        hp = _decode(kind, z[None, :], problem, precond)
+        scalars = {k: float(v[0]) for k, v in hp.items()}
+        dyn = make_dynamics(kind, learning_rate=scalars["learning_rate"], momentum=scalars.get("momentum"),
+                            ema=scalars.get("ema"), precond=precond)
+        hit = solve.steps_to_target(problem, dyn, batch_size=batch_size, target=target)
+        evaluations += hit.evaluations
+        results.append((hit.steps, hit.reason, z, scalars))
+    steps, reason, z, scalars = min(results, key=lambda r: (r[0], r[2][0]))
+    if not math.isfinite(steps) and all(not math.isfinite(r[0]) for r in results):
+        reason = results[0][1]
+    return Optimum(kind=kind, batch_size=float(batch_size), target=target, precond=float(precond),
+                   steps=float(steps), reason=reason, learning_rate=scalars["learning_rate"],
+                   momentum=scalars.get("momentum"), ema=scalars.get("ema"),
+                   coordinates=tuple(float(v) for v in z), evaluations=int(evaluations))
+
+
+def _face_candidates(pts, vals, chosen, tolerance: float) -> list[np.ndarray]:
+    """Best points with a momentum/EMA coordinate at 0 (β = 0 or γ = 0) that are within ``tolerance``
+    of the best value: the compressed search cannot tell such near-ties apart, the exact stage can
+    (so adding momentum or EMA never reports more steps than the plain optimizer it contains)."""
+    out = []
+    best_val = np.min(vals)
+    for j in range(1, pts.shape[1]):
+        on_face = pts[:, j] >= 0
+        if not on_face.any():
+            continue
+        i = np.flatnonzero(on_face)[np.argmin(vals[on_face])]
+        if vals[i] <= best_val * (1 + tolerance) and all(np.max(np.abs(pts[i] - c)) > 1e-9 for c in chosen):
+            out.append(pts[i])
+    return out
+
+
+def _finalists(pts: np.ndarray, vals: np.ndarray, k: int) -> list[np.ndarray]:
+    """The ``k`` best distinct points."""
+    order = np.argsort(vals, kind="stable")
+    chosen: list[np.ndarray] = []
+    for i in order:
+        if not np.isfinite(vals[i]) and chosen:
+            break
+        if all(np.max(np.abs(pts[i] - c)) > 1e-9 for c in chosen):
+            chosen.append(pts[i])
+        if len(chosen) == k:
+            break
+    return chosen

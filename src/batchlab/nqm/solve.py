@@ -1,0 +1,437 @@
+"""Steps to reach a target risk: the exact first hit, and a fast vectorised version for searches.
+
+The first hit is ``T = min{t : L(t) ≤ target}``.  The risk need not be monotone in ``t`` (underdamped
+momentum oscillates; directions that start below their noise floor rise), so :func:`steps_to_target`
+does not assume it is: it finds a candidate hit by galloping and bisection, then **certifies** that no
+earlier step hits, by branch and bound on step intervals with a rigorous bound on the per-step change
+of the risk::
+
+    |L(t+1) − L(t)| ≤ Σ_i w_i ½ h_i env_i(t)² [s0 A_d (2 A_m + A_d) + q A_n²]
+
+where ``env_i(t) = G_i^(t−1) t^p min(t, K_i)`` bounds ``|e M^t w| / A_w`` for the direction's
+spectral radius ``G_i`` (``|U_t| ≤ min(t, K) G^(t−1)`` with ``K = 1/sin φ`` for complex roots,
+``1/(1 − ω)`` for real roots of one sign).  On ``[a, b]`` every step then satisfies
+``L(t) ≥ (L(a) + L(b) − (b − a) Λ)/2`` with ``Λ`` the bound's maximum there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from batchlab.errors import InputError
+from batchlab.nqm import _engine
+from batchlab.nqm.dynamics import (
+    Dynamics, _heavy_ball_companion, _nesterov_companion, build_system, flatten_dynamics,
+)
+from batchlab.nqm.risk import expected_risk, is_stable, steady_state_risk
+from batchlab.nqm.spectrum import Problem
+
+__all__ = ["Hit", "steps_to_target", "search_steps", "compress", "MAX_STEPS"]
+
+MAX_STEPS = 2**40
+ROUNDING = 1e-11  # relative error allowance of one risk evaluation in the certificate
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """Result of :func:`steps_to_target`.
+
+    Attributes:
+        steps: the first step with risk ≤ target, or ``inf``.
+        reason: ``"reached"``; or why not: ``"unstable"``, ``"floor"`` (the noise floor is above the
+            target and no earlier step dips below it), ``"budget"`` (not reached within ``max_steps``).
+        risk: the risk at ``steps`` (``nan`` when not reached).
+        evaluations: risk evaluations spent (steps × hyperparameter settings).
+    """
+
+    steps: float
+    reason: str
+    risk: float
+    evaluations: int
+
+    @property
+    def reached(self) -> bool:
+        return self.reason == "reached"
+
+
+def _check_target(target) -> float:
+    if not np.isfinite(target) or target <= 0:
+        raise InputError(f"target must be a finite number > 0, got {target}")
+    return float(target)
+
+
+class _Risk:
+    """Memoised risk evaluations at integer steps for one hyperparameter setting."""
+
+    def __init__(self, problem: Problem, dyn: Dynamics, batch_size: float):
+        self.problem, self.dyn, self.B = problem, dyn, batch_size
+        self.cache: dict[int, float] = {}
+
+    def __call__(self, steps) -> np.ndarray:
+        steps = [int(s) for s in np.atleast_1d(steps)]
+        todo = sorted({s for s in steps if s not in self.cache})
+        if todo:
+            vals = expected_risk(self.problem, self.dyn, batch_size=self.B, steps=np.array(todo))
+            self.cache.update(zip(todo, vals.tolist()))
+        return np.array([self.cache[s] for s in steps])
+
+
+def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, target: float,
+                    max_steps: int = MAX_STEPS) -> Hit:
+    """The exact first step at which the expected risk is ≤ ``target`` (scalar hyperparameters).
+
+    Example:
+        >>> from batchlab.nqm import power_law, sgd
+        >>> hit = steps_to_target(power_law(1000), sgd(1.0), batch_size=1024, target=0.05)
+        >>> hit.reached
+        True
+    """
+    target = _check_target(target)
+    if dyn.hp_shape != ():
+        raise InputError("steps_to_target takes scalar hyperparameters (use search_steps for arrays)")
+    if not bool(is_stable(problem, dyn)):
+        return Hit(math.inf, "unstable", math.nan, 0)
+    risk = _Risk(problem, dyn, batch_size)
+    if risk(0)[0] <= target:
+        return Hit(0, "reached", float(risk(0)[0]), 1)
+    floor = float(steady_state_risk(problem, dyn, batch_size=batch_size))
+    powers = np.unique(np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1), [max_steps]]))
+    powers = powers[powers <= max_steps]
+    vals = risk(powers)
+    hits = np.flatnonzero(vals <= target)
+    if hits.size:
+        hi = int(powers[hits[0]])
+        lo = int(powers[hits[0] - 1])
+        while hi - lo > 1:  # bisection for a good candidate (assumes nothing: the result is verified)
+            mid = (lo + hi) // 2
+            if risk(mid)[0] <= target:
+                hi = mid
+            else:
+                lo = mid
+        candidate, horizon = hi, hi
+    else:
+        candidate = None
+        if floor <= target:
+            return Hit(math.inf, "budget", math.nan, len(risk.cache))
+        horizon = _noise_horizon(problem, dyn, batch_size, target, max_steps)
+    if (candidate is not None and risk(candidate - 1)[0] > target * (1 + 3 * ROUNDING)
+            and _monotone(problem, dyn, batch_size)):
+        # non-increasing risk, and the step before is above the target by more than rounding
+        return Hit(candidate, "reached", float(risk(candidate)[0]), len(risk.cache))
+    first = _certify(problem, dyn, batch_size, target, risk, horizon, candidate)
+    if first is None:
+        return Hit(math.inf, "floor", math.nan, len(risk.cache))
+    return Hit(first, "reached", float(risk(first)[0]), len(risk.cache))
+
+
+def _monotone(problem: Problem, dyn: Dynamics, batch_size: float) -> bool:
+    """Whether the risk is provably non-increasing in ``t``: SGD with every direction starting at or
+    above its noise floor (``s_t = s* + r^{2t}(s0 − s*)``, ``r² < 1``)."""
+    from batchlab.nqm.dynamics import SGD
+
+    if not isinstance(dyn, SGD):
+        return False
+    sys = build_system(problem, dyn, batch_size)
+    floor = np.asarray(sys.q) / (np.asarray(sys.x) * (2.0 - np.asarray(sys.x)))
+    return bool(np.all(np.asarray(sys.s0) >= floor))
+
+
+def _noise_horizon(problem, dyn, batch_size, target, max_steps) -> int:
+    """A step after which the risk stays above ``target``: the noise part alone exceeds it there."""
+    noise_only = Problem(h=problem.h, c=problem.c, s0=np.zeros_like(problem.s0), weights=problem.weights)
+    t = 1
+    while t < max_steps:
+        if expected_risk(noise_only, dyn, batch_size=batch_size, steps=[t])[0] > target:
+            return t
+        t *= 2
+    return max_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class _Envelope:
+    """Per-direction bounds ``|e M^t w| ≤ min(modal_w(t), A_w G^(t−1) t^p min(t, K))`` for the three
+    sequences that move the risk: the mean (w = a), its one-step change (w = (M − I) a) and the noise
+    (w = u).  ``modal_w(t) = P_w |r₁|^t + Q_w |r₂|^t`` (tight for distinct roots; for a complex pair
+    ``P = |c₁ − r̄ c₀| / (ρ sin φ)``, ``Q = 0``).
+    """
+
+    log_g: np.ndarray
+    log_k: np.ndarray
+    power: int
+    A: dict
+    modal: dict  # name → (P, log|r1|, Q, log|r2|)
+    s0: np.ndarray
+    q: np.ndarray
+    weight: np.ndarray
+
+    def bound(self, name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Upper bound of ``|e M^t w|`` over ``t ∈ [a, b]``, shape ``(d, cells)``."""
+        a, b = a.astype(np.float64)[None, :], b.astype(np.float64)[None, :]
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            decay = np.where(a <= 1, 0.0, (a - 1.0) * self.log_g[:, None])
+            ch = self.A[name][:, None] * np.exp(decay + self.power * np.log(np.maximum(b, 1.0))
+                                                 + np.minimum(np.log(np.maximum(b, 1.0)), self.log_k[:, None]))
+            m = self.modal.get(name)
+            if m is None:
+                return ch
+            P, l1, Q, l2 = m
+            modal = _times(P[:, None], np.exp(a * l1[:, None])) + _times(Q[:, None], np.exp(a * l2[:, None]))
+            return np.fmin(np.where(np.isnan(modal), np.inf, modal), ch)
+
+
+def _times(a, b):
+    with np.errstate(invalid="ignore"):
+        return np.where(a == 0, 0.0, a * b)
+
+
+def _envelope(problem: Problem, dyn: Dynamics, batch_size: float) -> _Envelope:
+    """The bounds of :class:`_Envelope` for every direction of ``dyn`` on ``problem``."""
+    sys = build_system(problem, dyn, batch_size)
+    flat = sys.reshape(-1)
+    E, u, a = flat.matrices()
+    n, out = flat.n, flat.out
+    M = np.eye(n) - E
+    seqs = {"m": a, "d": -np.einsum("kij,kj->ki", E, a), "n": u}
+    x = np.asarray(flat.x)
+    common = dict(s0=np.asarray(flat.s0), q=np.asarray(flat.q), weight=np.asarray(flat.weight))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if n == 1:
+            log_r = np.log(np.abs(1.0 - x))
+            A = {k: np.abs(w[:, 0]) for k, w in seqs.items()}
+            modal = {k: (A[k], log_r, np.zeros_like(x), log_r) for k in seqs}
+            return _Envelope(log_r, np.zeros_like(x), 0, A, modal, **common)
+        if flat.kind == "sgd":
+            comp = flat.companion()
+        else:
+            comp = (_nesterov_companion if flat.kind == "nesterov" else _heavy_ball_companion)(x, flat.beta)
+        log_g, log_k = _radius_and_cap(comp)
+        if n == 3:  # momentum + EMA: measured θ̃ = EMA of the base's coordinate 0
+            gamma = np.asarray(flat.gamma)
+            log_g = np.maximum(log_g, np.log(gamma))
+            M2 = M[:, :2, :2]
+            A = {k: np.abs(w[:, 2]) + (1.0 - gamma) * (np.abs(np.einsum("ki,ki->k", M2[:, 0], w[:, :2]))
+                                                       + np.abs(w[:, 0])) for k, w in seqs.items()}
+            return _Envelope(log_g, log_k, 1, A, {}, **common)
+        c = {k: (np.einsum("ki,ki->k", M[:, out], w), w[:, out]) for k, w in seqs.items()}
+        A = {k: np.abs(c1) + np.abs(c0) for k, (c1, c0) in c.items()}
+        modal = {k: _modal(comp, c1, c0) for k, (c1, c0) in c.items()}
+    return _Envelope(log_g, log_k, 0, A, modal, **common)
+
+
+def _modal(comp, c1, c0):
+    """Modal bound coefficients of ``c1 U_t − c0 δ U_{t−1}`` (see :class:`_Envelope`)."""
+    sd = np.sqrt(np.abs(comp.disc))
+    cplx = comp.disc < 0
+    rho = np.sqrt(np.abs(comp.delta))
+    sin_phi, cos_phi = sd / (2.0 * rho), comp.tau / (2.0 * rho)
+    amp_c = np.sqrt((c1 - rho * c0 * cos_phi) ** 2 + (rho * c0 * sin_phi) ** 2) / (rho * sin_phi)
+    log_rho = np.log(rho)
+    r1 = (comp.tau + np.where(comp.tau >= 0, sd, -sd)) / 2.0
+    r2 = comp.delta / r1
+    P = np.abs(c1 - r2 * c0) / sd
+    Q = np.abs(c1 - r1 * c0) / sd
+    return (np.where(cplx, amp_c, P), np.where(cplx, log_rho, np.log(np.abs(r1))),
+            np.where(cplx, 0.0, Q), np.where(cplx, log_rho, np.log(np.abs(r2))))
+
+
+def _radius_and_cap(c):
+    """Log spectral radius and log of the cap ``K`` with ``|U_t| ≤ min(t, K) G^(t−1)``."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        sd = np.sqrt(np.abs(c.disc))
+        cplx = c.disc < 0
+        cb = np.where(c.tau >= 0, 2.0 * c.p1 / (c.p1 + c.omd + sd), 2.0 * c.pm1 / (c.pm1 + c.omd + sd))
+        log_g = np.where(cplx, 0.5 * np.log1p(-np.minimum(c.omd, 1.0)), np.log1p(-np.minimum(cb, 1.0)))
+        rho = np.sqrt(np.abs(c.delta))
+        log_k_c = np.log(2.0 * rho / sd)  # 1 / sin φ
+        psi2 = np.log1p(sd * (np.abs(c.tau) + sd) / (2.0 * np.abs(c.delta)))
+        log_k_same = -np.log(-np.expm1(-psi2))  # 1 / (1 − ω)
+        log_k = np.where(cplx, log_k_c,
+                         np.where(c.delta > 0, log_k_same, np.where(c.delta < 0, np.log(2.0), 0.0)))
+        log_k = np.where(c.disc == 0, np.inf, log_k)
+    return log_g, log_k
+
+
+def _lipschitz(env: _Envelope, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Upper bound on ``|L(t+1) − L(t)|`` for ``t ∈ [a, b]`` (per interval)::
+
+        Σ_i w ½ h [ s0 |D_t| (2 |mean_t| + |D_t|) + q V_t² ].
+    """
+    m, d, n = env.bound("m", a, b), env.bound("d", a, b), env.bound("n", a, b)
+    terms = env.weight[:, None] * (env.s0[:, None] * d * (2.0 * m + d) + env.q[:, None] * n * n)
+    return np.nansum(terms, axis=0)
+
+
+def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candidate):
+    """Smallest ``t ≤ horizon`` with ``L(t) ≤ target`` (None if none), by branch and bound."""
+    env = _envelope(problem, dyn, batch_size)
+    best = candidate if candidate is not None else horizon + 1
+    pts = sorted(t for t in risk.cache if 0 <= t <= min(best, horizon))
+    if pts[-1] < min(best, horizon):
+        pts.append(min(best, horizon))
+        risk(pts[-1])
+    for t in pts:
+        if risk.cache[t] <= target:
+            best = min(best, t)
+    cells = np.array([(pts[i], pts[i + 1]) for i in range(len(pts) - 1) if pts[i] < best], dtype=np.int64)
+    while cells.size:
+        cells[:, 1] = np.minimum(cells[:, 1], best)
+        cells = cells[cells[:, 0] < cells[:, 1]]
+        if not cells.size:
+            break
+        ra = risk(cells[:, 0])
+        rb = risk(cells[:, 1])
+        lam = _lipschitz(env, cells[:, 0], cells[:, 1])
+        width = (cells[:, 1] - cells[:, 0]).astype(np.float64)
+        # slack for rounding in the risk evaluations themselves (≤ ~1e-12 relative, see _closed.TRUST)
+        lower = 0.5 * (ra + rb - width * lam) - ROUNDING * np.maximum(ra, rb)
+        open_ = (lower <= target) & (width > 1)
+        cells = cells[open_]
+        if not cells.size:
+            break
+        mids = (cells[:, 0] + cells[:, 1]) // 2
+        rm = risk(mids)
+        hit = rm <= target
+        if hit.any():
+            best = min(best, int(mids[hit].min()))
+        cells = np.concatenate([np.stack([cells[:, 0], mids], 1), np.stack([mids, cells[:, 1]], 1)])
+        cells = cells[cells[:, 0] < best]
+    return best if best <= horizon else None
+
+
+def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, max_steps: int = MAX_STEPS,
+                 fractional: bool = False, near: float | None = None, rtol: float = 0.0) -> np.ndarray:
+    """Fast steps-to-target for arrays of hyperparameters (for searches).
+
+    Galloping over powers of two, then bisection, both vectorised over settings.  The result is a
+    verified hit (``L(T) ≤ target``) or ``inf``; it is the first hit when the risk decreases through
+    the target (not certified — use :func:`steps_to_target` for the exact answer).  With
+    ``fractional`` the crossing is interpolated in log-risk between ``T − 1`` and ``T``, which makes the
+    objective continuous for local optimisers.  ``near`` (a step count close to the expected answers)
+    replaces the galloping by a 13-point window ``near · 2^(k/2 − 3)``; settings not bracketed by
+    the window fall back to galloping.  ``rtol > 0`` stops refining a bracket once it is narrower
+    than ``rtol`` times its upper end (a search objective needs no more); the fractional value then
+    interpolates across the bracket.
+    """
+    target = _check_target(target)
+    hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
+    fdyn = flatten_dynamics(dyn, hp)
+    B = np.broadcast_to(np.asarray(batch_size, dtype=np.float64), hp).reshape(-1)
+    H = B.shape[0]
+    gallop = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1)])
+    if near is not None and np.isfinite(near) and near >= 8:
+        window = np.unique(np.concatenate([[0], np.round(near * 2.0 ** (np.arange(13) / 2 - 3))])).astype(np.int64)
+        vals = _engine.evaluate(problem, fdyn, B, window, reduce=True)
+        missed = ~(vals <= target).any(axis=1)
+        powers = window
+        if missed.any():  # galloping for the settings the window did not bracket
+            idx = np.flatnonzero(missed)
+            sub = flatten_dynamics(_take(fdyn, idx), (idx.size,))
+            gv = _engine.evaluate(problem, sub, B[idx], gallop, reduce=True)
+            powers = np.unique(np.concatenate([window, gallop]))
+            full = np.full((H, powers.size), np.nan)
+            full[:, np.searchsorted(powers, window)] = vals
+            full[idx[:, None], np.searchsorted(powers, gallop)[None, :]] = gv
+            # fill gaps so that "first index below target" stays meaningful per setting
+            vals = np.where(np.isnan(full), np.inf, full)
+    else:
+        powers = gallop
+        vals = _engine.evaluate(problem, fdyn, B, powers, reduce=True)  # (H, P)
+    below = vals <= target
+    has = below.any(axis=1)
+    first = np.argmax(below, axis=1)
+    hi = np.where(has, powers[first], 0).astype(np.int64)
+    lo = np.where(has & (first > 0), powers[np.maximum(first - 1, 0)], 0).astype(np.int64)
+    hi_val = np.where(has, vals[np.arange(H), first], np.inf)
+    lo_val = np.where(has & (first > 0), vals[np.arange(H), np.maximum(first - 1, 0)], np.inf)
+    # Illinois regula falsi on log L vs log t inside each bracket, bisection as the fallback.
+    side = np.zeros(H, dtype=np.int8)
+
+    def unresolved():
+        return has & (hi - lo > np.maximum(1, rtol * hi))
+
+    active = unresolved()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while active.any():
+            idx = np.flatnonzero(active)
+            f_lo = np.log(lo_val[idx] / target)
+            f_hi = np.log(hi_val[idx] / target)
+            x_lo, x_hi = np.log(np.maximum(lo[idx], 0.5)), np.log(hi[idx].astype(np.float64))
+            s_lo = np.where(side[idx] == 1, 0.5, 1.0) * f_lo  # Illinois: halve the stale end's weight
+            s_hi = np.where(side[idx] == -1, 0.5, 1.0) * f_hi
+            guess = np.exp(x_lo + (x_hi - x_lo) * s_lo / (s_lo - s_hi))
+            mid = np.round(guess).astype(np.int64)
+            bisect = (lo[idx] + hi[idx]) // 2
+            ok = np.isfinite(guess) & (mid > lo[idx]) & (mid < hi[idx])
+            mid = np.where(ok, mid, bisect)
+            sub = flatten_dynamics(_take(fdyn, idx), (idx.size,))
+            rm = _engine.evaluate(problem, sub, B[idx], mid[:, None], reduce=True)[:, 0]
+            hit = rm <= target
+            hi[idx[hit]], hi_val[idx[hit]] = mid[hit], rm[hit]
+            lo[idx[~hit]], lo_val[idx[~hit]] = mid[~hit], rm[~hit]
+            side[idx] = np.where(hit, 1, -1)
+            active = unresolved()
+    steps = np.where(has, hi.astype(np.float64), np.inf)
+    if fractional:  # log-linear interpolation of the crossing inside [lo, hi]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.log(lo_val / target) / np.log(lo_val / hi_val)
+        frac = np.where(np.isfinite(frac) & (hi > 0), np.clip(frac, 0.0, 1.0), 1.0)
+        steps = np.where(has, lo + (hi - lo) * frac, np.inf)
+    return steps.reshape(hp)
+
+
+def _take(dyn, idx):
+    from batchlab.nqm.dynamics import take_dynamics
+
+    return take_dynamics(dyn, idx)
+
+
+def compress(problem: Problem, entries: int = 128) -> Problem:
+    """A smaller problem whose risk approximates ``problem``'s (for hyperparameter searches).
+
+    Directions are grouped into ``entries`` bins of equal width in ``u = log h``.  A bin holding one or
+    two directions keeps them exactly; a larger bin becomes the two-point Gauss rule of its own
+    (weighted) distribution of ``u`` — nodes ``μ + σ z`` with ``z² − γ z − 1 = 0`` (``γ`` the bin's
+    skewness), weights ``z₂/(z₂ − z₁)`` and ``−z₁/(z₂ − z₁)`` times the bin's multiplicity — so sums of
+    functions of ``log h`` over the bin are exact up to cubics.  Noise is carried as the bin's mean ratio
+    ``c/h`` (exact when ``c ∝ h``) and ``s0`` as its mean.  Measured on the d = 10⁴ power law: relative
+    risk error ≲ 1e-4 with 128 bins.
+    """
+    if problem.dim <= 2 * entries:
+        return problem
+    logh = np.log(problem.h)
+    edges = np.linspace(logh.min(), logh.max(), entries + 1)
+    idx = np.clip(np.searchsorted(edges, logh, side="right") - 1, 0, entries - 1)
+    w = problem.weights
+    ratio = problem.c / problem.h
+    h_out, c_out, s0_out, w_out = [], [], [], []
+    order = np.argsort(idx, kind="stable")
+    bounds = np.searchsorted(idx[order], np.arange(entries + 1))
+    for k in range(entries):
+        members = order[bounds[k]:bounds[k + 1]]
+        if members.size == 0:
+            continue
+        if members.size <= 2:
+            h_out.extend(problem.h[members]); c_out.extend(problem.c[members])
+            s0_out.extend(problem.s0[members]); w_out.extend(w[members])
+            continue
+        wk, uk = w[members], logh[members]
+        W = wk.sum()
+        mu = np.sum(wk * uk) / W
+        var = np.sum(wk * (uk - mu) ** 2) / W
+        r_mean, s_mean = np.sum(wk * ratio[members]) / W, np.sum(wk * problem.s0[members]) / W
+        if var <= 0:
+            nodes, weights = np.array([mu]), np.array([W])
+        else:
+            sd = np.sqrt(var)
+            skew = np.sum(wk * ((uk - mu) / sd) ** 3) / W
+            root = np.sqrt(skew**2 + 4.0)
+            z1, z2 = (skew - root) / 2.0, (skew + root) / 2.0
+            nodes = mu + sd * np.array([z1, z2])
+            weights = W * np.array([z2 / (z2 - z1), -z1 / (z2 - z1)])
+        hk = np.exp(nodes)
+        h_out.extend(hk); c_out.extend(r_mean * hk); s0_out.extend([s_mean] * len(hk)); w_out.extend(weights)
+    return Problem(h=np.array(h_out), c=np.array(c_out), s0=np.array(s0_out), weights=np.array(w_out),
+                   name=f"{problem.name} compressed({len(h_out)})")

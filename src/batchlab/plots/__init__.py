@@ -1,0 +1,1 @@
+"""Figures from computed data (matplotlib, Agg backend).  Nothing here trains networks."""
