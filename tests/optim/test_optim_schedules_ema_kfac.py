@@ -85,3 +85,23 @@ def test_kfac_rejects_quadratic_workloads():
     prepared = prepare(get_optimizer("kfac"), {})
     with pytest.raises(InputError, match="kfac needs a network workload .* got loss_kind 'quadratic'"):
         bind(prepared, workload)
+
+
+def test_kfac_adaptive_mode_trains():
+    workload = ToyClassifier()
+    workload.load()
+    prepared = prepare(get_optimizer("kfac"), {"adaptive": "on", "damping": 1e-2})
+    assert prepared.static == (("adaptive", "on"), ("lr_schedule", "constant"))
+    stepper = bind(prepared, workload)
+    params = workload.init_params(key=jax.random.PRNGKey(0))
+    batch = workload.sample_batch(key=jax.random.PRNGKey(1), batch_size=64)
+    state = stepper.init(params, prepared.arrays(max_steps=10), batch=batch, key=jax.random.PRNGKey(2))
+    assert float(state.inner.damping) == pytest.approx(1e-2)  # the initial damping is the hyperparameter
+    step = jax.jit(stepper.step)
+    losses = []
+    for t in range(15):
+        params, state, loss = step(params, state, workload.sample_batch(key=jax.random.PRNGKey(t), batch_size=64),
+                                   key=jax.random.PRNGKey(t))
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < 0.5 * losses[0]
+    assert float(state.inner.damping) != pytest.approx(1e-2)  # adapted

@@ -151,3 +151,16 @@ def test_result_serialises_to_json_ready_dict():
     result = train(TOY, "sgd", {"learning_rate": 1e6}, 16, 40, 0, eval_every=20)
     text = json.dumps(result.to_dict(), allow_nan=False)
     assert '"status": "diverged"' in text
+
+
+def test_persistent_compilation_cache_is_explicit(tmp_path, monkeypatch):
+    from batchlab.train import enable_compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("BATCHLAB_CACHE", str(tmp_path))
+    try:
+        folder = enable_compilation_cache()
+        assert folder == tmp_path / "jax" and folder.is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(folder)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -1,6 +1,6 @@
 """Real optimizer code on nqm-sampled agrees with the exact NQM engine (batchlab.nqm).
 
-The mean risk over many seeds of SGD and heavy-ball momentum, trained by :func:`batchlab.train.train`
+The mean risk over many seeds of SGD, heavy-ball momentum, Nesterov and SGD + EMA, trained by :func:`batchlab.train.train`
 on the ``nqm-sampled`` workload (θ(0) ~ N(0, I), gradient noise with covariance C / B), must match
 ``batchlab.nqm.expected_risk`` within 4 standard errors of the Monte Carlo mean at every checked step.
 """
@@ -25,6 +25,8 @@ BATCH = 4
         ("sgd", {"learning_rate": 0.8}, nqm.sgd(0.8)),
         ("momentum", {"learning_rate": 0.3, "momentum": 0.6}, nqm.heavy_ball(0.3, 0.6)),
         ("nesterov", {"learning_rate": 0.3, "momentum": 0.6}, nqm.nesterov(0.3, 0.6)),
+        # EMA evaluated at θ̃ with θ̃(0) = θ(0): the engine's convention
+        ("sgd+ema", {"learning_rate": 0.8, "ema_decay": 0.8}, nqm.with_ema(nqm.sgd(0.8), 0.8)),
     ],
 )
 def test_mean_training_risk_matches_nqm_engine(optimizer, hyperparameters, dynamics):

@@ -14,7 +14,7 @@ from rich.table import Table
 from batchlab.cli._app import app, guarded, parse_float_list
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer, optimizer_names
-from batchlab.train import TrainOptions, check_arguments, train
+from batchlab.train import TrainOptions, check_arguments, enable_compilation_cache, train
 from batchlab.workloads.registry import WORKLOADS, get_workload, workload_options
 
 __all__ = ["train_command", "list_command", "parse_assignments"]
@@ -88,6 +88,10 @@ def train_command(
     option: list[str] = typer.Option([], "--option", help="workload option, NAME=VALUE (repeatable)"),
     ema_decays: Optional[str] = typer.Option(None, "--ema-decays", help="extra EMA decays to track, e.g. 0.9,0.99"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+    compilation_cache: bool = typer.Option(
+        False, "--compilation-cache/--no-compilation-cache",
+        help="reuse compiled code across runs via JAX's persistent cache ($BATCHLAB_CACHE/jax or "
+             "~/.cache/batchlab/jax); XLA:CPU logs harmless feature-mismatch lines when loading"),
 ) -> None:
     """Train one configuration until it reaches the target, diverges or exhausts its budget."""
     name, values = _hyperparameters(optimizer, lr, momentum, ema, parse_assignments(hp, flag="--hp"))
@@ -97,6 +101,8 @@ def train_command(
     options = TrainOptions(ema_decays=extra)
     check_arguments(task, name, values, batch_size, steps, eval_every=eval_every, options=options)
     task.load()  # a missing data set fails here, before any progress bar is drawn
+    if compilation_cache:
+        enable_compilation_cache()
     console = Console(stderr=True)
     if not console.is_terminal:  # no bar in logs and pipes: stderr keeps one-line errors only
         result = train(task, name, values, batch_size, steps, seed, target=target,

@@ -9,6 +9,7 @@ run on a thread pool (NumPy releases the GIL inside its loops).
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -78,8 +79,13 @@ def moment(sys: System, t: np.ndarray) -> np.ndarray:
 def _block_risk(sys: System, t: np.ndarray, reduce: bool) -> np.ndarray:
     """Weighted risk of a ``(h, d)`` block of systems at steps ``t``: ``(h, m)`` or ``(h, d, m)``.
 
-    Entries whose every root power has underflowed to exactly zero at a step hold only the noise
-    floor there (a closed form without cancellation); the rest go through :func:`moment`.
+    Entries whose transient is negligible at a step hold only the noise floor there (a closed form
+    without cancellation); the rest go through :func:`moment`.  Negligible means every root power
+    has underflowed, or the rigorous bound (``|U_t| ≤ t R^(t−1)``, ``|m1| + |m0|, |n1| + |n0| ≤ 8``)
+
+        s0 mean_t² + q Σ_{k≥t} V_k² ≤ 64 R^(2t−2) [s0 t² + q (2(t+1)²/(1−R²) + 4/(1−R²)³)]
+
+    is below ``1e-17 × q × floor`` — far below float64 resolution of the entry.
     """
     weight = np.broadcast_to(sys.weight, sys.shape)
     floor = _closed.noise_floor(sys)
@@ -91,8 +97,16 @@ def _block_risk(sys: System, t: np.ndarray, reduce: bool) -> np.ndarray:
     else:
         fl, log_rad, trusted = floor
         tf = t_full.astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            decayed = trusted[..., None] & ((tf - 1.0) * log_rad[..., None] < -800.0) & (tf > 0)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            lr = log_rad[..., None]
+            decayed = trusted[..., None] & ((tf - 1.0) * lr < -800.0) & (tf > 0)
+            q = np.broadcast_to(sys.q, sys.shape)[..., None]
+            s0 = np.broadcast_to(sys.s0, sys.shape)[..., None]
+            om = -np.expm1(2.0 * lr)  # 1 − R²
+            log_bound = (math.log(64.0) + (2.0 * tf - 2.0) * lr
+                         + np.log(s0 * tf**2 + q * (2.0 * (tf + 1.0) ** 2 / om + 4.0 / om**3)))
+            negligible = log_bound < np.log(1e-17 * q * fl[..., None])
+            decayed |= trusted[..., None] & (tf >= 2) & negligible
         val = np.broadcast_to((weight * np.broadcast_to(sys.q, sys.shape) * fl)[..., None], decayed.shape).copy()
         live = ~np.all(decayed, axis=-1)
     if live.any():

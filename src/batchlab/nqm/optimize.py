@@ -208,16 +208,15 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         grid = _grid(kind, config, None)
         gv = f(grid)
     order = np.argsort(gv)
-    starts = [grid[i] for i in order[:min(3, len(order))]]
-    frozen = [np.zeros(grid.shape[1], bool) for _ in starts]
+    chosen = list(order[:min(3, len(order))])
+    frozen = [np.zeros(grid.shape[1], bool) for _ in chosen]
     for j in range(1, grid.shape[1]):  # also refine along each face β = 0 / γ = 0
         on_face = grid[:, j] >= 0
         if on_face.any():
-            starts.append(grid[np.flatnonzero(on_face)[np.argmin(gv[on_face])]])
+            chosen.append(np.flatnonzero(on_face)[np.argmin(gv[on_face])])
             frozen.append(np.arange(grid.shape[1]) == j)
-    starts = np.array(starts)
     step0 = float(np.max(np.ptp(grid, axis=0)) / max(config.grid[1], 4))
-    pts, vals = _pattern_search(f, starts, f(starts), step0, config.rounds, bounds, np.array(frozen))
+    pts, vals = _pattern_search(f, grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)
     best = _finalists(pts, vals, config.finalists)

@@ -2,16 +2,20 @@
 
 The training carry holds everything a step needs — parameters, optimizer state (with the
 hyperparameters as arrays), the step counter, the data and optimizer keys, and a small divergence
-monitor — so the compiled functions take one argument and every trial of a (workload, optimizer,
-static choices, number of EMA decays, batch size) reuses the same executable.  Step ``t`` uses the
+monitor — so the compiled functions take just the carry and the workload's training arrays, and
+every trial of a (workload, optimizer, static choices, number of EMA decays, batch size) reuses the
+same executable.  Step ``t`` uses the
 minibatch ``sample_batch(key=fold_in(key_data, t))`` and the optimizer key ``fold_in(key_opt, t)``:
 a run can replay any stretch exactly from a saved carry.
 
-Loop structure (measured, see ``benchmarks/bench_train.py`` and :func:`choose_loop`): models without
-convolutions run each evaluation interval as ONE call of a device loop (``fori_loop`` with a traced
-trip count, so one executable serves every interval length); models with convolutions run a Python
-loop over a jitted step, because XLA:CPU runs convolutions inside a device loop 6–30× slower (fully
-unrolling fixes that but multiplies compile time by the unroll factor).  The carry is donated.
+Loop structure (measured, see ``benchmarks/bench_train.py`` and :func:`choose_loop`): small steps
+without convolutions run each evaluation interval as ONE call of a device loop (``fori_loop`` with a
+traced trip count, so one executable serves every interval length), which removes the per-call
+dispatch cost that dominates tiny steps; everything else runs a Python loop over a jitted step,
+because XLA:CPU runs convolutions inside a device loop 6–30× slower and uses fewer threads for large
+matrix products there.  Fully unrolling a k-step loop avoids the convolution problem but multiplies
+compile time (5 s instead of 1 s for 16 steps of a tiny MLP) and was slower than the rolled loop for
+small steps.  The carry is donated.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "Compiled",
     "compiled_for",
     "choose_loop",
+    "DEVICE_LOOP_MAX_FLOPS",
     "clear_cache",
     "cache_size",
     "enable_compilation_cache",
@@ -119,18 +124,37 @@ def _primitives(jaxpr: Any) -> set[str]:
     return names
 
 
-def choose_loop(workload: Any, batch_size: int) -> str:
-    """``"python"`` if the model has convolutions, else ``"device"`` (measured choice).
+DEVICE_LOOP_MAX_FLOPS = 5e7
 
-    On XLA:CPU a step inside a device loop (``fori_loop``/``while``) runs convolutions 6–30× slower
-    than the same step called from Python; without convolutions the device loop is on par for
-    dense models and several times faster for tiny ones, whose step is dominated by the ~0.1 ms
-    cost of dispatching a call from Python.
+
+def choose_loop(workload: Any, batch_size: int) -> str:
+    """``"device"`` for small convolution-free steps, else ``"python"`` (a measured choice).
+
+    The measure is XLA's FLOP estimate of one minibatch gradient (sampling included; the optimizer's
+    own work is small for first-order methods), from lowering only — deterministic, no timing.
+    Measured on this 2-core CPU (``benchmarks/bench_train.py``, device-loop speed-up in wall time):
+
+    * convolutions (any size): 0.05–0.3× — XLA:CPU runs them 6–30× slower inside a loop;
+    * tiny steps, dispatch-bound: 7× (a 228-parameter MLP), 1.7× (784-256-256 MLP at B = 4,
+      5 MFLOP), 1.3× (B = 16), 1.1× (nqm-sampled, 1–13 MFLOP);
+    * larger steps: ≈ 1.0–1.1× (MLP B = 64, 78 MFLOP), 0.85–1.0× (MLP B = 128, 156 MFLOP), 0.7×
+      (nqm-sampled d = 10⁴, B = 128, 103 MFLOP): inside a loop XLA:CPU uses fewer threads.
+
+    Hence the device loop up to :data:`DEVICE_LOOP_MAX_FLOPS` = 5·10⁷ FLOPs per step.
     """
+    workload.load()
+    data = workload.train_data()
     params = jax.eval_shape(lambda: workload.init_params(key=jax.random.PRNGKey(0)))
-    batch = jax.eval_shape(lambda: workload.sample_batch(key=jax.random.PRNGKey(0), batch_size=batch_size))
-    jaxpr = jax.make_jaxpr(jax.grad(workload.loss))(params, batch)
-    return "python" if _primitives(jaxpr.jaxpr) & _CONVOLUTIONS else "device"
+
+    def gradient(params: Any, data: Any, key: jax.Array) -> Any:
+        batch = workload.sample_batch_from(data, key=key, batch_size=batch_size)
+        return jax.value_and_grad(workload.loss)(params, batch)
+
+    traced = jax.jit(gradient).trace(params, data, jax.random.PRNGKey(0))
+    if _primitives(traced.jaxpr.jaxpr) & _CONVOLUTIONS:
+        return "python"
+    flops = float(traced.lower().cost_analysis().get("flops", float("inf")))
+    return "device" if flops <= DEVICE_LOOP_MAX_FLOPS else "python"
 
 
 def _one_step(workload: Any, stepper: Stepper, batch_size: int, factor: float):
@@ -245,6 +269,13 @@ def cache_size() -> int:
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
     """Turn on JAX's persistent compilation cache (call explicitly; never done at import).
+
+    Compiled steps then survive the process: a second ``batchlab train`` of the same configuration
+    skips XLA compilation (K-FAC on digits-cnn: 22.5 s → 11.1 s wall, measured).  Caveats seen with
+    jax 0.9.0 on CPU: loading an entry logs ``cpu_aot_loader`` "machine feature mismatch" lines on
+    stderr (pseudo-features ``+prefer-no-scatter``/``+prefer-no-gather``; harmless on the machine
+    that wrote the entry), and a cache folder shared by machines with different CPUs could load
+    code the host cannot run — give each machine type its own folder.
 
     Args:
         path: cache folder; default ``$BATCHLAB_CACHE/jax`` or ``~/.cache/batchlab/jax``.

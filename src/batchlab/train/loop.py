@@ -11,8 +11,8 @@ steps ``t_{e−1}+1, …, t_e`` one at a time — the same minibatches, since st
 exactly.  This equals the first step meeting the target when evaluating every step, unless the
 metric met the target at some earlier step and rose above it again before the next evaluation
 (then the reported step is the first hit in the interval where the metric is met *at* an
-evaluation).  If the replay (single-step code) does not reproduce the hit that the evaluation
-(possibly multi-step code) saw, ``t_e`` is reported.  The replay costs at most ``eval_every − 1``
+evaluation).  The replay runs the same compiled code one step per call (bitwise the same
+trajectory); should it ever not reproduce the evaluation's hit, ``t_e`` is reported.  The replay costs at most ``eval_every − 1``
 extra steps and evaluations, once per run (per EMA decay) and once at a divergence.
 
 **Divergence.**  A NaN/inf minibatch loss, one above ``divergence_factor · max(|first loss|, 1)``, or
@@ -68,6 +68,7 @@ class _Run:
     tracks: list[_Track]
     data: Any = None  # the workload's train_data(), an argument of every compiled call
     eval_time: float = 0.0
+    diverged_at: int | None = None
 
     def evaluate(self, carry: Carry, which: list[int]) -> dict[int, dict[str, float]]:
         start = time.perf_counter()
@@ -120,7 +121,9 @@ def _start(run: _Run, prepared: Any, batch_size: int, max_steps: int, seed: int)
     key_data, key_init, key_opt = jax.random.split(jax.random.PRNGKey(seed), 3)
     compiled = run.compiled
     params = compiled.init_params(key_init)
-    batch = compiled.sample(run.data, jax.random.fold_in(key_data, 0)) if compiled.stepper.traces_model else None
+    batch = None
+    if compiled.stepper.traces_model:  # K-FAC traces the model with a real batch
+        batch = compiled.sample(run.data, jax.random.fold_in(key_data, 0))
     hyper = prepared.arrays(max_steps=max_steps)
     opt_state = compiled.stepper.init(params, hyper, batch=batch, key=key_opt)
     monitor = Monitor(jnp.float32(0.0), jnp.int32(-1), jnp.float32(0.0), jnp.int32(0))
@@ -226,7 +229,7 @@ def train(
     num_tracks = 1 + len(prepared.ema_decays) - (1 if spec.ema else 0)
     run = _Run(workload, compiled, goal, [_Track() for _ in range(num_tracks)], workload.train_data())
     carry = _start(run, prepared, batch_size, max_steps, seed)
-    steps_run, diverged_at = _loop(run, carry, max_steps, eval_every, progress, stop, options)
+    steps_run = _loop(run, carry, max_steps, eval_every, progress, stop, options)
     tracks = [track.freeze() for track in run.tracks]
     primary = tracks[0]
     extra = dict(zip(prepared.ema_decays[1:] if spec.ema else prepared.ema_decays, tracks[1:]))
@@ -239,7 +242,7 @@ def train(
         wall_time=time.perf_counter() - started,
         eval_time=run.eval_time,
         steps_run=steps_run,
-        diverged_at=diverged_at,
+        diverged_at=run.diverged_at,
         target=goal,
         target_metric=workload.target_metric,
         ema_results=ema_results,
@@ -255,6 +258,7 @@ def _record(run: _Run, step: int, metrics: dict[int, dict[str, float]]) -> list[
         track.final = values
         if not math.isfinite(values[run.workload.target_metric]):
             track.status = "diverged"
+            run.diverged_at = step if run.diverged_at is None else run.diverged_at
         elif run.met(values):
             met.append(i)
     return met
@@ -263,8 +267,8 @@ def _record(run: _Run, step: int, metrics: dict[int, dict[str, float]]) -> list[
 def _loop(
     run: _Run, carry: Carry, max_steps: int, eval_every: int,
     progress: ProgressFn | None, stop: StopFn | None, options: TrainOptions,
-) -> tuple[int, int | None]:
-    """The main loop; returns (steps run, divergence step or None)."""
+) -> int:
+    """The main loop; returns the number of steps run (replays not counted)."""
     for i in _record(run, 0, run.evaluate(carry, run.running())):
         track = run.tracks[i]
         track.status, track.hit = "reached", 0
@@ -277,12 +281,12 @@ def _loop(
         carry = _advance(run, carry, t, end - t, progress)
         monitor = jax.device_get(carry.monitor)
         if int(monitor.bad_step) >= 0:
-            bad = int(monitor.bad_step)
+            run.diverged_at = int(monitor.bad_step)
             if saved is not None:
-                _replay(run, saved, t, bad, run.running())
+                _replay(run, saved, t, run.diverged_at, run.running())
             for i in run.running():
                 run.tracks[i].status = "diverged"
-            return end, bad
+            return end
         train_loss = float(monitor.loss_sum) / max(int(monitor.loss_count), 1)
         carry = carry._replace(monitor=carry.monitor._replace(
             loss_sum=jnp.float32(0.0), loss_count=jnp.int32(0)))
@@ -307,4 +311,4 @@ def _loop(
                 run.tracks[i].status = "pruned"
     for i in run.running():
         run.tracks[i].status = "budget"
-    return t, None
+    return t

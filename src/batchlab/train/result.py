@@ -52,8 +52,8 @@ class TrainOptions:
         divergence_factor: ``diverged`` once a minibatch loss exceeds this times
             ``max(|first loss|, 1)``, or is NaN/inf.
         loop: ``"device"`` (each evaluation interval is one call of a compiled loop), ``"python"``
-            (a Python loop over a jitted step) or ``"auto"``: Python for models with convolutions,
-            else device (see :func:`batchlab.train.compiled.choose_loop`).
+            (a Python loop over a jitted step) or ``"auto"``: device for small steps without
+            convolutions, else Python (see :func:`batchlab.train.compiled.choose_loop`).
         replay: find the exact first step meeting the target by replaying from the previous
             evaluation (else report the cadence evaluation's step).
     """
@@ -76,10 +76,11 @@ class TrainResult:
             in which the target was first met at an evaluation (see :mod:`batchlab.train.loop`).
         curve: evaluations of the run's evaluated parameters, in step order.
         final_metrics: metrics at the first hit if reached, else at the last evaluation.
-        wall_time: seconds for the whole call (compilation included).
+        wall_time: seconds for the call after loading the data (compilation included).
         eval_time: seconds of that spent evaluating (cadence and replay).
         steps_run: training steps executed by the main run (replays not counted).
-        diverged_at: the step whose minibatch loss was first NaN/inf/exploding, else ``None``.
+        diverged_at: the step whose minibatch loss was first NaN/inf/exploding (or the
+            evaluation step with non-finite metrics), else ``None``.
         target: the target value used; ``target_metric``: the metric it applies to.
         ema_results: per extra EMA decay (and, for ``+ema`` optimizers, ``ema_decay``) results.
     """

@@ -20,7 +20,7 @@ from batchlab.errors import DataMissingError
 from batchlab.workloads.base import Params
 from batchlab.workloads.classification import ClassificationArrays, ClassificationWorkload
 from batchlab.workloads.data import cached_arrays, standardization
-from batchlab.workloads.layers import conv2d, conv_output_size, dense, init_conv, init_dense
+from batchlab.workloads.layers import Kernel, conv2d, conv_output_size, dense, init_kernels
 
 __all__ = ["DigitsCnn", "load_digits_arrays"]
 
@@ -67,13 +67,18 @@ class DigitsCnn(ClassificationWorkload):
     """scikit-learn digits (8×8), CNN conv 3×3/1 (16) → conv 3×3/2 (32) → dense 64 → dense 10 (ReLU).
 
     No options.  8×8 → 8×8 → 4×4; 38,282 parameters.
+
+    Target: evaluation error ≤ 0.025 (at most 9 of the 360 images wrong).  Heavy-ball SGD (momentum
+    0.9) at B = 128 first reached it after 60 steps (rates 0.03 and 0.1; 90 for rate 0.01 with an
+    earlier truncated-normal initialisation); the best errors were 0.011 … 0.019.  The training split is small (1,437 images), so runs overfit quickly: the
+    evaluation cadence is dense and the budget short.
     """
 
     name: ClassVar[str] = "digits-cnn"
     version: ClassVar[str] = "1"
-    target_value: ClassVar[float] = 0.03
-    default_max_steps: ClassVar[int] = 5_000
-    default_eval_every: ClassVar[int] = 25
+    target_value: ClassVar[float] = 0.025
+    default_max_steps: ClassVar[int] = 3_000
+    default_eval_every: ClassVar[int] = 5
     install_hint: ClassVar[str] = INSTALL_HINT
     description: ClassVar[str] = "scikit-learn 8x8 digits, CNN conv16/1-conv32/2-dense64"
 
@@ -81,14 +86,13 @@ class DigitsCnn(ClassificationWorkload):
         return load_digits_arrays()
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, 4)
         side = conv_output_size(8, 3, 2)
-        return {
-            "conv1": init_conv(keys[0], (3, 3), 1, 16),
-            "conv2": init_conv(keys[1], (3, 3), 16, 32),
-            "dense1": init_dense(keys[2], side * side * 32, 64),
-            "output": init_dense(keys[3], 64, 10, gain=1.0),
-        }
+        return init_kernels(key, {
+            "conv1": Kernel((3, 3, 1, 16)),
+            "conv2": Kernel((3, 3, 16, 32)),
+            "dense1": Kernel((side * side * 32, 64)),
+            "output": Kernel((64, 10), gain=1.0),
+        })
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for NHWC inputs ``(batch, 8, 8, 1)``."""

@@ -1,8 +1,9 @@
 """Fashion-MNIST workloads: a small strided CNN and an MLP (data from Debian's ``dataset-fashion-mnist``).
 
 Data: the 60,000 training images (or the first ``train_examples`` of them; the file is already in
-random order) and the first ``eval_examples`` images of the 10,000-image test split, which serves as
-the validation set.  Pixels are standardised with the training split's scalar mean and standard
+random order) and the first ``eval_examples`` (default 5,000) images of the 10,000-image test split,
+which serves as the validation set (its order is random too: class counts of the first 5,000 are
+477 … 526).  Pixels are standardised with the training split's scalar mean and standard
 deviation: ``x = (pixel - 72.94) / 90.02``.
 """
 
@@ -22,7 +23,7 @@ from batchlab.errors import DataMissingError
 from batchlab.workloads.base import Params
 from batchlab.workloads.classification import ClassificationArrays, ClassificationWorkload
 from batchlab.workloads.data import read_idx, standardization
-from batchlab.workloads.layers import conv2d, conv_output_size, dense, init_conv, init_dense
+from batchlab.workloads.layers import Kernel, conv2d, conv_output_size, dense, init_kernels
 from batchlab.workloads.options import check_int, check_str
 
 __all__ = ["FashionMnistCnn", "FashionMnistMlp", "load_fashion_mnist", "DATA_DIR_ENV", "DEFAULT_DATA_DIR"]
@@ -79,7 +80,7 @@ class _FashionMnist(ClassificationWorkload):
     """Options shared by the Fashion-MNIST workloads (abstract)."""
 
     train_examples: int = TRAIN_SIZE
-    eval_examples: int = TEST_SIZE
+    eval_examples: int = 5_000
     data_dir: str = ""
 
     install_hint: ClassVar[str] = INSTALL_HINT
@@ -101,17 +102,22 @@ class FashionMnistCnn(_FashionMnist):
     Model: conv 3×3/2 (16) → ReLU → conv 3×3/2 (32) → ReLU → flatten (7·7·32) → dense 128 → ReLU →
     dense 10.  28×28 → 14×14 → 7×7; 206,922 parameters.
 
+    Target: evaluation error ≤ 0.11.  Heavy-ball SGD (momentum 0.9, constant rate) at B = 128 first
+    reached it after 1,800 steps (rate 0.03; 1,550 with an earlier truncated-normal initialisation)
+    and 3,350 steps (rate 0.01, earlier initialisation); the best error within 4,000 steps was ≈ 0.102.
+
     Options:
         train_examples: training images used, 1 … 60,000 (default all).
-        eval_examples: test images used for evaluation, 1 … 10,000 (default all).
+        eval_examples: test images used for evaluation (the first ones), 1 … 10,000 (default 5,000:
+            half the cost of all 10,000; standard error of an 11 % error rate ≈ 0.44 points).
         data_dir: folder with the gzipped IDX files ("" = ``$BATCHLAB_FASHION_MNIST_DIR`` or the
             Debian package's folder).
     """
 
     name: ClassVar[str] = "fashion-mnist-cnn"
     version: ClassVar[str] = "1"
-    target_value: ClassVar[float] = 0.12
-    default_max_steps: ClassVar[int] = 10_000
+    target_value: ClassVar[float] = 0.11
+    default_max_steps: ClassVar[int] = 20_000
     default_eval_every: ClassVar[int] = 100
     description: ClassVar[str] = "Fashion-MNIST, CNN conv16/2-conv32/2-dense128 (strided, no pooling)"
 
@@ -119,15 +125,14 @@ class FashionMnistCnn(_FashionMnist):
     hidden_units: ClassVar[int] = 128
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, 4)
         first, second = self.channels
         side = conv_output_size(conv_output_size(28, 3, 2), 3, 2)
-        return {
-            "conv1": init_conv(keys[0], (3, 3), 1, first),
-            "conv2": init_conv(keys[1], (3, 3), first, second),
-            "dense1": init_dense(keys[2], side * side * second, self.hidden_units),
-            "output": init_dense(keys[3], self.hidden_units, 10, gain=1.0),
-        }
+        return init_kernels(key, {
+            "conv1": Kernel((3, 3, 1, first)),
+            "conv2": Kernel((3, 3, first, second)),
+            "dense1": Kernel((side * side * second, self.hidden_units)),
+            "output": Kernel((self.hidden_units, 10), gain=1.0),
+        })
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for NHWC inputs ``(batch, 28, 28, 1)``."""
@@ -146,6 +151,10 @@ class FashionMnistMlp(_FashionMnist):
         hidden_units: width of each hidden layer, 1 … 4,096 (default 256).
         hidden_layers: number of hidden layers, 1 … 8 (default 2).
         train_examples, eval_examples, data_dir: as for ``fashion-mnist-cnn``.
+
+    Target: evaluation error ≤ 0.12.  Heavy-ball SGD (momentum 0.9) at B = 128 first reached it after
+    2,750 steps (rate 0.03; 2,850 with an earlier truncated-normal initialisation) and 2,950 steps
+    (rate 0.01, earlier initialisation); the best error within 5,000 steps was ≈ 0.114.
     """
 
     hidden_units: int = 256
@@ -154,7 +163,7 @@ class FashionMnistMlp(_FashionMnist):
     name: ClassVar[str] = "fashion-mnist-mlp"
     version: ClassVar[str] = "1"
     target_value: ClassVar[float] = 0.12
-    default_max_steps: ClassVar[int] = 10_000
+    default_max_steps: ClassVar[int] = 20_000
     default_eval_every: ClassVar[int] = 100
     description: ClassVar[str] = "Fashion-MNIST, MLP 784-256-256-10 (ReLU)"
 
@@ -164,11 +173,10 @@ class FashionMnistMlp(_FashionMnist):
         check_int(self.name, "hidden_layers", self.hidden_layers, 1, 8)
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, self.hidden_layers + 1)
         widths = [28 * 28] + [self.hidden_units] * self.hidden_layers
-        params = {f"dense{i + 1}": init_dense(keys[i], widths[i], widths[i + 1]) for i in range(self.hidden_layers)}
-        params["output"] = init_dense(keys[-1], widths[-1], 10, gain=1.0)
-        return params
+        kernels = {f"dense{i + 1}": Kernel((widths[i], widths[i + 1])) for i in range(self.hidden_layers)}
+        kernels["output"] = Kernel((widths[-1], 10), gain=1.0)
+        return init_kernels(key, kernels)
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for inputs ``(batch, 28, 28, 1)`` (flattened here)."""

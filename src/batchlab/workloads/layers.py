@@ -9,13 +9,15 @@ so the models run under ``jax.numpy_rank_promotion("raise")``.
 from __future__ import annotations
 
 import math
+from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 __all__ = [
-    "init_dense",
-    "init_conv",
+    "Kernel",
+    "init_kernels",
+    "standard_normals",
     "init_layer_norm",
     "dense",
     "conv2d",
@@ -27,33 +29,51 @@ __all__ = [
 Array = jax.Array
 
 
-def _truncated_normal(key: Array, shape: tuple[int, ...], std: float) -> Array:
-    # A normal truncated at ±2 has std ≈ 0.8796; rescale so the result has the requested std.
-    sample = jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype=jnp.float32)
-    return sample * jnp.float32(std / 0.87962566103423978)
+_NORMAL_BLOCK = 65_536
 
 
-def init_dense(key: Array, fan_in: int, fan_out: int, *, gain: float = 2.0) -> dict[str, Array]:
-    """Dense layer parameters: ``w ~ TruncNormal(0, gain / fan_in)`` of shape (fan_in, fan_out), ``b = 0``.
+def standard_normals(key: Array, count: int) -> Array:
+    """``count`` i.i.d. N(0, 1) float32 values: blocks ``normal(fold_in(key, i), (65,536,))``, concatenated.
 
-    ``gain = 2`` is He initialisation (ReLU layers); ``gain = 1`` is LeCun (linear outputs).
+    Every block has the same shape, so one compiled random program serves every model: on XLA:CPU
+    each distinct random program costs 0.5–1.5 s to compile, which made drawing per layer shape
+    (or per model size) dominate the first initialisation.
     """
-    return {
-        "w": _truncated_normal(key, (fan_in, fan_out), math.sqrt(gain / fan_in)),
-        "b": jnp.zeros((fan_out,), jnp.float32),
-    }
+    blocks = [
+        jax.random.normal(jax.random.fold_in(key, index), (_NORMAL_BLOCK,), jnp.float32)
+        for index in range(-(-count // _NORMAL_BLOCK))
+    ]
+    return jnp.concatenate(blocks)[:count]
 
 
-def init_conv(
-    key: Array, kernel_size: tuple[int, int], in_channels: int, out_channels: int, *, gain: float = 2.0
-) -> dict[str, Array]:
-    """2-D convolution parameters, kernel in HWIO layout, ``fan_in = kh · kw · in_channels``."""
-    fan_in = kernel_size[0] * kernel_size[1] * in_channels
-    shape = (*kernel_size, in_channels, out_channels)
-    return {
-        "w": _truncated_normal(key, shape, math.sqrt(gain / fan_in)),
-        "b": jnp.zeros((out_channels,), jnp.float32),
-    }
+class Kernel(NamedTuple):
+    """A layer's weight shape (dense: ``(fan_in, fan_out)``; conv: HWIO) and initialisation gain."""
+
+    shape: tuple[int, ...]
+    gain: float = 2.0
+
+
+def init_kernels(key: Array, kernels: Mapping[str, Kernel]) -> dict[str, dict[str, Array]]:
+    """Dense/conv parameters ``{name: {"w", "b"}}``: ``w ~ N(0, gain / fan_in)``, ``b = 0``.
+
+    ``fan_in`` is the product of all but the last kernel dimension; ``gain = 2`` is He
+    initialisation (ReLU layers), ``gain = 1`` LeCun (linear outputs).  The weights are consecutive
+    pieces of one standard-normal stream drawn in fixed-size blocks (see :func:`standard_normals`).
+
+    Example:
+        >>> params = init_kernels(jax.random.key(0), {"hidden": Kernel((784, 256)), "out": Kernel((256, 10), 1.0)})
+        >>> params["out"]["w"].shape, params["out"]["b"].shape
+        ((256, 10), (10,))
+    """
+    sizes = [math.prod(kernel.shape) for kernel in kernels.values()]
+    normals = standard_normals(key, sum(sizes))
+    params, offset = {}, 0
+    for (name, kernel), size in zip(kernels.items(), sizes):
+        scale = math.sqrt(kernel.gain / math.prod(kernel.shape[:-1]))
+        weights = normals[offset : offset + size].reshape(kernel.shape) * jnp.float32(scale)
+        params[name] = {"w": weights, "b": jnp.zeros((kernel.shape[-1],), jnp.float32)}
+        offset += size
+    return params
 
 
 def init_layer_norm(features: int) -> dict[str, Array]:
@@ -66,8 +86,16 @@ def _add_bias(outputs: Array, bias: Array) -> Array:
 
 
 def dense(params: dict[str, Array], inputs: Array) -> Array:
-    """``y = x W + b`` over the last axis of ``x`` (any number of leading axes)."""
-    return _add_bias(jnp.tensordot(inputs, params["w"], axes=1), params["b"])
+    """``y = x W + b`` over the last axis of ``x`` (any number of leading axes).
+
+    Leading axes are flattened into one around a 2-D ``jnp.dot``: on XLA:CPU the backward pass of
+    a 3-D ``tensordot`` was 2.2× slower than that of the equivalent 2-D product.
+    """
+    if inputs.ndim == 2:
+        return _add_bias(jnp.dot(inputs, params["w"]), params["b"])
+    flat = inputs.reshape(-1, inputs.shape[-1])
+    outputs = _add_bias(jnp.dot(flat, params["w"]), params["b"])
+    return outputs.reshape(*inputs.shape[:-1], outputs.shape[-1])
 
 
 def conv2d(params: dict[str, Array], inputs: Array, *, stride: int | tuple[int, int]) -> Array:
@@ -98,8 +126,10 @@ def layer_norm(params: dict[str, Array], inputs: Array, *, epsilon: float = 1e-5
     mean = jnp.mean(inputs, axis=-1, keepdims=True)
     variance = jnp.mean(jnp.square(inputs - mean), axis=-1, keepdims=True)
     normalized = (inputs - mean) * jax.lax.rsqrt(variance + epsilon)
-    shape = (1,) * (inputs.ndim - 1) + params["scale"].shape
-    return normalized * params["scale"].reshape(shape) + params["shift"].reshape(shape)
+    # broadcast_to (not a reshape) is the form kfac-jax matches as a scale-and-shift layer.
+    scale = jnp.broadcast_to(params["scale"], normalized.shape)
+    shift = jnp.broadcast_to(params["shift"], normalized.shape)
+    return normalized * scale + shift
 
 
 def softmax_cross_entropy(logits: Array, labels: Array) -> Array:

@@ -21,7 +21,7 @@ from batchlab.errors import DataMissingError
 from batchlab.workloads.base import Params
 from batchlab.workloads.classification import ClassificationArrays, ClassificationWorkload
 from batchlab.workloads.data import cached_arrays
-from batchlab.workloads.layers import conv2d, conv_output_size, dense, init_conv, init_dense
+from batchlab.workloads.layers import Kernel, conv2d, conv_output_size, dense, init_kernels
 from batchlab.workloads.options import check_int
 
 __all__ = ["Mnist1dCnn", "generate_mnist1d", "load_mnist1d"]
@@ -83,6 +83,10 @@ class Mnist1dCnn(ClassificationWorkload):
     Options:
         num_samples: examples generated (80 % train, 20 % eval), 100 … 100,000 (default 5,000).
         seed: generator seed (default 42, the package's).
+
+    Target: evaluation error ≤ 0.05.  Heavy-ball SGD (momentum 0.9) at B = 128 first reached it after
+    350 steps (rate 0.1; best error ≈ 0.031, then overfitting); rate 0.03 plateaued near 0.08 and
+    rate 0.3 diverged.
     """
 
     num_samples: int = 5_000
@@ -90,9 +94,9 @@ class Mnist1dCnn(ClassificationWorkload):
 
     name: ClassVar[str] = "mnist1d-cnn"
     version: ClassVar[str] = "1"
-    target_value: ClassVar[float] = 0.15
+    target_value: ClassVar[float] = 0.05
     default_max_steps: ClassVar[int] = 10_000
-    default_eval_every: ClassVar[int] = 50
+    default_eval_every: ClassVar[int] = 25
     install_hint: ClassVar[str] = INSTALL_HINT
     description: ClassVar[str] = "MNIST-1D (generated offline), 1-D CNN 3x conv32 + dense"
 
@@ -106,15 +110,14 @@ class Mnist1dCnn(ClassificationWorkload):
         return load_mnist1d(self.num_samples, self.seed)
 
     def init_params(self, *, key: jax.Array) -> Params:
-        keys = jax.random.split(key, 4)
         width = conv_output_size(conv_output_size(SEQUENCE_LENGTH, 5, 2), 5, 2)
         channels = self.channels
-        return {
-            "conv1": init_conv(keys[0], (1, 5), 1, channels),
-            "conv2": init_conv(keys[1], (1, 5), channels, channels),
-            "conv3": init_conv(keys[2], (1, 5), channels, channels),
-            "output": init_dense(keys[3], width * channels, 10, gain=1.0),
-        }
+        return init_kernels(key, {
+            "conv1": Kernel((1, 5, 1, channels)),
+            "conv2": Kernel((1, 5, channels, channels)),
+            "conv3": Kernel((1, 5, channels, channels)),
+            "output": Kernel((width * channels, 10), gain=1.0),
+        })
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         """Logits, shape ``(batch, 10)``, for inputs ``(batch, 40)``."""

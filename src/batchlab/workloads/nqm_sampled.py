@@ -66,6 +66,13 @@ class NqmSampled(Workload):
         problem: an explicit :class:`batchlab.nqm.Problem` (overrides dim and exponent; integer
             weights are expanded into repeated directions).
 
+    Target: ``relative_risk ≤ 0.01`` (1 % of the expected initial risk, 2.59 → 0.0259 by default).
+    With its optimal learning rate, SGD's exact expected risk (``batchlab.nqm.optimize``) reaches it in
+    9,996 steps at B = 1, 649 at B = 16, 186 at B = 64 and 54 at B = 4,096 (perfect scaling up to
+    B ≈ 64); single
+    sampled runs at B = 64 (rate 0.81) first hit it after 138 … 155 steps, earlier than the expected
+    risk does, because a first hit of a noisy curve precedes the crossing of its mean.
+
     Example:
         >>> workload = NqmSampled(dim=10)
         >>> theta = workload.init_params(key=jax.random.key(0))

@@ -95,15 +95,20 @@ class TextTransformer(Workload):
     (next-character top-1 error), over ``eval_windows × context_length`` held-out predictions.
 
     Options:
-        context_length: characters per example, 8 … 512 (default 64).
+        context_length: characters per example, 8 … 512 (default 32).
         model_dim: width, 16 … 512, a multiple of ``heads`` (default 64).
         layers: Transformer blocks, 1 … 8 (default 2).
         heads: attention heads, 1 … 16 (default 4).
         eval_windows: evaluation windows, 16 … 8,192 (default 512).
         data_dir: folder holding ``bible.data`` ("" = ``$BATCHLAB_BIBLE_DIR`` or the program's default).
+
+    Target: evaluation loss ≤ 1.4 nats per character (2.02 bits).  Heavy-ball SGD (momentum 0.9) at
+    B = 128 first reached it after 1,500 steps (rate 0.3) and 1,800 (rate 0.1), ending at 1.31 and
+    1.33 after 3,000 steps; rate 1.0 diverged.  Context 32 rather than 64: at the same batch size a
+    step costs ~2.5× less on this CPU (half the characters; attention is quadratic in the context).
     """
 
-    context_length: int = 64
+    context_length: int = 32
     model_dim: int = 64
     layers: int = 2
     heads: int = 4
@@ -113,12 +118,12 @@ class TextTransformer(Workload):
     name: ClassVar[str] = "text-transformer"
     version: ClassVar[str] = "1"
     target_metric: ClassVar[str] = "loss"
-    target_value: ClassVar[float] = 1.6
-    default_max_steps: ClassVar[int] = 10_000
+    target_value: ClassVar[float] = 1.4
+    default_max_steps: ClassVar[int] = 20_000
     default_eval_every: ClassVar[int] = 100
     loss_kind: ClassVar[LossKind] = "softmax_cross_entropy"
     install_hint: ClassVar[str] = INSTALL_HINT
-    description: ClassVar[str] = "King James Bible, character-level Transformer LM (2 layers, d=64, context 64)"
+    description: ClassVar[str] = "King James Bible, character-level Transformer LM (2 layers, d=64, context 32)"
     eval_chunk_size: ClassVar[int] = 256
 
     def __post_init__(self) -> None:
@@ -173,7 +178,11 @@ class TextTransformer(Workload):
         return init_transformer(self.config, key=key)
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
-        """Next-character logits ``(batch, length, vocabulary)`` for int tokens ``(batch, length)``."""
+        """Next-character logits ``(batch, length, vocabulary)`` for int tokens ``(batch, length)``.
+
+        The training loss is the mean cross-entropy over every position, so a curvature method
+        registers it on ``logits.reshape(-1, vocabulary)`` against ``targets.reshape(-1)``.
+        """
         return apply_transformer(self.config, params, inputs)
 
     def per_example_loss(self, params: Params, batch: Batch) -> jax.Array:

@@ -1,7 +1,7 @@
 """A small decoder-only (GPT-style, pre-layer-norm) Transformer in plain JAX.
 
 ``logits = W_out · LN(blocks(E · onehot(tokens) + P))``, each block
-``x ← x + Attention(LN₁(x))``, ``x ← x + W₂ gelu(W₁ LN₂(x))`` with causal multi-head attention
+``x ← x + Attention(LN₁(x))``, ``x ← x + W₂ relu(W₁ LN₂(x))`` with causal multi-head attention
 ``softmax(q kᵀ / √d_head + mask) v``.  ``P`` is the fixed sinusoidal position encoding (no
 parameters).  The token embedding is a bias-free dense layer applied to one-hot tokens, so every
 parameter sits in a dense layer or a layer norm — the layers kfac-jax registers automatically.
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from batchlab.workloads.layers import dense, init_dense, init_layer_norm, layer_norm
+from batchlab.workloads.layers import Kernel, dense, init_kernels, init_layer_norm, layer_norm
 
 __all__ = ["TransformerConfig", "init_transformer", "apply_transformer", "sinusoidal_positions"]
 
@@ -46,23 +46,28 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
 
 def init_transformer(config: TransformerConfig, *, key: jax.Array) -> Params:
     """Parameters: embedding (no bias), per block LN₁, qkv, attention output, LN₂, MLP; final LN, output."""
-    dim = config.model_dim
-    keys = jax.random.split(key, 2 + 4 * config.layers)
-    embedding = init_dense(keys[0], config.vocabulary_size, dim, gain=1.0)
-    # One-hot inputs have fan-in 1 in effect: give embeddings unit-order scale.
-    params: Params = {"embedding": {"w": embedding["w"] * jnp.float32(math.sqrt(config.vocabulary_size))}}
+    dim, vocabulary = config.model_dim, config.vocabulary_size
+    # One-hot inputs have fan-in 1 in effect: gain = vocabulary gives embeddings of unit scale.
+    kernels = {"embedding": Kernel((vocabulary, dim), gain=float(vocabulary))}
     for layer in range(config.layers):
-        k_qkv, k_out, k_fc1, k_fc2 = keys[2 + 4 * layer : 6 + 4 * layer]
+        kernels[f"block{layer}.qkv"] = Kernel((dim, 3 * dim), gain=1.0)
+        kernels[f"block{layer}.attention_out"] = Kernel((dim, dim), gain=1.0 / config.layers)
+        kernels[f"block{layer}.fc1"] = Kernel((dim, 4 * dim), gain=2.0)
+        kernels[f"block{layer}.fc2"] = Kernel((4 * dim, dim), gain=1.0 / config.layers)
+    kernels["output"] = Kernel((dim, vocabulary), gain=1.0)
+    drawn = init_kernels(key, kernels)
+    params: Params = {"embedding": {"w": drawn["embedding"]["w"]}}  # no bias
+    for layer in range(config.layers):
         params[f"block{layer}"] = {
             "norm1": init_layer_norm(dim),
-            "qkv": init_dense(k_qkv, dim, 3 * dim, gain=1.0),
-            "attention_out": init_dense(k_out, dim, dim, gain=1.0 / config.layers),
+            "qkv": drawn[f"block{layer}.qkv"],
+            "attention_out": drawn[f"block{layer}.attention_out"],
             "norm2": init_layer_norm(dim),
-            "fc1": init_dense(k_fc1, dim, 4 * dim, gain=2.0),
-            "fc2": init_dense(k_fc2, 4 * dim, dim, gain=1.0 / config.layers),
+            "fc1": drawn[f"block{layer}.fc1"],
+            "fc2": drawn[f"block{layer}.fc2"],
         }
     params["final_norm"] = init_layer_norm(dim)
-    params["output"] = init_dense(keys[1], dim, config.vocabulary_size, gain=1.0)
+    params["output"] = drawn["output"]
     return params
 
 
@@ -91,6 +96,6 @@ def apply_transformer(config: TransformerConfig, params: Params, tokens: jax.Arr
     for layer in range(config.layers):
         block = params[f"block{layer}"]
         hidden = hidden + _attention(block, layer_norm(block["norm1"], hidden), config.heads)
-        expanded = jax.nn.gelu(dense(block["fc1"], layer_norm(block["norm2"], hidden)), approximate=True)
+        expanded = jax.nn.relu(dense(block["fc1"], layer_norm(block["norm2"], hidden)))
         hidden = hidden + dense(block["fc2"], expanded)
     return dense(params["output"], layer_norm(params["final_norm"], hidden))
