@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batchlab.cli import _register, app
+from batchlab.workloads.registry import get_workload
 
 _register()
 RUNNER = CliRunner()
@@ -38,7 +39,7 @@ def test_calibrate_writes_valid_prediction_and_spectra(digits_run):
     assert prediction["workload"] == "digits-cnn"
     assert isinstance(prediction["checkpoint_step"], int) and prediction["checkpoint_step"] > 0
     target = prediction["target"]
-    assert target["metric"] == "error" and target["value"] == 0.03
+    assert target["metric"] == "error" and target["value"] == get_workload("digits-cnn").target_value
     assert 0 < target["nqm_target"] < target["initial_loss"]
     assert set(prediction["optimizers"]) == {"sgd", "momentum"}
     for name, kind in (("sgd", "sgd"), ("momentum", "momentum")):
