@@ -89,3 +89,14 @@ def test_noise_needs_examples_and_sketches(tiny):
     top = top_eigenpairs(op, 2, key=jax.random.PRNGKey(0))
     with pytest.raises(InputError):
         gradient_noise(workload, params, chunk_batch(batch, 64), top, op, key=jax.random.PRNGKey(0), sketches=1)
+
+
+def test_measurements_are_deterministic_in_the_key():
+    workload = get_workload("nqm-sampled", dim=50)
+    params = workload.init_params(key=jax.random.PRNGKey(0))
+    config = MeasureConfig(top_k=4, curvature_examples=16, noise_examples=64, chunk_size=32, slq_probes=2,
+                           slq_steps=8, sketches=4)
+    first, again = (measure(workload, params, config, key=jax.random.PRNGKey(4)) for _ in range(2))
+    other = measure(workload, params, config, key=jax.random.PRNGKey(5))
+    assert first.as_dict() == again.as_dict()
+    assert first.as_dict()["noise"] != other.as_dict()["noise"]

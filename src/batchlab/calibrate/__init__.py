@@ -53,6 +53,7 @@ from batchlab.calibrate.operators import (
 )
 from batchlab.calibrate.pipeline import Calibration, CalibrationConfig, calibrate, write_calibration
 from batchlab.calibrate.predict import PROXIES, Proxy, predict
+from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, run_reference
 
 __all__ = [
@@ -64,4 +65,5 @@ __all__ = [
     "NoiseStats", "gradient_noise",
     "ModelConfig", "CalibratedProblem", "build_problem",
     "Proxy", "PROXIES", "predict",
+    "Stages", "no_progress",
 ]

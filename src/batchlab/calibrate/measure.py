@@ -20,26 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 
 from batchlab.calibrate.lanczos import Eigenpairs, SpectralDensity, spectral_density, top_eigenpairs
 from batchlab.calibrate.noise import NoiseStats, gradient_noise
 from batchlab.calibrate.operators import Curvature, chunk_batch, curvature_operator
+from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.errors import InputError
 
-__all__ = ["MeasureConfig", "Spectra", "measure", "Stages", "no_progress"]
-
-Tick = Callable[[], None]
-Stages = Callable[[str, int], Tick]
-"""``stages(name, total) -> tick``: a progress hook; ``tick()`` advances stage ``name`` by one of ``total``."""
-
-
-def no_progress(name: str, total: int) -> Tick:
-    """A :data:`Stages` hook that shows nothing."""
-    del name, total
-    return lambda: None
+__all__ = ["MeasureConfig", "Spectra", "measure"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +131,7 @@ def measure(workload: Any, params: Any, config: MeasureConfig = MeasureConfig(),
         params: the parameter pytree (e.g. a checkpoint of a reference run).
         config: sizes and the curvature kind.
         key: PRNG key; equal keys give identical results.
-        stages: progress hook (see :data:`Stages`).
+        stages: progress hook (see :mod:`batchlab.calibrate.progress`).
 
     Returns:
         :class:`Spectra`.

@@ -18,10 +18,11 @@ from typing import Any
 import jax
 
 from batchlab.calibrate.figures import prediction_figure, spectrum_figure
-from batchlab.calibrate.measure import MeasureConfig, Spectra, Stages, measure, no_progress
+from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
 from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem
 from batchlab.calibrate.operators import chunk_batch
 from batchlab.calibrate.predict import PROXIES, optimizer_entry, predict
+from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
 from batchlab.errors import InputError
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
@@ -107,7 +108,7 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
         workload: a :class:`~batchlab.workloads.base.Workload`.
         config: the settings (validated first).
         seed: the seed of the reference run and of every measurement.
-        stages: progress hook (see :data:`batchlab.calibrate.measure.Stages`).
+        stages: progress hook (see :mod:`batchlab.calibrate.progress`).
 
     Returns:
         :class:`Calibration`.
@@ -127,9 +128,7 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     k_loss, k_measure = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1))
     loss_n, loss_chunk = config.measure.rounded(config.loss_examples)
     loss_chunks = chunk_batch(workload.sample_batch(key=k_loss, batch_size=loss_n), loss_chunk)
-    budget = config.reference.max_steps or workload.default_max_steps
-    reference = run_reference(workload, config.reference, seed=seed, loss_chunks=loss_chunks,
-                              tick=stages("reference run", budget))
+    reference = run_reference(workload, config.reference, seed=seed, loss_chunks=loss_chunks, stages=stages)
     timings["reference"] = time.perf_counter() - start
     spectra = measure(workload, reference.checkpoint, config.measure, key=k_measure, stages=stages)
     timings["measure"] = time.perf_counter() - start - timings["reference"]

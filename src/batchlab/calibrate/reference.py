@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from batchlab.calibrate.model import Anchor
+from batchlab.calibrate.progress import Stages, Tick, no_progress
 from batchlab.errors import InputError
 from batchlab.nqm.dynamics import heavy_ball, nesterov, sgd, with_ema
 from batchlab.optim import bind, get_optimizer, prepare
 
 __all__ = ["ReferenceConfig", "ReferenceRun", "run_reference", "measured_loss", "reference_anchor", "tuning_rates"]
 
-Tick = Callable[[], None]
 DIVERGENCE = 1e3  # a minibatch loss this many times the first evaluated one (or NaN/inf) means diverged
 
 
@@ -218,17 +218,18 @@ def tuning_rates(optimizer: str, points: int) -> np.ndarray:
     return np.geomspace(high, low, points)
 
 
-def _sweep(trainer: _Trainer, config: ReferenceConfig, budget: int, tick: Tick | None
+def _sweep(trainer: _Trainer, config: ReferenceConfig, budget: int, tick: Tick
            ) -> tuple[dict[str, Any], tuple[tuple[float, int | None], ...]]:
     """The fastest learning rate to the target (runs stop once they can no longer win)."""
     best: tuple[int, float] | None = None
     trials = []
     for rate in tuning_rates(config.optimizer, config.tune_points):
+        tick()
         values = {**config.hyperparameters, "learning_rate": float(rate)}
         prepared = prepare(get_optimizer(config.optimizer), values)
         limit = budget if best is None else best[0]
         outcome = trainer.run(prepared, limit=limit, budget=budget, checkpoint_step=None, want_target=True,
-                              tick=tick)
+                              tick=None)
         steps = None if outcome.hit is None else outcome.hit.step
         trials.append((float(rate), steps))
         if steps is not None and (best is None or steps < best[0]):
@@ -239,7 +240,7 @@ def _sweep(trainer: _Trainer, config: ReferenceConfig, budget: int, tick: Tick |
 
 
 def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chunks: list[Any],
-                  tick: Tick | None = None) -> ReferenceRun:
+                  stages: Stages = no_progress) -> ReferenceRun:
     """Train the reference optimizer to the checkpoint and (unless ``target_loss`` is given) the target.
 
     With ``tune_points > 0`` (and no given ``target_loss``) the learning rate is first tuned: one run
@@ -251,7 +252,7 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
         config: the reference run.
         seed: the run's seed (``train``'s convention, see the module docstring).
         loss_chunks: the fixed measurement batch, in chunks (see :func:`measured_loss`).
-        tick: called after every update.
+        stages: progress hook: one unit per tuning run, then one per update of the reference run.
 
     Returns:
         :class:`ReferenceRun`.
@@ -269,10 +270,10 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     want_target = config.target_loss is None
     values, trials = dict(config.hyperparameters), ()
     if want_target and config.tune_points > 0:
-        values, trials = _sweep(trainer, config, budget, tick)
+        values, trials = _sweep(trainer, config, budget, stages("reference tuning", config.tune_points))
     prepared = prepare(spec, values)
     outcome = trainer.run(prepared, limit=budget, budget=budget, checkpoint_step=config.checkpoint_step,
-                          want_target=want_target, tick=tick)
+                          want_target=want_target, tick=stages("reference run", budget))
     name = f"the reference run ({config.optimizer}, batch {config.batch_size})"
     if outcome.diverged:
         raise InputError(f"{name} diverged; lower its learning rate")
