@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -114,24 +115,30 @@ def measured_study(optimizer: str = "sgd", seeds: tuple[int, ...] = (0, 1, 2)) -
     return best
 
 
-def bench_study(optimizer: str) -> None:
-    predicted = bench_pipeline()["optimizers"][optimizer]["critical_batch_size"]
+def bench_study(optimizer: str, prediction: str | None) -> None:
+    entries = (json.loads(Path(prediction).read_text()) if prediction else bench_pipeline())["optimizers"]
+    predicted = entries[optimizer]
     best = measured_study(optimizer)
     measured = critical_batch_size(list(best), list(best.values()))
-    ratio = predicted["b_noise"] / measured.fit.b_noise
-    print(json.dumps({"measured_steps": best, "measured": measured.as_dict(), "predicted": predicted}))
-    print(f"[study] {optimizer} on digits-cnn: critical batch size (hyperbola fit) predicted "
-          f"{predicted['b_noise']:.3g}, measured {measured.fit.b_noise:.3g}, ratio {ratio:.2f}")
+    critical = predicted["critical_batch_size"]
+    print(json.dumps({"measured_steps": best, "measured": measured.as_dict(),
+                      "predicted_steps": dict(zip(predicted["batch_sizes"], predicted["steps"])),
+                      "predicted": critical}))
+    for key, value in (("hyperbola fit", measured.fit.b_noise), ("20% overhead", measured.overhead)):
+        mine = critical["b_noise" if key == "hyperbola fit" else "overhead"]
+        print(f"[study] {optimizer} on digits-cnn: critical batch size ({key}) predicted {mine:.3g}, "
+              f"measured {value:.3g}, ratio {mine / value:.2f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", nargs="?", default="all", choices=("pipeline", "noise", "study", "all"))
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "momentum"))
+    parser.add_argument("--prediction", help="compare with this prediction.json instead of calibrating first")
     args = parser.parse_args()
     if args.which in ("pipeline", "all"):
         bench_pipeline()
     if args.which in ("noise", "all"):
         bench_noise()
     if args.which == "study":
-        bench_study(args.optimizer)
+        bench_study(args.optimizer, args.prediction)
