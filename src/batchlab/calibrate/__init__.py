@@ -9,24 +9,29 @@ quadrature, and per-example gradient noise with McCandlish et al.'s noise scales
 
 Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``):
 
-``prediction.json`` — what a study report overlays (``STUDY_DIR/calibration/prediction.json``)::
+``prediction.json`` — what a study report overlays (``STUDY_DIR/calibration/prediction.json``); from
+``batchlab calibrate --workload digits-cnn`` (abridged)::
 
-    {"workload": "digits-cnn", "checkpoint_step": 100,
-     "target": {"metric": "error", "value": 0.03, "nqm_target": 0.047,
-                "relative": 0.017, "initial_loss": 2.69, "target_loss": 0.047, "target_step": 76},
+    {"workload": "digits-cnn", "checkpoint_step": 47,
+     "target": {"metric": "error", "value": 0.025, "nqm_target": 0.0712,
+                "relative": 0.0255, "initial_loss": 2.789, "target_loss": 0.0712, "target_step": 47},
      "optimizers": {
-        "sgd":      {"nqm_kind": "sgd", "precond": 0.0, "batch_sizes": [4.0, 16.0, ...],
-                     "steps": [1234, 310, ..., null], "learning_rates": [...], "momenta": [null, ...],
-                     "critical_batch_size": {"b_noise": 210.5, "overhead": 256.0}},
+        "sgd":      {"nqm_kind": "sgd", "precond": 0.0, "batch_sizes": [4.0, 16.0, 64.0, ...],
+                     "steps": [272, 75, 27, ...], "learning_rates": [0.0318, 0.111, 0.259, ...],
+                     "momenta": [null, null, null, ...],
+                     "critical_batch_size": {"b_noise": 76.6, "overhead": 16.0}},
         "momentum": {"nqm_kind": "momentum", "precond": 0.0, ...},
         "adam":     {"nqm_kind": "momentum", "precond": 0.5, ...},
         "kfac":     {"nqm_kind": "momentum", "precond": 0.75, ...}},
-     "noise_scales": {"b_simple": 61.2, "b_noise": 35.0}, "curvature": "hessian", "seed": 0}
+     "noise_scales": {"b_simple": 241.8, "b_noise": 91.2}, "curvature": "hessian", "seed": 0}
 
   ``steps[i]`` is the NQM's fewest steps to ``nqm_target`` at ``batch_sizes[i]`` (examples per step, the
-  study's unit), ``null`` if unreachable; ``b_noise`` is the hyperbola-fit critical batch size and
-  ``overhead`` the largest batch size within 20 % of perfect scaling (:mod:`batchlab.critical`), both
-  ``null`` when undefined.  ``nqm_target = relative × NQM initial risk`` in loss units.
+  study's unit), ``null`` if unreachable; ``learning_rates``/``momenta`` are the NQM's tuned values
+  (for the preconditioned proxies ``adam`` and ``kfac`` they are in the proxy's units, not the
+  optimizer's); ``b_noise`` is the hyperbola-fit critical batch size and ``overhead`` the largest batch
+  size within 20 % of perfect scaling (:mod:`batchlab.critical`), both ``null`` when undefined.
+  ``nqm_target = relative × NQM initial risk`` in loss units; ``checkpoint_step`` is where the spectra
+  were measured (by default the reference run's first step meeting the target, ``target_step``).
 
 ``spectra.json`` — the measurements: ``"eigenvalues"`` (top-k, descending), ``"residuals"``,
 ``"noise"`` (``c_i`` along each eigenvector) and ``"noise_stderr"``, ``"gradient_projections"``,

@@ -79,6 +79,8 @@ def prediction_figure(curves: Mapping[str, ScalingCurve], path: Path, *, title: 
     if np.any(finite):
         b0, s0 = first.batch_sizes[finite][0], first.steps[finite][0]
         ax.plot(first.batch_sizes, s0 * b0 / first.batch_sizes, color="k", ls="--", lw=0.8, label="perfect scaling")
+        lowest = min(float(np.min(c.steps[np.isfinite(c.steps)], initial=np.inf)) for c in curves.values())
+        ax.set_ylim(bottom=0.5 * lowest)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")

@@ -103,6 +103,7 @@ class Spectra:
 
     def as_dict(self) -> dict[str, Any]:
         """The spectra JSON (see :mod:`batchlab.calibrate`)."""
+        noise = self.noise.as_dict()
         return {
             "curvature": self.curvature,
             "dim": self.dim,
@@ -116,9 +117,9 @@ class Spectra:
             "trace": self.trace,
             "bulk_density": self.bulk.as_dict(),
             "curvature_examples": self.curvature_examples,
-            "gradient_noise": self.noise.as_dict(),
-            "b_simple": self.noise.as_dict()["b_simple"],
-            "b_noise": self.noise.as_dict()["b_noise"],
+            "gradient_noise": noise,
+            "b_simple": noise["b_simple"],
+            "b_noise": noise["b_noise"],
         }
 
 
