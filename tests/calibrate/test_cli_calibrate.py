@@ -13,7 +13,7 @@ from batchlab.workloads.registry import get_workload
 _register()
 RUNNER = CliRunner()
 SMALL = ("--top-k", "4", "--slq-probes", "2", "--slq-steps", "12", "--curvature-examples", "256",
-         "--noise-examples", "256", "--chunk-size", "128", "--reference-tune", "3")
+         "--noise-examples", "256", "--chunk-size", "128", "--reference-tune", "3", "--reference-seeds", "1")
 
 
 def _strict(text: str):

@@ -8,7 +8,6 @@ from batchlab.calibrate.model import Anchor
 from batchlab.calibrate.operators import chunk_batch
 from batchlab.calibrate.reference import ReferenceConfig, reference_anchor, run_reference, tuning_rates
 from batchlab.errors import InputError
-from batchlab.nqm.dynamics import HeavyBall, SGD
 from batchlab.train import train
 
 from toys import ToyClassifier
@@ -34,9 +33,7 @@ def test_checkpoint_and_first_hit_agree_with_train(toy):
     assert run.target_step == reached.steps_to_target  # exact first hit (replayed), as train reports it
     assert run.target_loss < run.initial_loss
     assert run.hyperparameters["learning_rate"] == 0.05 and run.trials == ()
-    anchor = reference_anchor(config, run)
-    assert isinstance(anchor, Anchor) and isinstance(anchor.dynamics, HeavyBall)
-    assert anchor.steps == run.target_step and anchor.batch_size == 32.0
+    assert reference_anchor(config, run) == Anchor("momentum", 0.0, 32.0, run.median_steps)
 
 
 def test_checkpoint_defaults_to_the_first_hit(toy):
@@ -45,28 +42,31 @@ def test_checkpoint_defaults_to_the_first_hit(toy):
     run = run_reference(workload, config, seed=0, loss_chunks=chunks)
     assert run.checkpoint_step == run.target_step
     assert workload.reached(workload.evaluate(run.checkpoint))
-    assert isinstance(reference_anchor(config, run).dynamics, SGD)
+    assert reference_anchor(config, run) == Anchor("sgd", 0.0, 32.0, run.median_steps)
 
 
 def test_tuning_picks_the_fastest_rate(toy):
     workload, chunks = toy
-    config = ReferenceConfig(batch_size=32, tune_points=5, max_steps=300)
+    config = ReferenceConfig(batch_size=32, tune_points=5, max_steps=300, seeds=1)
     run = run_reference(workload, config, seed=0, loss_chunks=chunks)
     rates = tuning_rates("sgd", 5)
     assert [rate for rate, _ in run.trials] == pytest.approx(rates.tolist())
     assert np.all(np.diff(rates) < 0)
-    finished = [steps for _, steps in run.trials if steps is not None]
-    assert run.target_step == min(finished)
+    finished = [steps for _, steps in run.trials if np.isfinite(steps)]
+    assert run.target_step == min(finished) == run.median_steps
     chosen = [rate for rate, steps in run.trials if steps == run.target_step][0]
     assert run.hyperparameters["learning_rate"] == pytest.approx(chosen)
 
 
-def test_adaptive_references_have_no_anchor(toy):
+def test_anchors_use_the_study_proxies_and_averaging_has_none(toy):
     workload, chunks = toy
     config = ReferenceConfig(optimizer="adam", hyperparameters={"learning_rate": 0.01}, batch_size=32,
                              tune_points=0)
     run = run_reference(workload, config, seed=0, loss_chunks=chunks)
-    assert reference_anchor(config, run) is None
+    assert reference_anchor(config, run) == Anchor("momentum", 0.5, 32.0, run.median_steps)
+    averaged = ReferenceConfig(optimizer="sgd+ema", hyperparameters={"learning_rate": 0.5}, batch_size=32,
+                               tune_points=0)
+    assert reference_anchor(averaged, run_reference(workload, averaged, seed=0, loss_chunks=chunks)) is None
 
 
 def test_reference_errors_are_one_line_input_errors(toy):
@@ -79,6 +79,17 @@ def test_reference_errors_are_one_line_input_errors(toy):
                                                 tune_points=0), seed=0, loss_chunks=chunks)
     for bad in (ReferenceConfig(batch_size=0), ReferenceConfig(checkpoint_step=-1),
                 ReferenceConfig(optimizer="adamw"), ReferenceConfig(hyperparameters={"lr": 0.1}),
-                ReferenceConfig(target_loss=0.1), ReferenceConfig(tune_points=-1)):
+                ReferenceConfig(target_loss=0.1), ReferenceConfig(tune_points=-1), ReferenceConfig(seeds=0)):
         with pytest.raises(InputError):
             bad.check()
+
+
+def test_seeds_give_the_median_steps_of_the_chosen_rate(toy):
+    workload, chunks = toy
+    hp = {"learning_rate": 0.3}
+    config = ReferenceConfig(hyperparameters=hp, batch_size=16, tune_points=0, seeds=3)
+    run = run_reference(workload, config, seed=4, loss_chunks=chunks)
+    steps = sorted(train(workload, "sgd", hp, 16, 300, seed, eval_every=20).steps_to_target for seed in (4, 5, 6))
+    assert run.median_steps == steps[1]
+    assert run.target_step == train(workload, "sgd", hp, 16, 300, 4, eval_every=20).steps_to_target
+    assert reference_anchor(config, run).steps == steps[1]

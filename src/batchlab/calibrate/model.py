@@ -27,17 +27,22 @@ back to ``"top-k"``.
 equals the measured ``L(θ₀) − floor``.  Within the family "direction i starts with a share of the risk
 ``∝ w_i h_i^a``", i.e. ``s0_i = 2(L₀ − floor) h_i^(a−1) / Σ_j w_j h_j^a``:
 
-- ``"fit"`` (default): choose ``a`` so that the NQM reproduces the reference run — its exact expected
-  risk after the reference run's ``T`` steps, with the reference optimizer's own dynamics
-  (:class:`Anchor`: SGD, heavy ball or Nesterov, ± EMA, at the reference learning rate, momentum and
-  batch size; capped at 95 % of the NQM's stability limit, see :func:`stable_anchor`), equals the
-  target risk.  Real networks start with their loss concentrated in
-  high-curvature directions (the gradient lives mostly in the top eigenspace: Gur-Ari, Roberts & Dyer
-  2018), which the fitted ``a > 1`` expresses; with ``a = 1`` a network's thousands of flat bulk
-  directions would hold most of the risk and the NQM would need orders of magnitude more steps than
-  the reference run did.  Without an anchor (an adaptive reference optimizer, a schedule, or a given
-  target loss) this falls back to ``"isotropic"``; if no ``a`` in ``[−1, 12]`` matches, the closest is
-  used and the rule says so;
+- ``"fit"`` (default): choose ``a`` so that the NQM reproduces the (tuned) reference run: the NQM's
+  fewest steps to its target at the reference batch size, for the reference optimizer's NQM kind with
+  its learning rate (and momentum) tuned by :func:`batchlab.nqm.optimize.optimize`, equal the
+  reference run's ``T`` steps (:class:`Anchor`).  Tuned is matched with tuned because the predictions
+  are of tuned optimizers, and because the reference's own learning rate is not transferable: at the
+  edge of stability (Cohen et al. 2021) a network trained with rate α has sharpness ≈ 2/α at the
+  checkpoint, on or past the NQM's hard stability limit, and the noise measured at the target
+  (cross-entropy noise shrinks with the loss, the NQM's does not) can put the NQM's noise floor at
+  that rate above the target.  The tuned NQM steps fall steeply and monotonically in ``a``; the root is
+  bracketed on a grid of ``a`` in ``[−1, 12]`` and refined by Brent's method.  Real networks start
+  with their loss concentrated in high-curvature directions (the gradient lives mostly in the top
+  eigenspace: Gur-Ari, Roberts & Dyer 2018), which the fitted ``a > 1`` expresses; with ``a = 1`` a
+  network's thousands of flat bulk directions would hold much of the risk and the NQM would need far
+  more steps than the reference run did.  Without an anchor (a reference optimizer without an NQM
+  proxy, a schedule, or a given target loss) this falls back to ``"isotropic"``; if no ``a`` matches,
+  the closest grid value is used and the rule says ``"fit (closest)"``;
 - ``"isotropic"`` (``a = 1``, the paper's ``θ(0) ~ N(0, s0 I)``): the initial displacement has no
   preferred direction, so each direction's risk is proportional to its curvature;
 - ``"equal-risk"`` (``a = 0``): every direction starts with the same risk.
@@ -60,23 +65,23 @@ from scipy.optimize import brentq
 
 from batchlab.calibrate.measure import Spectra
 from batchlab.errors import InputError
-from batchlab.nqm.dynamics import Dynamics, max_stable_learning_rate, with_learning_rate
-from batchlab.nqm.risk import expected_risk
+from batchlab.nqm.optimize import optimize
 from batchlab.nqm.solve import compress
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "build_problem", "stable_anchor", "EXPONENT_RANGE", "EDGE"]
+__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "build_problem", "EXPONENT_RANGE"]
 
 EXPONENT_RANGE = (-1.0, 12.0)
-EDGE = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
 class Anchor:
-    """A measured run the NQM must reproduce: with NQM ``dynamics`` at ``batch_size`` the workload's
-    target was first met after ``steps`` updates."""
+    """A measured point the NQM must reproduce: the tuned reference optimizer (NQM ``kind`` with
+    preconditioner power ``precond``) first met the workload's target after ``steps`` updates at
+    ``batch_size``."""
 
-    dynamics: Dynamics
+    kind: str
+    precond: float
     batch_size: float
     steps: int
 
@@ -163,37 +168,23 @@ def _initial(h: np.ndarray, w: np.ndarray, risk0: float, exponent: float) -> np.
     return 2.0 * risk0 * scaled ** (exponent - 1.0) / (float(w @ scaled**exponent) * h.max())
 
 
-def stable_anchor(problem: Problem, anchor: Anchor) -> Anchor:
-    """``anchor`` with its learning rate capped at :data:`EDGE` times the NQM's stability limit.
-
-    At the edge of stability (Cohen et al. 2021) the sharpness of a network trained with rate α settles
-    near ``limit/α``, so a checkpoint of the reference run may put the reference rate at or just past
-    the NQM's (hard) stability limit, where the NQM diverges while the network does not.
-    """
-    limit = float(max_stable_learning_rate(problem, anchor.dynamics))
-    if float(anchor.dynamics.learning_rate) <= EDGE * limit:
-        return anchor
-    return dataclasses.replace(anchor, dynamics=with_learning_rate(anchor.dynamics, EDGE * limit))
-
-
 def _fit_exponent(h, c, w, risk0: float, target: float, anchor: Anchor) -> tuple[float, str]:
-    """The share exponent ``a`` whose NQM risk after ``anchor.steps`` equals ``target`` (see module docstring)."""
-    anchor = stable_anchor(Problem(h=h, c=c, s0=1.0, weights=w), anchor)
-
+    """The share exponent ``a`` whose tuned NQM steps at the anchor equal its steps (module docstring)."""
     def gap(a: float) -> float:
         problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, a), weights=w)
-        risk = float(expected_risk(problem, anchor.dynamics, batch_size=anchor.batch_size, steps=[anchor.steps])[0])
-        return math.log(risk / target) if risk > 0 and math.isfinite(risk) else math.inf
+        steps = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=target,
+                         precond=anchor.precond).steps
+        return math.log(max(steps, 0.5) / anchor.steps) if math.isfinite(steps) else math.inf
 
-    grid = np.linspace(*EXPONENT_RANGE, 27)
+    grid = np.linspace(*EXPONENT_RANGE, 14)
     values = np.array([gap(a) for a in grid])
     brackets = [i for i in range(len(grid) - 1)
                 if np.isfinite(values[i]) and np.isfinite(values[i + 1]) and values[i] * values[i + 1] <= 0]
     if not brackets:
         best = int(np.argmin(np.abs(values)))
         return float(grid[best]), "fit (closest)"
-    i = min(brackets, key=lambda j: abs(grid[j] - 1.0))  # the root nearest the isotropic start
-    return float(brentq(gap, grid[i], grid[i + 1], xtol=1e-6)), "fit"
+    i = min(brackets, key=lambda j: abs(grid[j] - 1.0))  # the crossing nearest the isotropic start
+    return float(brentq(gap, grid[i], grid[i + 1], xtol=1e-3)), "fit"
 
 
 def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, anchor: Anchor | None = None,

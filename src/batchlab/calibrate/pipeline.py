@@ -71,6 +71,7 @@ class Calibration:
     """A finished calibration (see :func:`calibrate`)."""
 
     workload: Any
+    config: CalibrationConfig
     seed: int
     reference: ReferenceRun
     spectra: Spectra
@@ -90,6 +91,12 @@ class Calibration:
                        "target_loss": ref.target_loss, "target_step": ref.target_step},
             "optimizers": {name: optimizer_entry(curve) for name, curve in self.curves.items()},
             "noise_scales": {"b_simple": noise.as_dict()["b_simple"], "b_noise": noise.as_dict()["b_noise"]},
+            "reference": {"optimizer": self.config.reference.optimizer,
+                          "batch_size": self.config.reference.batch_size,
+                          "hyperparameters": dict(ref.hyperparameters), "median_steps": ref.median_steps,
+                          "seeds": self.config.reference.seeds,
+                          "tuning": [{"learning_rate": rate, "steps": steps} for rate, steps in ref.trials]},
+            "initial_exponent": self.nqm.initial_exponent, "initial_rule": self.nqm.initial_rule,
             "curvature": self.spectra.curvature,
             "seed": self.seed,
         }
@@ -139,7 +146,7 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
                      optimizers={name: PROXIES[name] for name in config.optimizers}, progress=lambda _: tick())
     timings["predict"] = time.perf_counter() - start - timings["reference"] - timings["measure"]
     timings["total"] = time.perf_counter() - start
-    return Calibration(workload, seed, reference, spectra, nqm, curves, timings)
+    return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings)
 
 
 def _json_ready(value: Any) -> Any:

@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from batchlab.calibrate.model import Anchor
+from batchlab.calibrate.predict import PROXIES, Proxy
 from batchlab.calibrate.progress import Stages, Tick, no_progress
 from batchlab.errors import InputError
-from batchlab.nqm.dynamics import heavy_ball, nesterov, sgd, with_ema
 from batchlab.optim import bind, get_optimizer, prepare
 
 __all__ = ["ReferenceConfig", "ReferenceRun", "run_reference", "measured_loss", "reference_anchor", "tuning_rates"]
@@ -59,6 +59,8 @@ class ReferenceConfig:
             are of tuned optimizers, and the fitted initial state (:mod:`batchlab.calibrate.model`) makes
             the NQM reproduce the reference run, so an untuned, slow reference would be read as slow
             directions of the landscape.
+        seeds: seeds per tuning rate and for the anchor's steps (median); more seeds damp the
+            downward bias of taking the luckiest first hit over rates.
     """
 
     optimizer: str = "sgd"
@@ -69,13 +71,14 @@ class ReferenceConfig:
     eval_every: int | None = None
     target_loss: float | None = None
     tune_points: int = 13
+    seeds: int = 3
 
     def check(self) -> None:
         """Raise :class:`InputError` on the first invalid setting (cheap; trains nothing)."""
         for name, low in (("batch_size", 1), ("checkpoint_step", 0), ("max_steps", 1), ("eval_every", 1),
-                          ("tune_points", 0)):
+                          ("tune_points", 0), ("seeds", 1)):
             value = getattr(self, name)
-            if name not in ("batch_size", "tune_points") and value is None:
+            if name not in ("batch_size", "tune_points", "seeds") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"reference {name} must be an integer >= {low}, got {value!r}")
@@ -99,8 +102,10 @@ class ReferenceRun:
         target_step: that step (``None`` when ``target_loss`` was given).
         target_metrics: the workload's metrics there (empty when given).
         hyperparameters: the reference run's hyperparameters (all of them, the tuned rate included).
-        trials: ``(learning rate, steps to target or None)`` of the tuning runs (in the order run;
-            steps of runs stopped early are ``None``).
+        trials: ``(learning rate, median steps to target)`` of the tuning (in the order run; ``inf``
+            for rates stopped early or diverged).
+        median_steps: median over the reference seeds of the steps to target at the chosen
+            hyperparameters (``target_step`` with one seed): the anchor of the NQM fit.
     """
 
     checkpoint: Any
@@ -110,7 +115,8 @@ class ReferenceRun:
     target_step: int | None
     target_metrics: Mapping[str, float]
     hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    trials: tuple[tuple[float, int | None], ...] = ()
+    trials: tuple[tuple[float, float], ...] = ()
+    median_steps: int | None = None
 
 
 def measured_loss(workload: Any, params: Any, chunks: list[Any]) -> float:
@@ -134,65 +140,72 @@ class _Outcome(NamedTuple):
     diverged: bool
 
 
+def _keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``key_data, key_init, key_opt`` of a run (``train``'s convention)."""
+    key_data, key_init, key_opt = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return key_data, key_init, key_opt
+
+
 @dataclasses.dataclass(frozen=True)
 class _Trainer:
-    """One compiled update for every learning rate of a sweep (hyperparameters live in the state)."""
+    """One compiled update for every learning rate and seed (hyperparameters live in the state, keys
+    are arguments)."""
 
     workload: Any
     stepper: Any
     update: Callable
-    keys: tuple[jax.Array, jax.Array, jax.Array]
     batch_size: int
     cadence: int
+    budget: int
 
     @classmethod
-    def build(cls, workload: Any, prepared: Any, config: ReferenceConfig, seed: int) -> "_Trainer":
+    def build(cls, workload: Any, prepared: Any, config: ReferenceConfig, budget: int) -> "_Trainer":
         stepper = bind(prepared, workload)
-        key_data, key_init, key_opt = jax.random.split(jax.random.PRNGKey(seed), 3)
         size = config.batch_size
 
         @jax.jit
-        def update(params, state, t, data):
+        def update(params, state, t, data, key_data, key_opt):
             batch = workload.sample_batch_from(data, key=jax.random.fold_in(key_data, t), batch_size=size)
             return stepper.step(params, state, batch, key=jax.random.fold_in(key_opt, t))
 
         cadence = config.eval_every or workload.default_eval_every
-        return cls(workload, stepper, update, (key_data, key_init, key_opt), size, cadence)
+        return cls(workload, stepper, update, size, cadence, budget)
 
-    def start(self, prepared: Any, budget: int, data: Any) -> tuple[Any, Any]:
-        key_data, key_init, key_opt = self.keys
+    def start(self, prepared: Any, seed: int, data: Any) -> tuple[Any, Any]:
+        key_data, key_init, key_opt = _keys(seed)
         params = self.workload.init_params(key=key_init)
         first = None
         if self.stepper.traces_model:
             first = self.workload.sample_batch_from(data, key=jax.random.fold_in(key_data, 0),
                                                     batch_size=self.batch_size)
-        return params, self.stepper.init(params, prepared.arrays(max_steps=budget), batch=first, key=key_opt)
+        return params, self.stepper.init(params, prepared.arrays(max_steps=self.budget), batch=first, key=key_opt)
 
     def evaluate(self, params: Any, state: Any) -> tuple[Any, dict[str, float]]:
         view = self.stepper.evaluation_params(params, state)
         return view, dict(self.workload.evaluate(view))
 
-    def first_hit(self, saved: tuple, end: int, data: Any) -> _Hit | None:
+    def first_hit(self, saved: tuple, end: int, data: Any, keys: tuple) -> _Hit | None:
         """Replay from the previous evaluation one step at a time: the first step meeting the target."""
         params, state, t = saved
         while t < end - 1:
-            params, state, _ = self.update(params, state, jnp.int32(t), data)
+            params, state, _ = self.update(params, state, jnp.int32(t), data, *keys)
             t += 1
             view, metrics = self.evaluate(params, state)
             if self.workload.reached(metrics):
                 return _Hit(params, view, t, metrics)
         return None
 
-    def run(self, prepared: Any, *, limit: int, budget: int, checkpoint_step: int | None, want_target: bool,
-            tick: Tick | None) -> _Outcome:
+    def run(self, prepared: Any, *, seed: int, limit: int, checkpoint_step: int | None, want_target: bool,
+            tick: Tick | None = None) -> _Outcome:
         """Train until the target is met (if wanted) and the checkpoint is taken, or ``limit`` steps."""
         data = self.workload.train_data()
-        params, state = self.start(prepared, budget, data)
+        key_data, _, key_opt = _keys(seed)
+        params, state = self.start(prepared, seed, data)
         checkpoint = params if checkpoint_step == 0 else None
         hit: _Hit | None = None
         saved, t, first = (params, state, 0), 0, None
         while t < limit and ((checkpoint is None and checkpoint_step is not None) or (want_target and hit is None)):
-            params, state, loss = self.update(params, state, jnp.int32(t), data)
+            params, state, loss = self.update(params, state, jnp.int32(t), data, key_data, key_opt)
             t += 1
             if tick:
                 tick()
@@ -207,9 +220,18 @@ class _Trainer:
                         and math.isfinite(metrics[self.workload.target_metric])):
                     return _Outcome(None, checkpoint, True)
                 if self.workload.reached(metrics):
-                    hit = self.first_hit(saved, t, data) or _Hit(params, view, t, metrics)
+                    hit = self.first_hit(saved, t, data, (key_data, key_opt)) or _Hit(params, view, t, metrics)
                 saved = (params, state, t)
         return _Outcome(hit, checkpoint, False)
+
+    def median_steps(self, prepared: Any, seeds: list[int], limit: int) -> float:
+        """Lower median over ``seeds`` of the first step meeting the target; runs stop after ``limit``
+        steps (stopped or diverged runs count as infinite, which leaves a median below ``limit`` exact)."""
+        steps = []
+        for seed in seeds:
+            outcome = self.run(prepared, seed=seed, limit=limit, checkpoint_step=None, want_target=True)
+            steps.append(math.inf if outcome.hit is None else outcome.hit.step)
+        return float(sorted(steps)[(len(steps) - 1) // 2])
 
 
 def tuning_rates(optimizer: str, points: int) -> np.ndarray:
@@ -218,41 +240,41 @@ def tuning_rates(optimizer: str, points: int) -> np.ndarray:
     return np.geomspace(high, low, points)
 
 
-def _sweep(trainer: _Trainer, config: ReferenceConfig, budget: int, tick: Tick
-           ) -> tuple[dict[str, Any], tuple[tuple[float, int | None], ...]]:
-    """The fastest learning rate to the target (runs stop once they can no longer win)."""
-    best: tuple[int, float] | None = None
+def _sweep(trainer: _Trainer, config: ReferenceConfig, seeds: list[int], tick: Tick
+           ) -> tuple[dict[str, Any], tuple[tuple[float, float], ...], float | None]:
+    """The learning rate with the fewest (median over seeds) steps to the target; runs stop once
+    they can no longer win."""
+    best: tuple[float, float] | None = None
     trials = []
     for rate in tuning_rates(config.optimizer, config.tune_points):
         tick()
         values = {**config.hyperparameters, "learning_rate": float(rate)}
-        prepared = prepare(get_optimizer(config.optimizer), values)
-        limit = budget if best is None else best[0]
-        outcome = trainer.run(prepared, limit=limit, budget=budget, checkpoint_step=None, want_target=True,
-                              tick=None)
-        steps = None if outcome.hit is None else outcome.hit.step
+        limit = trainer.budget if best is None else int(best[0])
+        steps = trainer.median_steps(prepare(get_optimizer(config.optimizer), values), seeds, limit)
         trials.append((float(rate), steps))
-        if steps is not None and (best is None or steps < best[0]):
+        if math.isfinite(steps) and (best is None or steps < best[0]):
             best = (steps, float(rate))
     if best is None:
-        return dict(config.hyperparameters), tuple(trials)
-    return {**config.hyperparameters, "learning_rate": best[1]}, tuple(trials)
+        return dict(config.hyperparameters), tuple(trials), None
+    return {**config.hyperparameters, "learning_rate": best[1]}, tuple(trials), best[0]
 
 
 def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chunks: list[Any],
                   stages: Stages = no_progress) -> ReferenceRun:
     """Train the reference optimizer to the checkpoint and (unless ``target_loss`` is given) the target.
 
-    With ``tune_points > 0`` (and no given ``target_loss``) the learning rate is first tuned: one run
-    per rate of :func:`tuning_rates` (the others' hyperparameters fixed), each stopped once it passes
-    the fewest steps found so far; the fastest is then rerun for the checkpoint (same seed, same run).
+    With ``tune_points > 0`` (and no given ``target_loss``) the learning rate is first tuned: for each
+    rate of :func:`tuning_rates` (the other hyperparameters fixed) the median steps to the target over
+    the seeds ``seed, seed + 1, …`` (``config.seeds`` of them), each run stopped once it can no longer
+    win.  The run with ``seed`` and the chosen rate is the reference run (checkpoint, losses); the
+    anchor's steps are the median over the seeds, which damps the luck of a single first hit.
 
     Args:
         workload: the workload.
         config: the reference run.
         seed: the run's seed (``train``'s convention, see the module docstring).
         loss_chunks: the fixed measurement batch, in chunks (see :func:`measured_loss`).
-        stages: progress hook: one unit per tuning run, then one per update of the reference run.
+        stages: progress hook: one unit per tuning rate, then one per update of the reference run.
 
     Returns:
         :class:`ReferenceRun`.
@@ -266,13 +288,14 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     if config.checkpoint_step is not None and config.checkpoint_step > budget:
         raise InputError(f"checkpoint step {config.checkpoint_step} exceeds the reference budget {budget}")
     spec = get_optimizer(config.optimizer)
-    trainer = _Trainer.build(workload, prepare(spec, config.hyperparameters), config, seed)
+    trainer = _Trainer.build(workload, prepare(spec, config.hyperparameters), config, budget)
     want_target = config.target_loss is None
-    values, trials = dict(config.hyperparameters), ()
+    seeds = [seed + i for i in range(config.seeds)]
+    values, trials, median = dict(config.hyperparameters), (), None
     if want_target and config.tune_points > 0:
-        values, trials = _sweep(trainer, config, budget, stages("reference tuning", config.tune_points))
+        values, trials, median = _sweep(trainer, config, seeds, stages("reference tuning", config.tune_points))
     prepared = prepare(spec, values)
-    outcome = trainer.run(prepared, limit=budget, budget=budget, checkpoint_step=config.checkpoint_step,
+    outcome = trainer.run(prepared, seed=seed, limit=budget, checkpoint_step=config.checkpoint_step,
                           want_target=want_target, tick=stages("reference run", budget))
     name = f"the reference run ({config.optimizer}, batch {config.batch_size})"
     if outcome.diverged:
@@ -280,35 +303,31 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     if want_target and outcome.hit is None:
         raise InputError(f"{name} did not reach {workload.target_metric} <= {workload.target_value:g} in {budget} "
                          "steps; raise the reference budget or give the loss at the target")
-    initial_loss = measured_loss(workload, trainer.start(prepared, budget, workload.train_data())[0], loss_chunks)
-    chosen = {k: v for k, v in prepared.values.items()}
+    initial_loss = measured_loss(workload, trainer.start(prepared, seed, workload.train_data())[0], loss_chunks)
+    chosen = dict(prepared.values)
     hit = outcome.hit
     if hit is None:
         return ReferenceRun(outcome.checkpoint, int(config.checkpoint_step), initial_loss,
                             float(config.target_loss), None, {}, chosen, trials)
+    if median is None:  # untuned: the median over seeds at the given hyperparameters
+        median = hit.step if len(seeds) == 1 else trainer.median_steps(prepared, seeds, budget)
     checkpoint = hit.params if outcome.checkpoint is None else outcome.checkpoint
     step = hit.step if config.checkpoint_step is None else config.checkpoint_step
     return ReferenceRun(checkpoint, step, initial_loss, measured_loss(workload, hit.view, loss_chunks),
-                        hit.step, hit.metrics, chosen, trials)
+                        hit.step, hit.metrics, chosen, trials, int(median) if math.isfinite(median) else hit.step)
 
 
 def reference_anchor(config: ReferenceConfig, run: ReferenceRun) -> Anchor | None:
-    """The reference run in NQM terms, or ``None`` when the NQM has no exact counterpart.
+    """The tuned reference run as an NQM anchor, or ``None`` when the NQM has no counterpart.
 
-    SGD, heavy-ball momentum and Nesterov (± weight EMA) with a constant learning rate map exactly onto
-    the NQM's dynamics (the optimizers are written in the NQM's conventions); adaptive or
-    preconditioned optimizers, schedules and runs without a measured target step do not.
+    The reference optimizer maps to its study proxy (:data:`batchlab.calibrate.predict.PROXIES`;
+    Nesterov to the NQM's Nesterov); weight averaging (``+ema``), learning-rate schedules and runs
+    without a measured target step give no anchor.
     """
-    base, _, ema = config.optimizer.partition("+")
-    values = run.hyperparameters
-    if run.target_step is None or base not in ("sgd", "momentum", "nesterov") or \
-            values.get("lr_schedule", "constant") != "constant":
+    values = run.hyperparameters or prepare(get_optimizer(config.optimizer), config.hyperparameters).values
+    if run.target_step is None or "+" in config.optimizer or values.get("lr_schedule", "constant") != "constant":
         return None
-    rate = float(values["learning_rate"])
-    if base == "sgd":
-        dynamics = sgd(rate)
-    else:
-        dynamics = (heavy_ball if base == "momentum" else nesterov)(rate, float(values["momentum"]))
-    if ema:
-        dynamics = with_ema(dynamics, float(values["ema_decay"]))
-    return Anchor(dynamics, float(config.batch_size), int(run.target_step))
+    proxy = Proxy("nesterov", 0.0) if config.optimizer == "nesterov" else PROXIES.get(config.optimizer)
+    if proxy is None:
+        return None
+    return Anchor(proxy.kind, proxy.precond, float(config.batch_size), int(run.median_steps or run.target_step))
