@@ -17,13 +17,18 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
                 "relative": 0.0255, "initial_loss": 2.789, "target_loss": 0.0712, "target_step": 47},
      "optimizers": {
         "sgd":      {"nqm_kind": "sgd", "precond": 0.0, "batch_sizes": [4.0, 16.0, 64.0, ...],
-                     "steps": [272, 75, 27, ...], "learning_rates": [0.0318, 0.111, 0.259, ...],
+                     "steps": [661, 182, 65, ...], "learning_rates": [0.0312, 0.108, 0.252, ...],
                      "momenta": [null, null, null, ...],
-                     "critical_batch_size": {"b_noise": 76.6, "overhead": 16.0}},
+                     "critical_batch_size": {"b_noise": 88.0, "overhead": 16.0}},
         "momentum": {"nqm_kind": "momentum", "precond": 0.0, ...},
         "adam":     {"nqm_kind": "momentum", "precond": 0.5, ...},
         "kfac":     {"nqm_kind": "momentum", "precond": 0.75, ...}},
-     "noise_scales": {"b_simple": 241.8, "b_noise": 91.2}, "curvature": "hessian", "seed": 0}
+     "noise_scales": {"b_simple": 241.8, "b_noise": 91.8},
+     "reference": {"optimizer": "sgd", "batch_size": 128, "hyperparameters": {"learning_rate": 0.464, ...},
+                   "median_steps": 47, "seeds": 3,
+                   "tuning": [{"learning_rate": 10.0, "steps": null}, ...,
+                              {"learning_rate": 0.464, "steps": 47.0}, ...]},
+     "initial_exponent": 1.29, "initial_rule": "fit", "curvature": "ggn", "seed": 0}
 
   ``steps[i]`` is the NQM's fewest steps to ``nqm_target`` at ``batch_sizes[i]`` (examples per step, the
   study's unit), ``null`` if unreachable; ``learning_rates``/``momenta`` are the NQM's tuned values
@@ -31,7 +36,10 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
   optimizer's); ``b_noise`` is the hyperbola-fit critical batch size and ``overhead`` the largest batch
   size within 20 % of perfect scaling (:mod:`batchlab.critical`), both ``null`` when undefined.
   ``nqm_target = relative × NQM initial risk`` in loss units; ``checkpoint_step`` is where the spectra
-  were measured (by default the reference run's first step meeting the target, ``target_step``).
+  were measured (by default the reference run's first step meeting the target, ``target_step``);
+  ``reference`` describes the tuned reference run (``tuning``: median steps per learning rate, ``null``
+  where stopped early or diverged) and ``initial_exponent``/``initial_rule`` the fitted initial state
+  (:mod:`.model`).  Required by studies: ``workload``, ``checkpoint_step``, ``target``, ``optimizers``.
 
 ``spectra.json`` — the measurements: ``"eigenvalues"`` (top-k, descending), ``"residuals"``,
 ``"noise"`` (``c_i`` along each eigenvector) and ``"noise_stderr"``, ``"gradient_projections"``,
