@@ -56,8 +56,8 @@ class MeasureConfig:
     curvature: Curvature = "ggn"
     lanczos_steps: int | None = None
     slq_probes: int = 6
-    slq_steps: int = 32
-    curvature_examples: int = 1024
+    slq_steps: int = 64
+    curvature_examples: int = 2048
     noise_examples: int = 1024
     chunk_size: int = 256
     sketches: int = 32

@@ -7,8 +7,8 @@ loss, so the NQM's noise floor ``≈ α Σ c P / (4B)`` and its target are direc
 per-example gradients along the eigenvector.  The bulk enters from the deflated SLQ density: each Gauss
 node ``θ`` with mass ``τ`` (the masses of a density sum to 1) becomes an entry with ``h = θ`` and weight
 ``τ · (d − k)`` (the number of eigenvalues it stands for).  Nodes at or below ``min_curvature · λ_1``
-(negative curvature included) are left out: the NQM has no such directions, and with the isotropic start
-below they hold a share ``∝ h`` of the risk, i.e. almost none.  The bulk is then compressed to
+(negative curvature included) are left out: the NQM has no such directions, and with a start of the
+family below with ``a > 0`` they would hold a share ``∝ h^a`` of the risk, i.e. almost none.  The bulk is then compressed to
 ``bulk_entries`` entries (:func:`batchlab.nqm.solve.compress`, exact in ``c/h``).
 
 **Bulk noise** is modelled as ``c = r h`` (the noise-equals-curvature assumption of the paper) with ``r``
@@ -42,7 +42,10 @@ equals the measured ``L(θ₀) − floor``.  Within the family "direction i star
   network's thousands of flat bulk directions would hold much of the risk and the NQM would need far
   more steps than the reference run did.  Without an anchor (a reference optimizer without an NQM
   proxy, a schedule, or a given target loss) this falls back to ``"isotropic"``; if no ``a`` matches,
-  the closest grid value is used and the rule says ``"fit (closest)"``;
+  the closest grid value is used and the rule says ``"fit (closest)"`` (seen on fashion-mnist-mlp with
+  a coarse bulk: a Gauss–Newton matrix of n examples and K classes has rank ≤ n(K − 1), and 32 SLQ
+  nodes resolve no eigenvalue below ~1e-3 · λ₁, so even ``a = −1`` leaves the NQM faster than the
+  network; more ``curvature_examples`` and ``slq_steps`` resolve the slow bulk);
 - ``"isotropic"`` (``a = 1``, the paper's ``θ(0) ~ N(0, s0 I)``): the initial displacement has no
   preferred direction, so each direction's risk is proportional to its curvature;
 - ``"equal-risk"`` (``a = 0``): every direction starts with the same risk.
@@ -127,6 +130,9 @@ class CalibratedProblem:
         bulk_directions: the number of bulk directions kept (``Σ`` of their weights) of ``d − k``.
         initial_exponent: ``a`` of the initial risk shares ``∝ w h^a``, and ``initial_rule``: how it
             was chosen (``"fit"``, ``"fit (closest)"``, ``"isotropic"``, ``"equal-risk"``).
+        anchor_steps: the NQM's tuned steps at the anchor's batch size (compare with the anchor's
+            steps: equal up to rounding after ``"fit"``; the gap after ``"fit (closest)"``); ``None``
+            without an anchor.
     """
 
     problem: Problem
@@ -137,6 +143,7 @@ class CalibratedProblem:
     bulk_directions: float
     initial_exponent: float
     initial_rule: str
+    anchor_steps: float | None = None
 
     def as_dict(self) -> dict:
         p = self.problem
@@ -144,7 +151,9 @@ class CalibratedProblem:
                 "initial_risk": p.initial_risk(), "target": self.target, "relative_target": self.relative_target,
                 "bulk_noise_ratio": self.bulk_noise_ratio, "bulk_noise_rule": self.bulk_noise_rule,
                 "bulk_directions": self.bulk_directions, "initial_exponent": self.initial_exponent,
-                "initial_rule": self.initial_rule}
+                "initial_rule": self.initial_rule,
+                "anchor_steps": None if self.anchor_steps is None or not math.isfinite(self.anchor_steps)
+                else self.anchor_steps}
 
 
 def _noise_ratio(spectra: Spectra, top_h: np.ndarray, top_c: np.ndarray, bulk_h: np.ndarray,
@@ -236,5 +245,9 @@ def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, 
     problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, exponent), weights=w,
                       name=f"calibrated ({spectra.curvature})")
     relative = target / risk0
+    reproduced = None
+    if anchor is not None:
+        reproduced = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=relative *
+                              problem.initial_risk(), precond=anchor.precond).steps
     return CalibratedProblem(problem, relative * problem.initial_risk(), relative, ratio, rule,
-                             float(bulk_w.sum()), exponent, how)
+                             float(bulk_w.sum()), exponent, how, reproduced)

@@ -97,6 +97,8 @@ class Calibration:
                           "seeds": self.config.reference.seeds,
                           "tuning": [{"learning_rate": rate, "steps": steps} for rate, steps in ref.trials]},
             "initial_exponent": self.nqm.initial_exponent, "initial_rule": self.nqm.initial_rule,
+            "anchor": {"batch_size": float(self.config.reference.batch_size), "steps": ref.median_steps,
+                       "nqm_steps": self.nqm.as_dict()["anchor_steps"]},
             "curvature": self.spectra.curvature,
             "seed": self.seed,
         }

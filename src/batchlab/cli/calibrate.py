@@ -68,8 +68,8 @@ def calibrate_command(
                                    help="bulk noise c = r h, r from: curvature-weighted, total or top-k"),
     loss_floor: float = typer.Option(0.0, "--loss-floor", help="the loss the NQM's zero risk stands for"),
     slq_probes: int = typer.Option(6, "--slq-probes"),
-    slq_steps: int = typer.Option(32, "--slq-steps"),
-    curvature_examples: int = typer.Option(1024, "--curvature-examples"),
+    slq_steps: int = typer.Option(64, "--slq-steps"),
+    curvature_examples: int = typer.Option(2048, "--curvature-examples"),
     noise_examples: int = typer.Option(1024, "--noise-examples"),
     chunk_size: int = typer.Option(256, "--chunk-size", help="examples per jitted call (bounds memory)"),
     option: list[str] = typer.Option([], "--option", help="workload option NAME=VALUE (repeatable)"),
@@ -116,6 +116,11 @@ def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
     scales = prediction["noise_scales"]
     console.print(f"B_simple = {_num(scales['b_simple'])}, B_noise = {_num(scales['b_noise'])}, "
                   f"top eigenvalue {result.spectra.top.values[0]:.4g}, took {result.timings['total']:.1f} s")
+    anchor = prediction["anchor"]
+    if result.nqm.initial_rule == "fit (closest)":
+        console.print(f"[yellow]warning:[/] the NQM could not reproduce the reference run ({anchor['steps']} steps "
+                      f"at batch {anchor['batch_size']:g}); its closest takes {_num(anchor['nqm_steps'])}. "
+                      "Try more --slq-steps and --curvature-examples, or another --at-step.")
     table = Table(title="predicted steps to target")
     table.add_column("batch size", justify="right")
     entries = prediction["optimizers"]
