@@ -44,7 +44,7 @@ def _stages():
     return marks, stage
 
 
-def bench_pipeline(curvature: str = "hessian") -> dict:
+def bench_pipeline(curvature: str = "ggn") -> dict:
     workload = get_workload("digits-cnn")
     workload.load()
     marks, stage = _stages()
