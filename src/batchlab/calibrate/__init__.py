@@ -1,0 +1,82 @@
+"""Calibrated NQM: measure a network's curvature and gradient-noise spectra, build an NQM, predict scaling.
+
+Pipeline (:func:`calibrate`): a reference run of a registry optimizer gives a checkpoint after N steps and
+the measured losses at initialisation and at the workload's target (:mod:`.reference`); at the checkpoint,
+the top-k eigenpairs of the Hessian or Gauss–Newton matrix by Lanczos, the bulk by stochastic Lanczos
+quadrature, and per-example gradient noise with McCandlish et al.'s noise scales (:mod:`.measure`,
+:mod:`.operators`, :mod:`.lanczos`, :mod:`.noise`); an NQM problem and target from those
+(:mod:`.model`); tuned steps-versus-batch-size curves per study optimizer (:mod:`.predict`).
+
+Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``):
+
+``prediction.json`` — what a study report overlays (``STUDY_DIR/calibration/prediction.json``); from
+``batchlab calibrate --workload digits-cnn`` (abridged)::
+
+    {"workload": "digits-cnn", "checkpoint_step": 47,
+     "target": {"metric": "error", "value": 0.025, "nqm_target": 0.0712,
+                "relative": 0.0255, "initial_loss": 2.789, "target_loss": 0.0712, "target_step": 47},
+     "optimizers": {
+        "sgd":      {"nqm_kind": "sgd", "precond": 0.0, "batch_sizes": [4.0, 16.0, 64.0, ...],
+                     "steps": [661, 182, 65, ...], "learning_rates": [0.0312, 0.108, 0.252, ...],
+                     "momenta": [null, null, null, ...],
+                     "critical_batch_size": {"b_noise": 88.0, "overhead": 16.0}},
+        "momentum": {"nqm_kind": "momentum", "precond": 0.0, ...},
+        "adam":     {"nqm_kind": "momentum", "precond": 0.5, ...},
+        "kfac":     {"nqm_kind": "momentum", "precond": 0.75, ...}},
+     "noise_scales": {"b_simple": 241.8, "b_noise": 91.8},
+     "reference": {"optimizer": "sgd", "batch_size": 128, "hyperparameters": {"learning_rate": 0.464, ...},
+                   "median_steps": 47, "seeds": 3,
+                   "tuning": [{"learning_rate": 10.0, "steps": null}, ...,
+                              {"learning_rate": 0.464, "steps": 47.0}, ...]},
+     "initial_exponent": 1.29, "initial_rule": "fit", "curvature": "ggn", "seed": 0}
+
+  ``steps[i]`` is the NQM's fewest steps to ``nqm_target`` at ``batch_sizes[i]`` (examples per step, the
+  study's unit), ``null`` if unreachable; ``learning_rates``/``momenta`` are the NQM's tuned values
+  (for the preconditioned proxies ``adam`` and ``kfac`` they are in the proxy's units, not the
+  optimizer's); ``b_noise`` is the hyperbola-fit critical batch size and ``overhead`` the largest batch
+  size within 20 % of perfect scaling (:mod:`batchlab.critical`), both ``null`` when undefined.
+  ``nqm_target = relative × NQM initial risk`` in loss units; ``checkpoint_step`` is where the spectra
+  were measured (by default the reference run's first step meeting the target, ``target_step``);
+  ``reference`` describes the tuned reference run (``tuning``: median steps per learning rate, ``null``
+  where stopped early or diverged) and ``initial_exponent``/``initial_rule`` the fitted initial state
+  (:mod:`.model`).  Required by studies: ``workload``, ``checkpoint_step``, ``target``, ``optimizers``.
+
+``spectra.json`` — the measurements: ``"eigenvalues"`` (top-k, descending), ``"residuals"``,
+``"noise"`` (``c_i`` along each eigenvector) and ``"noise_stderr"``, ``"gradient_projections"``,
+``"trace"``, ``"bulk_density"`` (``{"dim", "nodes", "weights", "mean", "mean_stderr", "grid",
+"density"}``: per-probe SLQ nodes/weights of the deflated operator and a smoothed density on a grid),
+``"gradient_noise"`` (``tr Σ``, ``|G|²``, ``tr(HΣ)`` with its standard error, ``GᵀHG``), ``"b_simple"``,
+``"b_noise"``, plus ``"curvature"``, ``"dim"``, ``"top_k"``, ``"lanczos_steps"``, ``"curvature_examples"``,
+``"workload"``, ``"checkpoint_step"``, ``"seed"``, ``"timings"`` (seconds).
+
+``nqm_problem.json`` — the NQM (``h``, ``c``, ``s0``, ``weights``, ``initial_risk``, ``target``, the bulk
+noise ratio and rule); ``spectrum.png`` and ``prediction.png`` — figures (:mod:`.figures`).
+
+Every JSON file is strict JSON (non-finite numbers are written as ``null``).
+"""
+
+from batchlab.calibrate.lanczos import (
+    Eigenpairs, SpectralDensity, hutchinson_trace, lanczos, spectral_density, top_eigenpairs,
+)
+from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
+from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem
+from batchlab.calibrate.noise import NoiseStats, gradient_noise
+from batchlab.calibrate.operators import (
+    CurvatureOperator, curvature_operator, ggn_operator, hessian_operator,
+)
+from batchlab.calibrate.pipeline import Calibration, CalibrationConfig, calibrate, write_calibration
+from batchlab.calibrate.predict import PROXIES, Proxy, predict
+from batchlab.calibrate.progress import Stages, no_progress
+from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, run_reference
+
+__all__ = [
+    "calibrate", "write_calibration", "Calibration", "CalibrationConfig",
+    "ReferenceConfig", "ReferenceRun", "run_reference",
+    "MeasureConfig", "Spectra", "measure",
+    "CurvatureOperator", "curvature_operator", "hessian_operator", "ggn_operator",
+    "Eigenpairs", "SpectralDensity", "lanczos", "top_eigenpairs", "spectral_density", "hutchinson_trace",
+    "NoiseStats", "gradient_noise",
+    "ModelConfig", "CalibratedProblem", "build_problem",
+    "Proxy", "PROXIES", "predict",
+    "Stages", "no_progress",
+]

@@ -1,0 +1,253 @@
+"""From measured spectra to an NQM :class:`~batchlab.nqm.Problem` and its target.
+
+Units are the workload's own: curvature ``h`` in loss/θ², per-example noise ``c`` in (loss/θ)², risk in
+loss, so the NQM's noise floor ``≈ α Σ c P / (4B)`` and its target are directly comparable.
+
+**Directions.**  The top-k eigenpairs enter exactly: ``h_i = λ_i``, ``c_i`` = measured variance of the
+per-example gradients along the eigenvector.  The bulk enters from the deflated SLQ density: each Gauss
+node ``θ`` with mass ``τ`` (the masses of a density sum to 1) becomes an entry with ``h = θ`` and weight
+``τ · (d − k)`` (the number of eigenvalues it stands for).  Nodes at or below ``min_curvature · λ_1``
+(negative curvature included) are left out: the NQM has no such directions, and with a start of the
+family below with ``a > 0`` they would hold a share ``∝ h^a`` of the risk, i.e. almost none.  The bulk is then compressed to
+``bulk_entries`` entries (:func:`batchlab.nqm.solve.compress`, exact in ``c/h``).
+
+**Bulk noise** is modelled as ``c = r h`` (the noise-equals-curvature assumption of the paper) with ``r``
+from (``bulk_noise``):
+
+- ``"curvature-weighted"`` (default): match the measured ``tr(HΣ) = Σ_i h_i c_i`` —
+  ``r = (tr(HΣ) − Σ_{top} λ_i c_i) / Σ_{bulk} w h²``.  This is the noise that matters for the risk
+  (noise along flat directions barely raises ``½ h θ²``) and the numerator of ``B_noise``;
+- ``"total"``: match ``tr Σ``: ``r = (tr Σ − Σ_{top} c_i) / Σ_{bulk} w h``;
+- ``"top-k"``: the top-k ratio ``r = Σ_{top} c_i / Σ_{top} λ_i``.
+
+A non-positive or non-finite ``r`` (sampling error when the top-k already carry all the noise) falls
+back to ``"top-k"``.
+
+**Initial state** ``s0`` (``initial``), always scaled so that the NQM's initial risk ``Σ w ½ h s0``
+equals the measured ``L(θ₀) − floor``.  Within the family "direction i starts with a share of the risk
+``∝ w_i h_i^a``", i.e. ``s0_i = 2(L₀ − floor) h_i^(a−1) / Σ_j w_j h_j^a``:
+
+- ``"fit"`` (default): choose ``a`` so that the NQM reproduces the (tuned) reference run: the NQM's
+  fewest steps to its target at the reference batch size, for the reference optimizer's NQM kind with
+  its learning rate (and momentum) tuned by :func:`batchlab.nqm.optimize.optimize`, equal the
+  reference run's ``T`` steps (:class:`Anchor`).  Tuned is matched with tuned because the predictions
+  are of tuned optimizers, and because the reference's own learning rate is not transferable: at the
+  edge of stability (Cohen et al. 2021) a network trained with rate α has sharpness ≈ 2/α at the
+  checkpoint, on or past the NQM's hard stability limit, and the noise measured at the target
+  (cross-entropy noise shrinks with the loss, the NQM's does not) can put the NQM's noise floor at
+  that rate above the target.  The tuned NQM steps fall steeply and monotonically in ``a``; the root is
+  bracketed on a grid of ``a`` in ``[−1, 12]`` and refined by Brent's method.  Real networks start
+  with their loss concentrated in high-curvature directions (the gradient lives mostly in the top
+  eigenspace: Gur-Ari, Roberts & Dyer 2018), which the fitted ``a > 1`` expresses; with ``a = 1`` a
+  network's thousands of flat bulk directions would hold much of the risk and the NQM would need far
+  more steps than the reference run did.  Without an anchor (a reference optimizer without an NQM
+  proxy, a schedule, or a given target loss) this falls back to ``"isotropic"``; if no ``a`` matches,
+  the closest grid value is used and the rule says ``"fit (closest)"`` (seen on fashion-mnist-mlp with
+  a coarse bulk: a Gauss–Newton matrix of n examples and K classes has rank ≤ n(K − 1), and 32 SLQ
+  nodes resolve no eigenvalue below ~1e-3 · λ₁, so even ``a = −1`` leaves the NQM faster than the
+  network; more ``curvature_examples`` and ``slq_steps`` resolve the slow bulk);
+- ``"isotropic"`` (``a = 1``, the paper's ``θ(0) ~ N(0, s0 I)``): the initial displacement has no
+  preferred direction, so each direction's risk is proportional to its curvature;
+- ``"equal-risk"`` (``a = 0``): every direction starts with the same risk.
+
+**Target.**  The workload's target needs the relative risk reduction
+``ρ = (L_target − floor) / (L₀ − floor)`` (losses measured on the reference run); the NQM target is
+``ρ`` times its initial risk, i.e. ``L_target − floor`` in loss units.  ``floor`` defaults to 0: the
+training loss of an over-parameterised network can be driven to ~0 (and the NQM's risk is ≥ 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import numpy as np
+
+from scipy.optimize import brentq
+
+from batchlab.calibrate.measure import Spectra
+from batchlab.errors import InputError
+from batchlab.nqm.optimize import optimize
+from batchlab.nqm.solve import compress
+from batchlab.nqm.spectrum import Problem
+
+__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "build_problem", "EXPONENT_RANGE"]
+
+EXPONENT_RANGE = (-1.0, 12.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Anchor:
+    """A measured point the NQM must reproduce: the tuned reference optimizer (NQM ``kind`` with
+    preconditioner power ``precond``) first met the workload's target after ``steps`` updates at
+    ``batch_size``."""
+
+    kind: str
+    precond: float
+    batch_size: float
+    steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """How measurements become an NQM (see the module docstring).
+
+    Attributes:
+        initial: ``"fit"``, ``"isotropic"`` or ``"equal-risk"``.
+        bulk_noise: ``"curvature-weighted"``, ``"total"`` or ``"top-k"``.
+        min_curvature: bulk nodes with ``h ≤ min_curvature · λ_1`` are left out.
+        bulk_entries: entries of the compressed bulk.
+        loss_floor: the loss the NQM's zero risk stands for.
+    """
+
+    initial: Literal["fit", "isotropic", "equal-risk"] = "fit"
+    bulk_noise: Literal["curvature-weighted", "total", "top-k"] = "curvature-weighted"
+    min_curvature: float = 1e-5
+    bulk_entries: int = 64
+    loss_floor: float = 0.0
+
+    def check(self) -> None:
+        if self.initial not in ("fit", "isotropic", "equal-risk"):
+            raise InputError(f"initial must be fit, isotropic or equal-risk, got {self.initial!r}")
+        if self.bulk_noise not in ("curvature-weighted", "total", "top-k"):
+            raise InputError(f"bulk_noise must be curvature-weighted, total or top-k, got {self.bulk_noise!r}")
+        if not (0.0 < self.min_curvature < 1.0):
+            raise InputError(f"min_curvature must be in (0, 1), got {self.min_curvature}")
+        if self.bulk_entries < 1:
+            raise InputError(f"bulk_entries must be >= 1, got {self.bulk_entries}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibratedProblem:
+    """The NQM built from measurements.
+
+    Attributes:
+        problem: the :class:`~batchlab.nqm.Problem` (top-k entries first, then the compressed bulk).
+        target: the NQM target risk ``ρ · initial risk``.
+        relative_target: ``ρ``.
+        bulk_noise_ratio: ``r`` of the bulk's ``c = r h``, and ``bulk_noise_rule``: the rule that gave it.
+        bulk_directions: the number of bulk directions kept (``Σ`` of their weights) of ``d − k``.
+        initial_exponent: ``a`` of the initial risk shares ``∝ w h^a``, and ``initial_rule``: how it
+            was chosen (``"fit"``, ``"fit (closest)"``, ``"isotropic"``, ``"equal-risk"``).
+        anchor_steps: the NQM's tuned steps at the anchor's batch size (compare with the anchor's
+            steps: equal up to rounding after ``"fit"``; the gap after ``"fit (closest)"``); ``None``
+            without an anchor.
+    """
+
+    problem: Problem
+    target: float
+    relative_target: float
+    bulk_noise_ratio: float
+    bulk_noise_rule: str
+    bulk_directions: float
+    initial_exponent: float
+    initial_rule: str
+    anchor_steps: float | None = None
+
+    def as_dict(self) -> dict:
+        p = self.problem
+        return {"h": p.h.tolist(), "c": p.c.tolist(), "s0": p.s0.tolist(), "weights": p.weights.tolist(),
+                "initial_risk": p.initial_risk(), "target": self.target, "relative_target": self.relative_target,
+                "bulk_noise_ratio": self.bulk_noise_ratio, "bulk_noise_rule": self.bulk_noise_rule,
+                "bulk_directions": self.bulk_directions, "initial_exponent": self.initial_exponent,
+                "initial_rule": self.initial_rule,
+                "anchor_steps": None if self.anchor_steps is None or not math.isfinite(self.anchor_steps)
+                else self.anchor_steps}
+
+
+def _noise_ratio(spectra: Spectra, top_h: np.ndarray, top_c: np.ndarray, bulk_h: np.ndarray,
+                 bulk_w: np.ndarray, rule: str) -> tuple[float, str]:
+    noise = spectra.noise
+    top_ratio = float(top_c.sum() / top_h.sum()) if top_h.size else float("nan")
+    if rule == "curvature-weighted":
+        ratio = (noise.trace_h_sigma - float(top_h @ top_c)) / float(bulk_w @ bulk_h**2)
+    elif rule == "total":
+        ratio = (noise.trace_sigma - float(top_c.sum())) / float(bulk_w @ bulk_h)
+    else:
+        ratio = top_ratio
+    if math.isfinite(ratio) and ratio > 0:
+        return float(ratio), rule
+    return top_ratio, "top-k"
+
+
+def _initial(h: np.ndarray, w: np.ndarray, risk0: float, exponent: float) -> np.ndarray:
+    """``s0 = 2 risk0 h^(a−1) / Σ w h^a`` (scaled by ``h_max`` first, so powers neither over- nor underflow)."""
+    scaled = h / h.max()
+    return 2.0 * risk0 * scaled ** (exponent - 1.0) / (float(w @ scaled**exponent) * h.max())
+
+
+def _fit_exponent(h, c, w, risk0: float, target: float, anchor: Anchor) -> tuple[float, str]:
+    """The share exponent ``a`` whose tuned NQM steps at the anchor equal its steps (module docstring)."""
+    def gap(a: float) -> float:
+        problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, a), weights=w)
+        steps = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=target,
+                         precond=anchor.precond).steps
+        return math.log(max(steps, 0.5) / anchor.steps) if math.isfinite(steps) else math.inf
+
+    grid = np.linspace(*EXPONENT_RANGE, 14)
+    values = np.array([gap(a) for a in grid])
+    brackets = [i for i in range(len(grid) - 1)
+                if np.isfinite(values[i]) and np.isfinite(values[i + 1]) and values[i] * values[i + 1] <= 0]
+    if not brackets:
+        best = int(np.argmin(np.abs(values)))
+        return float(grid[best]), "fit (closest)"
+    i = min(brackets, key=lambda j: abs(grid[j] - 1.0))  # the crossing nearest the isotropic start
+    return float(brentq(gap, grid[i], grid[i + 1], xtol=1e-3)), "fit"
+
+
+def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, anchor: Anchor | None = None,
+                  config: ModelConfig = ModelConfig()) -> CalibratedProblem:
+    """The NQM problem and target calibrated on ``spectra`` (see the module docstring).
+
+    Args:
+        spectra: measurements at the checkpoint.
+        initial_loss: measured loss at initialisation ``L₀``.
+        target_loss: measured loss at the workload's target ``L_target``.
+        anchor: the reference run in NQM terms (needed by ``initial = "fit"``; else ignored).
+        config: modelling choices.
+
+    Returns:
+        :class:`CalibratedProblem`.
+
+    Raises:
+        InputError: ``L_target − floor`` not in ``(0, L₀ − floor)``; no positive top eigenvalue.
+    """
+    config.check()
+    floor = config.loss_floor
+    if not (floor < target_loss < initial_loss):
+        raise InputError(f"need loss floor < loss at target < initial loss, got {floor:g}, {target_loss:g}, "
+                         f"{initial_loss:g}")
+    values = spectra.top.values
+    if values[0] <= 0:
+        raise InputError(f"the largest eigenvalue is not positive ({values[0]:g}); nothing to model")
+    cutoff = config.min_curvature * float(values[0])
+    keep = values > cutoff
+    top_h, top_c = values[keep], np.maximum(spectra.noise.noise[keep], 0.0)
+    nodes, mass = spectra.bulk.atoms()
+    inside = nodes > cutoff
+    bulk_h, bulk_w = nodes[inside], mass[inside] * spectra.bulk.dim
+    if bulk_h.size == 0:
+        bulk_h, bulk_w = np.array([cutoff]), np.array([1e-12])  # keeps shapes simple; carries no risk
+    ratio, rule = _noise_ratio(spectra, top_h, top_c, bulk_h, bulk_w, config.bulk_noise)
+    bulk = compress(Problem(h=bulk_h, c=ratio * bulk_h, s0=1.0, weights=bulk_w, name="bulk"),
+                    config.bulk_entries)
+    h = np.concatenate([top_h, bulk.h])
+    c = np.concatenate([top_c, bulk.c])
+    w = np.concatenate([np.ones_like(top_h), bulk.weights])
+    risk0 = initial_loss - floor
+    target = target_loss - floor
+    initial = config.initial if config.initial != "fit" or anchor is not None else "isotropic"
+    if initial == "fit":
+        exponent, how = _fit_exponent(h, c, w, risk0, target, anchor)
+    else:
+        exponent, how = (1.0 if initial == "isotropic" else 0.0), initial
+    problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, exponent), weights=w,
+                      name=f"calibrated ({spectra.curvature})")
+    relative = target / risk0
+    reproduced = None
+    if anchor is not None:
+        reproduced = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=relative *
+                              problem.initial_risk(), precond=anchor.precond).steps
+    return CalibratedProblem(problem, relative * problem.initial_risk(), relative, ratio, rule,
+                             float(bulk_w.sum()), exponent, how, reproduced)

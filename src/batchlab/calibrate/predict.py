@@ -1,0 +1,105 @@
+"""Predicted steps to target versus batch size for the study's optimizers, from a calibrated NQM.
+
+Each study optimizer is proxied by an NQM optimizer kind and a preconditioner power ``p`` (``P = H^-p``):
+
+=========  ==========  =====  =============================================================================
+study      NQM kind    p      why
+=========  ==========  =====  =============================================================================
+sgd        sgd         0      exact: SGD on a quadratic is the NQM's SGD
+momentum   momentum    0      exact: heavy ball in velocity form (``batchlab.optim.momentum``)
+adam       momentum    0.5    Adam divides by ``√v``, ``v`` ≈ the diagonal of the gradient second moment ≈
+                              Fisher ≈ H, so its preconditioner ≈ ``H^-1/2``; β₁ acts as momentum
+kfac       momentum    0.75   K-FAC approximates ``(F + λI)^-1``: Newton-like (p → 1) where ``h ≫ λ``,
+                              plain where ``h ≪ λ``; one power must cover both, and p = 1 would inflate
+                              the noise ``∝ c/h²`` of every flat bulk direction — damping prevents that
+                              in K-FAC, so we take the largest power the paper plots, 0.75
+=========  ==========  =====  =============================================================================
+
+Every curve is :func:`batchlab.nqm.scaling.scaling_curve` (tuned hyperparameters at each batch size,
+exact certified steps) on the calibrated problem, so a prediction equals the engine's numbers.  Batch
+sizes are in examples per step, the unit of the NQM's ``C / B`` and of studies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Mapping, Sequence
+
+from batchlab.errors import InputError
+from batchlab.nqm.optimize import SearchConfig
+from batchlab.nqm.scaling import ScalingCurve, scaling_curve
+from batchlab.nqm.spectrum import Problem
+
+__all__ = ["Proxy", "PROXIES", "predict", "optimizer_entry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Proxy:
+    """An NQM stand-in for a study optimizer: ``kind`` (``"sgd"`` or ``"momentum"``) and power ``precond``."""
+
+    kind: str
+    precond: float
+
+
+PROXIES: Mapping[str, Proxy] = {
+    "sgd": Proxy("sgd", 0.0),
+    "momentum": Proxy("momentum", 0.0),
+    "adam": Proxy("momentum", 0.5),
+    "kfac": Proxy("momentum", 0.75),
+}
+
+
+def predict(problem: Problem, *, target: float, batch_sizes: Sequence[float],
+            optimizers: Mapping[str, Proxy] = PROXIES, config: SearchConfig = SearchConfig(),
+            progress: Callable[[int], None] | None = None) -> dict[str, ScalingCurve]:
+    """Tuned NQM scaling curves for each study optimizer.
+
+    Args:
+        problem: the (calibrated) NQM problem.
+        target: the NQM target risk.
+        batch_sizes: batch sizes (examples per step).
+        optimizers: study name → :class:`Proxy` (default :data:`PROXIES`).
+        config: the NQM hyperparameter search effort.
+        progress: called with 1 after every (optimizer, batch size).
+
+    Returns:
+        Study optimizer name → :class:`~batchlab.nqm.scaling.ScalingCurve`.
+
+    Raises:
+        InputError: no optimizers, a non-positive target, bad batch sizes or powers.
+
+    Example:
+        >>> from batchlab.nqm import power_law
+        >>> curves = predict(power_law(100), target=0.05, batch_sizes=[4, 64],
+        ...                  optimizers={"sgd": PROXIES["sgd"]})
+        >>> curves["sgd"].steps.tolist()                                  # doctest: +SKIP
+    """
+    if not optimizers:
+        raise InputError("no optimizers to predict")
+    if not math.isfinite(target) or target <= 0:
+        raise InputError(f"the NQM target must be > 0, got {target}")
+    return {name: scaling_curve(problem, proxy.kind, batch_sizes, target=target, precond=proxy.precond,
+                                config=config, progress=progress)
+            for name, proxy in optimizers.items()}
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def optimizer_entry(curve: ScalingCurve) -> dict:
+    """One optimizer's entry of ``prediction.json`` (see :mod:`batchlab.calibrate`)."""
+    critical = curve.critical
+    return {
+        "nqm_kind": curve.kind,
+        "precond": curve.precond,
+        "batch_sizes": [float(b) for b in curve.batch_sizes],
+        "steps": [None if not math.isfinite(s) else int(s) for s in curve.steps],
+        "learning_rates": [r.learning_rate for r in curve.rows],
+        "momenta": [r.momentum for r in curve.rows],
+        "critical_batch_size": {
+            "b_noise": _finite(None if critical.fit is None else critical.fit.b_noise),
+            "overhead": _finite(critical.overhead),
+        },
+    }

@@ -1,0 +1,140 @@
+"""``batchlab calibrate``: measure a workload's spectra, build an NQM, predict its batch-size scaling."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchlab.calibrate import (
+    CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, write_calibration,
+)
+from batchlab.cli._app import app, guarded, parse_float_list
+from batchlab.cli.train import parse_assignments
+from batchlab.errors import InputError
+from batchlab.workloads.registry import get_workload
+
+__all__ = ["calibrate_command"]
+
+
+def _stages(bar: Progress | None) -> Callable[[str, int], Callable[[], None]]:
+    def stage(name: str, total: int) -> Callable[[], None]:
+        if bar is None:
+            return lambda: None
+        task = bar.add_task(name, total=total)
+        return lambda: bar.advance(task)
+
+    return stage
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise InputError("--optimizers: empty list")
+    return names
+
+
+@app.command("calibrate")
+@guarded
+def calibrate_command(
+    workload: str = typer.Option(..., "--workload", help="workload name (see `batchlab list`)"),
+    out: Path = typer.Option(..., "--out", help="output folder (e.g. STUDY_DIR/calibration)"),
+    at_step: Optional[int] = typer.Option(None, "--at-step",
+                                          help="measure after N reference steps (default: where the target is met)"),
+    top_k: int = typer.Option(16, "--top-k", help="top eigenpairs measured exactly"),
+    seed: int = typer.Option(0, "--seed"),
+    batch_sizes: str = typer.Option("4,16,64,256,1024,4096,16384", "--batch-sizes",
+                                    help="batch sizes of the predicted curves"),
+    optimizers: str = typer.Option("sgd,momentum,adam,kfac", "--optimizers", help="study optimizers to predict"),
+    curvature: str = typer.Option("ggn", "--curvature", help="ggn (Gauss-Newton / Fisher) or hessian"),
+    reference_optimizer: str = typer.Option("sgd", "--reference-optimizer", help="optimizer of the reference run"),
+    reference_batch_size: int = typer.Option(128, "--reference-batch-size"),
+    reference_hp: list[str] = typer.Option([], "--reference-hp", help="reference hyperparameter NAME=VALUE"),
+    reference_steps: Optional[int] = typer.Option(None, "--reference-steps", help="reference step budget"),
+    reference_tune: int = typer.Option(13, "--reference-tune",
+                                       help="learning rates tried for the reference run (0: as given)"),
+    reference_seeds: int = typer.Option(3, "--reference-seeds",
+                                        help="seeds per reference rate; the anchor takes the median steps"),
+    target_loss: Optional[float] = typer.Option(None, "--target-loss",
+                                                help="loss at the target (skips running to it; needs --at-step)"),
+    initial: str = typer.Option("fit", "--initial", help="initial state: fit, isotropic or equal-risk"),
+    bulk_noise: str = typer.Option("curvature-weighted", "--bulk-noise",
+                                   help="bulk noise c = r h, r from: curvature-weighted, total or top-k"),
+    loss_floor: float = typer.Option(0.0, "--loss-floor", help="the loss the NQM's zero risk stands for"),
+    slq_probes: int = typer.Option(6, "--slq-probes"),
+    slq_steps: int = typer.Option(64, "--slq-steps"),
+    curvature_examples: int = typer.Option(2048, "--curvature-examples"),
+    noise_examples: int = typer.Option(1024, "--noise-examples"),
+    chunk_size: int = typer.Option(256, "--chunk-size", help="examples per jitted call (bounds memory)"),
+    option: list[str] = typer.Option([], "--option", help="workload option NAME=VALUE (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print prediction.json on stdout"),
+) -> None:
+    """Measure curvature and gradient-noise spectra at a checkpoint, build an NQM and predict steps vs batch size."""
+    config = CalibrationConfig(
+        reference=ReferenceConfig(optimizer=reference_optimizer,
+                                  hyperparameters=parse_assignments(reference_hp, flag="--reference-hp"),
+                                  batch_size=reference_batch_size, checkpoint_step=at_step,
+                                  max_steps=reference_steps, target_loss=target_loss, tune_points=reference_tune,
+                                  seeds=reference_seeds),
+        measure=MeasureConfig(top_k=top_k, curvature=curvature, slq_probes=slq_probes, slq_steps=slq_steps,
+                              curvature_examples=curvature_examples, noise_examples=noise_examples,
+                              chunk_size=chunk_size),
+        model=ModelConfig(initial=initial, bulk_noise=bulk_noise, loss_floor=loss_floor),
+        batch_sizes=tuple(parse_float_list(batch_sizes, name="--batch-sizes")),
+        optimizers=_names(optimizers),
+    )
+    config.check()
+    task = get_workload(workload, **parse_assignments(option, flag="--option"))
+    task.load()  # a missing data set fails here, before any progress bar
+    console = Console(stderr=True)
+    if console.is_terminal:
+        columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            result = calibrate(task, config, seed=seed, stages=_stages(bar))
+    else:
+        result = calibrate(task, config, seed=seed)
+    files = write_calibration(result, out)
+    if as_json:
+        print(json.dumps(json.loads(files["prediction"].read_text())))
+        return
+    _render(Console(), result, files)
+
+
+def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
+    prediction = result.prediction_dict()
+    target = prediction["target"]
+    console.print(f"[bold]{prediction['workload']}[/]: measured at step {prediction['checkpoint_step']} "
+                  f"({result.spectra.curvature}); loss {target['initial_loss']:.4g} → {target['target_loss']:.4g} "
+                  f"at {target['metric']} <= {target['value']:g}; NQM target {target['nqm_target']:.4g}, "
+                  f"initial shares ∝ h^{result.nqm.initial_exponent:.2f} ({result.nqm.initial_rule})")
+    scales = prediction["noise_scales"]
+    console.print(f"B_simple = {_num(scales['b_simple'])}, B_noise = {_num(scales['b_noise'])}, "
+                  f"top eigenvalue {result.spectra.top.values[0]:.4g}, took {result.timings['total']:.1f} s")
+    anchor = prediction["anchor"]
+    if result.nqm.initial_rule == "fit (closest)":
+        console.print(f"[yellow]warning:[/] the NQM could not reproduce the reference run ({anchor['steps']} steps "
+                      f"at batch {anchor['batch_size']:g}); its closest takes {_num(anchor['nqm_steps'])}. "
+                      "Try more --slq-steps and --curvature-examples, or another --at-step.")
+    table = Table(title="predicted steps to target")
+    table.add_column("batch size", justify="right")
+    entries = prediction["optimizers"]
+    for name, entry in entries.items():
+        table.add_column(f"{name} (p={entry['precond']:g})", justify="right")
+    sizes = next(iter(entries.values()))["batch_sizes"]
+    for i, size in enumerate(sizes):
+        table.add_row(f"{size:g}", *[_num(entry["steps"][i]) for entry in entries.values()])
+    table.add_row("critical (fit)", *[_num(e["critical_batch_size"]["b_noise"]) for e in entries.values()])
+    table.add_row("critical (20%)", *[_num(e["critical_batch_size"]["overhead"]) for e in entries.values()])
+    console.print(table)
+    console.print("wrote " + ", ".join(str(path) for path in files.values()))
+    sys.stdout.flush()
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
