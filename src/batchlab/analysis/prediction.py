@@ -95,7 +95,11 @@ def load_prediction(folder: str | pathlib.Path) -> Prediction | None:
     if not isinstance(data, Mapping) or not isinstance(data.get("optimizers"), Mapping):
         raise InputError(f"{path}: expected an object with an 'optimizers' object")
     curves = {str(name): _curve(str(name), body, path) for name, body in data["optimizers"].items()}
-    return Prediction(str(data.get("source", "")), curves, path)
+    source = data.get("source")
+    if not source and data.get("workload"):  # batchlab calibrate's own format
+        source = (f"calibrated NQM of {data['workload']} ({data.get('curvature', 'curvature')} spectrum "
+                  f"measured after {data.get('checkpoint_step', '?')} reference steps)")
+    return Prediction(str(source or ""), curves, path)
 
 
 def compare_critical(prediction: Prediction, critical: pd.DataFrame) -> pd.DataFrame:
