@@ -104,30 +104,43 @@ def noise_floor(sys):
     """
     x = np.broadcast_to(sys.x, sys.shape)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        log_r = np.where(x < 1, np.log1p(-np.minimum(x, 1.0)), np.log(np.abs(x - 1.0)))  # log|1 − x|
         stable = x < np.broadcast_to(sys.limit, sys.shape)
-        if sys.kind == "sgd" and not sys.ema:
-            return 1.0 / (x * (2.0 - x)), log_r, stable
-        if sys.kind == "sgd":  # SGD + EMA, Theorem 2
-            g = sys.gamma
+        if sys.kind == "heavy_ball" and not sys.ema:
+            return _heavy_ball_floor(x, sys.beta) + (stable,)
+        if sys.kind == "sgd":
+            log_r = np.where(x < 1, np.log1p(-np.minimum(x, 1.0)), np.log(np.abs(x - 1.0)))  # log|1 − x|
+            if not sys.ema:
+                return 1.0 / (x * (2.0 - x)), log_r, stable
+            g = sys.gamma  # SGD + EMA, Theorem 2
             floor = (1 - g) * (1 + (1 - x) * g) / ((x * (2.0 - x)) * (1 + g) * ((1 - g) + g * x))
             return floor, np.maximum(log_r, np.log(g)), stable
-        if sys.kind == "heavy_ball" and not sys.ema:
-            b = sys.beta
-            floor = (1 + b) / ((1 - b) * x * ((2 - x) + 2 * b))
-            sb = np.sqrt(b)
-            lo, hi = (1 - sb) ** 2, (1 + sb) ** 2
-            sd = np.sqrt(np.maximum((x - lo) * (x - hi), 0.0))
-            c_lo = 2.0 * x / ((x + (1 - b)) + sd)  # 1 − r₁ (overdamped, slow side)
-            c_hi = 2.0 * ((2 - x) + 2 * b) / (((2 - x) + 2 * b) + (1 - b) + sd)  # 1 + r₂ (x > (1+√β)²)
-            log_rad = np.where(x <= lo, np.log1p(-np.minimum(c_lo, 1.0)),
-                               np.where(x >= hi, np.log1p(-np.minimum(c_hi, 1.0)), 0.5 * np.log(b)))
-            return floor, log_rad, stable
     comp = sys.companion()
     if comp is None:
         return None
     floor, cancel, log_rad, ok = _steady_state(comp)
     return floor, log_rad, ok & (cancel <= TRUST)
+
+
+def _heavy_ball_floor(x, beta):
+    """Heavy ball: floor ``(1 + β)/((1 − β) x (2 + 2β − x))`` and log spectral radius — ``½ log β``
+    between the critical points ``(1 ∓ √β)²``, else the real root nearest ±1 (computed only there)."""
+    b = np.broadcast_to(beta, x.shape)
+    floor = (1 + beta) / (1 - beta) / (x * ((2 - x) + 2 * beta))
+    sb = np.sqrt(beta)
+    lo, hi = np.broadcast_to((1 - sb) ** 2, x.shape), np.broadcast_to((1 + sb) ** 2, x.shape)
+    log_rad = np.broadcast_to(0.5 * np.log(beta), x.shape).copy()
+    slow = x <= lo  # overdamped, small x: 1 − r₁ = 2x / (x + 1 − β + √D)
+    if slow.any():
+        xs, bs = x[slow], b[slow]
+        sd = np.sqrt(np.maximum((xs - lo[slow]) * (xs - hi[slow]), 0.0))
+        log_rad[slow] = np.log1p(-np.minimum(2.0 * xs / ((xs + (1 - bs)) + sd), 1.0))
+    fast = x >= hi  # overdamped, large x: 1 + r₂ = 2 p(−1) / (p(−1) + 1 − β + √D)
+    if fast.any():
+        xs, bs = x[fast], b[fast]
+        sd = np.sqrt(np.maximum((xs - lo[fast]) * (xs - hi[fast]), 0.0))
+        pm = (2 - xs) + 2 * bs
+        log_rad[fast] = np.log1p(-np.minimum(2.0 * pm / (pm + (1 - bs) + sd), 1.0))
+    return floor, log_rad
 
 
 def _steady_state(c: Companion):

@@ -306,12 +306,15 @@ def _direction_arrays(problem: Problem, dyn: Dynamics, batch_size) -> tuple[np.n
     if not np.all(np.isfinite(B)) or np.any(B < 1):
         raise InputError(f"batch_size must be >= 1, got {batch_size!r}")
     alpha = np.asarray(dyn.learning_rate)[..., None]
-    p = np.asarray(dyn.precond)[..., None]
+    p = np.asarray(dyn.precond)
     h, c = problem.h, problem.c
-    P = h ** (-p)
-    x = alpha * P * h
-    q = alpha**2 * P**2 * c / B[..., None]
-    return x, q
+    if p.size == 1:  # one preconditioner for every setting: per-direction factors computed once
+        P = h ** (-float(p.reshape(-1)[0])) if float(p.reshape(-1)[0]) != 0.0 else 1.0
+        x = alpha * (P * h)
+        q = (alpha**2 / B[..., None]) * (P**2 * c)
+        return x, q
+    P = h ** (-p[..., None])
+    return alpha * P * h, alpha**2 * P**2 * c / B[..., None]
 
 
 def build_system(problem: Problem, dyn: Dynamics, batch_size) -> System:
