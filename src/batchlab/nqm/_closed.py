@@ -26,7 +26,7 @@ import numpy as np
 
 from batchlab.nqm.dynamics import Companion
 
-__all__ = ["sgd_moment", "companion_moment", "TRUST"]
+__all__ = ["sgd_moment", "companion_moment", "momentum_ema_moment", "TRUST"]
 
 # Entries whose estimated cancellation factor exceeds this go to exact doubling (≈ 1e-11 relative).
 TRUST = 1e4
@@ -325,3 +325,141 @@ def _zero_root_branch(c: Companion, t, sign_t):
             np.full_like(b, -np.inf), bms, one, one, Gbs,
         )
     return parts, stable
+
+
+# --------------------------------------------------------------------------------------------------
+# Momentum + EMA (3 states): modal closed form
+
+
+def _momentum_roots(c: Companion):
+    """The two momentum roots as ``(sgn, log|λ|, angle, 1 − λ, 1 + λ)`` arrays of shape ``(k, 2)``, plus
+    ``λ₀ − λ₁`` — every complement from ``p(1)``, ``p(−1)``, ``1 − δ`` (accurate when tiny)."""
+    k = c.tau.shape[0]
+    sgn, lm, ang = np.ones((k, 2)), np.empty((k, 2)), np.zeros((k, 2))
+    comp = np.empty((k, 2), complex)
+    cplx = c.disc < 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        sq = np.sqrt(np.abs(c.disc))
+        # complex pair ρ e^{±iφ}: log ρ = ½ log(1 − (1 − δ)),  1 − λ = (p(1) + 1 − δ)/2 ∓ i √(−D)/2
+        phi = np.arctan2(sq, c.tau)
+        lr = 0.5 * np.log1p(-np.minimum(c.omd, 1.0))
+        re = (c.p1 + c.omd) / 2.0
+        # real roots: b (sign of τ, |b| ≥ |s|) and s = δ / b
+        sd, b, s, omb, opb, oms, ops, lb, ls, bms, _ = _real_roots(c)
+        ls = np.where(c.delta == 0, -800.0, ls)  # s = 0: s^k = [k == 0] (the power underflows)
+    lm[:, 0], lm[:, 1] = np.where(cplx, lr, lb), np.where(cplx, lr, ls)
+    ang[:, 0], ang[:, 1] = np.where(cplx, phi, 0.0), np.where(cplx, -phi, 0.0)
+    sgn[:, 0] = np.where(~cplx & (b < 0), -1.0, 1.0)
+    sgn[:, 1] = np.where(~cplx & (s < 0), -1.0, 1.0)
+    comp[:, 0] = np.where(cplx, re - 0.5j * sq, omb)
+    comp[:, 1] = np.where(cplx, re + 0.5j * sq, np.where(s >= 0, oms, 2.0 - ops))
+    # 1 + λ (accurate near the stability limit, where a root approaches −1): (p(−1) + 1 − δ)/2 ± i √(−D)/2
+    rp = (c.pm1 + c.omd) / 2.0
+    plus = np.empty((k, 2), complex)
+    plus[:, 0] = np.where(cplx, rp + 0.5j * sq, opb)
+    plus[:, 1] = np.where(cplx, rp - 0.5j * sq, np.where(s >= 0, 2.0 - oms, ops))
+    d01 = np.where(cplx, 1j * sq, bms + 0j)
+    return sgn, lm, ang, comp, plus, d01
+
+
+def _power(sgn, lm, ang, t, t_odd):
+    """``λ^t`` for ``λ = sgn · exp(lm + i·ang)`` (``sgn^t`` from the parity of ``t``, exact)."""
+    sign = np.where((sgn < 0) & t_odd, -1.0, 1.0)
+    return sign * np.exp(t * lm + 1j * (t * ang))
+
+
+def momentum_ema_moment(sys, t):
+    """``E[θ̃_t²]`` of heavy-ball or Nesterov momentum with an iterate EMA (3-state systems).
+
+    ``M`` is block triangular, so its eigenvalues are the momentum roots ``r₁, r₂`` and the decay
+    ``γ``.  With distinct roots the measured responses are modal sums, ``e M^k u = Σ_i w_i λ_i^k``
+    and ``e M^k a = Σ_i v_i λ_i^k``, where (writing ``λ = 1 − c`` and ``M = I − E``)::
+
+        w_i = e (c_j − E)(c_l − E) u / ((c_j − c_i)(c_l − c_i))
+
+    uses only the complements and the small products ``e E^k u`` (accurate for slow directions), and
+    ``Σ_{k<t} (e M^k u)² = Σ_ij w_i w_j (1 − (λ_iλ_j)^t) / (1 − λ_iλ_j)`` with ``1 − z^t`` from
+    ``expm1``.  Near a double root (critical damping, ``γ`` equal to a root) the ``w_i`` grow and the
+    sum cancels; the returned cancellation estimate flags those entries for exact doubling.
+
+    Args:
+        sys: a one-dimensional batch of 3-state :class:`System` entries.
+        t: integer steps, ``(m,)`` or ``(k, m)``.
+    Returns:
+        ``(value, cancellation)``, each ``(k, m)``; ``inf`` cancellation where the form does not apply.
+    """
+    from batchlab.nqm.dynamics import _heavy_ball_companion, _nesterov_companion
+
+    t = np.asarray(t)
+    t2 = t if t.ndim == 2 else t[None, :]
+    tf = t2.astype(np.float64)[:, None, :]  # (k|1, 1, m)
+    t_odd = (t2 % 2 == 1)[:, None, :]
+    shape = sys.shape
+    x = np.broadcast_to(sys.x, shape)
+    beta = np.broadcast_to(sys.beta, shape)
+    gamma = np.broadcast_to(sys.gamma, shape)
+    comp = (_nesterov_companion if sys.kind == "nesterov" else _heavy_ball_companion)(x, beta)
+    E, u, a = sys.matrices()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        sgn2, lm2, ang2, c2, p2, d01 = _momentum_roots(comp)
+        omg = 1.0 - gamma
+        lg = np.where(gamma > 0, np.log1p(-omg), -800.0)
+        sgn = np.concatenate([sgn2, np.ones(shape)[:, None]], 1)
+        lm = np.concatenate([lm2, lg[:, None]], 1)
+        ang = np.concatenate([ang2, np.zeros(shape)[:, None]], 1)
+        cc = np.concatenate([c2, omg[:, None] + 0j], 1)  # 1 − λ_i, (k, 3)
+        pp = np.concatenate([p2, (1.0 + gamma)[:, None] + 0j], 1)  # 1 + λ_i
+        lam = 1.0 - cc
+        # λ_i − λ_j for the pairs (0,1), (0,2), (1,2)
+        diff = {(0, 1): d01, (0, 2): cc[:, 2] - cc[:, 0], (1, 2): cc[:, 2] - cc[:, 1]}
+
+        def dif(i, j):
+            return diff[(i, j)] if i < j else -diff[(j, i)]
+
+        def krylov(v):
+            e1 = np.einsum("kij,kj->ki", E, v)
+            e2 = np.einsum("kij,kj->ki", E, e1)
+            return v[:, 2], e1[:, 2], e2[:, 2]
+
+        def coefficients(h0, h1, h2):
+            coef, cabs = np.empty((shape[0], 3), complex), np.empty((shape[0], 3))
+            for i, (j, l) in enumerate(((1, 2), (0, 2), (0, 1))):
+                cj, cl = cc[:, j], cc[:, l]
+                num = cj * cl * h0 - (cj + cl) * h1 + h2
+                den = dif(i, j) * dif(i, l)
+                coef[:, i] = num / den
+                cabs[:, i] = (np.abs(cj * cl * h0) + np.abs(cj + cl) * np.abs(h1) + np.abs(h2)) / np.abs(den)
+            return coef, cabs
+
+        w, wabs = coefficients(*krylov(u))
+        v, vabs = coefficients(*krylov(a))
+        # mean_t = Σ v_i λ_i^t
+        pw = _power(sgn[:, :, None], lm[:, :, None], ang[:, :, None], tf, t_odd)  # (k, 3, m)
+        grow = 1.0 + tf * np.abs(lm + 1j * ang)[:, :, None]
+        mean = np.sum(v[:, :, None] * pw, axis=1).real
+        mean_abs = np.sum(vabs[:, :, None] * np.abs(pw) * grow, axis=1)
+        noise = np.zeros(mean.shape)
+        noise_abs = np.zeros(mean.shape)
+        for i, j in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)):
+            mult = 1.0 if i == j else 2.0
+            if (i, j) == (0, 1):
+                one_minus_z = comp.omd + 0j  # 1 − r₁r₂ = 1 − δ
+            elif i == j:
+                one_minus_z = cc[:, i] * pp[:, i]
+            else:
+                one_minus_z = cc[:, j] + cc[:, i] * lam[:, j]
+            s_ij = (sgn[:, i] * sgn[:, j])[:, None]
+            L = (lm[:, i] + lm[:, j] + 1j * (ang[:, i] + ang[:, j]))[:, None]
+            zt = np.where((s_ij < 0) & t_odd[:, 0], -1.0, 1.0) * np.exp(tf[:, 0] * L)
+            one_minus_zt = np.where((s_ij < 0) & t_odd[:, 0], 1.0 - zt, -np.expm1(tf[:, 0] * L))
+            one_minus_zt = np.where(tf[:, 0] == 0, 0.0, one_minus_zt)
+            G = one_minus_zt / one_minus_z[:, None]
+            noise += mult * ((w[:, i] * w[:, j])[:, None] * G).real
+            noise_abs += mult * (wabs[:, i] * wabs[:, j])[:, None] * (
+                np.abs(G) + tf[:, 0] * np.abs(L) * np.abs(zt) / np.abs(one_minus_z)[:, None])
+        stable = np.all(lm < 0, axis=1) & np.all(np.isfinite(wabs), axis=1) & np.all(np.isfinite(vabs), axis=1)
+        q = np.broadcast_to(sys.q, shape)[:, None]
+        s0 = np.broadcast_to(sys.s0, shape)[:, None]
+        value, cancel = _combine(mean, mean_abs, noise, noise_abs, q, s0)
+    cancel = np.where(stable[:, None] & np.isfinite(value), cancel, np.inf)
+    return value, cancel

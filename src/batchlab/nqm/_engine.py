@@ -64,6 +64,9 @@ def moment(sys: System, t: np.ndarray) -> np.ndarray:
     elif (comp := sys.companion()) is not None:
         value, cancel = _closed.companion_moment(comp, np.asarray(sys.q), np.asarray(sys.s0), t)
         bad = ~(cancel <= _closed.TRUST)
+    elif sys.n == 3:
+        value, cancel = _closed.momentum_ema_moment(sys, t)
+        bad = ~(cancel <= _closed.TRUST)
     else:
         value = np.empty((rows, t2.shape[1]))
         bad = np.ones(value.shape, bool)

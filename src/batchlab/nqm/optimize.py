@@ -45,6 +45,7 @@ class SearchConfig:
     Attributes:
         entries: bins of the compressed spectrum used by stages 1–2.
         grid: coarse points per coordinate (learning rate, then the others).
+        grid3: the same for three coordinates (momentum + EMA), where the full grid would cost 12×.
         rounds: pattern-search rounds.
         finalists: candidates certified exactly on the full problem.
         window: when warm-started, half-width (decades) of the coarse window around the hint.
@@ -52,6 +53,7 @@ class SearchConfig:
 
     entries: int = 128
     grid: tuple[int, int] = (37, 13)
+    grid3: tuple[int, int] = (19, 7)
     rounds: int = 14
     finalists: int = 1
     window: float = 1.5
@@ -131,10 +133,11 @@ def _objective(problem, kind, z, batch_size, target, precond, near=None) -> np.n
 
 def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
     names = _COORDS[kind]
+    sizes = config.grid3 if len(names) == 3 else config.grid
     axes = []
     for i, name in enumerate(names):
         lo, hi = _LR_GRID if name == "lr" else _BOUNDS[name]
-        n = config.grid[0] if name == "lr" else config.grid[1]
+        n = sizes[0] if name == "lr" else sizes[1]
         if hint is not None:
             lo, hi = max(lo, hint[i] - config.window), min(hi, hint[i] + config.window)
             n = max(5, n // 2)
@@ -215,7 +218,7 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         if on_face.any():
             chosen.append(np.flatnonzero(on_face)[np.argmin(gv[on_face])])
             frozen.append(np.arange(grid.shape[1]) == j)
-    step0 = float(np.max(np.ptp(grid, axis=0)) / max(config.grid[1], 4))
+    step0 = float(np.max(np.ptp(grid, axis=0)) / max((config.grid3 if grid.shape[1] == 3 else config.grid)[1], 4))
     pts, vals = _pattern_search(f, grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)

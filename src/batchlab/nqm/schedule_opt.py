@@ -116,6 +116,25 @@ def _best_rates(problem, T, K, batch_size, precond, start=None):
     return best.x, float(np.exp(best.fun))
 
 
+def _shortest_horizon(reaches, start: int, max_steps: int, rel: float):
+    """Bracket ``(lo, hi)`` of the shortest horizon with ``reaches(T, hi)`` true: double from ``start``,
+    then bisect to a relative width ``rel`` (``reaches`` gets the current upper end as a warm-start
+    hint, ``None`` while doubling).  ``None`` if even ``max_steps`` does not reach."""
+    T = start
+    while not reaches(T, None):
+        T *= 2
+        if T > max_steps:
+            return None
+    lo, hi = T // 2, T
+    while hi - lo > max(1, int(hi * rel)):
+        mid = (lo + hi) // 2
+        if reaches(mid, hi):
+            hi = mid
+        else:
+            lo = mid
+    return lo, hi
+
+
 def optimize_piecewise(problem: Problem, *, batch_size: float, target: float, pieces: int = 10,
                        precond: float = 0.0, max_steps: int = 2**36) -> ScheduleOptimum:
     """The fewest steps with an optimized ``pieces``-piece schedule (SGD, preconditioner power p)."""
@@ -131,19 +150,11 @@ def optimize_piecewise(problem: Problem, *, batch_size: float, target: float, pi
             cache[key] = _best_rates(prob, T, pieces, batch_size, precond, start)
         return cache[key]
 
-    # bracket: double T until the optimized schedule reaches the target
-    T = max(pieces, 8)
-    while solve_T(T, small)[1] > target:
-        T *= 2
-        if T > max_steps:
-            return ScheduleOptimum("piecewise", batch_size, target, precond, math.inf, (), None, math.nan)
-    lo, hi = T // 2, T
-    while hi - lo > max(1, hi // 2000):
-        mid = (lo + hi) // 2
-        if solve_T(mid, small, solve_T(hi, small)[0])[1] <= target:
-            hi = mid
-        else:
-            lo = mid
+    bracket = _shortest_horizon(lambda T, hi: solve_T(T, small, None if hi is None else solve_T(hi, small)[0])[1]
+                                <= target, max(pieces, 8), max_steps, 1 / 2000)
+    if bracket is None:
+        return ScheduleOptimum("piecewise", batch_size, target, precond, math.inf, (), None, math.nan)
+    lo, hi = bracket
     # exact on the full problem: re-optimise the rates there and step the horizon until it reaches
     v, risk = _best_rates(problem, hi, pieces, batch_size, precond, solve_T(hi, small)[0])
     while risk > target:
@@ -189,18 +200,10 @@ def optimize_linear_decay(problem: Problem, *, batch_size: float, target: float,
         i, j = np.unravel_index(np.argmin(risk), risk.shape)
         return float(a0[i]), float(ends[j]), float(risk[i, j])
 
-    T = 8
-    while best(T, small)[2] > target:
-        T *= 2
-        if T > max_steps:
-            return ScheduleOptimum("linear-decay", batch_size, target, precond, math.inf, (), None, math.nan)
-    lo, hi = T // 2, T
-    while hi - lo > max(1, hi // 1000):
-        mid = (lo + hi) // 2
-        if best(mid, small)[2] <= target:
-            hi = mid
-        else:
-            lo = mid
+    bracket = _shortest_horizon(lambda T, hi: best(T, small)[2] <= target, 8, max_steps, 1 / 1000)
+    if bracket is None:
+        return ScheduleOptimum("linear-decay", batch_size, target, precond, math.inf, (), None, math.nan)
+    lo, hi = bracket
     while True:  # exact, step resolution, full problem
         a0, end, _ = best(hi, problem)
         risk = float(scheduled_risk(problem, sgd(a0, precond=precond), linear_decay(hi, end),
