@@ -99,3 +99,23 @@ def test_step_is_jittable_keeps_state_shapes_and_traces_hyperparameters(name):
     assert step._cache_size() == 1  # a new learning rate did not recompile
     moved = [float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(params))]
     assert max(moved) > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_text():
+    from batchlab.workloads import get_workload
+
+    workload = get_workload("text-transformer", model_dim=16, layers=1, heads=2, context_length=8, eval_windows=16)
+    workload.load()
+    return workload
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_optimizer_trains_the_text_transformer_with_defaults(tiny_text, name):
+    """Sequence model (layer norms, one-hot embedding over (batch, time, ·)): K-FAC once failed here."""
+    from batchlab.train import train
+
+    result = train(tiny_text, name, {}, 4, 3, 0, eval_every=3)
+    assert result.status == "budget", result.final_metrics
+    first, last = result.curve[0].metrics["loss"], result.final_metrics["loss"]
+    assert math.isfinite(last) and last < first, (first, last)

@@ -17,6 +17,13 @@ Conventions: no curvature burn-in (the first step's estimate is that minibatch's
 off, no weight decay.  Convolutions use :mod:`batchlab.optim.kfac_conv`'s block, which computes the
 input statistics without kfac-jax's per-tap while loop (slow on XLA:CPU).
 
+kfac-jax's batch size is the number of loss rows (``B·T`` for a sequence model: every position is an
+example).  Layers that keep the ``(B, T, …)`` layout — a layer norm's scale and shift, a dense
+layer matched as ``repeated_dense`` (the Transformer's one-hot embedding) — use
+:mod:`batchlab.optim.kfac_rows`'s blocks, which merge those leading axes into the rows.  Parameters
+kfac-jax's pattern matcher cannot place in a layer get its ``generic`` block (a diagonal
+estimate from the batch gradient).
+
 Example:
     >>> from batchlab.optim import get_optimizer
     >>> sorted(hp.name for hp in get_optimizer("kfac").search_space())
@@ -36,6 +43,7 @@ import kfac_jax
 from batchlab.errors import InputError
 from batchlab.optim.base import POSITIVE, HyperArrays, Hyperparameter, Model, OptimizerSpec, Stepper
 from batchlab.optim.gradient import learning_rate
+from batchlab.optim.kfac_rows import row_block_ctors
 from batchlab.optim.momentum import MOMENTUM
 from batchlab.optim.schedules import SCHEDULE_HYPERPARAMETERS, learning_rate_factor
 
@@ -168,11 +176,11 @@ def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacCon
             f"got loss_kind {model.loss_kind!r}"
         )
     value = _registered_loss(model)
-    blocks = None
+    blocks = dict(row_block_ctors())
     if config.fast_conv_statistics:
         from batchlab.optim.kfac_conv import conv_block_ctors
 
-        blocks = conv_block_ctors()
+        blocks.update(conv_block_ctors())
     optimizer = kfac_jax.Optimizer(
         value_and_grad_func=jax.value_and_grad(value),
         l2_reg=0.0,
@@ -205,8 +213,8 @@ def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacCon
             except AssertionError as error:
                 raise InputError(
                     "kfac: kfac-jax cannot build the curvature blocks of this model (a registered "
-                    "layer's leading axis differs from the number of loss rows, e.g. a layer norm "
-                    "over (batch, time, features)); use another optimizer"
+                    "layer's leading axes do not merge into the number of loss rows); use another "
+                    "optimizer"
                 ) from error
             checked.append(True)
         return state
