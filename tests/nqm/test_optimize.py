@@ -11,7 +11,7 @@ import pytest
 from batchlab.errors import InputError
 from batchlab.nqm import expected_risk, heavy_ball, power_law, sgd
 from batchlab.nqm.optimize import optimize
-from batchlab.nqm.scaling import scaling_curve
+from batchlab.nqm.scaling import scaling_curve, scaling_curves
 from batchlab.nqm.schedule_opt import optimize_piecewise
 from batchlab.nqm.solve import search_steps, steps_to_target
 
@@ -104,3 +104,14 @@ def test_search_beats_the_learning_rate_momentum_grid():
 def test_unknown_kind_is_rejected():
     with pytest.raises(InputError, match="valid"):
         optimize(PROBLEM, "adamw", batch_size=4, target=TARGET)
+
+
+def test_parallel_curves_equal_the_sequential_ones():
+    problem = power_law(300)
+    specs = [("sgd", 0.0), ("momentum", 0.5)]
+    parallel = scaling_curves(problem, specs, [4, 256], target=TARGET, workers=2)
+    for (kind, p), curve in zip(specs, parallel):
+        alone = scaling_curve(problem, kind, [4, 256], target=TARGET, precond=p)
+        assert (curve.kind, curve.precond) == (kind, p)
+        np.testing.assert_array_equal(curve.steps, alone.steps)
+        assert [r.learning_rate for r in curve.rows] == [r.learning_rate for r in alone.rows]

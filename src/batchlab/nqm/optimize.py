@@ -176,7 +176,7 @@ def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rou
 
 
 def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, precond: float = 0.0,
-             config: SearchConfig = SearchConfig(), hint=None) -> Optimum:
+             config: SearchConfig = SearchConfig(), hint=None, near_steps: float | None = None) -> Optimum:
     """Hyperparameters of ``kind`` minimising the steps to ``target`` at ``batch_size``.
 
     Args:
@@ -185,6 +185,8 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         batch_size, target, precond: the setting (``P = H^-precond``).
         config: search effort.
         hint: coordinates of a nearby optimum (e.g. the previous batch size's) to warm-start from.
+        near_steps: a step count near the expected optimum (e.g. the previous batch size's); it only
+            speeds up the search (a window of step counts around it is tried before galloping).
     Returns:
         The :class:`Optimum` with exact (certified) steps.
 
@@ -202,14 +204,19 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
     bounds = np.array([_BOUNDS[n] for n in _COORDS[kind]])
     small = solve.compress(problem, config.entries)
 
+    near = {"steps": near_steps if hint is not None else None}
+
     def f(z):
-        return _objective(small, kind, z, batch_size, target, precond)
+        return _objective(small, kind, z, batch_size, target, precond, near=near["steps"])
 
     grid = _grid(kind, config, None if hint is None else np.asarray(hint, float))
     gv = f(grid)
     if hint is not None and not np.isfinite(gv).any():
+        near["steps"] = None
         grid = _grid(kind, config, None)
         gv = f(grid)
+    if np.isfinite(gv).any():  # the pattern search explores around the best grid values
+        near["steps"] = float(np.min(gv))
     order = np.argsort(gv)
     chosen = list(order[:min(3, len(order))])
     frozen = [np.zeros(grid.shape[1], bool) for _ in chosen]

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,7 +23,7 @@ from batchlab.errors import InputError
 from batchlab.nqm.optimize import KINDS, Optimum, SearchConfig, optimize
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["ScalingCurve", "scaling_curve", "check_batch_sizes"]
+__all__ = ["ScalingCurve", "scaling_curve", "scaling_curves", "check_batch_sizes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,7 @@ class ScalingCurve:
     rows: tuple[Optimum, ...]
     lower_bounds: tuple[float, ...]
     critical: CriticalBatchSize
+    seconds: float = math.nan  # wall time of the optimization
 
     @property
     def batch_sizes(self) -> np.ndarray:
@@ -79,15 +83,62 @@ def scaling_curve(problem: Problem, kind: str, batch_sizes: Sequence[float], *, 
     if kind not in KINDS:
         raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
     sizes = check_batch_sizes(batch_sizes)
+    start = time.perf_counter()
     rows: list[Optimum] = []
-    hint = None
+    hint, near = None, None
     for B in sizes:
-        opt = optimize(problem, kind, batch_size=B, target=target, precond=precond, config=config, hint=hint)
+        opt = optimize(problem, kind, batch_size=B, target=target, precond=precond, config=config, hint=hint,
+                       near_steps=near)
         rows.append(opt)
         hint = opt.coordinates if math.isfinite(opt.steps) else None
+        near = opt.steps / 2.0 if math.isfinite(opt.steps) else None  # larger batches need fewer steps
         if progress:
             progress(1)
     lower = tuple(problem.lower_bound_steps(B, target) for B in sizes)
     steps = np.array([r.steps for r in rows])
     return ScalingCurve(kind=kind, precond=float(precond), target=float(target), rows=tuple(rows),
-                        lower_bounds=lower, critical=critical_batch_size(sizes, steps, tolerance))
+                        lower_bounds=lower, critical=critical_batch_size(sizes, steps, tolerance),
+                        seconds=time.perf_counter() - start)
+
+
+def _curve_job(args):
+    problem, kind, batch_sizes, target, precond, config, tolerance = args
+    return scaling_curve(problem, kind, batch_sizes, target=target, precond=precond, config=config,
+                         tolerance=tolerance)
+
+
+def scaling_curves(problem: Problem, curves: Sequence[tuple[str, float]], batch_sizes: Sequence[float], *,
+                   target: float, config: SearchConfig = SearchConfig(), tolerance: float = 0.2,
+                   workers: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> list[ScalingCurve]:
+    """Several independent curves, ``curves = [(kind, precond), ...]``, on up to ``workers`` processes.
+
+    Each curve is sequential (every batch size warm-starts from the previous one), so the curves
+    themselves are the unit of parallel work.  ``workers`` defaults to the number of CPUs; 1 runs
+    in this process.  Results come back in the order of ``curves``; ``progress`` is called with the
+    number of batch sizes after each curve.
+    """
+    for kind, _ in curves:
+        if kind not in KINDS:
+            raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
+    sizes = check_batch_sizes(batch_sizes)
+    jobs = [(problem, kind, sizes, target, float(p), config, tolerance) for kind, p in curves]
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        out = []
+        for job in jobs:
+            out.append(_curve_job(job))
+            if progress:
+                progress(len(sizes))
+        return out
+    # the expensive kinds first, so that the last curves to finish are short ones
+    cost = {"sgd": 1, "nesterov": 8, "momentum": 8, "ema": 8, "momentum-ema": 30}
+    order = sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i][1], 8))
+    results: dict[int, ScalingCurve] = {}
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {pool.submit(_curve_job, jobs[i]): i for i in order}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(len(sizes))
+    return [results[i] for i in range(len(jobs))]
