@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import time
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
 
@@ -135,7 +136,8 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple[str, float]], batch_
     cost = {"sgd": 1, "nesterov": 8, "momentum": 8, "ema": 8, "momentum-ema": 30}
     order = sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i][1], 8))
     results: dict[int, ScalingCurve] = {}
-    with ProcessPoolExecutor(workers) as pool:
+    # forkserver: workers start from a clean process (forking one that runs JAX threads can deadlock)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         futures = {pool.submit(_curve_job, jobs[i]): i for i in order}
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -73,7 +74,8 @@ def _schedule_job(args):
 def _run(jobs, fn, workers, progress):
     out = {}
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # forkserver: workers start from a clean process (forking one that runs JAX threads can deadlock)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             for key, value in pool.map(fn, jobs):
                 out[key] = value
                 progress(1)
