@@ -123,24 +123,24 @@ def noise_floor(sys):
 
 def _heavy_ball_floor(x, beta):
     """Heavy ball: floor ``(1 + β)/((1 − β) x (2 + 2β − x))`` and log spectral radius — ``½ log β``
-    between the critical points ``(1 ∓ √β)²``, else the real root nearest ±1 (computed only there)."""
-    b = np.broadcast_to(beta, x.shape)
-    floor = (1 + beta) / (1 - beta) / (x * ((2 - x) + 2 * beta))
+    between the critical points ``(1 ∓ √β)²``, else the real root nearest ±1::
+
+        overdamped, small x:  1 − r₁ = 2x / (x + 1 − β + √D)
+        overdamped, large x:  1 + r₂ = 2 p(−1) / (p(−1) + 1 − β + √D)
+
+    (one pass over the arrays, no boolean indexing: this runs on every entry of a grid)."""
+    omb = 1 - beta
+    pm = (2 - x) + 2 * beta
+    floor = (1 + beta) / (omb * (x * pm))
     sb = np.sqrt(beta)
-    lo, hi = np.broadcast_to((1 - sb) ** 2, x.shape), np.broadcast_to((1 + sb) ** 2, x.shape)
-    log_rad = np.broadcast_to(0.5 * np.log(beta), x.shape).copy()
-    slow = x <= lo  # overdamped, small x: 1 − r₁ = 2x / (x + 1 − β + √D)
-    if slow.any():
-        xs, bs = x[slow], b[slow]
-        sd = np.sqrt(np.maximum((xs - lo[slow]) * (xs - hi[slow]), 0.0))
-        log_rad[slow] = np.log1p(-np.minimum(2.0 * xs / ((xs + (1 - bs)) + sd), 1.0))
-    fast = x >= hi  # overdamped, large x: 1 + r₂ = 2 p(−1) / (p(−1) + 1 − β + √D)
-    if fast.any():
-        xs, bs = x[fast], b[fast]
-        sd = np.sqrt(np.maximum((xs - lo[fast]) * (xs - hi[fast]), 0.0))
-        pm = (2 - xs) + 2 * bs
-        log_rad[fast] = np.log1p(-np.minimum(2.0 * pm / (pm + (1 - bs) + sd), 1.0))
-    return floor, log_rad
+    lo, hi = (1 - sb) ** 2, (1 + sb) ** 2
+    sd = np.sqrt(np.maximum((x - lo) * (x - hi), 0.0))
+    slow = x <= lo
+    num = np.where(slow, x, pm)
+    comp = np.minimum(2.0 * num / ((num + omb) + sd), 1.0)  # 1 − |r| for the overdamped branches
+    log_real = np.log1p(-comp)
+    log_rad = np.where(slow | (x >= hi), log_real, 0.5 * np.log(beta))
+    return floor, np.broadcast_to(log_rad, np.broadcast_shapes(np.shape(x), np.shape(beta)))
 
 
 def _steady_state(c: Companion):
