@@ -230,3 +230,46 @@ def test_kfac_trains_the_text_transformer():
     assert all(np.isfinite(losses)) and all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(params))
     assert losses[0] == pytest.approx(4.88, abs=0.05)  # ≈ ln 73 + init spread
     assert np.mean(losses[-5:]) < losses[0] - 1.0, losses
+
+
+def test_kfac_exact_fisher_factors_and_curvature_ema_match_a_direct_computation():
+    """Factor scale (per-example Fisher averaged over the B loss rows) and the EMA of successive batches.
+
+    With ``estimation_mode = "fisher_exact"`` the dense factors are ``A = mean_n [x_n, 1][x_n, 1]ᵀ`` and
+    ``G = mean_n J_nᵀ (diag p_n − p_n p_nᵀ) J_n`` (``J_n``: the logits' Jacobian w.r.t. the layer's
+    outputs); after a second batch each factor is ``(0.95 · F₁ + F₂) / 1.95``.
+    """
+    from batchlab.optim.kfac import KfacConfig, kfac_stepper
+
+    workload = ToyClassifier()
+    workload.load()
+    prepared = prepare(get_optimizer("kfac"), {"learning_rate": 0.01, "momentum": 0.0, "damping": 0.1})
+    stepper = kfac_stepper(workload, adaptive=False, schedule="constant",
+                           config=KfacConfig(estimation_mode="fisher_exact"))
+    params = workload.init_params(key=jax.random.PRNGKey(0))
+    batches = [workload.sample_batch(key=jax.random.PRNGKey(k), batch_size=48) for k in (1, 2)]
+    state = stepper.init(params, prepared.arrays(max_steps=10), batch=batches[0], key=jax.random.PRNGKey(3))
+
+    def factors(p, batch):
+        x = batch["inputs"]
+        h = jnp.tanh(x @ p["dense1"]["kernel"] + p["dense1"]["bias"])
+        probs = jax.nn.softmax(h @ p["dense2"]["kernel"] + p["dense2"]["bias"])
+        fisher = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(probs)  # (B, C, C)
+        jac = (1 - h**2)[:, :, None] * p["dense2"]["kernel"][None]  # d logits / d pre-activation 1
+        ones = jnp.ones((x.shape[0], 1))
+        a1, a2 = jnp.concatenate([x, ones], 1), jnp.concatenate([h, ones], 1)
+        return {
+            (9, 9): a1.T @ a1 / len(x), (17, 17): a2.T @ a2 / len(x), (4, 4): fisher.mean(0),
+            (16, 16): jnp.einsum("nic,ncd,njd->ij", jac, fisher, jac) / len(x),
+        }
+
+    step = jax.jit(stepper.step)
+    expected, p = None, params
+    for t, batch in enumerate(batches):
+        direct = factors(p, batch)  # the curvature is estimated at the parameters before the update
+        expected = direct if expected is None else {k: (0.95 * expected[k] + direct[k]) / 1.95 for k in direct}
+        p, state, _ = step(p, state, batch, key=jax.random.PRNGKey(10 + t))
+        got = {f.value.shape: f.value for block in state.inner.estimator_state.blocks_states for f in block.factors}
+        assert set(got) == set(expected)
+        for shape, value in expected.items():
+            np.testing.assert_allclose(got[shape], value, rtol=1e-4, atol=1e-6, err_msg=f"step {t}, {shape}")
