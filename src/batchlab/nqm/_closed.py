@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from batchlab.nqm.dynamics import Companion
+from batchlab.nqm.dynamics import Companion, _heavy_ball_companion, _nesterov_companion
 
 __all__ = ["sgd_moment", "companion_moment", "momentum_ema_moment", "TRUST"]
 
@@ -388,8 +388,6 @@ def momentum_ema_moment(sys, t):
     Returns:
         ``(value, cancellation)``, each ``(k, m)``; ``inf`` cancellation where the form does not apply.
     """
-    from batchlab.nqm.dynamics import _heavy_ball_companion, _nesterov_companion
-
     t = np.asarray(t)
     t2 = t if t.ndim == 2 else t[None, :]
     tf = t2.astype(np.float64)[:, None, :]  # (k|1, 1, m)

@@ -108,22 +108,24 @@ def _curve_job(args):
                          tolerance=tolerance)
 
 
-def scaling_curves(problem: Problem, curves: Sequence[tuple[str, float]], batch_sizes: Sequence[float], *,
+def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Sequence[float], *,
                    target: float, config: SearchConfig = SearchConfig(), tolerance: float = 0.2,
                    workers: int | None = None,
                    progress: Callable[[int], None] | None = None) -> list[ScalingCurve]:
-    """Several independent curves, ``curves = [(kind, precond), ...]``, on up to ``workers`` processes.
+    """Several independent curves on up to ``workers`` processes.
 
-    Each curve is sequential (every batch size warm-starts from the previous one), so the curves
-    themselves are the unit of parallel work.  ``workers`` defaults to the number of CPUs; 1 runs
-    in this process.  Results come back in the order of ``curves``; ``progress`` is called with the
-    number of batch sizes after each curve.
+    ``curves`` holds ``(kind, precond)`` or ``(kind, precond, target)`` entries (``target`` defaults
+    to the keyword).  Each curve is sequential (every batch size warm-starts from the previous one),
+    so the curves themselves are the unit of parallel work.  ``workers`` defaults to the number of
+    CPUs; 1 runs in this process.  Results come back in the order of ``curves``; ``progress`` is
+    called with the number of batch sizes after each curve.
     """
-    for kind, _ in curves:
+    sizes = check_batch_sizes(batch_sizes)
+    jobs = []
+    for kind, p, *rest in curves:
         if kind not in KINDS:
             raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
-    sizes = check_batch_sizes(batch_sizes)
-    jobs = [(problem, kind, sizes, target, float(p), config, tolerance) for kind, p in curves]
+        jobs.append((problem, kind, sizes, rest[0] if rest else target, float(p), config, tolerance))
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     if workers <= 1:
         out = []

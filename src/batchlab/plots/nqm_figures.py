@@ -27,8 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from batchlab.nqm import Problem, binned, heavy_ball, power_law, stability_limit  # noqa: E402
-from batchlab.nqm.optimize import SearchConfig  # noqa: E402
-from batchlab.nqm.scaling import scaling_curve  # noqa: E402
+from batchlab.nqm.scaling import scaling_curves  # noqa: E402
 from batchlab.nqm.schedule_opt import optimize_piecewise  # noqa: E402
 
 __all__ = ["FigureSpec", "write_nqm_figures", "PRECONDS", "COLORS"]
@@ -56,13 +55,6 @@ class FigureSpec:
     def quick(cls, **kw) -> "FigureSpec":
         """A small version (every other batch size, three targets) for demos."""
         return cls(batch_sizes=tuple(float(4**k) for k in range(1, 11, 2)), targets=(0.1, 0.01, 0.001), **kw)
-
-
-def _curve_job(args):
-    spec, kind, precond, target = args
-    curve = scaling_curve(spec.problem(), kind, spec.batch_sizes, target=target, precond=precond,
-                          config=SearchConfig())
-    return (kind, precond, target), curve.as_dict()
 
 
 def _schedule_job(args):
@@ -95,8 +87,8 @@ def write_nqm_figures(out: Path, spec: FigureSpec = FigureSpec(), *, workers: in
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    curve_jobs = [(spec, k, p, spec.target) for p in PRECONDS for k in ("sgd", "momentum", "ema")]
-    curve_jobs += [(spec, k, 0.0, t) for t in spec.targets if t != spec.target for k in ("sgd", "momentum")]
+    curve_jobs = [(k, p, spec.target) for p in PRECONDS for k in ("sgd", "momentum", "ema")]
+    curve_jobs += [(k, 0.0, t) for t in spec.targets if t != spec.target for k in ("sgd", "momentum")]
     sched_jobs = [(spec, p, B) for p in PRECONDS for B in spec.batch_sizes]
     total = len(curve_jobs) + len(sched_jobs)
     done = [0]
@@ -106,9 +98,11 @@ def write_nqm_figures(out: Path, spec: FigureSpec = FigureSpec(), *, workers: in
         if progress:
             progress(done[0], total)
 
-    curves = _run(curve_jobs, _curve_job, workers, tick)
-    schedules = _run(sched_jobs, _schedule_job, workers, tick)
     problem = spec.problem()
+    computed = scaling_curves(problem, curve_jobs, spec.batch_sizes, target=spec.target, workers=workers,
+                              progress=lambda _: tick(1))
+    curves = {job: curve.as_dict() for job, curve in zip(curve_jobs, computed)}
+    schedules = _run(sched_jobs, _schedule_job, workers, tick)
     paths = [
         *_fig2(out),
         *_fig_steps(out, "fig3a_momentum_preconditioning", curves, spec, ("sgd", "momentum"),
