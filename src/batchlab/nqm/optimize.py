@@ -131,9 +131,14 @@ def _objective(problem, kind, z, batch_size, target, precond, near=None) -> np.n
     return np.where(np.isfinite(steps), steps, np.inf)
 
 
+def _grid_sizes(config: SearchConfig, ndim: int) -> tuple[int, int]:
+    """Coarse points (learning rate, other coordinates) for a search in ``ndim`` coordinates."""
+    return config.grid3 if ndim == 3 else config.grid
+
+
 def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
     names = _COORDS[kind]
-    sizes = config.grid3 if len(names) == 3 else config.grid
+    sizes = _grid_sizes(config, len(names))
     axes = []
     for i, name in enumerate(names):
         lo, hi = _LR_GRID if name == "lr" else _BOUNDS[name]
@@ -204,19 +209,16 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
     bounds = np.array([_BOUNDS[n] for n in _COORDS[kind]])
     small = solve.compress(problem, config.entries)
 
-    near = {"steps": near_steps if hint is not None else None}
-
-    def f(z):
-        return _objective(small, kind, z, batch_size, target, precond, near=near["steps"])
+    def f(z, near=None):
+        return _objective(small, kind, z, batch_size, target, precond, near=near)
 
     grid = _grid(kind, config, None if hint is None else np.asarray(hint, float))
-    gv = f(grid)
+    gv = f(grid, near_steps if hint is not None else None)
     if hint is not None and not np.isfinite(gv).any():
-        near["steps"] = None
         grid = _grid(kind, config, None)
         gv = f(grid)
-    if np.isfinite(gv).any():  # the pattern search explores around the best grid values
-        near["steps"] = float(np.min(gv))
+    # the pattern search explores around the best grid values: their step count is the window's centre
+    near = float(np.min(gv)) if np.isfinite(gv).any() else None
     order = np.argsort(gv)
     chosen = list(order[:min(3, len(order))])
     frozen = [np.zeros(grid.shape[1], bool) for _ in chosen]
@@ -225,8 +227,8 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         if on_face.any():
             chosen.append(np.flatnonzero(on_face)[np.argmin(gv[on_face])])
             frozen.append(np.arange(grid.shape[1]) == j)
-    step0 = float(np.max(np.ptp(grid, axis=0)) / max((config.grid3 if grid.shape[1] == 3 else config.grid)[1], 4))
-    pts, vals = _pattern_search(f, grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
+    step0 = float(np.max(np.ptp(grid, axis=0)) / max(_grid_sizes(config, grid.shape[1])[1], 4))
+    pts, vals = _pattern_search(lambda z: f(z, near), grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)
     best = _finalists(pts, vals, config.finalists)
