@@ -49,14 +49,21 @@ class SearchConfig:
         rounds: pattern-search rounds.
         finalists: candidates certified exactly on the full problem.
         window: when warm-started, half-width (decades) of the coarse window around the hint.
+        refine: rounds refining each setting's steps-to-target bracket (then interpolated).
+        local_span, local_points: the window of step counts tried first by the pattern search (whose
+            points sit near the best grid point): ``local_points`` counts from ``near / local_span``
+            to ``near · local_span``.
     """
 
-    entries: int = 128
+    entries: int = 64
     grid: tuple[int, int] = (37, 13)
     grid3: tuple[int, int] = (19, 7)
     rounds: int = 14
     finalists: int = 1
     window: float = 1.5
+    refine: int = 6
+    local_span: float = 2.0
+    local_points: int = 9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,12 +129,13 @@ def make_dynamics(kind: str, *, learning_rate, momentum=None, ema=None, precond:
     return with_ema(dyn, ema) if kind == "momentum-ema" else dyn
 
 
-def _objective(problem, kind, z, batch_size, target, precond, near=None) -> np.ndarray:
+def _objective(problem, kind, z, batch_size, target, precond, config, near=None, local=False) -> np.ndarray:
     hp = _decode(kind, z, problem, precond)
     dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
                         ema=hp.get("ema"), precond=precond)
     steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
-                               rtol=1e-4)
+                               rtol=1e-4, rounds=config.refine,
+                               **(dict(span=config.local_span, points=config.local_points) if local else {}))
     return np.where(np.isfinite(steps), steps, np.inf)
 
 
@@ -209,8 +217,8 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
     bounds = np.array([_BOUNDS[n] for n in _COORDS[kind]])
     small = solve.compress(problem, config.entries)
 
-    def f(z, near=None):
-        return _objective(small, kind, z, batch_size, target, precond, near=near)
+    def f(z, near=None, local=False):
+        return _objective(small, kind, z, batch_size, target, precond, config, near=near, local=local)
 
     grid = _grid(kind, config, None if hint is None else np.asarray(hint, float))
     gv = f(grid, near_steps if hint is not None else None)
@@ -228,7 +236,7 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
             chosen.append(np.flatnonzero(on_face)[np.argmin(gv[on_face])])
             frozen.append(np.arange(grid.shape[1]) == j)
     step0 = float(np.max(np.ptp(grid, axis=0)) / max(_grid_sizes(config, grid.shape[1])[1], 4))
-    pts, vals = _pattern_search(lambda z: f(z, near), grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
+    pts, vals = _pattern_search(lambda z: f(z, near, local=True), grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)
     best = _finalists(pts, vals, config.finalists)
@@ -239,7 +247,8 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         scalars = {k: float(v[0]) for k, v in hp.items()}
         dyn = make_dynamics(kind, learning_rate=scalars["learning_rate"], momentum=scalars.get("momentum"),
                             ema=scalars.get("ema"), precond=precond)
-        hit = solve.steps_to_target(problem, dyn, batch_size=batch_size, target=target)
+        estimate = float(vals[np.flatnonzero(np.all(pts == z, axis=1))[0]])  # on the compressed spectrum
+        hit = solve.steps_to_target(problem, dyn, batch_size=batch_size, target=target, near=estimate)
         evaluations += hit.evaluations
         results.append((hit.steps, hit.reason, z, scalars))
     steps, reason, z, scalars = min(results, key=lambda r: (r[0], r[2][0]))

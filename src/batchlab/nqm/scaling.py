@@ -103,7 +103,11 @@ def scaling_curve(problem: Problem, kind: str, batch_sizes: Sequence[float], *, 
 
 
 def _curve_job(args):
-    problem, kind, batch_sizes, target, precond, config, tolerance = args
+    problem, kind, batch_sizes, target, precond, config, tolerance, threads = args
+    if threads is not None:  # a worker process: share the cores with the other workers, not oversubscribe
+        from batchlab.nqm import _engine
+
+        _engine.THREADS = threads
     return scaling_curve(problem, kind, batch_sizes, target=target, precond=precond, config=config,
                          tolerance=tolerance)
 
@@ -127,6 +131,8 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
             raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
         jobs.append((problem, kind, sizes, rest[0] if rest else target, float(p), config, tolerance))
     workers = min(len(jobs), workers or os.cpu_count() or 1)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = [job + (threads if workers > 1 else None,) for job in jobs]
     if workers <= 1:
         out = []
         for job in jobs:

@@ -2,16 +2,16 @@
 
 The first hit is ``T = min{t : L(t) ≤ target}``.  The risk need not be monotone in ``t`` (underdamped
 momentum oscillates; directions that start below their noise floor rise), so :func:`steps_to_target`
-does not assume it is: it finds a candidate hit by galloping and bisection, then **certifies** that no
-earlier step hits, by branch and bound on step intervals with a rigorous bound on the per-step change
-of the risk::
+does not assume it is: it finds a candidate hit by galloping and a 16-way search (or from an estimate
+of the answer), then **certifies** that no earlier step hits, by branch and bound on step intervals
+with a rigorous bound on the per-step change of each direction's risk ``l_i``::
 
-    |L(t+1) − L(t)| ≤ Σ_i w_i ½ h_i env_i(t)² [s0 A_d (2 A_m + A_d) + q A_n²]
+    |l_i(t+1) − l_i(t)| ≤ λ_i(t) = w_i [s0 A_d (2 A_m + A_d) + q A_n²] env_i(t)²
 
 where ``env_i(t) = G_i^(t−1) t^p min(t, K_i)`` bounds ``|e M^t w| / A_w`` for the direction's
 spectral radius ``G_i`` (``|U_t| ≤ min(t, K) G^(t−1)`` with ``K = 1/sin φ`` for complex roots,
 ``1/(1 − ω)`` for real roots of one sign).  On ``[a, b]`` every step then satisfies
-``L(t) ≥ (L(a) + L(b) − (b − a) Λ)/2`` with ``Λ`` the bound's maximum there.
+``L(t) ≥ Σ_i max(0, (l_i(a) + l_i(b) − (b − a) max λ_i)/2)``.
 """
 
 from __future__ import annotations
@@ -64,24 +64,40 @@ def _check_target(target) -> float:
 
 
 class _Risk:
-    """Memoised risk evaluations at integer steps for one hyperparameter setting."""
+    """Memoised risk evaluations at integer steps for one hyperparameter setting, kept per direction
+    (the certificate bounds every direction on its own)."""
 
     def __init__(self, problem: Problem, dyn: Dynamics, batch_size: float):
         self.problem, self.dyn, self.B = problem, dyn, batch_size
         self.cache: dict[int, float] = {}
+        self.parts: dict[int, np.ndarray] = {}
 
-    def __call__(self, steps) -> np.ndarray:
+    def _fill(self, steps) -> list[int]:
         steps = [int(s) for s in np.atleast_1d(steps)]
         todo = sorted({s for s in steps if s not in self.cache})
         if todo:
-            vals = expected_risk(self.problem, self.dyn, batch_size=self.B, steps=np.array(todo))
-            self.cache.update(zip(todo, vals.tolist()))
-        return np.array([self.cache[s] for s in steps])
+            vals = expected_risk(self.problem, self.dyn, batch_size=self.B, steps=np.array(todo),
+                                 per_direction=True)  # (d, m)
+            total = vals.sum(axis=0)
+            for j, s in enumerate(todo):
+                self.parts[s] = vals[:, j]
+                self.cache[s] = float(total[j])
+        return steps
+
+    def __call__(self, steps) -> np.ndarray:
+        return np.array([self.cache[s] for s in self._fill(steps)])
+
+    def per_direction(self, steps) -> np.ndarray:
+        """``(d, len(steps))`` per-direction risks."""
+        return np.stack([self.parts[s] for s in self._fill(steps)], axis=1)
 
 
 def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, target: float,
-                    max_steps: int = MAX_STEPS) -> Hit:
+                    max_steps: int = MAX_STEPS, near: float | None = None) -> Hit:
     """The exact first step at which the expected risk is ≤ ``target`` (scalar hyperparameters).
+
+    ``near`` (an estimate of the answer, e.g. from a search on a compressed spectrum) only saves
+    evaluations: the answer is certified the same way with or without it.
 
     Example:
         >>> from batchlab.nqm import power_law, sgd
@@ -100,17 +116,33 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     floor = float(steady_state_risk(problem, dyn, batch_size=batch_size))
     powers = np.unique(np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1), [max_steps]]))
     powers = powers[powers <= max_steps]
+    if near is not None and math.isfinite(near) and 16 <= near < max_steps / 4:
+        # powers of two below the estimate (the certificate's first cells) and a tight window around it
+        window = np.round(near * (1.0 + 2e-3 * np.arange(-8, 9))).astype(np.int64)
+        first = np.unique(np.concatenate([powers[powers < near], window]))
+        vals = risk(first)
+        if (vals <= target).any():
+            powers = first
+        else:
+            vals = risk(powers)
+    else:
+        vals = risk(powers)
+    powers = np.array(sorted(set(powers.tolist()) | {t for t in risk.cache if t <= max_steps}))
     vals = risk(powers)
     hits = np.flatnonzero(vals <= target)
     if hits.size:
         hi = int(powers[hits[0]])
         lo = int(powers[hits[0] - 1])
-        while hi - lo > 1:  # bisection for a good candidate (assumes nothing: the result is verified)
-            mid = (lo + hi) // 2
-            if risk(mid)[0] <= target:
-                hi = mid
+        while hi - lo > 1:  # 16-way search for a good candidate (assumes nothing: the result is verified)
+            probe = np.unique(np.linspace(lo, hi, 18).round().astype(np.int64)[1:-1])
+            probe = probe[(probe > lo) & (probe < hi)]
+            pv = risk(probe)
+            below = np.flatnonzero(pv <= target)
+            if below.size:
+                hi = int(probe[below[0]])
+                lo = int(probe[below[0] - 1]) if below[0] > 0 else lo
             else:
-                lo = mid
+                lo = int(probe[-1])
         candidate, horizon = hi, hi
     else:
         candidate = None
@@ -254,18 +286,28 @@ def _radius_and_cap(c):
     return log_g, log_k
 
 
-def _lipschitz(env: _Envelope, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Upper bound on ``|L(t+1) − L(t)|`` for ``t ∈ [a, b]`` (per interval)::
+def _step_change(env: _Envelope, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-direction upper bounds on ``|l_i(t+1) − l_i(t)|`` for ``t ∈ [a, b]``, shape ``(d, cells)``::
 
-        Σ_i w ½ h [ s0 |D_t| (2 |mean_t| + |D_t|) + q V_t² ].
+        w [ s0 |D_t| (2 |mean_t| + |D_t|) + q V_t² ]
+
+    (``0 · ∞`` terms of directions without initial error or noise count as 0).
     """
     m, d, n = env.bound("m", a, b), env.bound("d", a, b), env.bound("n", a, b)
-    terms = env.weight[:, None] * (env.s0[:, None] * d * (2.0 * m + d) + env.q[:, None] * n * n)
-    return np.nansum(terms, axis=0)
+    with np.errstate(invalid="ignore"):
+        terms = env.weight[:, None] * (env.s0[:, None] * d * (2.0 * m + d) + env.q[:, None] * n * n)
+    return np.where(np.isnan(terms), 0.0, terms)
 
 
 def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candidate):
-    """Smallest ``t ≤ horizon`` with ``L(t) ≤ target`` (None if none), by branch and bound."""
+    """Smallest ``t ≤ horizon`` with ``L(t) ≤ target`` (None if none), by branch and bound.
+
+    On a cell ``[a, b]`` each direction's risk satisfies ``l_i(t) ≥ max(0, (l_i(a) + l_i(b) −
+    (b − a) λ_i)/2)`` with ``λ_i`` its step-change bound; the cell is cleared when the sum of these
+    lower bounds is above the target.  Bounding each direction separately keeps the fast, oscillating
+    directions (whose |change| per step is large but whose risk is small) from loosening the bound on
+    the slow ones that carry the risk.
+    """
     env = _envelope(problem, dyn, batch_size)
     best = candidate if candidate is not None else horizon + 1
     pts = sorted(t for t in risk.cache if 0 <= t <= min(best, horizon))
@@ -281,12 +323,15 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
         cells = cells[cells[:, 0] < cells[:, 1]]
         if not cells.size:
             break
-        ra = risk(cells[:, 0])
-        rb = risk(cells[:, 1])
-        lam = _lipschitz(env, cells[:, 0], cells[:, 1])
+        la = risk.per_direction(cells[:, 0])
+        lb = risk.per_direction(cells[:, 1])
         width = (cells[:, 1] - cells[:, 0]).astype(np.float64)
+        lam = _step_change(env, cells[:, 0], cells[:, 1])
+        with np.errstate(invalid="ignore"):
+            per_dir = 0.5 * (la + lb - width[None, :] * lam)
+        lower = np.sum(np.where(per_dir > 0, per_dir, 0.0), axis=0)
         # slack for rounding in the risk evaluations themselves (≤ ~1e-12 relative, see _closed.TRUST)
-        lower = 0.5 * (ra + rb - width * lam) - ROUNDING * np.maximum(ra, rb)
+        lower -= ROUNDING * np.maximum(risk(cells[:, 0]), risk(cells[:, 1]))
         open_ = (lower <= target) & (width > 1)
         cells = cells[open_]
         if not cells.size:
@@ -302,7 +347,8 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
 
 
 def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, max_steps: int = MAX_STEPS,
-                 fractional: bool = False, near: float | None = None, rtol: float = 0.0) -> np.ndarray:
+                 fractional: bool = False, near: float | None = None, rtol: float = 0.0,
+                 rounds: int | None = None, span: float = 8.0, points: int = 13) -> np.ndarray:
     """Fast steps-to-target for arrays of hyperparameters (for searches).
 
     Galloping over powers of two, then bisection, both vectorised over settings.  The result is a
@@ -310,10 +356,13 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     the target (not certified — use :func:`steps_to_target` for the exact answer).  With
     ``fractional`` the crossing is interpolated in log-risk between ``T − 1`` and ``T``, which makes the
     objective continuous for local optimisers.  ``near`` (a step count close to the expected answers)
-    replaces the galloping by a 13-point window ``near · 2^(k/2 − 3)``; settings not bracketed by
+    replaces the galloping by a window of ``points`` step counts spaced geometrically from
+    ``near / span`` to ``near · span`` (default ``near · 2^(k/2 − 3)``); settings not bracketed by
     the window fall back to galloping.  ``rtol > 0`` stops refining a bracket once it is narrower
     than ``rtol`` times its upper end (a search objective needs no more); the fractional value then
-    interpolates across the bracket.
+    interpolates across the bracket.  ``rounds`` caps the refinement rounds (for searches: the few
+    settings whose brackets close slowly — far from any optimum — then keep a wider bracket, and the
+    result is a hit but not necessarily the first).
     """
     target = _check_target(target)
     hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
@@ -322,7 +371,8 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     H = B.shape[0]
     gallop = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1)])
     if near is not None and np.isfinite(near) and near >= 8:
-        window = np.unique(np.concatenate([[0], np.round(near * 2.0 ** (np.arange(13) / 2 - 3))])).astype(np.int64)
+        factors = float(span) ** np.linspace(-1.0, 1.0, max(2, int(points)))
+        window = np.unique(np.concatenate([[0], np.round(near * factors)])).astype(np.int64)
         vals = _engine.evaluate(problem, fdyn, B, window, reduce=True)
         missed = ~(vals <= target).any(axis=1)
         powers = window
@@ -346,18 +396,32 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     lo = np.where(has & (first > 0), powers[np.maximum(first - 1, 0)], 0).astype(np.int64)
     hi_val = np.where(has, vals[np.arange(H), first], np.inf)
     lo_val = np.where(has & (first > 0), vals[np.arange(H), np.maximum(first - 1, 0)], np.inf)
-    # Illinois regula falsi on log L vs log t inside each bracket, bisection as the fallback.
+    # Illinois regula falsi inside each bracket, bisection as the fallback, on log t against
+    # g = log((L − F)/(target − F)) with F the noise floor: close to linear where the excess over the
+    # floor decays like a power of t (plain log L bends sharply when the target sits near the floor,
+    # where the optimum usually puts it); log(L/target) where that transform does not apply.
+    floor = np.asarray(steady_state_risk(problem, fdyn, batch_size=B), dtype=np.float64).reshape(-1)
+    floor = np.where(np.isfinite(floor) & (floor >= 0) & (floor < target), floor, np.nan)
+
+    def excess(v_lo, v_hi, idx):
+        f = floor[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = (v_lo > f) & (v_hi > f)  # False where f is nan
+            fe = np.where(ok, f, 0.0)
+            return np.log((v_lo - fe) / (target - fe)), np.log((v_hi - fe) / (target - fe))
+
     side = np.zeros(H, dtype=np.int8)
 
     def unresolved():
         return has & (hi - lo > np.maximum(1, rtol * hi))
 
     active = unresolved()
+    done = 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        while active.any():
+        while active.any() and (rounds is None or done < rounds):
+            done += 1
             idx = np.flatnonzero(active)
-            f_lo = np.log(lo_val[idx] / target)
-            f_hi = np.log(hi_val[idx] / target)
+            f_lo, f_hi = excess(lo_val[idx], hi_val[idx], idx)
             x_lo, x_hi = np.log(np.maximum(lo[idx], 0.5)), np.log(hi[idx].astype(np.float64))
             s_lo = np.where(side[idx] == 1, 0.5, 1.0) * f_lo  # Illinois: halve the stale end's weight
             s_hi = np.where(side[idx] == -1, 0.5, 1.0) * f_hi
@@ -374,11 +438,14 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             side[idx] = np.where(hit, 1, -1)
             active = unresolved()
     steps = np.where(has, hi.astype(np.float64), np.inf)
-    if fractional:  # log-linear interpolation of the crossing inside [lo, hi]
+    if fractional:  # interpolation of the crossing inside [lo, hi] (log t against the transform above)
+        all_idx = np.arange(H)
+        f_lo, f_hi = excess(lo_val, hi_val, all_idx)
         with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.log(lo_val / target) / np.log(lo_val / hi_val)
-        frac = np.where(np.isfinite(frac) & (hi > 0), np.clip(frac, 0.0, 1.0), 1.0)
-        steps = np.where(has, lo + (hi - lo) * frac, np.inf)
+            x_lo, x_hi = np.log(np.maximum(lo, 0.5)), np.log(np.maximum(hi, 1).astype(np.float64))
+            cross = np.exp(x_lo + (x_hi - x_lo) * f_lo / (f_lo - f_hi))
+        cross = np.where(np.isfinite(cross) & (lo > 0), np.clip(cross, lo, hi), hi)
+        steps = np.where(has, cross, np.inf)
     return steps.reshape(hp)
 
 
