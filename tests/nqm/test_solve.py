@@ -90,3 +90,42 @@ def test_compression_keeps_the_risk_within_a_fraction_of_a_percent():
         a = expected_risk(problem, dyn, batch_size=B, steps=t)
         b = expected_risk(small, dyn, batch_size=B, steps=t)
         assert np.max(np.abs(a - b) / a) < 5e-3
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_first_hit_with_an_estimate_equals_the_one_without(seed):
+    """The estimate ``near`` only saves work: right, slightly off or far off, the certified answer is
+    the same (oscillating momentum and EMA included)."""
+    rng = np.random.default_rng(100 + seed)
+    d = int(rng.integers(2, 6))
+    h = np.sort(10 ** rng.uniform(-2, 0, d))[::-1]
+    problem = from_arrays(h, c=h * rng.uniform(0.01, 2, d), s0=rng.uniform(0.5, 2, d))
+    lr, beta, gamma = 10 ** rng.uniform(-1, 0.3), 1 - 10 ** rng.uniform(-2, -0.2), 1 - 10 ** rng.uniform(-2, 0)
+    dyn = [heavy_ball(lr, beta), nesterov(lr / 2, beta), with_ema(sgd(lr), gamma)][seed % 3]
+    if not is_stable(problem, dyn):
+        pytest.skip("unstable draw")
+    probe = expected_risk(problem, dyn, batch_size=8, steps=np.arange(SCAN))
+    target = float(np.quantile(probe[: SCAN // 2], rng.uniform(0.05, 0.4))) * (1 + 1e-8)
+    truth, _ = _scan_first_hit(problem, dyn, 8, target)
+    if not (16 <= truth < SCAN):
+        pytest.skip("first hit outside the range where estimates are used")
+    for near in (truth, truth * 1.0007, truth * 5.0, truth / 5.0, truth * 0.999):
+        assert steps_to_target(problem, dyn, batch_size=8, target=target, near=near).steps == truth
+
+
+def test_capped_search_refinement_returns_hits_and_the_fractional_crossing_brackets_the_exact_one():
+    problem = power_law(300)
+    lr = np.array([0.05, 0.3, 1.0, 1.8])
+    exact = np.array([steps_to_target(problem, sgd(a), batch_size=64, target=0.05).steps for a in lr])
+    capped = search_steps(problem, sgd(lr), batch_size=64, target=0.05, rounds=1)
+    ok = np.isfinite(exact)
+    assert ok.sum() >= 3
+    np.testing.assert_array_equal(np.isfinite(capped), ok)
+    risk = np.array([expected_risk(problem, sgd(a), batch_size=64, steps=[int(s)])[0]
+                     for a, s in zip(lr[ok], capped[ok])])
+    assert np.all(risk <= 0.05) and np.all(capped[ok] >= exact[ok])
+    assert np.any(capped[ok] > exact[ok])  # one round does not close every bracket
+    frac = search_steps(problem, sgd(lr), batch_size=64, target=0.05, fractional=True)
+    assert np.all((frac[ok] > exact[ok] - 1) & (frac[ok] <= exact[ok]))
+    hinted = search_steps(problem, sgd(lr), batch_size=64, target=0.05, near=float(exact[1]), span=2.0, points=9)
+    np.testing.assert_array_equal(hinted, exact)

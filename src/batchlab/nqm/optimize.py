@@ -46,7 +46,8 @@ class SearchConfig:
         entries: bins of the compressed spectrum used by stages 1–2.
         grid: coarse points per coordinate (learning rate, then the others).
         grid3: the same for three coordinates (momentum + EMA), where the full grid would cost 12×.
-        rounds: pattern-search rounds.
+        rounds: pattern-search rounds (at most).
+        min_step: a pattern-search start stops once its stencil (in coordinate units) is below this.
         finalists: candidates certified exactly on the full problem.
         window: when warm-started, half-width (decades) of the coarse window around the hint.
         refine: rounds refining each setting's steps-to-target bracket (then interpolated).
@@ -59,6 +60,7 @@ class SearchConfig:
     grid: tuple[int, int] = (37, 13)
     grid3: tuple[int, int] = (19, 7)
     rounds: int = 14
+    min_step: float = 0.0
     finalists: int = 1
     window: float = 1.5
     refine: int = 6
@@ -162,9 +164,10 @@ def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
 
 
 def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rounds: int, bounds,
-                    frozen: np.ndarray):
+                    frozen: np.ndarray, min_step: float = 0.0):
     """Compass search (all 3^D − 1 moves) from several starts at once, inside ``bounds``;
-    ``frozen[k, j]`` keeps coordinate ``j`` of start ``k`` fixed (a search along a face).
+    ``frozen[k, j]`` keeps coordinate ``j`` of start ``k`` fixed (a search along a face).  A start
+    stops once its stencil is below ``min_step``; repeated candidates are evaluated once.
 
     Returns every evaluated point and its value.
     """
@@ -175,16 +178,23 @@ def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rou
     step = np.full(len(starts), step0)
     free = ~frozen[:, None, :]
     for _ in range(rounds):
-        cand = (centers[:, None, :] + step[:, None, None] * moves[None] * free).reshape(-1, D)
+        act = np.flatnonzero(step >= min_step)
+        if not act.size:
+            break
+        cand = (centers[act, None, :] + step[act, None, None] * moves[None] * free[act]).reshape(-1, D)
         cand = np.clip(cand, bounds[:, 0], bounds[:, 1])
-        cv = f(cand).reshape(len(centers), -1)
-        pts.append(cand)
-        vals.append(cv.reshape(-1))
+        uniq, inverse = np.unique(cand, axis=0, return_inverse=True)
+        uv = f(uniq)
+        cv = uv[inverse.reshape(-1)].reshape(len(act), -1)
+        pts.append(uniq)
+        vals.append(uv)
         best = np.argmin(cv, axis=1)
-        improved = cv[np.arange(len(centers)), best] < cvals
-        centers = np.where(improved[:, None], cand.reshape(len(centers), -1, D)[np.arange(len(centers)), best], centers)
-        cvals = np.where(improved, cv[np.arange(len(centers)), best], cvals)
-        step = np.where(improved, step, step / 2.0)
+        rows = np.arange(len(act))
+        improved = cv[rows, best] < cvals[act]
+        moved = cand.reshape(len(act), -1, D)[rows, best]
+        centers[act] = np.where(improved[:, None], moved, centers[act])
+        cvals[act] = np.where(improved, cv[rows, best], cvals[act])
+        step[act] = np.where(improved, step[act], step[act] / 2.0)
     return np.concatenate(pts), np.concatenate(vals)
 
 
@@ -236,7 +246,8 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
             chosen.append(np.flatnonzero(on_face)[np.argmin(gv[on_face])])
             frozen.append(np.arange(grid.shape[1]) == j)
     step0 = float(np.max(np.ptp(grid, axis=0)) / max(_grid_sizes(config, grid.shape[1])[1], 4))
-    pts, vals = _pattern_search(lambda z: f(z, near, local=True), grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
+    pts, vals = _pattern_search(lambda z: f(z, near, local=True), grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen),
+                                config.min_step)
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)
     best = _finalists(pts, vals, config.finalists)

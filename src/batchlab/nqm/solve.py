@@ -2,7 +2,7 @@
 
 The first hit is ``T = min{t : L(t) ≤ target}``.  The risk need not be monotone in ``t`` (underdamped
 momentum oscillates; directions that start below their noise floor rise), so :func:`steps_to_target`
-does not assume it is: it finds a candidate hit by galloping and a 16-way search (or from an estimate
+does not assume it is: it finds a candidate hit by galloping and a 4-way search (or from an estimate
 of the answer), then **certifies** that no earlier step hits, by branch and bound on step intervals
 with a rigorous bound on the per-step change of each direction's risk ``l_i``::
 
@@ -118,7 +118,7 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     powers = powers[powers <= max_steps]
     if near is not None and math.isfinite(near) and 16 <= near < max_steps / 4:
         # powers of two below the estimate (the certificate's first cells) and a tight window around it
-        window = np.round(near * (1.0 + 2e-3 * np.arange(-8, 9))).astype(np.int64)
+        window = np.round(near * (1.0 + 5e-4 * np.arange(-3, 4))).astype(np.int64)
         first = np.unique(np.concatenate([powers[powers < near], window]))
         vals = risk(first)
         if (vals <= target).any():
@@ -133,8 +133,8 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     if hits.size:
         hi = int(powers[hits[0]])
         lo = int(powers[hits[0] - 1])
-        while hi - lo > 1:  # 16-way search for a good candidate (assumes nothing: the result is verified)
-            probe = np.unique(np.linspace(lo, hi, 18).round().astype(np.int64)[1:-1])
+        while hi - lo > 1:  # 4-way search for a good candidate (assumes nothing: the result is verified)
+            probe = np.unique(np.linspace(lo, hi, 5).round().astype(np.int64)[1:-1])
             probe = probe[(probe > lo) & (probe < hi)]
             pv = risk(probe)
             below = np.flatnonzero(pv <= target)
