@@ -46,8 +46,7 @@ class SearchConfig:
         entries: bins of the compressed spectrum used by stages 1–2.
         grid: coarse points per coordinate (learning rate, then the others).
         grid3: the same for three coordinates (momentum + EMA), where the full grid would cost 12×.
-        rounds: pattern-search rounds (at most).
-        min_step: a pattern-search start stops once its stencil (in coordinate units) is below this.
+        rounds: pattern-search rounds.
         finalists: candidates certified exactly on the full problem.
         window: when warm-started, half-width (decades) of the coarse window around the hint.
         refine: rounds refining each setting's steps-to-target bracket (then interpolated).
@@ -60,7 +59,6 @@ class SearchConfig:
     grid: tuple[int, int] = (37, 13)
     grid3: tuple[int, int] = (19, 7)
     rounds: int = 14
-    min_step: float = 0.0
     finalists: int = 1
     window: float = 1.5
     refine: int = 6
@@ -131,13 +129,12 @@ def make_dynamics(kind: str, *, learning_rate, momentum=None, ema=None, precond:
     return with_ema(dyn, ema) if kind == "momentum-ema" else dyn
 
 
-def _objective(problem, kind, z, batch_size, target, precond, config, near=None, local=False) -> np.ndarray:
+def _objective(problem, kind, z, batch_size, target, precond, config, near=None, span=8.0, points=13) -> np.ndarray:
     hp = _decode(kind, z, problem, precond)
     dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
                         ema=hp.get("ema"), precond=precond)
     steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
-                               rtol=1e-4, rounds=config.refine,
-                               **(dict(span=config.local_span, points=config.local_points) if local else {}))
+                               rtol=1e-4, rounds=config.refine, span=span, points=points)
     return np.where(np.isfinite(steps), steps, np.inf)
 
 
@@ -164,10 +161,10 @@ def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
 
 
 def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rounds: int, bounds,
-                    frozen: np.ndarray, min_step: float = 0.0):
+                    frozen: np.ndarray):
     """Compass search (all 3^D − 1 moves) from several starts at once, inside ``bounds``;
-    ``frozen[k, j]`` keeps coordinate ``j`` of start ``k`` fixed (a search along a face).  A start
-    stops once its stencil is below ``min_step``; repeated candidates are evaluated once.
+    ``frozen[k, j]`` keeps coordinate ``j`` of start ``k`` fixed (a search along a face); repeated
+    candidates (the moves of a face search that differ only in a frozen coordinate) are evaluated once.
 
     Returns every evaluated point and its value.
     """
@@ -178,23 +175,19 @@ def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rou
     step = np.full(len(starts), step0)
     free = ~frozen[:, None, :]
     for _ in range(rounds):
-        act = np.flatnonzero(step >= min_step)
-        if not act.size:
-            break
-        cand = (centers[act, None, :] + step[act, None, None] * moves[None] * free[act]).reshape(-1, D)
+        cand = (centers[:, None, :] + step[:, None, None] * moves[None] * free).reshape(-1, D)
         cand = np.clip(cand, bounds[:, 0], bounds[:, 1])
         uniq, inverse = np.unique(cand, axis=0, return_inverse=True)
         uv = f(uniq)
-        cv = uv[inverse.reshape(-1)].reshape(len(act), -1)
+        cv = uv[inverse.reshape(-1)].reshape(len(centers), -1)
         pts.append(uniq)
         vals.append(uv)
+        rows = np.arange(len(centers))
         best = np.argmin(cv, axis=1)
-        rows = np.arange(len(act))
-        improved = cv[rows, best] < cvals[act]
-        moved = cand.reshape(len(act), -1, D)[rows, best]
-        centers[act] = np.where(improved[:, None], moved, centers[act])
-        cvals[act] = np.where(improved, cv[rows, best], cvals[act])
-        step[act] = np.where(improved, step[act], step[act] / 2.0)
+        improved = cv[rows, best] < cvals
+        centers = np.where(improved[:, None], cand.reshape(len(centers), -1, D)[rows, best], centers)
+        cvals = np.where(improved, cv[rows, best], cvals)
+        step = np.where(improved, step, step / 2.0)
     return np.concatenate(pts), np.concatenate(vals)
 
 
@@ -227,8 +220,8 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
     bounds = np.array([_BOUNDS[n] for n in _COORDS[kind]])
     small = solve.compress(problem, config.entries)
 
-    def f(z, near=None, local=False):
-        return _objective(small, kind, z, batch_size, target, precond, config, near=near, local=local)
+    def f(z, near=None, **window):
+        return _objective(small, kind, z, batch_size, target, precond, config, near=near, **window)
 
     grid = _grid(kind, config, None if hint is None else np.asarray(hint, float))
     gv = f(grid, near_steps if hint is not None else None)
@@ -246,8 +239,8 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
             chosen.append(np.flatnonzero(on_face)[np.argmin(gv[on_face])])
             frozen.append(np.arange(grid.shape[1]) == j)
     step0 = float(np.max(np.ptp(grid, axis=0)) / max(_grid_sizes(config, grid.shape[1])[1], 4))
-    pts, vals = _pattern_search(lambda z: f(z, near, local=True), grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen),
-                                config.min_step)
+    pts, vals = _pattern_search(lambda z: f(z, near, span=config.local_span, points=config.local_points),
+                                 grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)
     best = _finalists(pts, vals, config.finalists)

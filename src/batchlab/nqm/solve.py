@@ -116,18 +116,14 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     floor = float(steady_state_risk(problem, dyn, batch_size=batch_size))
     powers = np.unique(np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1), [max_steps]]))
     powers = powers[powers <= max_steps]
+    bracketed = False
     if near is not None and math.isfinite(near) and 16 <= near < max_steps / 4:
         # powers of two below the estimate (the certificate's first cells) and a tight window around it
         window = np.round(near * (1.0 + 5e-4 * np.arange(-3, 4))).astype(np.int64)
-        first = np.unique(np.concatenate([powers[powers < near], window]))
-        vals = risk(first)
-        if (vals <= target).any():
-            powers = first
-        else:
-            vals = risk(powers)
-    else:
-        vals = risk(powers)
-    powers = np.array(sorted(set(powers.tolist()) | {t for t in risk.cache if t <= max_steps}))
+        bracketed = bool((risk(np.concatenate([powers[powers < near], window])) <= target).any())
+    if not bracketed:
+        risk(powers)
+    powers = np.array(sorted(t for t in risk.cache if t <= max_steps))
     vals = risk(powers)
     hits = np.flatnonzero(vals <= target)
     if hits.size:
