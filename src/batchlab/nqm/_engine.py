@@ -21,7 +21,7 @@ from batchlab.nqm.dynamics import (
 )
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["moment", "evaluate", "initial_covariance", "noise_covariance", "THREADS"]
+__all__ = ["moment", "evaluate", "floor_risk", "initial_covariance", "noise_covariance", "THREADS"]
 
 THREADS = max(1, min(os.cpu_count() or 1, 8))
 _BLOCK = 1 << 16  # (systems × steps) per work item
@@ -77,6 +77,20 @@ def moment(sys: System, t: np.ndarray) -> np.ndarray:
     if unstable.any():
         value = np.where(np.isnan(value) & unstable, np.inf, value)
     return value
+
+
+def floor_risk(problem: Problem, dyn: Dynamics, batch_size) -> np.ndarray | None:
+    """Steady-state risk per hyperparameter setting from the closed-form noise floors (``nan`` where
+    a floor is unstable or ill-conditioned), or ``None`` for systems without one (momentum + EMA, whose
+    floor needs a Lyapunov solve per direction — see :func:`batchlab.nqm.risk.steady_state_risk`)."""
+    sys = build_system(problem, dyn, batch_size)
+    floor = _closed.noise_floor(sys)
+    if floor is None:
+        return None
+    fl, _, trusted = floor
+    with np.errstate(invalid="ignore", over="ignore"):
+        per = np.where(trusted, sys.weight * sys.q * fl, np.nan)
+    return per.sum(axis=-1)
 
 
 def _block_risk(sys: System, t: np.ndarray, reduce: bool) -> np.ndarray:

@@ -347,11 +347,12 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
                  rounds: int | None = None, span: float = 8.0, points: int = 13) -> np.ndarray:
     """Fast steps-to-target for arrays of hyperparameters (for searches).
 
-    Galloping over powers of two, then bisection, both vectorised over settings.  The result is a
-    verified hit (``L(T) ≤ target``) or ``inf``; it is the first hit when the risk decreases through
-    the target (not certified — use :func:`steps_to_target` for the exact answer).  With
-    ``fractional`` the crossing is interpolated in log-risk between ``T − 1`` and ``T``, which makes the
-    objective continuous for local optimisers.  ``near`` (a step count close to the expected answers)
+    Galloping over powers of two, then regula falsi (bisection as the fallback), both vectorised over
+    settings.  The result is a verified hit (``L(T) ≤ target``) or ``inf``; it is the first hit when the
+    risk decreases through the target (not certified — use :func:`steps_to_target` for the exact
+    answer).  With ``fractional`` the crossing is interpolated between ``T − 1`` and ``T`` (log t
+    against the log excess over the noise floor), which makes the objective continuous for local
+    optimisers.  ``near`` (a step count close to the expected answers)
     replaces the galloping by a window of ``points`` step counts spaced geometrically from
     ``near / span`` to ``near · span`` (default ``near · 2^(k/2 − 3)``); settings not bracketed by
     the window fall back to galloping.  ``rtol > 0`` stops refining a bracket once it is narrower
@@ -395,12 +396,13 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     # Illinois regula falsi inside each bracket, bisection as the fallback, on log t against
     # g = log((L − F)/(target − F)) with F the noise floor: close to linear where the excess over the
     # floor decays like a power of t (plain log L bends sharply when the target sits near the floor,
-    # where the optimum usually puts it); log(L/target) where that transform does not apply.
-    floor = np.asarray(steady_state_risk(problem, fdyn, batch_size=B), dtype=np.float64).reshape(-1)
+    # where the optimum usually puts it); log(L/target) where that transform does not apply (or the
+    # floor has no closed form: it only speeds up the search).
+    floor = _engine.floor_risk(problem, fdyn, B)
+    floor = np.full(H, np.nan) if floor is None else floor.reshape(-1)
     floor = np.where(np.isfinite(floor) & (floor >= 0) & (floor < target), floor, np.nan)
 
-    def excess(v_lo, v_hi, idx):
-        f = floor[idx]
+    def excess(v_lo, v_hi, f):
         with np.errstate(divide="ignore", invalid="ignore"):
             ok = (v_lo > f) & (v_hi > f)  # False where f is nan
             fe = np.where(ok, f, 0.0)
@@ -417,11 +419,10 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
         while active.any() and (rounds is None or done < rounds):
             done += 1
             idx = np.flatnonzero(active)
-            f_lo, f_hi = excess(lo_val[idx], hi_val[idx], idx)
-            x_lo, x_hi = np.log(np.maximum(lo[idx], 0.5)), np.log(hi[idx].astype(np.float64))
+            f_lo, f_hi = excess(lo_val[idx], hi_val[idx], floor[idx])
             s_lo = np.where(side[idx] == 1, 0.5, 1.0) * f_lo  # Illinois: halve the stale end's weight
             s_hi = np.where(side[idx] == -1, 0.5, 1.0) * f_hi
-            guess = np.exp(x_lo + (x_hi - x_lo) * s_lo / (s_lo - s_hi))
+            guess = _log_secant(lo[idx], hi[idx], s_lo, s_hi)
             mid = np.round(guess).astype(np.int64)
             bisect = (lo[idx] + hi[idx]) // 2
             ok = np.isfinite(guess) & (mid > lo[idx]) & (mid < hi[idx])
@@ -435,14 +436,17 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             active = unresolved()
     steps = np.where(has, hi.astype(np.float64), np.inf)
     if fractional:  # interpolation of the crossing inside [lo, hi] (log t against the transform above)
-        all_idx = np.arange(H)
-        f_lo, f_hi = excess(lo_val, hi_val, all_idx)
         with np.errstate(divide="ignore", invalid="ignore"):
-            x_lo, x_hi = np.log(np.maximum(lo, 0.5)), np.log(np.maximum(hi, 1).astype(np.float64))
-            cross = np.exp(x_lo + (x_hi - x_lo) * f_lo / (f_lo - f_hi))
+            cross = _log_secant(lo, hi, *excess(lo_val, hi_val, floor))
         cross = np.where(np.isfinite(cross) & (lo > 0), np.clip(cross, lo, hi), hi)
         steps = np.where(has, cross, np.inf)
     return steps.reshape(hp)
+
+
+def _log_secant(lo, hi, f_lo, f_hi):
+    """Where the line through ``(log lo, f_lo)`` and ``(log hi, f_hi)`` crosses 0, as a step count."""
+    x_lo, x_hi = np.log(np.maximum(lo, 0.5)), np.log(np.maximum(hi, 1).astype(np.float64))
+    return np.exp(x_lo + (x_hi - x_lo) * f_lo / (f_lo - f_hi))
 
 
 def _take(dyn, idx):
