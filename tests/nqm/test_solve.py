@@ -129,3 +129,72 @@ def test_capped_search_refinement_returns_hits_and_the_fractional_crossing_brack
     assert np.all((frac[ok] > exact[ok] - 1) & (frac[ok] <= exact[ok]))
     hinted = search_steps(problem, sgd(lr), batch_size=64, target=0.05, near=float(exact[1]), span=2.0, points=9)
     np.testing.assert_array_equal(hinted, exact)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_cell_lower_bound_never_exceeds_the_scanned_minimum(seed):
+    """The certificate's bound on a cell [a, b] (per-direction first order or chord minus curvature)
+    is below the true minimum of the risk over the cell, for oscillating, rising and EMA risks."""
+    from batchlab.nqm import solve as S
+
+    rng = np.random.default_rng(500 + seed)
+    d = int(rng.integers(1, 6))
+    h = np.sort(10 ** rng.uniform(-2.5, 0, d))[::-1]
+    problem = from_arrays(h, c=h * rng.uniform(0.01, 2, d), s0=rng.uniform(0.0, 2, d))
+    lr, beta, gamma = 10 ** rng.uniform(-1, 0.3), 1 - 10 ** rng.uniform(-3, -0.2), 1 - 10 ** rng.uniform(-3, 0)
+    dyn = [sgd(lr), heavy_ball(lr, beta), nesterov(lr / 2, beta), with_ema(sgd(lr), gamma),
+           with_ema(heavy_ball(lr, beta), gamma)][seed % 5]
+    if not is_stable(problem, dyn):
+        pytest.skip("unstable draw")
+    B = float(rng.choice([1, 8, 512]))
+    per = expected_risk(problem, dyn, batch_size=B, steps=np.arange(SCAN), per_direction=True)  # (d, SCAN)
+    env = S._envelope(problem, dyn, B)
+    a = np.sort(rng.integers(0, SCAN - 2, 64))
+    b = np.minimum(a + rng.integers(1, 1500, 64), SCAN - 1)
+    e = env.bounds(a, b)
+    lower = S._cell_lower_bound(per[:, a], per[:, b], (b - a).astype(float), S._step_change(env, e),
+                                S._curvature(env, e))
+    total = per.sum(axis=0)
+    true_min = np.array([total[i:j + 1].min() for i, j in zip(a, b)])
+    assert np.all(lower <= true_min * (1 + 1e-10) + 1e-300)
+
+
+def test_search_steps_with_a_cap_answers_below_it_and_inf_above():
+    problem = power_law(300)
+    lr = np.array([0.05, 0.3, 1.0, 1.8])
+    full = search_steps(problem, sgd(lr), batch_size=64, target=0.05, fractional=True)
+    cap = float(np.sort(full)[1]) + 0.5  # the two best are wanted
+    capped = search_steps(problem, sgd(lr), batch_size=64, target=0.05, fractional=True, cap=cap, span=2.0,
+                          points=5)
+    wanted = full <= cap
+    np.testing.assert_allclose(capped[wanted], full[wanted], rtol=1e-9)
+    assert np.all(np.isinf(capped[~wanted]))
+    # a non-finite cap searches as without one
+    np.testing.assert_array_equal(
+        search_steps(problem, sgd(lr), batch_size=64, target=0.05, cap=np.inf),
+        search_steps(problem, sgd(lr), batch_size=64, target=0.05))
+
+
+def test_search_steps_keep_refines_only_the_kept_settings():
+    """A top-3 rule (what the optimizer's coarse grid uses): the three best answers come out exactly as
+    without pruning; every other setting reports a hit no better than its true first hit, or inf."""
+    problem = power_law(300)
+    lr = np.geomspace(0.01, 1.9, 12)
+    calls = []
+
+    def top3(lo, hi):
+        hi = np.where(hi > 0, hi, np.inf)
+        calls.append((lo.copy(), hi.copy()))
+        return lo < np.sort(hi)[2]
+
+    for near in (None, 400.0):
+        full = search_steps(problem, sgd(lr), batch_size=64, target=0.05, near=near)
+        calls.clear()
+        pruned = search_steps(problem, sgd(lr), batch_size=64, target=0.05, near=near, keep=top3)
+        best = np.argsort(full)[:3]
+        np.testing.assert_array_equal(pruned[best], full[best])
+        ok = np.isfinite(pruned)
+        assert np.all(pruned[ok] >= full[ok])
+        lo, hi = calls[-1]
+        fin = np.isfinite(hi) & np.isfinite(full)
+        assert np.all((lo[fin] < full[fin]) & (full[fin] <= hi[fin]))  # the answer lies in (lo, hi]

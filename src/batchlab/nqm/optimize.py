@@ -50,20 +50,23 @@ class SearchConfig:
         finalists: candidates certified exactly on the full problem.
         window: when warm-started, half-width (decades) of the coarse window around the hint.
         refine: rounds refining each setting's steps-to-target bracket (then interpolated).
-        local_span, local_points: the window of step counts tried first by the pattern search (whose
-            points sit near the best grid point): ``local_points`` counts from ``near / local_span``
-            to ``near · local_span``.
+        local_span, local_points: the window of step counts tried first by the pattern search:
+            ``local_points`` counts from ``v / local_span`` to ``v``, ``v`` the value of the point a
+            candidate is compared with (only answers below it matter).
+        starts: pattern-search starts from the best grid points that are not neighbours of one
+            another (plus one on each face β = 0 / γ = 0).
     """
 
     entries: int = 64
     grid: tuple[int, int] = (37, 13)
     grid3: tuple[int, int] = (19, 7)
-    rounds: int = 14
+    rounds: int = 10
     finalists: int = 1
     window: float = 1.5
-    refine: int = 6
+    refine: int = 4
     local_span: float = 2.0
-    local_points: int = 9
+    local_points: int = 5
+    starts: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,13 +132,32 @@ def make_dynamics(kind: str, *, learning_rate, momentum=None, ema=None, precond:
     return with_ema(dyn, ema) if kind == "momentum-ema" else dyn
 
 
-def _objective(problem, kind, z, batch_size, target, precond, config, near=None, span=8.0, points=13) -> np.ndarray:
+def _objective(problem, kind, z, batch_size, target, precond, config, near=None, span=8.0, points=13,
+               cap=None, keep=None) -> np.ndarray:
     hp = _decode(kind, z, problem, precond)
     dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
                         ema=hp.get("ema"), precond=precond)
     steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
-                               rtol=1e-4, rounds=config.refine, span=span, points=points)
+                               rtol=1e-4, rounds=config.refine, span=span, points=points, cap=cap, keep=keep)
     return np.where(np.isfinite(steps), steps, np.inf)
+
+
+def _grid_keep(grid: np.ndarray, top: int):
+    """For the coarse grid: refine only the settings that can still rank among the ``top`` best, or
+    be the best on a face (β = 0 / γ = 0) — the only ones the later stages look at.  A setting's answer
+    lies in ``(lo, hi]``, so one whose ``lo`` is at or above the ``top``-th smallest ``hi`` cannot."""
+
+    def keep(lo, hi):
+        hi = np.where(hi > 0, hi, np.inf).astype(np.float64)
+        groups = [np.ones(len(grid), bool)] + [grid[:, j] >= 0 for j in range(1, grid.shape[1])]
+        out = np.zeros(len(grid), bool)
+        for g, k in zip(groups, [top] + [1] * (len(groups) - 1)):
+            if g.any():
+                bound = np.sort(hi[g])[min(k, g.sum()) - 1]
+                out |= g & (lo < bound)
+        return out
+
+    return keep
 
 
 def _grid_sizes(config: SearchConfig, ndim: int) -> tuple[int, int]:
@@ -165,6 +187,8 @@ def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rou
     """Compass search (all 3^D − 1 moves) from several starts at once, inside ``bounds``;
     ``frozen[k, j]`` keeps coordinate ``j`` of start ``k`` fixed (a search along a face); repeated
     candidates (the moves of a face search that differ only in a frozen coordinate) are evaluated once.
+    ``f(z, cap)`` only needs to be exact below ``cap`` (the value of the centre the candidate is compared
+    with); above it, any value ``> cap`` will do.
 
     Returns every evaluated point and its value.
     """
@@ -178,7 +202,9 @@ def _pattern_search(f, starts: np.ndarray, values: np.ndarray, step0: float, rou
         cand = (centers[:, None, :] + step[:, None, None] * moves[None] * free).reshape(-1, D)
         cand = np.clip(cand, bounds[:, 0], bounds[:, 1])
         uniq, inverse = np.unique(cand, axis=0, return_inverse=True)
-        uv = f(uniq)
+        caps = np.full(len(uniq), -np.inf)
+        np.maximum.at(caps, inverse.reshape(-1), np.repeat(cvals, len(moves)))
+        uv = f(uniq, caps)
         cv = uv[inverse.reshape(-1)].reshape(len(centers), -1)
         pts.append(uniq)
         vals.append(uv)
@@ -224,14 +250,13 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         return _objective(small, kind, z, batch_size, target, precond, config, near=near, **window)
 
     grid = _grid(kind, config, None if hint is None else np.asarray(hint, float))
-    gv = f(grid, near_steps if hint is not None else None)
+    gv = f(grid, near_steps if hint is not None else None, keep=_grid_keep(grid, config.starts))
     if hint is not None and not np.isfinite(gv).any():
         grid = _grid(kind, config, None)
-        gv = f(grid)
+        gv = f(grid, keep=_grid_keep(grid, config.starts))
     # the pattern search explores around the best grid values: their step count is the window's centre
     near = float(np.min(gv)) if np.isfinite(gv).any() else None
-    order = np.argsort(gv)
-    chosen = list(order[:min(3, len(order))])
+    chosen = _starts(grid, gv, config.starts)
     frozen = [np.zeros(grid.shape[1], bool) for _ in chosen]
     for j in range(1, grid.shape[1]):  # also refine along each face β = 0 / γ = 0
         on_face = grid[:, j] >= 0
@@ -239,7 +264,7 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
             chosen.append(np.flatnonzero(on_face)[np.argmin(gv[on_face])])
             frozen.append(np.arange(grid.shape[1]) == j)
     step0 = float(np.max(np.ptp(grid, axis=0)) / max(_grid_sizes(config, grid.shape[1])[1], 4))
-    pts, vals = _pattern_search(lambda z: f(z, near, span=config.local_span, points=config.local_points),
+    pts, vals = _pattern_search(lambda z, cap: f(z, near, cap=cap, span=config.local_span, points=config.local_points),
                                  grid[chosen], gv[chosen], step0, config.rounds, bounds, np.array(frozen))
     pts, vals = np.concatenate([grid, pts]), np.concatenate([gv, vals])
     evaluations = len(pts)
@@ -262,6 +287,20 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
                    steps=float(steps), reason=reason, learning_rate=scalars["learning_rate"],
                    momentum=scalars.get("momentum"), ema=scalars.get("ema"),
                    coordinates=tuple(float(v) for v in z), evaluations=int(evaluations))
+
+
+def _starts(grid: np.ndarray, values: np.ndarray, k: int) -> list[int]:
+    """The ``k`` best grid points, skipping any next to one already chosen (a neighbour lies in the same
+    basin, which the pattern search from the better point explores anyway)."""
+    spacing = np.array([np.min(np.diff(np.unique(grid[:, j]))) if np.unique(grid[:, j]).size > 1 else 1.0
+                        for j in range(grid.shape[1])])
+    chosen: list[int] = []
+    for i in np.argsort(values, kind="stable"):
+        if len(chosen) == k or (chosen and not np.isfinite(values[i])):
+            break
+        if all(np.any(np.abs(grid[i] - grid[c]) > 1.01 * spacing) for c in chosen):
+            chosen.append(int(i))
+    return chosen
 
 
 def _face_candidates(pts, vals, chosen, tolerance: float) -> list[np.ndarray]:

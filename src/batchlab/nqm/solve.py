@@ -33,6 +33,7 @@ __all__ = ["Hit", "steps_to_target", "search_steps", "compress", "MAX_STEPS"]
 
 MAX_STEPS = 2**40
 ROUNDING = 1e-11  # relative error allowance of one risk evaluation in the certificate
+_SPARSE = 8.0  # with an estimate, the certificate's first cells end at estimate / 8^k
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +121,8 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     if near is not None and math.isfinite(near) and 16 <= near < max_steps / 4:
         # powers of two below the estimate (the certificate's first cells) and a tight window around it
         window = np.round(near * (1.0 + 5e-4 * np.arange(-3, 4))).astype(np.int64)
-        bracketed = bool((risk(np.concatenate([powers[powers < near], window])) <= target).any())
+        below = np.unique(np.round(near / _SPARSE ** np.arange(1, 1 + int(math.log(near) / math.log(_SPARSE)))))
+        bracketed = bool((risk(np.concatenate([[0], below, window]).astype(np.int64)) <= target).any())
     if not bracketed:
         risk(powers)
     powers = np.array(sorted(t for t in risk.cache if t <= max_steps))
@@ -129,16 +131,7 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     if hits.size:
         hi = int(powers[hits[0]])
         lo = int(powers[hits[0] - 1])
-        while hi - lo > 1:  # 4-way search for a good candidate (assumes nothing: the result is verified)
-            probe = np.unique(np.linspace(lo, hi, 5).round().astype(np.int64)[1:-1])
-            probe = probe[(probe > lo) & (probe < hi)]
-            pv = risk(probe)
-            below = np.flatnonzero(pv <= target)
-            if below.size:
-                hi = int(probe[below[0]])
-                lo = int(probe[below[0] - 1]) if below[0] > 0 else lo
-            else:
-                lo = int(probe[-1])
+        hi, lo = _candidate(risk, target, floor, lo, hi)
         candidate, horizon = hi, hi
     else:
         candidate = None
@@ -153,6 +146,48 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     if first is None:
         return Hit(math.inf, "floor", math.nan, len(risk.cache))
     return Hit(first, "reached", float(risk(first)[0]), len(risk.cache))
+
+
+def _candidate(risk: _Risk, target: float, floor: float, lo: int, hi: int) -> tuple[int, int]:
+    """Narrow a bracket (``L(lo) > target ≥ L(hi)``) to adjacent steps: a candidate first hit ``hi``
+    (assumes nothing: the caller certifies it).
+
+    Regula falsi on ``log t`` against ``log((L − F)/(target − F))`` (``F`` the noise floor), probing
+    the guess and the step before it, so a good guess closes the bracket at once; Illinois weights,
+    and a bisection whenever a probe leaves more than half the bracket.
+    """
+    use_floor = math.isfinite(floor) and 0 <= floor < target
+
+    def g(v):
+        if use_floor and v > floor:
+            return math.log((v - floor) / (target - floor))
+        return math.log(v / target) if v > 0 else -math.inf
+
+    side, halve = 0, False
+    while hi - lo > 1:
+        if halve:
+            probe = np.array([(lo + hi) // 2])
+        else:
+            f_lo, f_hi = g(float(risk(lo)[0])), g(float(risk(hi)[0]))
+            f_lo *= 0.5 if side == 1 else 1.0
+            f_hi *= 0.5 if side == -1 else 1.0
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                guess = float(_log_secant(np.int64(lo), np.int64(hi), f_lo, f_hi))
+            mid = int(round(guess)) if math.isfinite(guess) else (lo + hi) // 2
+            mid = min(max(mid, lo + 1), hi - 1)
+            probe = np.unique([max(mid - 1, lo + 1), mid])
+        width = hi - lo
+        pv = risk(probe)
+        below = np.flatnonzero(pv <= target)
+        if below.size:
+            hi = int(probe[below[0]])
+            lo = int(probe[below[0] - 1]) if below[0] > 0 else lo
+            side = 1
+        else:
+            lo = int(probe[-1])
+            side = -1
+        halve = not halve and (hi - lo) * 2 > width
+    return hi, lo
 
 
 def _monotone(problem: Problem, dyn: Dynamics, batch_size: float) -> bool:
@@ -180,9 +215,10 @@ def _noise_horizon(problem, dyn, batch_size, target, max_steps) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class _Envelope:
-    """Per-direction bounds ``|e M^t w| ≤ min(modal_w(t), A_w G^(t−1) t^p min(t, K))`` for the three
-    sequences that move the risk: the mean (w = a), its one-step change (w = (M − I) a) and the noise
-    (w = u).  ``modal_w(t) = P_w |r₁|^t + Q_w |r₂|^t`` (tight for distinct roots; for a complex pair
+    """Per-direction bounds ``|e M^t w| ≤ min(modal_w(t), A_w G^(t−1) t^p min(t, K))`` for the
+    sequences that move the risk: the mean (w = a), its first and second differences (w = (M − I) a,
+    (M − I)² a), the noise response (w = u) and its first difference (w = (M − I) u).
+    ``modal_w(t) = P_w |r₁|^t + Q_w |r₂|^t`` (tight for distinct roots; for a complex pair
     ``P = |c₁ − r̄ c₀| / (ρ sin φ)``, ``Q = 0``).
     """
 
@@ -190,29 +226,28 @@ class _Envelope:
     log_k: np.ndarray
     power: int
     A: dict
-    modal: dict  # name → (P, log|r1|, Q, log|r2|)
+    roots: tuple | None  # (log|r1|, log|r2|) of the modal bounds, or None
+    modal: dict  # name → (P, Q)
     s0: np.ndarray
     q: np.ndarray
     weight: np.ndarray
 
-    def bound(self, name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Upper bound of ``|e M^t w|`` over ``t ∈ [a, b]``, shape ``(d, cells)``."""
+    def bounds(self, a: np.ndarray, b: np.ndarray) -> dict:
+        """Upper bounds of ``|e M^t w|`` over ``t ∈ [a, b]`` for every sequence, each ``(d, cells)``
+        (the powers are shared by all sequences: computed once)."""
         a, b = a.astype(np.float64)[None, :], b.astype(np.float64)[None, :]
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             decay = np.where(a <= 1, 0.0, (a - 1.0) * self.log_g[:, None])
-            ch = self.A[name][:, None] * np.exp(decay + self.power * np.log(np.maximum(b, 1.0))
-                                                 + np.minimum(np.log(np.maximum(b, 1.0)), self.log_k[:, None]))
-            m = self.modal.get(name)
-            if m is None:
-                return ch
-            P, l1, Q, l2 = m
-            modal = _times(P[:, None], np.exp(a * l1[:, None])) + _times(Q[:, None], np.exp(a * l2[:, None]))
-            return np.fmin(np.where(np.isnan(modal), np.inf, modal), ch)
-
-
-def _times(a, b):
-    with np.errstate(invalid="ignore"):
-        return np.where(a == 0, 0.0, a * b)
+            logb = np.log(np.maximum(b, 1.0))
+            grow = np.exp(decay + self.power * logb + np.minimum(logb, self.log_k[:, None]))
+            out = {name: A[:, None] * grow for name, A in self.A.items()}
+            if self.roots is not None:
+                l1, l2 = self.roots
+                e1 = np.exp(np.where(a == 0, 0.0, a * l1[:, None]))  # |r|^a (r^0 = 1 also for r = 0)
+                e2 = np.exp(np.where(a == 0, 0.0, a * l2[:, None]))
+                for name, (P, Q) in self.modal.items():
+                    out[name] = np.fmin(P[:, None] * e1 + Q[:, None] * e2, out[name])  # fmin skips nan
+        return out
 
 
 def _envelope(problem: Problem, dyn: Dynamics, batch_size: float) -> _Envelope:
@@ -222,15 +257,17 @@ def _envelope(problem: Problem, dyn: Dynamics, batch_size: float) -> _Envelope:
     E, u, a = flat.matrices()
     n, out = flat.n, flat.out
     M = np.eye(n) - E
-    seqs = {"m": a, "d": -np.einsum("kij,kj->ki", E, a), "n": u}
+    Ea = np.einsum("kij,kj->ki", E, a)
+    # mean, its first and second differences; noise response and its first difference
+    seqs = {"m": a, "d": -Ea, "dd": np.einsum("kij,kj->ki", E, Ea), "n": u, "dn": -np.einsum("kij,kj->ki", E, u)}
     x = np.asarray(flat.x)
     common = dict(s0=np.asarray(flat.s0), q=np.asarray(flat.q), weight=np.asarray(flat.weight))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if n == 1:
             log_r = np.log(np.abs(1.0 - x))
             A = {k: np.abs(w[:, 0]) for k, w in seqs.items()}
-            modal = {k: (A[k], log_r, np.zeros_like(x), log_r) for k in seqs}
-            return _Envelope(log_r, np.zeros_like(x), 0, A, modal, **common)
+            modal = {k: (A[k], np.zeros_like(x)) for k in seqs}
+            return _Envelope(log_r, np.zeros_like(x), 0, A, (log_r, log_r), modal, **common)
         if flat.kind == "sgd":
             comp = flat.companion()
         else:
@@ -242,27 +279,36 @@ def _envelope(problem: Problem, dyn: Dynamics, batch_size: float) -> _Envelope:
             M2 = M[:, :2, :2]
             A = {k: np.abs(w[:, 2]) + (1.0 - gamma) * (np.abs(np.einsum("ki,ki->k", M2[:, 0], w[:, :2]))
                                                        + np.abs(w[:, 0])) for k, w in seqs.items()}
-            return _Envelope(log_g, log_k, 1, A, {}, **common)
+            return _Envelope(log_g, log_k, 1, A, None, {}, **common)
         c = {k: (np.einsum("ki,ki->k", M[:, out], w), w[:, out]) for k, w in seqs.items()}
         A = {k: np.abs(c1) + np.abs(c0) for k, (c1, c0) in c.items()}
+        roots = _modal_roots(comp)
         modal = {k: _modal(comp, c1, c0) for k, (c1, c0) in c.items()}
-    return _Envelope(log_g, log_k, 0, A, modal, **common)
+    return _Envelope(log_g, log_k, 0, A, roots, modal, **common)
 
 
 def _modal(comp, c1, c0):
-    """Modal bound coefficients of ``c1 U_t − c0 δ U_{t−1}`` (see :class:`_Envelope`)."""
+    """Modal bound coefficients ``(P, Q)`` of ``c1 U_t − c0 δ U_{t−1}`` (see :class:`_Envelope`)."""
     sd = np.sqrt(np.abs(comp.disc))
     cplx = comp.disc < 0
     rho = np.sqrt(np.abs(comp.delta))
     sin_phi, cos_phi = sd / (2.0 * rho), comp.tau / (2.0 * rho)
     amp_c = np.sqrt((c1 - rho * c0 * cos_phi) ** 2 + (rho * c0 * sin_phi) ** 2) / (rho * sin_phi)
-    log_rho = np.log(rho)
     r1 = (comp.tau + np.where(comp.tau >= 0, sd, -sd)) / 2.0
     r2 = comp.delta / r1
     P = np.abs(c1 - r2 * c0) / sd
     Q = np.abs(c1 - r1 * c0) / sd
-    return (np.where(cplx, amp_c, P), np.where(cplx, log_rho, np.log(np.abs(r1))),
-            np.where(cplx, 0.0, Q), np.where(cplx, log_rho, np.log(np.abs(r2))))
+    return np.where(cplx, amp_c, P), np.where(cplx, 0.0, Q)
+
+
+def _modal_roots(comp):
+    """``(log|r1|, log|r2|)`` of the modal bounds (both ``log ρ`` for a complex pair)."""
+    sd = np.sqrt(np.abs(comp.disc))
+    cplx = comp.disc < 0
+    log_rho = np.log(np.sqrt(np.abs(comp.delta)))
+    r1 = (comp.tau + np.where(comp.tau >= 0, sd, -sd)) / 2.0
+    r2 = comp.delta / r1
+    return np.where(cplx, log_rho, np.log(np.abs(r1))), np.where(cplx, log_rho, np.log(np.abs(r2)))
 
 
 def _radius_and_cap(c):
@@ -282,17 +328,51 @@ def _radius_and_cap(c):
     return log_g, log_k
 
 
-def _step_change(env: _Envelope, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _step_change(env: _Envelope, e: dict) -> np.ndarray:
     """Per-direction upper bounds on ``|l_i(t+1) − l_i(t)|`` for ``t ∈ [a, b]``, shape ``(d, cells)``::
 
         w [ s0 |D_t| (2 |mean_t| + |D_t|) + q V_t² ]
 
     (``0 · ∞`` terms of directions without initial error or noise count as 0).
     """
-    m, d, n = env.bound("m", a, b), env.bound("d", a, b), env.bound("n", a, b)
+    m, d, n = e["m"], e["d"], e["n"]
     with np.errstate(invalid="ignore"):
         terms = env.weight[:, None] * (env.s0[:, None] * d * (2.0 * m + d) + env.q[:, None] * n * n)
     return np.where(np.isnan(terms), 0.0, terms)
+
+
+def _curvature(env: _Envelope, e: dict) -> np.ndarray:
+    """Per-direction upper bounds on ``|l_i(t+1) − 2 l_i(t) + l_i(t−1)|`` for ``t−1, t+1 ∈ [a, b]``::
+
+        w [ s0 (2 |mean| |D²| + 2 D²) + q 2 |V| |ΔV| ]
+
+    from ``Δ²(mean²) = 2 mean_t (D_t − D_{t−1}) + D_t² + D_{t−1}²`` and ``Δ²N_t = V_t² − V_{t−1}²``.
+    """
+    m, d, dd, n, dn = e["m"], e["d"], e["dd"], e["n"], e["dn"]
+    with np.errstate(invalid="ignore"):
+        terms = env.weight[:, None] * (env.s0[:, None] * 2.0 * (m * dd + d * d) + env.q[:, None] * 2.0 * n * dn)
+    return np.where(np.isnan(terms), 0.0, terms)
+
+
+def _cell_lower_bound(la, lb, width, lam, kappa) -> np.ndarray:
+    """A lower bound of ``L(t) = Σ_i l_i(t)`` over each cell ``[a, b]`` of ``width`` steps.
+
+    Each direction is bounded at first order, ``l_i ≥ max(0, (l_i(a) + l_i(b) − width λ_i)/2)``, or
+    at second order: ``l_i`` lies above its chord minus ``κ_i (t − a)(b − t)/2`` (``κ_i`` bounds its
+    second difference), and the chords of the directions bounded that way sum to a chord, so those
+    directions together are ``≥ min(Σ l_i(a), Σ l_i(b)) − width² Σ κ_i / 8``.  Each direction takes the
+    order whose own bound is larger (any split gives a valid bound): oscillating directions the first,
+    the slow, smooth ones that carry the risk near the first hit the second.
+    """
+    w = width[None, :]
+    with np.errstate(invalid="ignore", over="ignore"):
+        first = 0.5 * (la + lb - w * lam)
+        first = np.where(first > 0, first, 0.0)
+        curve = kappa * (w * w / 8.0)
+        second = np.where(np.isnan(curve), -np.inf, np.minimum(la, lb) - curve)
+    use2 = second > first
+    chord = np.minimum(np.sum(np.where(use2, la, 0.0), axis=0), np.sum(np.where(use2, lb, 0.0), axis=0))
+    return np.sum(np.where(use2, 0.0, first), axis=0) + chord - np.sum(np.where(use2, curve, 0.0), axis=0)
 
 
 def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candidate):
@@ -322,10 +402,8 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
         la = risk.per_direction(cells[:, 0])
         lb = risk.per_direction(cells[:, 1])
         width = (cells[:, 1] - cells[:, 0]).astype(np.float64)
-        lam = _step_change(env, cells[:, 0], cells[:, 1])
-        with np.errstate(invalid="ignore"):
-            per_dir = 0.5 * (la + lb - width[None, :] * lam)
-        lower = np.sum(np.where(per_dir > 0, per_dir, 0.0), axis=0)
+        e = env.bounds(cells[:, 0], cells[:, 1])  # sequence bounds over each cell
+        lower = _cell_lower_bound(la, lb, width, _step_change(env, e), _curvature(env, e))
         # slack for rounding in the risk evaluations themselves (≤ ~1e-12 relative, see _closed.TRUST)
         lower -= ROUNDING * np.maximum(risk(cells[:, 0]), risk(cells[:, 1]))
         open_ = (lower <= target) & (width > 1)
@@ -344,7 +422,8 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
 
 def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, max_steps: int = MAX_STEPS,
                  fractional: bool = False, near: float | None = None, rtol: float = 0.0,
-                 rounds: int | None = None, span: float = 8.0, points: int = 13) -> np.ndarray:
+                 rounds: int | None = None, span: float = 8.0, points: int = 13, cap=None,
+                 keep=None) -> np.ndarray:
     """Fast steps-to-target for arrays of hyperparameters (for searches).
 
     Galloping over powers of two, then regula falsi (bisection as the fallback), both vectorised over
@@ -352,47 +431,89 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     risk decreases through the target (not certified — use :func:`steps_to_target` for the exact
     answer).  With ``fractional`` the crossing is interpolated between ``T − 1`` and ``T`` (log t
     against the log excess over the noise floor), which makes the objective continuous for local
-    optimisers.  ``near`` (a step count close to the expected answers)
-    replaces the galloping by a window of ``points`` step counts spaced geometrically from
-    ``near / span`` to ``near · span`` (default ``near · 2^(k/2 − 3)``); settings not bracketed by
-    the window fall back to galloping.  ``rtol > 0`` stops refining a bracket once it is narrower
-    than ``rtol`` times its upper end (a search objective needs no more); the fractional value then
-    interpolates across the bracket.  ``rounds`` caps the refinement rounds (for searches: the few
-    settings whose brackets close slowly — far from any optimum — then keep a wider bracket, and the
-    result is a hit but not necessarily the first).
+    optimisers.
+
+    Options that only save work:
+
+    * ``near`` (a step count close to the expected answers) replaces the galloping by a window of
+      ``points`` step counts spaced geometrically from ``near / span`` to ``near · span`` (default
+      ``near · 2^(k/2 − 3)``); settings not bracketed by the window fall back to galloping.
+    * ``cap`` (per setting, broadcast like the hyperparameters): only answers ``≤ cap`` are wanted — a
+      comparison against an incumbent.  The window is ``points`` counts from ``cap / span`` up to
+      ``⌈cap⌉``; a setting that has not reached the target by ``⌈cap⌉`` reports ``inf`` (it cannot beat
+      the incumbent) without galloping or refinement.  Settings with a non-finite cap are searched
+      as without it.
+    * ``keep(lo, hi)``: given every setting's initial bracket (the answer lies in ``(lo, hi]``;
+      ``hi = 0`` where nothing is bracketed yet, the answer then lies above ``lo``), marks the settings
+      still wanted; only those are galloped (if the window missed them) and refined.  It is called
+      before and, if anything was galloped, again after galloping.  Unwanted settings report the
+      interpolation across their initial bracket, or ``inf`` if they had none (e.g. a grid whose
+      ranking only matters near its top).
+    * ``rtol > 0`` stops refining a bracket once it is narrower than ``rtol`` times its upper end (a
+      search objective needs no more); the fractional value then interpolates across the bracket.
+    * ``rounds`` caps the refinement rounds (for searches: the few settings whose brackets close
+      slowly — far from any optimum — then keep a wider bracket, and the result is a hit but not
+      necessarily the first).
     """
     target = _check_target(target)
     hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
     fdyn = flatten_dynamics(dyn, hp)
     B = np.broadcast_to(np.asarray(batch_size, dtype=np.float64), hp).reshape(-1)
     H = B.shape[0]
-    gallop = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1)])
-    if near is not None and np.isfinite(near) and near >= 8:
-        factors = float(span) ** np.linspace(-1.0, 1.0, max(2, int(points)))
-        window = np.unique(np.concatenate([[0], np.round(near * factors)])).astype(np.int64)
-        vals = _engine.evaluate(problem, fdyn, B, window, reduce=True)
-        missed = ~(vals <= target).any(axis=1)
-        powers = window
-        if missed.any():  # galloping for the settings the window did not bracket
-            idx = np.flatnonzero(missed)
-            sub = flatten_dynamics(_take(fdyn, idx), (idx.size,))
-            gv = _engine.evaluate(problem, sub, B[idx], gallop, reduce=True)
-            powers = np.unique(np.concatenate([window, gallop]))
-            full = np.full((H, powers.size), np.nan)
-            full[:, np.searchsorted(powers, window)] = vals
-            full[idx[:, None], np.searchsorted(powers, gallop)[None, :]] = gv
-            # fill gaps so that "first index below target" stays meaningful per setting
-            vals = np.where(np.isnan(full), np.inf, full)
-    else:
-        powers = gallop
-        vals = _engine.evaluate(problem, fdyn, B, powers, reduce=True)  # (H, P)
-    below = vals <= target
-    has = below.any(axis=1)
-    first = np.argmax(below, axis=1)
-    hi = np.where(has, powers[first], 0).astype(np.int64)
-    lo = np.where(has & (first > 0), powers[np.maximum(first - 1, 0)], 0).astype(np.int64)
-    hi_val = np.where(has, vals[np.arange(H), first], np.inf)
-    lo_val = np.where(has & (first > 0), vals[np.arange(H), np.maximum(first - 1, 0)], np.inf)
+    has = np.zeros(H, bool)
+    lo, hi = np.zeros(H, np.int64), np.zeros(H, np.int64)
+    lo_val, hi_val = np.full(H, np.inf), np.full(H, np.inf)
+
+    def bracket(idx, steps, vals):
+        """The first step of each row of ``steps`` (sorted) whose value is ≤ target, and the one before."""
+        below = vals <= target
+        found = below.any(axis=1)
+        first = np.argmax(below, axis=1)
+        prev = np.maximum(first - 1, 0)
+        steps = np.broadcast_to(steps, vals.shape)
+        r = np.arange(len(idx))
+        has[idx] = found
+        hi[idx] = np.where(found, steps[r, first], 0)
+        lo[idx] = np.where(found & (first > 0), steps[r, prev], 0)
+        hi_val[idx] = np.where(found, vals[r, first], np.inf)
+        lo_val[idx] = np.where(found & (first > 0), vals[r, prev], np.inf)
+
+    rest = np.arange(H)
+    if cap is not None:
+        capv = np.broadcast_to(np.asarray(cap, dtype=np.float64), hp).reshape(-1)
+        use = np.isfinite(capv) & (capv >= 1)
+        if use.any():
+            idx = np.flatnonzero(use)
+            top = np.ceil(capv[idx])[:, None]
+            factors = float(span) ** np.linspace(-1.0, 0.0, max(2, int(points)))
+            window = np.maximum(np.round(top * factors[None, :]), 1.0)
+            window = np.concatenate([np.zeros((idx.size, 1)), window[:, :-1], top], axis=1)
+            window = np.maximum.accumulate(window, axis=1).astype(np.int64)  # sorted (repeats are harmless)
+            bracket(idx, window, _engine.evaluate(problem, _take(fdyn, idx), B[idx], window, reduce=True))
+            rest = np.flatnonzero(~use)
+    refine = np.ones(H, bool)
+    if rest.size:
+        sub = fdyn if rest.size == H else _take(fdyn, rest)
+        # galloping over powers of two; of four when ``keep`` prunes (the kept brackets are refined anyway)
+        gallop = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1, 2 if keep else 1)])
+        gallop = np.unique(np.append(gallop[gallop <= max_steps], max_steps))
+        missed = np.ones(rest.size, bool)
+        if near is not None and np.isfinite(near) and near >= 8:
+            factors = float(span) ** np.linspace(-1.0, 1.0, max(2, int(points)))
+            window = np.unique(np.concatenate([[0], np.round(near * factors)])).astype(np.int64)
+            vals = _engine.evaluate(problem, sub, B[rest], window, reduce=True)
+            bracket(rest, window[None, :], vals)
+            missed = ~has[rest]
+            lo[rest[missed]] = window[-1]  # not bracketed: the answer lies above the window
+        if keep is not None:
+            refine = np.asarray(keep(lo.copy(), np.where(has, hi, 0)), bool).reshape(-1)
+        idx = np.flatnonzero(missed & refine[rest])
+        if idx.size:  # galloping for the settings no window bracketed (and that are still wanted)
+            gv = _engine.evaluate(problem, sub if idx.size == rest.size else _take(sub, idx), B[rest[idx]],
+                                  gallop, reduce=True)
+            bracket(rest[idx], gallop[None, :], gv)
+    if keep is not None:  # (again, now that the galloped brackets are known)
+        refine = np.asarray(keep(lo.copy(), np.where(has, hi, 0)), bool).reshape(-1)
     # Illinois regula falsi inside each bracket, bisection as the fallback, on log t against
     # g = log((L − F)/(target − F)) with F the noise floor: close to linear where the excess over the
     # floor decays like a power of t (plain log L bends sharply when the target sits near the floor,
@@ -409,9 +530,10 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             return np.log((v_lo - fe) / (target - fe)), np.log((v_hi - fe) / (target - fe))
 
     side = np.zeros(H, dtype=np.int8)
+    refine &= has
 
     def unresolved():
-        return has & (hi - lo > np.maximum(1, rtol * hi))
+        return refine & (hi - lo > np.maximum(1, rtol * hi))
 
     active = unresolved()
     done = 0
@@ -427,8 +549,7 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             bisect = (lo[idx] + hi[idx]) // 2
             ok = np.isfinite(guess) & (mid > lo[idx]) & (mid < hi[idx])
             mid = np.where(ok, mid, bisect)
-            sub = flatten_dynamics(_take(fdyn, idx), (idx.size,))
-            rm = _engine.evaluate(problem, sub, B[idx], mid[:, None], reduce=True)[:, 0]
+            rm = _engine.evaluate(problem, _take(fdyn, idx), B[idx], mid[:, None], reduce=True)[:, 0]
             hit = rm <= target
             hi[idx[hit]], hi_val[idx[hit]] = mid[hit], rm[hit]
             lo[idx[~hit]], lo_val[idx[~hit]] = mid[~hit], rm[~hit]
@@ -450,9 +571,10 @@ def _log_secant(lo, hi, f_lo, f_hi):
 
 
 def _take(dyn, idx):
+    """The settings ``idx`` of flattened dynamics, as flattened dynamics."""
     from batchlab.nqm.dynamics import take_dynamics
 
-    return take_dynamics(dyn, idx)
+    return flatten_dynamics(take_dynamics(dyn, idx), (len(idx),))
 
 
 def compress(problem: Problem, entries: int = 128) -> Problem:
