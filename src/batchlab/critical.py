@@ -19,7 +19,6 @@ import dataclasses
 import math
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from batchlab.errors import InputError
 
@@ -93,6 +92,8 @@ def fit_hyperbola(batch_sizes, steps) -> HyperbolaFit | None:
         return p[0] + np.log1p(np.exp(p[1]) / B) - logS
 
     # starts: plateau at the largest B, noise scale spread over the measured range
+    from scipy.optimize import least_squares  # deferred: importing scipy.optimize costs ~0.3 s
+
     best = None
     for b0 in np.geomspace(B.min() / 10, B.max() * 10, 9):
         p0 = np.array([np.log(S.min()), np.log(b0)])

@@ -26,7 +26,7 @@ import numpy as np
 
 from batchlab.nqm.dynamics import Companion, _heavy_ball_companion, _nesterov_companion
 
-__all__ = ["sgd_moment", "companion_moment", "momentum_ema_moment", "TRUST"]
+__all__ = ["sgd_moment", "companion_moment", "CompanionPlan", "momentum_ema_moment", "TRUST"]
 
 # Entries whose estimated cancellation factor exceeds this go to exact doubling (≈ 1e-11 relative).
 TRUST = 1e4
@@ -35,7 +35,9 @@ TRUST = 1e4
 def _times(a, b):
     """``a * b`` with ``0 * inf = 0`` (a direction with no noise or no initial error stays at 0)."""
     with np.errstate(invalid="ignore"):
-        return np.where(a == 0, 0.0, a * b)
+        prod = a * b
+        zero = np.equal(a, 0)
+        return np.where(zero, 0.0, prod) if np.any(zero) else prod
 
 
 def sgd_moment(x, q, s0, t):
@@ -62,37 +64,86 @@ def companion_moment(comp: Companion, q, s0, t):
         times larger the summed terms were than the result (relative error ≈ 1e-16 × cancellation).
         Entries where the closed form is undefined (double root, |root| ≥ 1) have ``inf``.
     """
-    t = np.asarray(t)
-    t2 = t if t.ndim == 2 else t[None, :]
-    tf = t2.astype(np.float64)
-    sign_t = np.where(t2 % 2 == 1, -1.0, 1.0)  # (−1)^t
-    k, m = comp.tau.shape[0], t2.shape[1]
-    per_row = t2.shape[0] > 1 or k == 1
-    value = np.zeros((k, m))
-    cancel = np.full((k, m), np.inf)
-    real = comp.disc > 0
-    branches = (
-        (comp.disc < 0, _complex_branch),
-        (real & (comp.delta > 0), _same_sign_branch),
-        (real & (comp.delta < 0), _opposite_sign_branch),
-        (real & (comp.delta == 0), _zero_root_branch),
-    )
-    for mask, branch in branches:
-        idx = np.flatnonzero(mask)
-        if not idx.size:
-            continue
-        if idx.size == k:
-            sub = Companion(*(f[:, None] for f in comp))
-            value, cancel = _finish(*branch(sub, tf, sign_t), q[:, None], s0[:, None], sub)
-        else:
-            sub = Companion(*(f[idx, None] for f in comp))
-            tt, st = (tf[idx], sign_t[idx]) if per_row else (tf, sign_t)
-            value[idx], cancel[idx] = _finish(*branch(sub, tt, st), q[idx, None], s0[idx, None], sub)
-    zero = np.broadcast_to(t2 == 0, value.shape)
-    if zero.any():
-        value = np.where(zero, (s0 * comp.m0**2)[:, None], value)
-        cancel = np.where(zero, 1.0, cancel)
-    return value, cancel
+    return CompanionPlan(comp, q, s0).moment(t)
+
+
+class CompanionPlan:
+    """2-state systems prepared for :meth:`moment` at any steps: everything that does not depend on
+    ``t`` (roots, phases, modal and steady-state coefficients — about half the work of one evaluation)
+    is computed once, per branch (complex roots, real roots of one sign, of opposite signs, a zero
+    root).  Plans are built per block of systems by :class:`batchlab.nqm._engine.Plan`.
+
+    Args:
+        comp, q, s0: one-dimensional arrays over ``k`` systems.
+    """
+
+    def __init__(self, comp: Companion, q, s0):
+        q, s0 = np.asarray(q, dtype=np.float64), np.asarray(s0, dtype=np.float64)
+        k = comp.tau.shape[0]
+        self.k = k
+        self.code = np.full(k, -1, dtype=np.int8)  # branch of each system (-1: none applies, e.g. nan)
+        self.local = np.zeros(k, dtype=np.int64)
+        self.at_zero = s0 * comp.m0**2
+        real = comp.disc > 0
+        masks = (comp.disc < 0, real & (comp.delta > 0), real & (comp.delta < 0), real & (comp.delta == 0))
+        self.branches = []
+        for j, (mask, (setup, at)) in enumerate(zip(masks, _BRANCHES)):
+            idx = np.flatnonzero(mask)
+            if not idx.size:
+                self.branches.append(None)
+                continue
+            self.code[idx] = j
+            self.local[idx] = np.arange(idx.size)
+            sub = comp if idx.size == k else Companion(*(f[idx] for f in comp))
+            sub = Companion(*(f[:, None] for f in sub))
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                consts, stable = setup(sub)
+                consts.update(_finish_setup(sub, (q if idx.size == k else q[idx])[:, None],
+                                            (s0 if idx.size == k else s0[idx])[:, None]))
+            consts["stable"] = stable
+            self.branches.append((idx.size, consts, at))
+
+    def moment(self, t, rows=None):
+        """``(value, cancellation)`` at steps ``t`` for systems ``rows`` (all by default).
+
+        ``t`` is ``(m,)`` for every row, or ``(len(rows), m)`` per row; returns ``(len(rows), m)``.
+        """
+        t = np.asarray(t)
+        t2 = t if t.ndim == 2 else t[None, :]
+        tf = t2.astype(np.float64)
+        sign_t = np.where(t2 % 2 == 1, -1.0, 1.0)  # (−1)^t
+        n = self.k if rows is None else len(rows)
+        m = t2.shape[1]
+        per_row = t2.shape[0] > 1 or n == 1
+        codes = self.code if rows is None else self.code[rows]
+        value = np.zeros((n, m))
+        cancel = np.full((n, m), np.inf)
+        for j, branch in enumerate(self.branches):
+            if branch is None:
+                continue
+            size, consts, at = branch
+            whole = rows is None and size == self.k
+            sel = None if whole else np.flatnonzero(codes == j)
+            if sel is not None and not sel.size:
+                continue
+            if sel is None or (rows is None and sel.size == size):
+                c = consts  # every system of the branch, in order
+            else:
+                li = self.local[sel if rows is None else np.asarray(rows)[sel]]
+                c = {key: v[li] for key, v in consts.items()}
+            tt, st = (tf, sign_t) if (sel is None or not per_row) else (tf[sel], sign_t[sel])
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                v, cc = _finish_at(c, at(c, tt, st))
+            if sel is None:
+                value, cancel = v, cc
+            else:
+                value[sel], cancel[sel] = v, cc
+        zero = np.broadcast_to(t2 == 0, value.shape)
+        if zero.any():
+            start = self.at_zero if rows is None else self.at_zero[rows]
+            value = np.where(zero, start[:, None], value)
+            cancel = np.where(zero, 1.0, cancel)
+        return value, cancel
 
 
 def noise_floor(sys):
@@ -164,7 +215,16 @@ def _steady_state(c: Companion):
     return floor, np.where(stable, cancel, np.inf), log_radius, stable
 
 
-def _finish(parts, stable, q, s0, c: Companion):
+def _finish_setup(c: Companion, q, s0) -> dict:
+    """The ``t``-independent part of :func:`_finish_at`: the steady state and tail coefficients."""
+    n_inf, inf_cancel, _, _ = _steady_state(c)
+    a = n_inf - c.n0**2
+    X = (c.n1 * c.n0 + c.tau * a) / (1.0 + c.delta)
+    return dict(n_inf=n_inf, a=a, X=X, abs_a=np.abs(a), abs_X=np.abs(X), abs_n_inf=np.abs(n_inf),
+                inf_abs=np.abs(n_inf) * inf_cancel, q=q, s0=s0)
+
+
+def _finish_at(c: dict, parts):
     """Mean from ``U_t, δU_{t−1}``; the noise from the better of two forms.
 
     Modal sums cancel when the roots are close (slow, nearly critically damped directions); the
@@ -173,19 +233,16 @@ def _finish(parts, stable, q, s0, c: Companion):
     (n1 n0 + τ (N_∞ − n0²)) / (1 + δ)``, both come from the companion data alone.
     """
     U_t, dU, mean, mean_abs, noise, noise_abs = parts
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        n_inf, inf_cancel, _, _ = _steady_state(c)
-        a = n_inf - c.n0**2
-        X = (c.n1 * c.n0 + c.tau * a) / (1.0 + c.delta)
-        tail = U_t**2 * a - 2.0 * U_t * dU * X + dU**2 * n_inf
-        tail_abs = U_t**2 * np.abs(a) + 2.0 * np.abs(U_t * dU * X) + dU**2 * np.abs(n_inf)
-        noise_t = n_inf - tail
-        noise_t_abs = np.abs(n_inf) * inf_cancel + tail_abs
-        with_tail = (noise_t_abs * np.abs(noise) < noise_abs * np.abs(noise_t)) & np.isfinite(noise_t)
+    UdU, U2, dU2 = U_t * dU, U_t * U_t, dU * dU
+    tail = U2 * c["a"] - (2.0 * c["X"]) * UdU + dU2 * c["n_inf"]
+    tail_abs = U2 * c["abs_a"] + (2.0 * c["abs_X"]) * np.abs(UdU) + dU2 * c["abs_n_inf"]
+    noise_t = c["n_inf"] - tail
+    noise_t_abs = c["inf_abs"] + tail_abs
+    with_tail = (noise_t_abs * np.abs(noise) < noise_abs * np.abs(noise_t)) & np.isfinite(noise_t)
     noise = np.where(with_tail, noise_t, noise)
     noise_abs = np.where(with_tail, noise_t_abs, noise_abs)
-    value, cancel = _combine(mean, mean_abs, noise, noise_abs, q, s0)
-    return value, np.where(stable, cancel, np.inf)
+    value, cancel = _combine(mean, mean_abs, noise, noise_abs, c["q"], c["s0"])
+    return value, np.where(c["stable"], cancel, np.inf)
 
 
 def _combine(mean, mean_abs, noise, noise_abs, q, s0):
@@ -197,46 +254,68 @@ def _combine(mean, mean_abs, noise, noise_abs, q, s0):
     return value, cancel
 
 
-def _complex_branch(c: Companion, t, sign_t):
-    """Complex roots ``ρ e^{±iφ}`` (underdamped)."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        log_rho = 0.5 * np.log1p(-c.omd)
-        rho = np.sqrt(c.delta)
-        sq = np.sqrt(-c.disc)
-        phi = np.arctan2(sq, c.tau)
-        sin_phi = sq / (2.0 * rho)
-        cos_phi = c.tau / (2.0 * rho)
-        # U_t = ρ^{t−1} sin(tφ) / sin φ,  δ U_{t−1} = ρ^t sin((t−1)φ) / sin φ
-        tphi = t * phi
-        s_t, c_t = np.sin(tphi), np.cos(tphi)
-        s_tm1 = s_t * cos_phi - c_t * sin_phi
-        amp = np.exp((t - 1.0) * log_rho) / sin_phi
-        U_t, dU = amp * s_t, amp * rho * s_tm1
-        # mean_t = U_t m1 − δU_{t−1} m0 = amp [sin(tφ)(m1 − τ m0/2) + cos(tφ) m0 √(−D)/2], with
-        # m1 − τ m0/2 = dm + m0 (p(1) + 1 − δ)/2 free of the cancellation m1 ≈ τ/2 of slow directions
-        mh = c.dm + c.m0 * (c.p1 + c.omd) / 2.0
-        a1, a0 = s_t * mh, c_t * c.m0 * (sq / 2.0)
-        mean, mean_abs = amp * (a1 + a0), amp * (np.abs(a1) + np.abs(a0))
-        # V_k = ρ^{k−1} Im(w e^{ikφ}) / sin φ with w = n1 − ρ n0 e^{−iφ}
-        w_re = c.n1 - rho * c.n0 * cos_phi
-        w_im = rho * c.n0 * sin_phi
-        w2 = w_re**2 + w_im**2
-        w2_re, w2_im = w_re**2 - w_im**2, 2.0 * w_re * w_im
-        tl = t * (2.0 * log_rho)
-        em = np.expm1(tl)
-        G1 = -em / c.omd
-        # z = δ e^{2iφ}:  1 − z^t = −(expm1(t log δ) cos 2tφ − 2 sin² tφ) − i δ^t sin 2tφ ;  1 − z
-        num_re = -(em * (c_t * c_t - s_t * s_t) - 2.0 * s_t * s_t)
-        num_im = -(np.exp(tl) * 2.0 * s_t * c_t)
-        den_re = c.omd + 2.0 * c.delta * sin_phi**2
-        den_im = -2.0 * c.delta * sin_phi * cos_phi
-        den2 = den_re**2 + den_im**2
-        G2_re = (num_re * den_re + num_im * den_im) / den2
-        G2_im = (num_im * den_re - num_re * den_im) / den2
-        scale = 1.0 / (2.0 * c.delta * sin_phi**2)
-        noise = (w2 * G1 - (w2_re * G2_re - w2_im * G2_im)) * scale
-        noise_abs = w2 * (np.abs(G1) + np.sqrt(G2_re**2 + G2_im**2)) * scale
-    return (U_t, dU, mean, mean_abs, noise, noise_abs), c.omd > 0
+# 2π in three parts with 27 significant bits in the first two: k · part is exact for |k| < 2^26
+_TWO_PI_HI = 6.283185303211212158203125
+_TWO_PI_MID = 3.9683742958374068621196784079074859619140625e-09
+_TWO_PI_LO = 2.2884754904439327e-17  # 2π − HI − MID, rounded
+
+
+def _sincos(x):
+    """``sin x, cos x`` with the argument reduced modulo 2π here (Cody–Waite, exact for
+    ``|x| < 2^26 · 2π``; larger arguments go to NumPy's own reduction): small arguments cost NumPy
+    half as much."""
+    k = np.rint(x * (1.0 / (2.0 * np.pi)))
+    r = ((x - k * _TWO_PI_HI) - k * _TWO_PI_MID) - k * _TWO_PI_LO
+    r = np.where(np.abs(k) < 2.0**26, r, x)
+    return np.sin(r), np.cos(r)
+
+
+def _complex_setup(c: Companion):
+    """Complex roots ``ρ e^{±iφ}`` (underdamped): the ``t``-independent part."""
+    log_rho = 0.5 * np.log1p(-c.omd)
+    rho = np.sqrt(c.delta)
+    sq = np.sqrt(-c.disc)
+    sin_phi = sq / (2.0 * rho)
+    cos_phi = c.tau / (2.0 * rho)
+    # mean_t = U_t m1 − δU_{t−1} m0 = amp [sin(tφ)(m1 − τ m0/2) + cos(tφ) m0 √(−D)/2], with
+    # m1 − τ m0/2 = dm + m0 (p(1) + 1 − δ)/2 free of the cancellation m1 ≈ τ/2 of slow directions
+    mh = c.dm + c.m0 * (c.p1 + c.omd) / 2.0
+    # V_k = ρ^{k−1} Im(w e^{ikφ}) / sin φ with w = n1 − ρ n0 e^{−iφ}
+    w_re = c.n1 - rho * c.n0 * cos_phi
+    w_im = rho * c.n0 * sin_phi
+    # 1 − z with z = δ e^{2iφ}
+    den_re = c.omd + 2.0 * c.delta * sin_phi**2
+    den_im = -2.0 * c.delta * sin_phi * cos_phi
+    consts = dict(
+        log_rho=log_rho, rho=rho, phi=np.arctan2(sq, c.tau), sin_phi=sin_phi, cos_phi=cos_phi, mh=mh,
+        mc=c.m0 * (sq / 2.0), w2=w_re**2 + w_im**2, w2_re=w_re**2 - w_im**2, w2_im=2.0 * w_re * w_im,
+        den_re=den_re, den_im=den_im, den2=den_re**2 + den_im**2, scale=1.0 / (2.0 * c.delta * sin_phi**2),
+        omd=c.omd,
+    )
+    return consts, c.omd > 0
+
+
+def _complex_at(c: dict, t, sign_t):
+    """Complex roots: ``U_t = ρ^{t−1} sin(tφ) / sin φ``, ``δ U_{t−1} = ρ^t sin((t−1)φ) / sin φ``."""
+    s_t, c_t = _sincos(t * c["phi"])
+    s_tm1 = s_t * c["cos_phi"] - c_t * c["sin_phi"]
+    rho_tm1 = np.exp((t - 1.0) * c["log_rho"])
+    amp = rho_tm1 / c["sin_phi"]
+    U_t, dU = amp * s_t, amp * c["rho"] * s_tm1
+    a1, a0 = s_t * c["mh"], c_t * c["mc"]
+    mean, mean_abs = amp * (a1 + a0), amp * (np.abs(a1) + np.abs(a0))
+    em = np.expm1(t * (2.0 * c["log_rho"]))  # ρ^{2t} − 1
+    G1 = -em / c["omd"]
+    # 1 − z^t = −(expm1(t log δ) cos 2tφ − 2 sin² tφ) − i δ^t sin 2tφ
+    ss = s_t * s_t
+    num_re = -(em * (c_t * c_t - ss) - 2.0 * ss)
+    num_im = -(((rho_tm1 * c["rho"]) ** 2) * 2.0 * s_t * c_t)
+    den_re, den_im, den2 = c["den_re"], c["den_im"], c["den2"]
+    G2_re = (num_re * den_re + num_im * den_im) / den2
+    G2_im = (num_im * den_re - num_re * den_im) / den2
+    noise = (c["w2"] * G1 - (c["w2_re"] * G2_re - c["w2_im"] * G2_im)) * c["scale"]
+    noise_abs = c["w2"] * (np.abs(G1) + np.sqrt(G2_re**2 + G2_im**2)) * c["scale"]
+    return U_t, dU, mean, mean_abs, noise, noise_abs
 
 
 def _real_roots(c: Companion):
@@ -255,76 +334,111 @@ def _real_roots(c: Companion):
     return sd, b, s, omb, opb, oms, ops, lb, ls, bms, cb > 0
 
 
-def _real_common(c, t, sign_t, b, s, omb, opb, oms, ops, lb, ls, bms, ratio_t, ratio_tm1, Gbs):
+def _real_setup(c: Companion, b, s, omb, opb, oms, ops, lb, ls, bms) -> dict:
+    """The ``t``-independent part of :func:`_real_at` (real roots ``b``, ``s``)."""
+    return dict(
+        b_neg=b < 0, s_neg=s < 0, s_zero=s == 0, b=b, db=c.delta / b, lb=lb, ls=ls, m1=c.m1, m0=c.m0,
+        al_b=(c.dm + np.where(s >= 0, oms, 2.0 - ops) * c.m0) / bms, al_s=-(c.dm + omb * c.m0) / bms,
+        a_b=(c.n1 - s * c.n0) / bms, a_s=-(c.n1 - b * c.n0) / bms, gb=omb * opb, gs=oms * ops,
+    )
+
+
+def _real_at(c: dict, t, sign_t, ratio_t, ratio_tm1, Gbs, bt1=None, st=None):
     """U_t = b^{t−1} ratio_t, δ U_{t−1}, the mean, and the noise sum from geometric sums (real roots).
 
     The mean is taken from the better conditioned of ``U_t m1 − δU_{t−1} m0`` (good near a double
     root) and the modal form ``α_b b^t + α_s s^t`` with ``α_b = (dm + (1 − s) m0)/(b − s)``,
-    ``α_s = −(dm + (1 − b) m0)/(b − s)`` (good for well separated roots).
+    ``α_s = −(dm + (1 − b) m0)/(b − s)`` (good for well separated roots).  Branches may pass
+    ``b^{t−1}`` and ``s^t`` when they have them cheaper.
     """
-    bt1 = np.where(b < 0, -sign_t, 1.0) * np.exp((t - 1.0) * lb)  # b^{t−1}
+    if bt1 is None:
+        bt1 = np.exp((t - 1.0) * c["lb"])  # |b|^{t−1}
+        if c["b_neg"].any():
+            bt1 = np.where(c["b_neg"], -sign_t, 1.0) * bt1
     U_t = bt1 * ratio_t
-    dU = np.where(t >= 2, c.delta * (bt1 / b) * ratio_tm1, 0.0)
-    mean1 = U_t * c.m1 - dU * c.m0
-    abs1 = np.abs(U_t * c.m1) + np.abs(dU * c.m0)
-    al_b = (c.dm + np.where(s >= 0, oms, 2.0 - ops) * c.m0) / bms
-    al_s = -(c.dm + omb * c.m0) / bms
-    bt = bt1 * b
-    st = np.where(s < 0, sign_t, 1.0) * np.exp(t * ls)
-    st = np.where(s == 0, np.where(t == 0, 1.0, 0.0), st)
-    mean2 = al_b * bt + al_s * st
-    abs2 = np.abs(al_b * bt) + np.abs(al_s * st)
+    dU = np.where(t >= 2, (bt1 * c["db"]) * ratio_tm1, 0.0)
+    Um, dm = U_t * c["m1"], dU * c["m0"]
+    mean1 = Um - dm
+    abs1 = np.abs(Um) + np.abs(dm)
+    if st is None:
+        st = np.exp(t * c["ls"])
+        if c["s_neg"].any():
+            st = np.where(c["s_neg"], sign_t, 1.0) * st
+    mb, ms = c["al_b"] * (bt1 * c["b"]), c["al_s"] * st
+    mean2 = mb + ms
+    abs2 = np.abs(mb) + np.abs(ms)
     modal_better = (abs2 * np.abs(mean1) < abs1 * np.abs(mean2)) & np.isfinite(mean2)
     mean = np.where(modal_better, mean2, mean1)
     mean_abs = np.where(modal_better, abs2, abs1)
-    a_b = (c.n1 - s * c.n0) / bms
-    a_s = -(c.n1 - b * c.n0) / bms
-    Gbb = -np.expm1(2.0 * t * lb) / (omb * opb)
-    Gss = -np.expm1(2.0 * t * ls) / (oms * ops)
-    noise = a_b**2 * Gbb + 2.0 * a_b * a_s * Gbs + a_s**2 * Gss
-    noise_abs = a_b**2 * np.abs(Gbb) + 2.0 * np.abs(a_b * a_s * Gbs) + a_s**2 * np.abs(Gss)
+    Gbb = -np.expm1(2.0 * t * c["lb"]) / c["gb"]
+    Gss = -np.expm1(2.0 * t * c["ls"]) / c["gs"]
+    a_b, a_s = c["a_b"], c["a_s"]
+    nb, ns, cross = a_b**2 * Gbb, a_s**2 * Gss, (2.0 * a_b * a_s) * Gbs
+    noise = nb + cross + ns
+    noise_abs = np.abs(nb) + np.abs(cross) + np.abs(ns)
     return U_t, dU, mean, mean_abs, noise, noise_abs
 
 
-def _same_sign_branch(c: Companion, t, sign_t):
+def _same_sign_setup(c: Companion):
     """Distinct real roots of one sign (overdamped): ``1 − ω^t = −expm1(−2tψ)``, exact as ψ → 0."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
-        psi2 = np.log1p(sd * (np.abs(c.tau) + sd) / (2.0 * c.delta))  # −log ω
-        e1 = np.expm1(-psi2)
-        ratio_t = np.expm1(-t * psi2) / e1
-        ratio_tm1 = np.expm1(-(t - 1.0) * psi2) / e1
-        Gbs = -np.expm1(t * (lb + ls)) / c.omd
-        parts = _real_common(c, t, sign_t, b, s, omb, opb, oms, ops, lb, ls, bms, ratio_t, ratio_tm1, Gbs)
-    return parts, stable
+    sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
+    consts = _real_setup(c, b, s, omb, opb, oms, ops, lb, ls, bms)
+    psi2 = np.log1p(sd * (np.abs(c.tau) + sd) / (2.0 * c.delta))  # −log ω
+    consts.update(psi2=psi2, inv_e1=1.0 / np.expm1(-psi2), e_psi=np.exp(psi2), em_psi=np.expm1(psi2),
+                  lbs=lb + ls, omd=c.omd)
+    return consts, stable
 
 
-def _opposite_sign_branch(c: Companion, t, sign_t):
+def _same_sign_at(c: dict, t, sign_t):
+    """With ``ω = s/b = e^{−2ψ}`` and ``E_t = ω^t − 1``: ``ω^{t−1} − 1 = E_t e^{2ψ} + (e^{2ψ} − 1)`` (the
+    two terms differ by at most ~2× for t ≥ 2: no cancellation), and ``s^t = b^t (1 + E_t)`` (its
+    absolute error is within the modal mean's cancellation estimate)."""
+    E_t = np.expm1(-t * c["psi2"])
+    ratio_t = E_t * c["inv_e1"]
+    ratio_tm1 = (E_t * c["e_psi"] + c["em_psi"]) * c["inv_e1"]
+    Gbs = -np.expm1(t * c["lbs"]) / c["omd"]
+    bt1 = np.exp((t - 1.0) * c["lb"])
+    if c["b_neg"].any():
+        bt1 = np.where(c["b_neg"], -sign_t, 1.0) * bt1
+    return _real_at(c, t, sign_t, ratio_t, ratio_tm1, Gbs, bt1=bt1, st=(bt1 * c["b"]) * (1.0 + E_t))
+
+
+def _opposite_sign_setup(c: Companion):
     """Real roots of opposite signs (δ < 0): no cancellation in ``1 − ω^t``."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
-        lw = ls - lb
-        w_t = np.exp(t * lw)  # |ω|^t
-        den = 1.0 + np.exp(lw)
-        ratio_t = (1.0 - sign_t * w_t) / den  # ω < 0: ω^t = (−1)^t |ω|^t
-        ratio_tm1 = (1.0 + sign_t * w_t * np.exp(-lw)) / den
-        Gbs = (1.0 - sign_t * np.exp(t * (lb + ls))) / c.omd
-        parts = _real_common(c, t, sign_t, b, s, omb, opb, oms, ops, lb, ls, bms, ratio_t, ratio_tm1, Gbs)
-    return parts, stable
+    sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
+    consts = _real_setup(c, b, s, omb, opb, oms, ops, lb, ls, bms)
+    lw = ls - lb
+    consts.update(lw=lw, inv_den=1.0 / (1.0 + np.exp(lw)), back=np.exp(-lw), lbs=lb + ls, omd=c.omd)
+    return consts, stable
 
 
-def _zero_root_branch(c: Companion, t, sign_t):
-    """One root is zero (δ = 0, e.g. β = 0 or x = 1): ``U_t = b^{t−1}``."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
-        one = np.ones_like(t)
-        Gbs = np.where(t == 0, 0.0, one)
-        # s = 0: s^k = [k == 0]; Σ_{k<t} s^{2k} = 1 for t ≥ 1
-        parts = _real_common(
-            c, t, sign_t, b, np.zeros_like(b), omb, opb, np.ones_like(b), np.ones_like(b), lb,
-            np.full_like(b, -np.inf), bms, one, one, Gbs,
-        )
-    return parts, stable
+def _opposite_sign_at(c: dict, t, sign_t):
+    w_t = sign_t * np.exp(t * c["lw"])  # ω^t = (−1)^t |ω|^t
+    ratio_t = (1.0 - w_t) * c["inv_den"]
+    ratio_tm1 = (1.0 + w_t * c["back"]) * c["inv_den"]
+    Gbs = (1.0 - sign_t * np.exp(t * c["lbs"])) / c["omd"]
+    return _real_at(c, t, sign_t, ratio_t, ratio_tm1, Gbs)
+
+
+def _zero_root_setup(c: Companion):
+    """One root is zero (δ = 0, e.g. β = 0 or x = 1): ``U_t = b^{t−1}``; ``s^k = [k == 0]``."""
+    sd, b, s, omb, opb, oms, ops, lb, ls, bms, stable = _real_roots(c)
+    one = np.ones_like(b)
+    return _real_setup(c, b, np.zeros_like(b), omb, opb, one, one, lb, np.full_like(b, -np.inf), bms), stable
+
+
+def _zero_root_at(c: dict, t, sign_t):
+    one = np.ones_like(t)
+    # Σ_{k<t} s^{2k} = 1 and Σ_{k<t} (bs)^k = 1 for t ≥ 1
+    return _real_at(c, t, sign_t, one, one, np.where(t == 0, 0.0, one))
+
+
+_BRANCHES = (
+    (_complex_setup, _complex_at),
+    (_same_sign_setup, _same_sign_at),
+    (_opposite_sign_setup, _opposite_sign_at),
+    (_zero_root_setup, _zero_root_at),
+)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from batchlab.nqm.dynamics import (
 )
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["moment", "evaluate", "floor_risk", "initial_covariance", "noise_covariance", "THREADS"]
+__all__ = ["Plan", "moment", "evaluate", "floor_risk", "initial_covariance", "noise_covariance", "THREADS"]
 
 THREADS = max(1, min(os.cpu_count() or 1, 8))
 _BLOCK = 1 << 16  # (systems × steps) per work item
@@ -53,26 +53,37 @@ def moment(sys: System, t: np.ndarray) -> np.ndarray:
 
     ``t`` is ``(m,)`` (the same steps for every system) or ``(rows, m)`` (steps per system).
     """
+    return _moment(sys, None, None, t)
+
+
+def _moment(sys: System, plan, rows, t) -> np.ndarray:
+    """:func:`moment` of ``sys.take(rows)`` (all rows if ``None``), with a prepared
+    :class:`_closed.CompanionPlan` of ``sys`` for 2-state systems if given."""
     t = np.asarray(t, dtype=np.int64)
-    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
-    rows = sys.shape[0]
+    col = lambda a: np.asarray(a)[:, None] if rows is None else np.asarray(a)[rows][:, None]  # noqa: E731
+    n_rows = sys.shape[0] if rows is None else len(rows)
     t2 = t if t.ndim == 2 else t[None, :]
+    sub = None
     if sys.n == 1:
         value = _closed.sgd_moment(col(sys.x), col(sys.q), col(sys.s0), t2.astype(np.float64))
-        value = np.broadcast_to(value, (rows, t2.shape[1])).copy()
+        value = np.broadcast_to(value, (n_rows, t2.shape[1])).copy()
         bad = None
-    elif (comp := sys.companion()) is not None:
-        value, cancel = _closed.companion_moment(comp, np.asarray(sys.q), np.asarray(sys.s0), t)
+    elif plan is not None or (comp := sys.companion()) is not None:
+        if plan is None:
+            plan = _closed.CompanionPlan(comp, np.asarray(sys.q), np.asarray(sys.s0))
+        value, cancel = plan.moment(t, rows)
         bad = ~(cancel <= _closed.TRUST)
     elif sys.n == 3:
-        value, cancel = _closed.momentum_ema_moment(sys, t)
+        sub = sys if rows is None else sys.take(rows)
+        value, cancel = _closed.momentum_ema_moment(sub, t)
         bad = ~(cancel <= _closed.TRUST)
     else:
-        value = np.empty((rows, t2.shape[1]))
+        value = np.empty((n_rows, t2.shape[1]))
         bad = np.ones(value.shape, bool)
     if bad is not None and bad.any():
         r, j = np.nonzero(bad)
-        value[r, j] = doubling_moment(sys.take(r), np.broadcast_to(t2, value.shape)[r, j])
+        value[r, j] = doubling_moment(sys.take(r if rows is None else np.asarray(rows)[r]),
+                                      np.broadcast_to(t2, value.shape)[r, j])
     unstable = ~(col(sys.x) < col(sys.limit))
     if unstable.any():
         value = np.where(np.isnan(value) & unstable, np.inf, value)
@@ -93,45 +104,167 @@ def floor_risk(problem: Problem, dyn: Dynamics, batch_size) -> np.ndarray | None
     return per.sum(axis=-1)
 
 
-def _block_risk(sys: System, t: np.ndarray, reduce: bool) -> np.ndarray:
-    """Weighted risk of a ``(h, d)`` block of systems at steps ``t``: ``(h, m)`` or ``(h, d, m)``.
+class _Block:
+    """One ``(settings × directions)`` block of systems, prepared for evaluation at any steps: the
+    noise floors, the decay test's constants and (built on first use, for every system when the block
+    is reused) the closed forms' ``t``-independent data."""
 
-    Entries whose transient is negligible at a step hold only the noise floor there (a closed form
-    without cancellation); the rest go through :func:`moment`.  Negligible means every root power
-    has underflowed, or the rigorous bound (``|U_t| ≤ t R^(t−1)``, ``|m1| + |m0|, |n1| + |n0| ≤ 8``)
+    def __init__(self, sys: System, reuse: bool):
+        self.sys, self.reuse = sys, reuse
+        self.shape = sys.shape
+        self.weight = np.broadcast_to(sys.weight, sys.shape)
+        self.floor = _closed.noise_floor(sys)
+        if self.floor is not None:
+            fl, log_rad, trusted = self.floor
+            q = np.broadcast_to(sys.q, sys.shape)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                self.om = -np.expm1(2.0 * log_rad)  # 1 − R²
+                self.log_thresh = np.log(1e-17 * q * fl)
+                self.floor_value = self.weight * q * fl
+            self.q, self.s0 = q, np.broadcast_to(sys.s0, sys.shape)
+        self._flat = None
+        self._plan = None
 
-        s0 mean_t² + q Σ_{k≥t} V_k² ≤ 64 R^(2t−2) [s0 t² + q (2(t+1)²/(1−R²) + 4/(1−R²)³)]
+    @property
+    def flat(self) -> System:
+        """The block's systems as one row each (setting-major)."""
+        if self._flat is None:
+            self._flat = self.sys.reshape(-1)
+        return self._flat
 
-    is below ``1e-17 × q × floor`` — far below float64 resolution of the entry.
+    def _companion_plan(self):
+        if self._plan is None:
+            comp = self.flat.companion()
+            self._plan = False if comp is None else _closed.CompanionPlan(
+                comp, np.asarray(self.flat.q), np.asarray(self.flat.s0))
+        return self._plan or None
+
+    def risk(self, t: np.ndarray, hrows, reduce: bool) -> np.ndarray:
+        """Weighted risk of settings ``hrows`` (local indices; all if ``None``) at steps ``t``:
+        ``(h, m)`` or ``(h, d, m)``; ``t`` is ``(m,)`` or ``(h, m)`` per setting.
+
+        Entries whose transient is negligible at a step hold only the noise floor there (a closed form
+        without cancellation); the rest go through the closed forms.  Negligible means every root
+        power has underflowed, or the rigorous bound (``|U_t| ≤ t R^(t−1)``, ``|m1| + |m0|,
+        |n1| + |n0| ≤ 8``)
+
+            s0 mean_t² + q Σ_{k≥t} V_k² ≤ 64 R^(2t−2) [s0 t² + q (2(t+1)²/(1−R²) + 4/(1−R²)³)]
+
+        is below ``1e-17 × q × floor`` — far below float64 resolution of the entry.
+        """
+        h_all, d = self.shape
+        pick = (lambda a: a) if hrows is None else (lambda a: a[hrows])  # noqa: E731
+        h = h_all if hrows is None else len(hrows)
+        t_full = t[:, None, :] if t.ndim == 2 else t  # per-setting steps broadcast over directions
+        out_shape = (h, d, t.shape[-1])
+        if self.floor is None:
+            live = np.ones((h, d), bool)
+            val = np.empty(out_shape)
+        else:
+            fl, log_rad, trusted = (pick(a) for a in self.floor)
+            tf = t_full.astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                lr = log_rad[..., None]
+                tr = trusted[..., None]
+                decayed = tr & ((tf - 1.0) * lr < -800.0) & (tf > 0)
+                q, s0, om = pick(self.q)[..., None], pick(self.s0)[..., None], pick(self.om)[..., None]
+                log_bound = (math.log(64.0) + (2.0 * tf - 2.0) * lr
+                             + np.log(s0 * tf**2 + q * (2.0 * (tf + 1.0) ** 2 / om + 4.0 / om**3)))
+                decayed |= tr & (tf >= 2) & (log_bound < pick(self.log_thresh)[..., None])
+            val = np.broadcast_to(pick(self.floor_value)[..., None], decayed.shape).copy()
+            live = ~np.all(decayed, axis=-1)
+        if live.any():
+            hi, di = np.nonzero(live)
+            hs = hi if hrows is None else np.asarray(hrows)[hi]  # settings of the block
+            tt = np.broadcast_to(t_full, out_shape)[hi, di] if t.ndim == 2 else t
+            if self.reuse:
+                value = _moment(self.flat, self._companion_plan(), hs * d + di, tt)
+            else:  # one evaluation: prepare only the live systems
+                value = moment(self.sys.take((hs, di)), tt)
+            val[hi, di] = value * self.weight[hs, di][:, None]
+        return val.sum(axis=-2) if reduce else val
+
+
+class Plan:
+    """Risk of ``dyn`` on ``problem`` at ``batch_size`` prepared for evaluation at many step sets.
+
+    Hyperparameters are flattened to ``H`` settings.  The work is split into (settings × directions)
+    blocks that fit in cache and run on a thread pool (NumPy releases the GIL inside its loops).  With
+    ``reuse`` (callers that evaluate the same settings again and again: the first-hit certificate, the
+    searches' refinement rounds) each block keeps its systems' ``t``-independent data; without it
+    (one evaluation) blocks are sized for the ``m`` steps of that evaluation and prepare only what it
+    needs.
     """
-    weight = np.broadcast_to(sys.weight, sys.shape)
-    floor = _closed.noise_floor(sys)
-    t_full = t[:, None, :] if t.ndim == 2 else t  # per-hp steps broadcast over directions
-    out_shape = sys.shape + (t.shape[-1],)
-    if floor is None:
-        live = np.ones(sys.shape, bool)
-        val = np.empty(out_shape)
-    else:
-        fl, log_rad, trusted = floor
-        tf = t_full.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            lr = log_rad[..., None]
-            decayed = trusted[..., None] & ((tf - 1.0) * lr < -800.0) & (tf > 0)
-            q = np.broadcast_to(sys.q, sys.shape)[..., None]
-            s0 = np.broadcast_to(sys.s0, sys.shape)[..., None]
-            om = -np.expm1(2.0 * lr)  # 1 − R²
-            log_bound = (math.log(64.0) + (2.0 * tf - 2.0) * lr
-                         + np.log(s0 * tf**2 + q * (2.0 * (tf + 1.0) ** 2 / om + 4.0 / om**3)))
-            negligible = log_bound < np.log(1e-17 * q * fl[..., None])
-            decayed |= trusted[..., None] & (tf >= 2) & negligible
-        val = np.broadcast_to((weight * np.broadcast_to(sys.q, sys.shape) * fl)[..., None], decayed.shape).copy()
-        live = ~np.all(decayed, axis=-1)
-    if live.any():
-        idx = np.nonzero(live)
-        sub = sys.take(idx)
-        tt = np.broadcast_to(t_full, out_shape)[idx] if t.ndim == 2 else t
-        val[idx] = moment(sub, tt) * np.asarray(sub.weight)[:, None]
-    return val.sum(axis=-2) if reduce else val
+
+    def __init__(self, problem: Problem, dyn: Dynamics, batch_size, *, reuse: bool = True, m: int = 4):
+        self.hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
+        self.H, self.d = int(np.prod(self.hp)), problem.dim
+        self.problem, self.reuse = problem, reuse
+        self.dyn = flatten_dynamics(dyn, self.hp)
+        self.B = np.broadcast_to(np.asarray(batch_size, dtype=np.float64), self.hp).reshape(-1)
+        d = self.d
+        self.dir_block = max(1, min(d, _BLOCK // max(1, m)))
+        self.hp_block = max(1, _BLOCK // (self.dir_block * max(1, m)))
+        self.blocks: dict = {}
+        self.sub_problems: dict = {}
+
+    def _block(self, h0, h1, d0, d1) -> _Block:
+        key = (h0, d0)
+        if key not in self.blocks:
+            if (d0, d1) not in self.sub_problems:
+                p = self.problem
+                self.sub_problems[(d0, d1)] = p if (d0, d1) == (0, self.d) else Problem(
+                    h=p.h[d0:d1], c=p.c[d0:d1], s0=p.s0[d0:d1], weights=p.weights[d0:d1])
+            sys = build_system(self.sub_problems[(d0, d1)], take_dynamics(self.dyn, slice(h0, h1)),
+                               self.B[h0:h1])
+            block = _Block(sys, self.reuse)
+            if not self.reuse:
+                return block
+            self.blocks[key] = block
+        return self.blocks[key]
+
+    def risk(self, t, rows=None, *, reduce: bool, threads: int | None = None) -> np.ndarray:
+        """Risk at steps ``t`` of settings ``rows`` (all by default): ``(n, m)`` or ``(n, d, m)``.
+
+        ``t`` is ``(m,)``, or ``(n, m)`` for steps per setting.
+        """
+        t = np.asarray(t, dtype=np.int64)
+        rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        n = self.H if rows is None else len(rows)
+        m = t.shape[-1]
+        items = []
+        for h0 in range(0, self.H, self.hp_block):
+            h1 = min(self.H, h0 + self.hp_block)
+            if rows is None:
+                pos, local = slice(h0, h1), None
+            else:
+                pos = np.flatnonzero((rows >= h0) & (rows < h1))
+                if not pos.size:
+                    continue
+                local = rows[pos] - h0
+            for d0 in range(0, self.d, self.dir_block):
+                items.append((pos, local, h0, h1, d0, min(self.d, d0 + self.dir_block)))
+        out = np.zeros((n, m)) if reduce else np.empty((n, self.d, m))
+
+        def work(item):
+            pos, local, h0, h1, d0, d1 = item
+            tt = t[pos] if t.ndim == 2 else t
+            return item, self._block(h0, h1, d0, d1).risk(tt, local, reduce)
+
+        workers = min(threads or THREADS, len(items))
+        if workers <= 1:
+            results = map(work, items)
+        else:
+            pool = ThreadPoolExecutor(workers)
+            results = pool.map(work, items)
+        for (pos, _, _, _, d0, d1), val in results:
+            if reduce:
+                out[pos] += val
+            else:
+                out[pos, d0:d1] = val
+        if workers > 1:
+            pool.shutdown()
+        return out
 
 
 def evaluate(problem: Problem, dyn: Dynamics, batch_size, t: np.ndarray, *, reduce: bool,
@@ -142,44 +275,8 @@ def evaluate(problem: Problem, dyn: Dynamics, batch_size, t: np.ndarray, *, redu
     ``hp + (m,)`` if ``reduce`` else ``hp + (d, m)`` where ``hp = broadcast(dyn.hp_shape, shape(B))``.
     """
     t = np.asarray(t, dtype=np.int64)
-    hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
+    plan = Plan(problem, dyn, batch_size, reuse=False, m=t.shape[-1])
     if t.ndim > 1:
-        t = np.broadcast_to(t, hp + t.shape[-1:]).reshape(-1, t.shape[-1])
-    H, d, m = int(np.prod(hp)), problem.dim, t.shape[-1]
-    fdyn = flatten_dynamics(dyn, hp)
-    B = np.broadcast_to(np.asarray(batch_size, dtype=np.float64), hp).reshape(-1)
-    dir_block = max(1, min(d, _BLOCK // max(1, m)))
-    hp_block = max(1, _BLOCK // (dir_block * max(1, m)))
-    items = [(h0, min(H, h0 + hp_block), d0, min(d, d0 + dir_block))
-             for h0 in range(0, H, hp_block) for d0 in range(0, d, dir_block)]
-    out = np.zeros((H, m)) if reduce else np.empty((H, d, m))
-    sub_problems = {}
-
-    def problem_block(d0, d1):
-        if (d0, d1) not in sub_problems:
-            sub_problems[(d0, d1)] = problem if (d0, d1) == (0, d) else Problem(
-                h=problem.h[d0:d1], c=problem.c[d0:d1], s0=problem.s0[d0:d1], weights=problem.weights[d0:d1])
-        return sub_problems[(d0, d1)]
-
-    for d0 in range(0, d, dir_block):
-        problem_block(d0, min(d, d0 + dir_block))
-
-    def work(item):
-        h0, h1, d0, d1 = item
-        sys = build_system(problem_block(d0, d1), take_dynamics(fdyn, slice(h0, h1)), B[h0:h1])
-        return item, _block_risk(sys, t[h0:h1] if t.ndim == 2 else t, reduce)
-
-    workers = min(threads or THREADS, len(items))
-    if workers <= 1:
-        results = map(work, items)
-    else:
-        pool = ThreadPoolExecutor(workers)
-        results = pool.map(work, items)
-    for (h0, h1, d0, d1), val in results:
-        if reduce:
-            out[h0:h1] += val
-        else:
-            out[h0:h1, d0:d1] = val
-    if workers > 1:
-        pool.shutdown()
-    return out.reshape(hp + out.shape[1:])
+        t = np.broadcast_to(t, plan.hp + t.shape[-1:]).reshape(-1, t.shape[-1])
+    out = plan.risk(t, reduce=reduce, threads=threads)
+    return out.reshape(plan.hp + out.shape[1:])

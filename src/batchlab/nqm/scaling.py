@@ -84,6 +84,12 @@ def scaling_curve(problem: Problem, kind: str, batch_sizes: Sequence[float], *, 
     if kind not in KINDS:
         raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
     sizes = check_batch_sizes(batch_sizes)
+    rows, seconds = _optimize_rows(problem, kind, sizes, target, precond, config, progress)
+    return _assemble(problem, kind, sizes, target, precond, tolerance, rows, seconds)
+
+
+def _optimize_rows(problem, kind, sizes, target, precond, config, progress=None):
+    """The optimum at every batch size, each warm-started from the previous one; and the wall time."""
     start = time.perf_counter()
     rows: list[Optimum] = []
     hint, near = None, None
@@ -95,21 +101,25 @@ def scaling_curve(problem: Problem, kind: str, batch_sizes: Sequence[float], *, 
         near = opt.steps / 2.0 if math.isfinite(opt.steps) else None  # larger batches need fewer steps
         if progress:
             progress(1)
+    return rows, time.perf_counter() - start
+
+
+def _assemble(problem, kind, sizes, target, precond, tolerance, rows, seconds) -> ScalingCurve:
     lower = tuple(problem.lower_bound_steps(B, target) for B in sizes)
     steps = np.array([r.steps for r in rows])
     return ScalingCurve(kind=kind, precond=float(precond), target=float(target), rows=tuple(rows),
                         lower_bounds=lower, critical=critical_batch_size(sizes, steps, tolerance),
-                        seconds=time.perf_counter() - start)
+                        seconds=seconds)
 
 
 def _curve_job(args):
+    """A worker's part of one curve: the optima (the parent fits the critical batch size)."""
     problem, kind, batch_sizes, target, precond, config, tolerance, threads = args
     if threads is not None:  # a worker process: share the cores with the other workers, not oversubscribe
         from batchlab.nqm import _engine
 
         _engine.THREADS = threads
-    return scaling_curve(problem, kind, batch_sizes, target=target, precond=precond, config=config,
-                         tolerance=tolerance)
+    return _optimize_rows(problem, kind, batch_sizes, target, precond, config)
 
 
 def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Sequence[float], *,
@@ -136,7 +146,7 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
     if workers <= 1:
         out = []
         for job in jobs:
-            out.append(_curve_job(job))
+            out.append(_assemble(problem, job[1], sizes, job[3], job[4], tolerance, *_curve_job(job)))
             if progress:
                 progress(len(sizes))
         return out
@@ -148,7 +158,8 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         futures = {pool.submit(_curve_job, jobs[i]): i for i in order}
         for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
+            job = jobs[futures[fut]]
+            results[futures[fut]] = _assemble(problem, job[1], sizes, job[3], job[4], tolerance, *fut.result())
             if progress:
                 progress(len(sizes))
     return [results[i] for i in range(len(jobs))]

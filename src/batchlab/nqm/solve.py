@@ -70,6 +70,7 @@ class _Risk:
 
     def __init__(self, problem: Problem, dyn: Dynamics, batch_size: float):
         self.problem, self.dyn, self.B = problem, dyn, batch_size
+        self.plan = _engine.Plan(problem, dyn, batch_size)  # keeps the t-independent work across calls
         self.cache: dict[int, float] = {}
         self.parts: dict[int, np.ndarray] = {}
 
@@ -77,8 +78,7 @@ class _Risk:
         steps = [int(s) for s in np.atleast_1d(steps)]
         todo = sorted({s for s in steps if s not in self.cache})
         if todo:
-            vals = expected_risk(self.problem, self.dyn, batch_size=self.B, steps=np.array(todo),
-                                 per_direction=True)  # (d, m)
+            vals = self.plan.risk(np.array(todo, dtype=np.int64), reduce=False)[0]  # (d, m)
             total = vals.sum(axis=0)
             for j, s in enumerate(todo):
                 self.parts[s] = vals[:, j]
@@ -478,6 +478,7 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
         hi_val[idx] = np.where(found, vals[r, first], np.inf)
         lo_val[idx] = np.where(found & (first > 0), vals[r, prev], np.inf)
 
+    plan = _engine.Plan(problem, fdyn, B)  # shared by every evaluation below
     rest = np.arange(H)
     if cap is not None:
         capv = np.broadcast_to(np.asarray(cap, dtype=np.float64), hp).reshape(-1)
@@ -489,11 +490,10 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             window = np.maximum(np.round(top * factors[None, :]), 1.0)
             window = np.concatenate([np.zeros((idx.size, 1)), window[:, :-1], top], axis=1)
             window = np.maximum.accumulate(window, axis=1).astype(np.int64)  # sorted (repeats are harmless)
-            bracket(idx, window, _engine.evaluate(problem, _take(fdyn, idx), B[idx], window, reduce=True))
+            bracket(idx, window, plan.risk(window, idx, reduce=True))
             rest = np.flatnonzero(~use)
     refine = np.ones(H, bool)
     if rest.size:
-        sub = fdyn if rest.size == H else _take(fdyn, rest)
         # galloping over powers of two; of four when ``keep`` prunes (the kept brackets are refined anyway)
         gallop = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1, 2 if keep else 1)])
         gallop = np.unique(np.append(gallop[gallop <= max_steps], max_steps))
@@ -501,7 +501,7 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
         if near is not None and np.isfinite(near) and near >= 8:
             factors = float(span) ** np.linspace(-1.0, 1.0, max(2, int(points)))
             window = np.unique(np.concatenate([[0], np.round(near * factors)])).astype(np.int64)
-            vals = _engine.evaluate(problem, sub, B[rest], window, reduce=True)
+            vals = plan.risk(window, rest, reduce=True)
             bracket(rest, window[None, :], vals)
             missed = ~has[rest]
             lo[rest[missed]] = window[-1]  # not bracketed: the answer lies above the window
@@ -509,8 +509,7 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             refine = np.asarray(keep(lo.copy(), np.where(has, hi, 0)), bool).reshape(-1)
         idx = np.flatnonzero(missed & refine[rest])
         if idx.size:  # galloping for the settings no window bracketed (and that are still wanted)
-            gv = _engine.evaluate(problem, sub if idx.size == rest.size else _take(sub, idx), B[rest[idx]],
-                                  gallop, reduce=True)
+            gv = plan.risk(gallop, rest[idx], reduce=True)
             bracket(rest[idx], gallop[None, :], gv)
     if keep is not None:  # (again, now that the galloped brackets are known)
         refine = np.asarray(keep(lo.copy(), np.where(has, hi, 0)), bool).reshape(-1)
@@ -549,7 +548,7 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             bisect = (lo[idx] + hi[idx]) // 2
             ok = np.isfinite(guess) & (mid > lo[idx]) & (mid < hi[idx])
             mid = np.where(ok, mid, bisect)
-            rm = _engine.evaluate(problem, _take(fdyn, idx), B[idx], mid[:, None], reduce=True)[:, 0]
+            rm = plan.risk(mid[:, None], idx, reduce=True)[:, 0]
             hit = rm <= target
             hi[idx[hit]], hi_val[idx[hit]] = mid[hit], rm[hit]
             lo[idx[~hit]], lo_val[idx[~hit]] = mid[~hit], rm[~hit]
@@ -568,13 +567,6 @@ def _log_secant(lo, hi, f_lo, f_hi):
     """Where the line through ``(log lo, f_lo)`` and ``(log hi, f_hi)`` crosses 0, as a step count."""
     x_lo, x_hi = np.log(np.maximum(lo, 0.5)), np.log(np.maximum(hi, 1).astype(np.float64))
     return np.exp(x_lo + (x_hi - x_lo) * f_lo / (f_lo - f_hi))
-
-
-def _take(dyn, idx):
-    """The settings ``idx`` of flattened dynamics, as flattened dynamics."""
-    from batchlab.nqm.dynamics import take_dynamics
-
-    return flatten_dynamics(take_dynamics(dyn, idx), (len(idx),))
 
 
 def compress(problem: Problem, entries: int = 128) -> Problem:
