@@ -75,9 +75,11 @@ class CompanionPlan:
 
     Args:
         comp, q, s0: one-dimensional arrays over ``k`` systems.
+        floor: their steady states ``Σ_{k≥0} V_k²`` if known in a cancellation-free form (heavy ball:
+            :func:`noise_floor`); otherwise computed from the companion data.
     """
 
-    def __init__(self, comp: Companion, q, s0):
+    def __init__(self, comp: Companion, q, s0, floor=None):
         q, s0 = np.asarray(q, dtype=np.float64), np.asarray(s0, dtype=np.float64)
         k = comp.tau.shape[0]
         self.k = k
@@ -98,8 +100,8 @@ class CompanionPlan:
             sub = Companion(*(f[:, None] for f in sub))
             with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
                 consts, stable = setup(sub)
-                consts.update(_finish_setup(sub, (q if idx.size == k else q[idx])[:, None],
-                                            (s0 if idx.size == k else s0[idx])[:, None]))
+                pick = (lambda a: a[:, None]) if idx.size == k else (lambda a: a[idx][:, None])  # noqa: E731
+                consts.update(_finish_setup(sub, pick(q), pick(s0), None if floor is None else pick(floor)))
             consts["stable"] = stable
             self.branches.append((idx.size, consts, at))
 
@@ -149,9 +151,9 @@ class CompanionPlan:
 def noise_floor(sys):
     """Steady state in units of the step noise, ``Σ_{k≥0} (e M^k u)²``, without modal cancellation.
 
-    Returns ``(floor, log_radius, trusted)`` over ``sys.shape`` — ``log_radius`` is the log of the
-    spectral radius of ``M``, ``trusted`` marks stable entries whose floor is well conditioned — or
-    ``None`` for systems without a closed form (momentum + EMA).
+    Returns ``(floor, gap, trusted)`` over ``sys.shape`` — ``gap = 1 − R`` with ``R`` the spectral
+    radius of ``M`` (accurate when tiny; ``≤ 0`` when unstable), ``trusted`` marks stable entries
+    whose floor is well conditioned — or ``None`` for systems without a closed form (momentum + EMA).
     """
     x = np.broadcast_to(sys.x, sys.shape)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -159,22 +161,23 @@ def noise_floor(sys):
         if sys.kind == "heavy_ball" and not sys.ema:
             return _heavy_ball_floor(x, sys.beta) + (stable,)
         if sys.kind == "sgd":
-            log_r = np.where(x < 1, np.log1p(-np.minimum(x, 1.0)), np.log(np.abs(x - 1.0)))  # log|1 − x|
+            gap = np.minimum(x, 2.0 - x)  # 1 − |1 − x|
             if not sys.ema:
-                return 1.0 / (x * (2.0 - x)), log_r, stable
+                return 1.0 / (x * (2.0 - x)), gap, stable
             g = sys.gamma  # SGD + EMA, Theorem 2
             floor = (1 - g) * (1 + (1 - x) * g) / ((x * (2.0 - x)) * (1 + g) * ((1 - g) + g * x))
-            return floor, np.maximum(log_r, np.log(g)), stable
+            return floor, np.minimum(gap, 1.0 - g), stable
     comp = sys.companion()
     if comp is None:
         return None
     floor, cancel, log_rad, ok = _steady_state(comp)
-    return floor, log_rad, ok & (cancel <= TRUST)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return floor, -np.expm1(log_rad), ok & (cancel <= TRUST)
 
 
 def _heavy_ball_floor(x, beta):
-    """Heavy ball: floor ``(1 + β)/((1 − β) x (2 + 2β − x))`` and log spectral radius — ``½ log β``
-    between the critical points ``(1 ∓ √β)²``, else the real root nearest ±1::
+    """Heavy ball: floor ``(1 + β)/((1 − β) x (2 + 2β − x))`` and spectral gap ``1 − R`` — ``1 − √β``
+    between the critical points ``(1 ∓ √β)²``, else that of the real root nearest ±1::
 
         overdamped, small x:  1 − r₁ = 2x / (x + 1 − β + √D)
         overdamped, large x:  1 + r₂ = 2 p(−1) / (p(−1) + 1 − β + √D)
@@ -189,9 +192,8 @@ def _heavy_ball_floor(x, beta):
     slow = x <= lo
     num = np.where(slow, x, pm)
     comp = np.minimum(2.0 * num / ((num + omb) + sd), 1.0)  # 1 − |r| for the overdamped branches
-    log_real = np.log1p(-comp)
-    log_rad = np.where(slow | (x >= hi), log_real, 0.5 * np.log(beta))
-    return floor, np.broadcast_to(log_rad, np.broadcast_shapes(np.shape(x), np.shape(beta)))
+    gap = np.where(slow | (x >= hi), comp, omb / (1.0 + sb))  # 1 − √β = (1 − β)/(1 + √β)
+    return floor, np.broadcast_to(gap, np.broadcast_shapes(np.shape(x), np.shape(beta)))
 
 
 def _steady_state(c: Companion):
@@ -215,9 +217,13 @@ def _steady_state(c: Companion):
     return floor, np.where(stable, cancel, np.inf), log_radius, stable
 
 
-def _finish_setup(c: Companion, q, s0) -> dict:
-    """The ``t``-independent part of :func:`_finish_at`: the steady state and tail coefficients."""
-    n_inf, inf_cancel, _, _ = _steady_state(c)
+def _finish_setup(c: Companion, q, s0, floor=None) -> dict:
+    """The ``t``-independent part of :func:`_finish_at`: the steady state (``floor`` if given: a
+    cancellation-free one) and tail coefficients."""
+    if floor is None:
+        n_inf, inf_cancel, _, _ = _steady_state(c)
+    else:
+        n_inf, inf_cancel = floor, 1.0
     a = n_inf - c.n0**2
     X = (c.n1 * c.n0 + c.tau * a) / (1.0 + c.delta)
     return dict(n_inf=n_inf, a=a, X=X, abs_a=np.abs(a), abs_X=np.abs(X), abs_n_inf=np.abs(n_inf),

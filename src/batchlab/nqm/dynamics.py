@@ -231,8 +231,17 @@ class System:
 
     def take(self, rows) -> "System":
         """Entries ``rows`` (any NumPy index into :attr:`shape`) as a new batch of systems."""
+        pairs = isinstance(rows, tuple) and len(rows) == 2 and len(self.shape) == 2
+
         def f(a):
-            return None if a is None else np.broadcast_to(a, self.shape)[rows]
+            if a is None:
+                return None
+            a = np.broadcast_to(a, self.shape)
+            if pairs and a.strides[0] == 0:  # per direction only (broadcast over settings)
+                return a[0][rows[1]]
+            if pairs and a.strides[1] == 0:  # per setting only
+                return a[:, 0][rows[0]]
+            return a[rows]
         return dataclasses.replace(
             self, x=f(self.x), q=f(self.q), s0=f(self.s0), weight=f(self.weight), limit=f(self.limit),
             beta=f(self.beta), gamma=f(self.gamma),
