@@ -131,10 +131,11 @@ def test_capped_search_refinement_returns_hits_and_the_fractional_crossing_brack
     np.testing.assert_array_equal(hinted, exact)
 
 
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(60))
 def test_cell_lower_bound_never_exceeds_the_scanned_minimum(seed):
-    """The certificate's bound on a cell [a, b] (per-direction first order or chord minus curvature)
-    is below the true minimum of the risk over the cell, for oscillating, rising and EMA risks."""
+    """The certificate's bound on a cell [a, b] (per direction: first order, noise part, or chord minus
+    curvature) is below the true minimum of the risk over the cell, for oscillating, rising and EMA
+    risks."""
     from batchlab.nqm import solve as S
 
     rng = np.random.default_rng(500 + seed)
@@ -153,7 +154,7 @@ def test_cell_lower_bound_never_exceeds_the_scanned_minimum(seed):
     b = np.minimum(a + rng.integers(1, 1500, 64), SCAN - 1)
     e = env.bounds(a, b)
     lower = S._cell_lower_bound(per[:, a], per[:, b], (b - a).astype(float), S._step_change(env, e),
-                                S._curvature(env, e))
+                                S._curvature(env, e), S._noise_part(env, e, per[:, a]))
     total = per.sum(axis=0)
     true_min = np.array([total[i:j + 1].min() for i, j in zip(a, b)])
     assert np.all(lower <= true_min * (1 + 1e-10) + 1e-300)

@@ -344,11 +344,19 @@ def _may_spawn() -> bool:
     return multiprocessing.parent_process() is None and not proc.daemon
 
 
+def forkserver_context():
+    """The ``forkserver`` multiprocessing context, its server preloading the NQM modules (workers fork
+    from a clean process that has already imported them: no per-worker import cost)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["batchlab.nqm.scaling"])
+    return ctx
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     """A persistent pool of fresh (forkserver) worker processes, started on first use."""
     pool = _POOL.get(workers)
     if pool is None:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        pool = ProcessPoolExecutor(workers, mp_context=forkserver_context())
         _POOL[workers] = pool
         atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool

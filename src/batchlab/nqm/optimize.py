@@ -60,10 +60,10 @@ class SearchConfig:
     entries: int = 64
     grid: tuple[int, int] = (37, 13)
     grid3: tuple[int, int] = (19, 7)
-    rounds: int = 10
+    rounds: int = 8
     finalists: int = 1
     window: float = 1.5
-    refine: int = 4
+    refine: int = 3
     local_span: float = 2.0
     local_points: int = 5
     starts: int = 3

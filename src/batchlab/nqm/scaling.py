@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -155,7 +154,9 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
     order = sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i][1], 8))
     results: dict[int, ScalingCurve] = {}
     # forkserver: workers start from a clean process (forking one that runs JAX threads can deadlock)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    from batchlab.nqm._engine import forkserver_context
+
+    with ProcessPoolExecutor(workers, mp_context=forkserver_context()) as pool:
         futures = {pool.submit(_curve_job, jobs[i]): i for i in order}
         for fut in as_completed(futures):
             job = jobs[futures[fut]]

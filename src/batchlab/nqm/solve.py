@@ -354,20 +354,34 @@ def _curvature(env: _Envelope, e: dict) -> np.ndarray:
     return np.where(np.isnan(terms), 0.0, terms)
 
 
-def _cell_lower_bound(la, lb, width, lam, kappa) -> np.ndarray:
+def _noise_part(env: _Envelope, e: dict, la: np.ndarray) -> np.ndarray:
+    """Per-direction lower bounds of ``l_i(t)`` over each cell from its noise part alone: ``l_i(t) ≥
+    w q N_t ≥ w q N_a`` (``N_t = Σ_{k<t} V_k²`` never decreases) and ``w q N_a = l_i(a) − w s0 mean_a²
+    ≥ l_i(a) − w s0 sup|mean|²`` — tight for directions that sit at their noise floor."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean_part = env.weight[:, None] * env.s0[:, None] * e["m"] ** 2
+        z = la - np.where(np.isnan(mean_part), np.inf, mean_part)
+    return np.where(z > 0, z, 0.0)
+
+
+def _cell_lower_bound(la, lb, width, lam, kappa, noise=None) -> np.ndarray:
     """A lower bound of ``L(t) = Σ_i l_i(t)`` over each cell ``[a, b]`` of ``width`` steps.
 
-    Each direction is bounded at first order, ``l_i ≥ max(0, (l_i(a) + l_i(b) − width λ_i)/2)``, or
-    at second order: ``l_i`` lies above its chord minus ``κ_i (t − a)(b − t)/2`` (``κ_i`` bounds its
-    second difference), and the chords of the directions bounded that way sum to a chord, so those
-    directions together are ``≥ min(Σ l_i(a), Σ l_i(b)) − width² Σ κ_i / 8``.  Each direction takes the
-    order whose own bound is larger (any split gives a valid bound): oscillating directions the first,
-    the slow, smooth ones that carry the risk near the first hit the second.
+    Each direction is bounded at first order, ``l_i ≥ max(0, (l_i(a) + l_i(b) − width λ_i)/2)``, by
+    its noise part ``noise`` (see :func:`_noise_part`), or at second order: ``l_i`` lies above its
+    chord minus ``κ_i (t − a)(b − t)/2`` (``κ_i`` bounds its second difference), and the chords of the
+    directions bounded that way sum to a chord, so those directions together are
+    ``≥ min(Σ l_i(a), Σ l_i(b)) − width² Σ κ_i / 8``.  Each direction takes the bound that is largest
+    on its own (any split gives a valid bound): directions at their noise floor the noise part,
+    oscillating ones the first order, the slow, smooth ones that carry the risk near the first hit
+    the second.
     """
     w = width[None, :]
     with np.errstate(invalid="ignore", over="ignore"):
         first = 0.5 * (la + lb - w * lam)
         first = np.where(first > 0, first, 0.0)
+        if noise is not None:
+            first = np.maximum(first, noise)
         curve = kappa * (w * w / 8.0)
         second = np.where(np.isnan(curve), -np.inf, np.minimum(la, lb) - curve)
     use2 = second > first
@@ -403,7 +417,8 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
         lb = risk.per_direction(cells[:, 1])
         width = (cells[:, 1] - cells[:, 0]).astype(np.float64)
         e = env.bounds(cells[:, 0], cells[:, 1])  # sequence bounds over each cell
-        lower = _cell_lower_bound(la, lb, width, _step_change(env, e), _curvature(env, e))
+        lower = _cell_lower_bound(la, lb, width, _step_change(env, e), _curvature(env, e),
+                                  _noise_part(env, e, la))
         # slack for rounding in the risk evaluations themselves (≤ ~1e-12 relative, see _closed.TRUST)
         lower -= ROUNDING * np.maximum(risk(cells[:, 0]), risk(cells[:, 1]))
         open_ = (lower <= target) & (width > 1)
