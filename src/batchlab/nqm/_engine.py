@@ -1,10 +1,15 @@
-"""Exact measured second moments of per-direction systems at many steps, chunked and threaded.
+"""Exact measured second moments of per-direction systems at many steps, chunked and parallel.
 
 Dispatch: SGD by its closed form; 2-state systems (heavy ball, Nesterov, SGD+EMA) by the closed forms of
 :mod:`batchlab.nqm._closed`, with the entries whose estimated cancellation is too large (near critical
 damping, an EMA decay near a root, |root| ≥ 1) recomputed by exact doubling; 3-state systems
-(momentum+EMA) by doubling.  Work is split into (hyperparameter, direction) blocks that fit in cache and
-run on a thread pool (NumPy releases the GIL inside its loops).
+(momentum+EMA) by their modal closed form, with the same fallback.  Entries whose transient has
+provably decayed below float64 resolution hold only the noise floor.
+
+Work is split into (hyperparameter, direction) blocks that fit in cache.  A :class:`Plan` keeps the
+blocks' ``t``-independent data for callers that evaluate the same settings repeatedly (the first-hit
+certificate, search refinement); blocks run on a thread pool, and large one-shot reduced evaluations
+on worker processes (:data:`PROCESS_ENTRIES`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from batchlab.nqm.spectrum import Problem
 __all__ = ["Plan", "moment", "evaluate", "floor_risk", "initial_covariance", "noise_covariance", "THREADS"]
 
 THREADS = max(1, min(os.cpu_count() or 1, 8))
+_BLOCK = 1 << 16  # (systems × steps) per work item
 
 
 def _keep_heap_slack(pad: int) -> bool:
@@ -56,7 +62,6 @@ def _keep_heap_slack(pad: int) -> bool:
 _slack_mb = os.environ.get("BATCHLAB_HEAP_SLACK_MB", "64")
 if _slack_mb.strip().isdigit() and int(_slack_mb) > 0:
     _keep_heap_slack(int(_slack_mb) << 20)
-_BLOCK = 1 << 16  # (systems × steps) per work item
 
 
 def initial_covariance(sys: System, E_u_a=None) -> np.ndarray:
@@ -96,7 +101,6 @@ def _moment(sys: System, plan, rows, t, floor=None) -> np.ndarray:
     col = lambda a: np.asarray(a)[:, None] if rows is None else np.asarray(a)[rows][:, None]  # noqa: E731
     n_rows = sys.shape[0] if rows is None else len(rows)
     t2 = t if t.ndim == 2 else t[None, :]
-    sub = None
     if sys.n == 1:
         value = _closed.sgd_moment(col(sys.x), col(sys.q), col(sys.s0), t2.astype(np.float64))
         value = np.broadcast_to(value, (n_rows, t2.shape[1])).copy()

@@ -119,7 +119,7 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     powers = powers[powers <= max_steps]
     bracketed = False
     if near is not None and math.isfinite(near) and 16 <= near < max_steps / 4:
-        # powers of two below the estimate (the certificate's first cells) and a tight window around it
+        # points estimate / 8^k below the estimate (the certificate's first cells) and a tight window around it
         window = np.round(near * (1.0 + 5e-4 * np.arange(-3, 4))).astype(np.int64)
         below = np.unique(np.round(near / _SPARSE ** np.arange(1, 1 + int(math.log(near) / math.log(_SPARSE)))))
         bracketed = bool((risk(np.concatenate([[0], below, window]).astype(np.int64)) <= target).any())
