@@ -61,3 +61,41 @@ def test_sincos_reduction_matches_numpy_to_rounding():
     s, c = _closed._sincos(x)
     assert np.max(np.abs(s - np.sin(x))) <= 1e-15
     assert np.max(np.abs(c - np.cos(x))) <= 1e-15
+
+
+def test_process_evaluation_equals_the_threaded_one(monkeypatch):
+    """Large reduced evaluations go to worker processes (settings dealt round-robin); same numbers."""
+    problem = power_law(400)
+    dyn = heavy_ball(np.logspace(-3, 0.5, 13)[:, None], (1 - np.logspace(-4, 0, 5, endpoint=False))[None, :])
+    t = np.array([1, 100, 10**5])
+    monkeypatch.setenv("BATCHLAB_NQM_PROCESSES", "0")
+    threaded = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
+    monkeypatch.setenv("BATCHLAB_NQM_PROCESSES", "1")
+    monkeypatch.setattr(_engine, "PROCESS_ENTRIES", 1)
+    used = []
+    real = _engine._evaluate_on_processes
+    monkeypatch.setattr(_engine, "_evaluate_on_processes", lambda *a: used.append(1) or real(*a))
+    on_processes = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
+    assert used
+    np.testing.assert_array_equal(on_processes, threaded)
+
+
+def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path):
+    """A script that calls the engine at top level, without a ``__main__`` guard, runs once."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from batchlab.nqm import _engine, heavy_ball, power_law\n"
+        "_engine.PROCESS_ENTRIES = 1\n"
+        "print('top level', flush=True)\n"
+        "r = _engine.evaluate(power_law(300), heavy_ball(np.linspace(0.1, 1, 8), 0.9), 8.0, np.array([10]),\n"
+        "                     reduce=True, threads=2)\n"
+        "print('done', r.shape, len(_engine._POOL), flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "BATCHLAB_NQM_PROCESSES": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("top level") == 1 and "done (8, 1) 1" in out.stdout  # one pool was used

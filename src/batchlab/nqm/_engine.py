@@ -350,7 +350,10 @@ def _may_spawn() -> bool:
 
 def forkserver_context():
     """The ``forkserver`` multiprocessing context, its server preloading the NQM modules (workers fork
-    from a clean process that has already imported them: no per-worker import cost)."""
+    from a clean process that has already imported them: no per-worker import cost); ``spawn`` where
+    there is no forkserver (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["batchlab.nqm.scaling"])
     return ctx
