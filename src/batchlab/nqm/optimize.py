@@ -250,10 +250,11 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         return _objective(small, kind, z, batch_size, target, precond, config, near=near, **window)
 
     grid = _grid(kind, config, None if hint is None else np.asarray(hint, float))
-    gv = f(grid, near_steps if hint is not None else None, keep=_grid_keep(grid, config.starts))
+    # refined: whatever can rank among the best few (the starts skip neighbours of better points)
+    gv = f(grid, near_steps if hint is not None else None, keep=_grid_keep(grid, 3 * config.starts))
     if hint is not None and not np.isfinite(gv).any():
         grid = _grid(kind, config, None)
-        gv = f(grid, keep=_grid_keep(grid, config.starts))
+        gv = f(grid, keep=_grid_keep(grid, 3 * config.starts))
     # the pattern search explores around the best grid values: their step count is the window's centre
     near = float(np.min(gv)) if np.isfinite(gv).any() else None
     chosen = _starts(grid, gv, config.starts)
