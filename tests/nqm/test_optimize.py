@@ -115,3 +115,27 @@ def test_parallel_curves_equal_the_sequential_ones():
         assert (curve.kind, curve.precond) == (kind, p)
         np.testing.assert_array_equal(curve.steps, alone.steps)
         assert [r.learning_rate for r in curve.rows] == [r.learning_rate for r in alone.rows]
+
+
+@pytest.mark.parametrize("kind, p, B", [("ema", 0.0, 64.0), ("momentum", 0.75, 2.0**18), ("ema", 0.5, 4.0)])
+def test_search_beats_the_100_by_20_grid_elsewhere(kind, p, B):
+    """The 100 log learning rates (up to twice the stability limit's scale) × 20 values 1 − logspace(−5, 0)
+    of momentum or EMA decay, ranked on the compressed spectrum, the best four certified exactly."""
+    from batchlab.nqm.optimize import make_dynamics
+    from batchlab.nqm.solve import compress
+
+    hmax = float(np.max(PROBLEM.h ** (1 - p)))
+    L, M = np.meshgrid(np.logspace(-7, math.log10(4.0 / hmax), 100), 1 - np.logspace(-5, 0, 20, endpoint=False),
+                       indexing="ij")
+    L, M = L.ravel(), M.ravel()
+    ok = L * hmax < (2 * (1 + M) if kind == "momentum" else 2)
+    L, M = L[ok], M[ok]
+    other = "momentum" if kind == "momentum" else "ema"
+
+    def dyn(lr, v):
+        return make_dynamics(kind, learning_rate=lr, **{other: v}, precond=p)
+
+    ranked = search_steps(compress(PROBLEM, 128), dyn(L, M), batch_size=B, target=TARGET)
+    best_grid = min(steps_to_target(PROBLEM, dyn(float(L[i]), float(M[i])), batch_size=B, target=TARGET).steps
+                    for i in np.argsort(ranked)[:4])
+    assert optimize(PROBLEM, kind, batch_size=B, target=TARGET, precond=p).steps <= best_grid
