@@ -80,8 +80,11 @@ def test_process_evaluation_equals_the_threaded_one(monkeypatch):
     np.testing.assert_array_equal(on_processes, threaded)
 
 
-def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path):
-    """A script that calls the engine at top level, without a ``__main__`` guard, runs once."""
+@pytest.mark.parametrize("fork", [True, False], ids=["fork", "forkserver"])
+def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path, fork):
+    """A script that calls the engine at top level, without a ``__main__`` guard, runs once, whether
+    the workers are forked or started fresh from a forkserver (which would import the main script)."""
+    import os
     import subprocess
     import sys
 
@@ -90,12 +93,13 @@ def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path):
         "import numpy as np\n"
         "from batchlab.nqm import _engine, heavy_ball, power_law\n"
         "_engine.PROCESS_ENTRIES = 1\n"
+        f"_engine._fork_is_safe = lambda: {fork}\n"
         "print('top level', flush=True)\n"
         "r = _engine.evaluate(power_law(300), heavy_ball(np.linspace(0.1, 1, 8), 0.9), 8.0, np.array([10]),\n"
         "                     reduce=True, threads=2)\n"
         "print('done', r.shape, len(_engine._POOL), flush=True)\n"
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "BATCHLAB_NQM_PROCESSES": "1"})
+                         env={**os.environ, "BATCHLAB_NQM_PROCESSES": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("top level") == 1 and "done (8, 1) 1" in out.stdout  # one pool was used

@@ -359,11 +359,23 @@ def forkserver_context():
     return ctx
 
 
+def _fork_is_safe() -> bool:
+    """Whether forking this process is safe: no other Python threads, and no library known to run
+    native threads (JAX, PyTorch, TensorFlow) loaded — then workers start in milliseconds."""
+    import threading
+
+    heavy = ("jax", "jaxlib", "torch", "tensorflow")
+    return ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+            and not any(name in sys.modules for name in heavy))
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """A persistent pool of fresh (forkserver) worker processes, started on first use."""
+    """A persistent pool of worker processes, started on first use: forked when that is safe, else
+    fresh ones from a forkserver."""
     pool = _POOL.get(workers)
     if pool is None:
-        pool = ProcessPoolExecutor(workers, mp_context=forkserver_context())
+        ctx = multiprocessing.get_context("fork") if _fork_is_safe() else forkserver_context()
+        pool = ProcessPoolExecutor(workers, mp_context=ctx)
         _POOL[workers] = pool
         atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool
