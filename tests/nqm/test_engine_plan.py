@@ -103,3 +103,23 @@ def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path, fork):
                          env={**os.environ, "BATCHLAB_NQM_PROCESSES": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("top level") == 1 and "done (8, 1) 1" in out.stdout  # one pool was used
+
+
+def test_parallel_curves_from_an_unguarded_script(tmp_path):
+    """``scaling_curves`` on worker processes from a script without a ``__main__`` guard: runs once."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "curves.py"
+    script.write_text(
+        "from batchlab.nqm import power_law\n"
+        "from batchlab.nqm.scaling import scaling_curves\n"
+        "print('top level', flush=True)\n"
+        "c = scaling_curves(power_law(200), [('sgd', 0.0), ('sgd', 0.5)], [4, 64], target=0.01, workers=2)\n"
+        "print('curves', len(c), flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("top level") == 1 and "curves 2" in out.stdout

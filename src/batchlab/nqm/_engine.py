@@ -369,20 +369,25 @@ def _fork_is_safe() -> bool:
             and not any(name in sys.modules for name in heavy))
 
 
+def worker_context():
+    """Where worker processes come from: forked when that is safe (they start in milliseconds), else
+    fresh from a forkserver.  Start them inside :func:`main_hidden` (an unguarded main script is then
+    not re-run in fresh workers)."""
+    return multiprocessing.get_context("fork") if _fork_is_safe() else forkserver_context()
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """A persistent pool of worker processes, started on first use: forked when that is safe, else
-    fresh ones from a forkserver."""
+    """A persistent pool of worker processes (:func:`worker_context`), started on first use."""
     pool = _POOL.get(workers)
     if pool is None:
-        ctx = multiprocessing.get_context("fork") if _fork_is_safe() else forkserver_context()
-        pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(workers, mp_context=worker_context())
         _POOL[workers] = pool
         atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool
 
 
 @contextlib.contextmanager
-def _main_hidden():
+def main_hidden():
     """Workers start without re-running the user's main script: processes started here (lazily, on
     submit) are told there is no ``__main__`` file or module to import, so a script that calls the
     engine at top level, without an ``if __name__ == "__main__"`` guard, is not executed again in
@@ -410,7 +415,7 @@ def _evaluate_on_processes(plan: Plan, t: np.ndarray, workers: int) -> np.ndarra
     jobs = [(plan.problem, take_dynamics(plan.dyn, rows), plan.B[rows], t[rows] if t.ndim == 2 else t)
             for rows in parts]
     try:
-        with _main_hidden():
+        with main_hidden():
             futures = [_pool(workers).submit(_settings_job, job) for job in jobs]
         results = [f.result() for f in futures]
     except Exception:  # a broken pool (e.g. a worker killed): evaluate here instead

@@ -153,11 +153,13 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
     cost = {"sgd": 1, "nesterov": 8, "momentum": 8, "ema": 8, "momentum-ema": 30}
     order = sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i][1], 8))
     results: dict[int, ScalingCurve] = {}
-    # forkserver: workers start from a clean process (forking one that runs JAX threads can deadlock)
-    from batchlab.nqm._engine import forkserver_context
+    # fresh workers from a forkserver: forking a process that runs JAX threads can deadlock, and forked
+    # workers that run for seconds pay copy-on-write faults on the parent's heap (measured: ~5% slower)
+    from batchlab.nqm._engine import forkserver_context, main_hidden
 
     with ProcessPoolExecutor(workers, mp_context=forkserver_context()) as pool:
-        futures = {pool.submit(_curve_job, jobs[i]): i for i in order}
+        with main_hidden():  # fresh workers need only batchlab, not the caller's script
+            futures = {pool.submit(_curve_job, jobs[i]): i for i in order}
         for fut in as_completed(futures):
             job = jobs[futures[fut]]
             results[futures[fut]] = _assemble(problem, job[1], sizes, job[3], job[4], tolerance, *fut.result())
