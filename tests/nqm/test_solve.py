@@ -18,15 +18,23 @@ def _scan_first_hit(problem, dyn, B, target):
     return (int(hits[0]) if hits.size else math.inf), r
 
 
+def _random_setting(rng, which: int, *, d_max: int = 5, log_h_min: float = -2.0, log_gap_min: float = -2.0):
+    """A small random problem and one of five dynamics (``which % 5``: SGD, heavy ball, Nesterov,
+    SGD + EMA, momentum + EMA) — oscillating, rising and EMA risks all occur."""
+    d = int(rng.integers(1, d_max))
+    h = np.sort(10 ** rng.uniform(log_h_min, 0, d))[::-1]
+    problem = from_arrays(h, c=h * rng.uniform(0.01, 2, d), s0=rng.uniform(0.0, 2, d))
+    lr = 10 ** rng.uniform(-1, 0.3)
+    beta, gamma = 1 - 10 ** rng.uniform(log_gap_min, -0.2), 1 - 10 ** rng.uniform(log_gap_min, 0)
+    dyn = [sgd(lr), heavy_ball(lr, beta), nesterov(lr / 2, beta), with_ema(sgd(lr), gamma),
+           with_ema(heavy_ball(lr, beta), gamma)][which % 5]
+    return problem, dyn
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_first_hit_equals_a_full_scan(seed):
     rng = np.random.default_rng(seed)
-    d = int(rng.integers(1, 5))
-    h = np.sort(10 ** rng.uniform(-2, 0, d))[::-1]
-    problem = from_arrays(h, c=h * rng.uniform(0.01, 2, d), s0=rng.uniform(0.0, 2, d))
-    lr, beta, gamma = 10 ** rng.uniform(-1, 0.3), 1 - 10 ** rng.uniform(-2, -0.2), 1 - 10 ** rng.uniform(-2, 0)
-    dyn = [sgd(lr), heavy_ball(lr, beta), nesterov(lr / 2, beta), with_ema(sgd(lr), gamma),
-           with_ema(heavy_ball(lr, beta), gamma)][seed % 5]
+    problem, dyn = _random_setting(rng, seed)
     if not is_stable(problem, dyn):
         pytest.skip("unstable draw")
     B = float(rng.choice([1, 8, 512]))
@@ -139,12 +147,7 @@ def test_cell_lower_bound_never_exceeds_the_scanned_minimum(seed):
     from batchlab.nqm import solve as S
 
     rng = np.random.default_rng(500 + seed)
-    d = int(rng.integers(1, 6))
-    h = np.sort(10 ** rng.uniform(-2.5, 0, d))[::-1]
-    problem = from_arrays(h, c=h * rng.uniform(0.01, 2, d), s0=rng.uniform(0.0, 2, d))
-    lr, beta, gamma = 10 ** rng.uniform(-1, 0.3), 1 - 10 ** rng.uniform(-3, -0.2), 1 - 10 ** rng.uniform(-3, 0)
-    dyn = [sgd(lr), heavy_ball(lr, beta), nesterov(lr / 2, beta), with_ema(sgd(lr), gamma),
-           with_ema(heavy_ball(lr, beta), gamma)][seed % 5]
+    problem, dyn = _random_setting(rng, seed, d_max=6, log_h_min=-2.5, log_gap_min=-3.0)
     if not is_stable(problem, dyn):
         pytest.skip("unstable draw")
     B = float(rng.choice([1, 8, 512]))
