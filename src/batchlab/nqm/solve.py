@@ -508,6 +508,7 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
             bracket(idx, window, plan.risk(window, idx, reduce=True))
             rest = np.flatnonzero(~use)
     refine = np.ones(H, bool)
+    galloped = False
     if rest.size:
         # galloping over powers of two; of four when ``keep`` prunes (the kept brackets are refined anyway)
         gallop = np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1, 2 if keep else 1)])
@@ -526,7 +527,8 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
         if idx.size:  # galloping for the settings no window bracketed (and that are still wanted)
             gv = plan.risk(gallop, rest[idx], reduce=True)
             bracket(rest[idx], gallop[None, :], gv)
-    if keep is not None:  # (again, now that the galloped brackets are known)
+            galloped = True
+    if keep is not None and (galloped or not rest.size):  # (again) with every bracket known
         refine = np.asarray(keep(lo.copy(), np.where(has, hi, 0)), bool).reshape(-1)
     # Illinois regula falsi inside each bracket, bisection as the fallback, on log t against
     # g = log((L − F)/(target − F)) with F the noise floor: close to linear where the excess over the
