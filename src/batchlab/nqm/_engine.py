@@ -30,7 +30,7 @@ from batchlab.nqm.dynamics import (
 )
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Plan", "moment", "evaluate", "floor_risk", "initial_covariance", "noise_covariance", "THREADS"]
+__all__ = ["Plan", "moment", "evaluate", "initial_covariance", "noise_covariance", "THREADS"]
 
 THREADS = max(1, min(os.cpu_count() or 1, 8))
 _BLOCK = 1 << 16  # (systems × steps) per work item
@@ -125,20 +125,6 @@ def _moment(sys: System, plan, rows, t, floor=None) -> np.ndarray:
     if unstable.any():
         value = np.where(np.isnan(value) & unstable, np.inf, value)
     return value
-
-
-def floor_risk(problem: Problem, dyn: Dynamics, batch_size) -> np.ndarray | None:
-    """Steady-state risk per hyperparameter setting from the closed-form noise floors (``nan`` where
-    a floor is unstable or ill-conditioned), or ``None`` for systems without one (momentum + EMA, whose
-    floor needs a Lyapunov solve per direction — see :func:`batchlab.nqm.risk.steady_state_risk`)."""
-    sys = build_system(problem, dyn, batch_size)
-    floor = _closed.noise_floor(sys)
-    if floor is None:
-        return None
-    fl, _, trusted = floor
-    with np.errstate(invalid="ignore", over="ignore"):
-        per = np.where(trusted, sys.weight * sys.q * fl, np.nan)
-    return per.sum(axis=-1)
 
 
 class _Block:
@@ -268,6 +254,24 @@ class Plan:
             self.blocks[key] = block
         return self.blocks[key]
 
+    def _blocks(self):
+        for h0 in range(0, self.H, self.hp_block):
+            h1 = min(self.H, h0 + self.hp_block)
+            for d0 in range(0, self.d, self.dir_block):
+                yield h0, h1, d0, min(self.d, d0 + self.dir_block)
+
+    def floor_risk(self) -> np.ndarray | None:
+        """Steady-state risk per setting from the blocks' closed-form noise floors (``nan`` where a floor
+        is unstable or ill-conditioned), or ``None`` for systems without one (momentum + EMA, whose floor
+        needs a Lyapunov solve per direction — see :func:`batchlab.nqm.risk.steady_state_risk`)."""
+        out = np.zeros(self.H)
+        for h0, h1, d0, d1 in self._blocks():
+            block = self._block(h0, h1, d0, d1)
+            if block.floor is None:
+                return None
+            out[h0:h1] += np.where(block.floor[2], block.floor_value, np.nan).sum(axis=-1)
+        return out
+
     def risk(self, t, rows=None, *, reduce: bool, threads: int | None = None) -> np.ndarray:
         """Risk at steps ``t`` of settings ``rows`` (all by default): ``(n, m)`` or ``(n, d, m)``.
 
@@ -278,8 +282,7 @@ class Plan:
         n = self.H if rows is None else len(rows)
         m = t.shape[-1]
         items = []
-        for h0 in range(0, self.H, self.hp_block):
-            h1 = min(self.H, h0 + self.hp_block)
+        for h0, h1, d0, d1 in self._blocks():
             if rows is None:
                 pos, local = slice(h0, h1), None
             else:
@@ -287,8 +290,7 @@ class Plan:
                 if not pos.size:
                     continue
                 local = rows[pos] - h0
-            for d0 in range(0, self.d, self.dir_block):
-                items.append((pos, local, h0, h1, d0, min(self.d, d0 + self.dir_block)))
+            items.append((pos, local, h0, h1, d0, d1))
         out = np.zeros((n, m)) if reduce else np.empty((n, self.d, m))
 
         def work(item):

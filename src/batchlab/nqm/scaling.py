@@ -113,7 +113,7 @@ def _assemble(problem, kind, sizes, target, precond, tolerance, rows, seconds) -
 
 def _curve_job(args):
     """A worker's part of one curve: the optima (the parent fits the critical batch size)."""
-    problem, kind, batch_sizes, target, precond, config, tolerance, threads = args
+    problem, kind, batch_sizes, target, precond, config, threads = args
     if threads is not None:  # a worker process: share the cores with the other workers, not oversubscribe
         from batchlab.nqm import _engine
 
@@ -138,7 +138,7 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
     for kind, p, *rest in curves:
         if kind not in KINDS:
             raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
-        jobs.append((problem, kind, sizes, rest[0] if rest else target, float(p), config, tolerance))
+        jobs.append((problem, kind, sizes, rest[0] if rest else target, float(p), config))
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
     jobs = [job + (threads if workers > 1 else None,) for job in jobs]

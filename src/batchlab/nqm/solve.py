@@ -282,32 +282,33 @@ def _envelope(problem: Problem, dyn: Dynamics, batch_size: float) -> _Envelope:
             return _Envelope(log_g, log_k, 1, A, None, {}, **common)
         c = {k: (np.einsum("ki,ki->k", M[:, out], w), w[:, out]) for k, w in seqs.items()}
         A = {k: np.abs(c1) + np.abs(c0) for k, (c1, c0) in c.items()}
-        roots = _modal_roots(comp)
-        modal = {k: _modal(comp, c1, c0) for k, (c1, c0) in c.items()}
-    return _Envelope(log_g, log_k, 0, A, roots, modal, **common)
+        roots = _roots(comp)
+        modal = {k: _modal(comp, roots, c1, c0) for k, (c1, c0) in c.items()}
+        logs = _modal_logs(roots)
+    return _Envelope(log_g, log_k, 0, A, logs, modal, **common)
 
 
-def _modal(comp, c1, c0):
-    """Modal bound coefficients ``(P, Q)`` of ``c1 U_t − c0 δ U_{t−1}`` (see :class:`_Envelope`)."""
+def _roots(comp):
+    """``(√|D|, complex?, ρ = √|δ|, r1, r2)`` of the characteristic polynomials (r1 of the sign of τ)."""
     sd = np.sqrt(np.abs(comp.disc))
-    cplx = comp.disc < 0
-    rho = np.sqrt(np.abs(comp.delta))
+    r1 = (comp.tau + np.where(comp.tau >= 0, sd, -sd)) / 2.0
+    return sd, comp.disc < 0, np.sqrt(np.abs(comp.delta)), r1, comp.delta / r1
+
+
+def _modal(comp, roots, c1, c0):
+    """Modal bound coefficients ``(P, Q)`` of ``c1 U_t − c0 δ U_{t−1}`` (see :class:`_Envelope`)."""
+    sd, cplx, rho, r1, r2 = roots
     sin_phi, cos_phi = sd / (2.0 * rho), comp.tau / (2.0 * rho)
     amp_c = np.sqrt((c1 - rho * c0 * cos_phi) ** 2 + (rho * c0 * sin_phi) ** 2) / (rho * sin_phi)
-    r1 = (comp.tau + np.where(comp.tau >= 0, sd, -sd)) / 2.0
-    r2 = comp.delta / r1
     P = np.abs(c1 - r2 * c0) / sd
     Q = np.abs(c1 - r1 * c0) / sd
     return np.where(cplx, amp_c, P), np.where(cplx, 0.0, Q)
 
 
-def _modal_roots(comp):
+def _modal_logs(roots):
     """``(log|r1|, log|r2|)`` of the modal bounds (both ``log ρ`` for a complex pair)."""
-    sd = np.sqrt(np.abs(comp.disc))
-    cplx = comp.disc < 0
-    log_rho = np.log(np.sqrt(np.abs(comp.delta)))
-    r1 = (comp.tau + np.where(comp.tau >= 0, sd, -sd)) / 2.0
-    r2 = comp.delta / r1
+    _, cplx, rho, r1, r2 = roots
+    log_rho = np.log(rho)
     return np.where(cplx, log_rho, np.log(np.abs(r1))), np.where(cplx, log_rho, np.log(np.abs(r2)))
 
 
@@ -535,8 +536,8 @@ def search_steps(problem: Problem, dyn: Dynamics, *, batch_size, target: float, 
     # floor decays like a power of t (plain log L bends sharply when the target sits near the floor,
     # where the optimum usually puts it); log(L/target) where that transform does not apply (or the
     # floor has no closed form: it only speeds up the search).
-    floor = _engine.floor_risk(problem, fdyn, B)
-    floor = np.full(H, np.nan) if floor is None else floor.reshape(-1)
+    floor = plan.floor_risk()
+    floor = np.full(H, np.nan) if floor is None else floor
     floor = np.where(np.isfinite(floor) & (floor >= 0) & (floor < target), floor, np.nan)
 
     def excess(v_lo, v_hi, f):
