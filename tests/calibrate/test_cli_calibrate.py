@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from batchlab.calibrate import pipeline
 from batchlab.cli import _register, app
+from batchlab.nqm import Problem, expected_risk
+from batchlab.nqm.optimize import make_dynamics
 from batchlab.workloads.registry import get_workload
 
 _register()
@@ -61,19 +68,133 @@ def test_calibrate_writes_valid_prediction_and_spectra(digits_run):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--workload", "no-such"), "unknown workload"),
-    (("--workload", "digits-cnn", "--top-k", "0"), "top_k"),
-    (("--workload", "digits-cnn", "--batch-sizes", "0,16"), "batch sizes"),
-    (("--workload", "digits-cnn", "--optimizers", "sgd,lion"), "unknown optimizer"),
-    (("--workload", "digits-cnn", "--curvature", "fisher"), "curvature"),
-    (("--workload", "digits-cnn", "--reference-hp", "lr=0.1"), "unknown hyperparameter"),
-    (("--workload", "digits-cnn", "--target-loss", "0.1"), "checkpoint step"),
-    (("--workload", "digits-cnn", "--initial", "random"), "initial"),
-])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    result = RUNNER.invoke(app, ["calibrate", "--out", str(tmp_path / "out"), *args])
-    assert result.exit_code == 2
+def test_calibrate_predicts_real_curves_on_the_measured_problem(digits_run):
+    """The prediction has content: finite steps that do not grow with the batch size (the NQM's risk at
+    fixed hyperparameters only falls as the noise ``∝ 1/B`` falls, so the tuned steps cannot grow), each
+    the exact first hit of its tuned hyperparameters on the NQM of nqm_problem.json, a finite critical
+    batch size; and that NQM carries the measured top-k eigenvalues and noise of spectra.json."""
+    result, out = digits_run
+    assert result.exit_code == 0, result.output
+    prediction = _strict((out / "prediction.json").read_text())
+    spectra = _strict((out / "spectra.json").read_text())
+    stored = _strict((out / "nqm_problem.json").read_text())
+
+    k = len(spectra["eigenvalues"])
+    assert all(v > 0 for v in spectra["eigenvalues"])  # GGN: positive semi-definite, and kept (> 1e-5 λ₁)
+    np.testing.assert_array_equal(stored["h"][:k], spectra["eigenvalues"])
+    np.testing.assert_array_equal(stored["c"][:k], np.maximum(spectra["noise"], 0.0))
+    np.testing.assert_array_equal(stored["weights"][:k], np.ones(k))
+    assert len(stored["h"]) > k and all(h > 0 for h in stored["h"][k:])  # then the compressed bulk
+    problem = Problem(h=np.array(stored["h"]), c=np.array(stored["c"]), s0=np.array(stored["s0"]),
+                      weights=np.array(stored["weights"]))
+    target = prediction["target"]
+    assert stored["target"] == target["nqm_target"]
+    # the NQM starts at the measured initial loss (loss floor 0) and its target is the measured target loss
+    assert problem.initial_risk() == pytest.approx(target["initial_loss"], rel=1e-9)
+    assert target["nqm_target"] == pytest.approx(target["target_loss"], rel=1e-9)
+
+    for name, entry in prediction["optimizers"].items():
+        steps = entry["steps"]
+        assert all(s is not None and s > 0 for s in steps), (name, steps)
+        assert steps == sorted(steps, reverse=True), (name, steps)
+        for b, s, rate, momentum in zip(entry["batch_sizes"], steps, entry["learning_rates"], entry["momenta"]):
+            dyn = make_dynamics(entry["nqm_kind"], learning_rate=rate, momentum=momentum)
+            risk = expected_risk(problem, dyn, batch_size=b, steps=np.arange(s + 1))
+            assert risk[s] <= target["nqm_target"] * (1 + 1e-9) and np.all(risk[:s] > target["nqm_target"]), (name, b)
+        critical = entry["critical_batch_size"]
+        assert critical["overhead"] is not None and entry["batch_sizes"][0] <= critical["overhead"] <= 256
+        assert critical["b_noise"] is not None and math.isfinite(critical["b_noise"]) and critical["b_noise"] > 0
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make any training or measurement an error: a check that passes must fail before either runs."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("calibrate computed something before failing")
+
+    monkeypatch.setattr(pipeline, "run_reference", refuse)
+    monkeypatch.setattr(pipeline, "measure", refuse)
+
+
+def _one_line_error(result, message: str) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--workload", "no-such"), "unknown workload"),
+    (("--workload", "digits-cnn", "--option", "no_such=1"), "no_such"),
+    (("--workload", "digits-cnn", "--top-k", "0"), "top_k"),
+    (("--workload", "digits-cnn", "--top-k", "38282"), "top_k must be < the number of parameters (38282)"),
+    (("--workload", "digits-cnn", "--batch-sizes", "0,16"), "batch sizes"),
+    (("--workload", "digits-cnn", "--batch-sizes", "16,x"), "--batch-sizes: 'x' is not a number"),
+    (("--workload", "digits-cnn", "--optimizers", "sgd,lion"), "unknown optimizer"),
+    (("--workload", "digits-cnn", "--optimizers", ","), "--optimizers: empty list"),
+    (("--workload", "digits-cnn", "--curvature", "fisher"), "curvature"),
+    (("--workload", "digits-cnn", "--reference-optimizer", "lion"), "lion"),
+    (("--workload", "digits-cnn", "--reference-hp", "lr=0.1"), "unknown hyperparameter"),
+    (("--workload", "digits-cnn", "--reference-batch-size", "0"), "reference batch_size must be an integer >= 1"),
+    (("--workload", "digits-cnn", "--reference-steps", "0"), "reference max_steps must be an integer >= 1"),
+    (("--workload", "digits-cnn", "--reference-tune", "-1"), "reference tune_points must be an integer >= 0"),
+    (("--workload", "digits-cnn", "--reference-seeds", "0"), "reference seeds must be an integer >= 1"),
+    (("--workload", "digits-cnn", "--at-step", "-1"), "reference checkpoint_step must be an integer >= 0"),
+    (("--workload", "digits-cnn", "--at-step", "3001"), "checkpoint step 3001 exceeds the reference budget 3000"),
+    (("--workload", "digits-cnn", "--at-step", "50", "--reference-steps", "40"), "exceeds the reference budget 40"),
+    (("--workload", "digits-cnn", "--target-loss", "0.1"), "checkpoint step"),
+    (("--workload", "digits-cnn", "--target-loss", "nan", "--at-step", "3"), "loss at the target must be finite"),
+    (("--workload", "digits-cnn", "--target-loss", "0.1", "--at-step", "3", "--loss-floor", "0.2"),
+     "the loss floor (0.2) must be below the loss at the target (0.1)"),
+    (("--workload", "digits-cnn", "--loss-floor", "inf"), "loss_floor must be finite"),
+    (("--workload", "digits-cnn", "--initial", "random"), "initial"),
+    (("--workload", "digits-cnn", "--bulk-noise", "some"), "bulk_noise"),
+    (("--workload", "digits-cnn", "--slq-probes", "0"), "slq_probes"),
+    (("--workload", "digits-cnn", "--slq-steps", "0"), "slq_steps"),
+    (("--workload", "digits-cnn", "--curvature-examples", "0"), "curvature_examples"),
+    (("--workload", "digits-cnn", "--noise-examples", "3"), "noise_examples must be >= 4"),
+    (("--workload", "digits-cnn", "--chunk-size", "0"), "chunk_size"),
+    (("--workload", "digits-cnn", "--seed", "-1"), "seed must be an integer in [0, 4294967293]"),
+    (("--workload", "digits-cnn", "--seed", "4294967295", "--reference-seeds", "2"), "4294967294"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, no_training, args, message):
+    result = RUNNER.invoke(app, ["calibrate", "--out", str(tmp_path / "out"), *args])
+    _one_line_error(result, message)
     assert not (tmp_path / "out").exists()
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """``folder`` reads as not writable (``chmod`` alone does not stop root, who runs some CI)."""
+    folder.chmod(0o555)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (Path(path) != folder or not mode & os.W_OK)
+                        and real(path, mode, **kw))
+
+
+@pytest.mark.parametrize("case", ["existing file", "under a file", "read-only", "under read-only",
+                                  "result name is a folder", "broken link"])
+def test_unwritable_output_fails_fast(tmp_path, monkeypatch, no_training, case):
+    """An output that cannot be written is refused before the reference run, and nothing is touched."""
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("keep me\n")
+    out, message = {
+        "existing file": (blocker, f"output folder {blocker}: exists and is not a folder"),
+        "under a file": (blocker / "run" / "calibration", f"{blocker} is a file, not a folder"),
+        "read-only": (tmp_path / "ro", f"output folder {tmp_path / 'ro'}: is not writable"),
+        "under read-only": (tmp_path / "ro" / "new", f"cannot be created, {tmp_path / 'ro'} is not writable"),
+        "result name is a folder": (tmp_path / "old", "prediction.json there is a folder, not a file"),
+        "broken link": (tmp_path / "link", "is a broken symbolic link"),
+    }[case]
+    if "read-only" in case:
+        (tmp_path / "ro").mkdir()
+        _read_only(monkeypatch, tmp_path / "ro")
+    if case == "result name is a folder":
+        (out / "prediction.json").mkdir(parents=True)
+    if case == "broken link":
+        out.symlink_to(tmp_path / "nowhere")
+    result = RUNNER.invoke(app, ["calibrate", "--workload", "digits-cnn", "--out", str(out), *SMALL])
+    _one_line_error(result, message)
+    assert blocker.read_text() == "keep me\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["taken.txt"] + {"read-only": ["ro"], "under read-only": ["ro"], "broken link": ["link"],
+                         "result name is a folder": ["old", "prediction.json"]}.get(case, []))

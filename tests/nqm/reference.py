@@ -4,10 +4,12 @@
   ``vec Σ ↦ (M ⊗ M) vec Σ + q vec(u uᵀ)`` in 60-digit decimal arithmetic — a different algorithm from
   the engine's (which powers the n × n mean matrix in float64) and free of float64 rounding.
 - :func:`longdouble_steps`: plain step-by-step propagation ``Σ ← M Σ Mᵀ + q u uᵀ`` in extended precision.
+- ``*_rate``: learning-rate (and batch-size) multipliers of the schedules from their published formulas.
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal, getcontext
 
 import numpy as np
@@ -99,3 +101,46 @@ def longdouble_steps(sys, T: int) -> np.ndarray:
         S = M @ S @ Mt + R
         out.append(S[..., sys.out, sys.out].copy())
     return np.stack(out, -1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Schedules by their textbook definitions (pure Python, step by step), not from batchlab's Schedule.
+# ``t`` is the 0-based update (from step t to t + 1); after ``total`` updates the last rate continues.
+
+
+def warmup_ramp(t: int, warmup: int) -> float:
+    """Linear warmup ``min(1, (t + 1)/W)`` (1 without warmup)."""
+    return 1.0 if warmup == 0 else min(1.0, (t + 1) / warmup)
+
+
+def linear_decay_rate(t: int, total: int, end: float, decay: int | None = None, warmup: int = 0) -> float:
+    """Shallue et al. (2018): ``1 − (1 − end)·min(t, T_d)/T_d``, times the warmup ramp."""
+    t = min(t, total - 1)
+    decay = total if decay is None else decay
+    return (1.0 - (1.0 - end) * min(t, decay) / decay) * warmup_ramp(t, warmup)
+
+
+def cosine_rate(t: int, total: int, end: float = 0.0, warmup: int = 0) -> float:
+    """Cosine annealing (Loshchilov & Hutter; optax ``cosine_decay_schedule``):
+    ``end + (1 − end)(1 + cos(π t/T))/2``, times the warmup ramp."""
+    t = min(t, total - 1)
+    return (end + (1.0 - end) * (1.0 + math.cos(math.pi * t / total)) / 2.0) * warmup_ramp(t, warmup)
+
+
+def wsd_rate(t: int, total: int, warmup: int, decay: int, end: float = 0.0) -> float:
+    """Warmup–stable–decay: ramp ``(t + 1)/W`` for ``t < W``, 1 on the plateau, and over the last ``D``
+    updates a linear decay whose ``k``-th update (``k = 1..D``) has ``1 − (1 − end)·k/D`` (the last is ``end``)."""
+    t = min(t, total - 1)
+    if t < warmup:
+        return (t + 1) / warmup
+    start = total - decay
+    return 1.0 if t < start else 1.0 - (1.0 - end) * (t - start + 1) / decay
+
+
+def steps_rate(t: int, lengths, values) -> float:
+    """Piecewise constant: ``values[k]`` for the ``lengths[k]`` updates of segment ``k``, then the last."""
+    for length, value in zip(lengths, values):
+        if t < length:
+            return float(value)
+        t -= length
+    return float(values[-1])

@@ -1,5 +1,8 @@
 """Prepared evaluation (engine plans, companion plans) gives the one-shot engine's numbers."""
 
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -63,21 +66,91 @@ def test_sincos_reduction_matches_numpy_to_rounding():
     assert np.max(np.abs(c - np.cos(x))) <= 1e-15
 
 
-def test_process_evaluation_equals_the_threaded_one(monkeypatch):
-    """Large reduced evaluations go to worker processes (settings dealt round-robin); same numbers."""
+def _grid_setting():
     problem = power_law(400)
     dyn = heavy_ball(np.logspace(-3, 0.5, 13)[:, None], (1 - np.logspace(-4, 0, 5, endpoint=False))[None, :])
-    t = np.array([1, 100, 10**5])
+    return problem, dyn, np.array([1, 100, 10**5])
+
+
+def _in_process(monkeypatch, problem, dyn, t):
     monkeypatch.setenv("BATCHLAB_NQM_PROCESSES", "0")
-    threaded = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
+    out = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
     monkeypatch.setenv("BATCHLAB_NQM_PROCESSES", "1")
     monkeypatch.setattr(_engine, "PROCESS_ENTRIES", 1)
-    used = []
-    real = _engine._evaluate_on_processes
-    monkeypatch.setattr(_engine, "_evaluate_on_processes", lambda *a: used.append(1) or real(*a))
-    on_processes = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
-    assert used
+    return out
+
+
+def test_process_evaluation_equals_the_threaded_one(monkeypatch):
+    """Large reduced evaluations go to worker processes (settings dealt round-robin); same numbers.
+    The jobs must really run on the pool's worker processes: a silent in-process fallback fails here."""
+    import os
+    import warnings
+
+    problem, dyn, t = _grid_setting()
+    threaded = _in_process(monkeypatch, problem, dyn, t)
+    futures, pools = [], []
+    real_pool = _engine._pool
+
+    class SpyPool:
+        def __init__(self, workers):
+            self.pool = real_pool(workers)
+            pools.append(self.pool)
+
+        def submit(self, *args):
+            futures.append(self.pool.submit(*args))
+            return futures[-1]
+
+    monkeypatch.setattr(_engine, "_pool", SpyPool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _engine.NQMPoolWarning)
+        on_processes = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
+    assert len(futures) == 2 and all(f.done() and f.exception() is None for f in futures)
+    pool = _engine._POOL[2]
+    assert pools and all(p is pool for p in pools) and isinstance(pool, ProcessPoolExecutor)
+    worker_pids = {pool.submit(os.getpid).result() for _ in range(4)}
+    assert os.getpid() not in worker_pids
     np.testing.assert_array_equal(on_processes, threaded)
+
+
+class _FailingPool:
+    """A stand-in pool that fails on submit or on result, as a broken process pool does."""
+
+    def __init__(self, error, on_submit):
+        self.error, self.on_submit, self.submitted = error, on_submit, 0
+
+    def submit(self, *args):
+        self.submitted += 1
+        if self.on_submit:
+            raise self.error
+        future = Future()
+        future.set_exception(self.error)
+        return future
+
+
+def test_a_failing_pool_falls_back_visibly_with_the_same_numbers(monkeypatch):
+    """A pool that raises: the evaluation runs in this process (exactly the in-process numbers) and an
+    :class:`NQMPoolWarning` says so, once per cause."""
+    problem, dyn, t = _grid_setting()
+    expected = _in_process(monkeypatch, problem, dyn, t)
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    broken = _FailingPool(BrokenProcessPool("a worker was killed"), on_submit=False)
+    monkeypatch.setattr(_engine, "_pool", lambda workers: broken)
+    with pytest.warns(_engine.NQMPoolWarning) as record:
+        got = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
+        again = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)  # same cause: no 2nd warning
+    assert broken.submitted == 4
+    assert [str(w.message) for w in record] == [
+        "NQM worker processes failed (BrokenProcessPool: a worker was killed); evaluating in this process "
+        "instead (slower, results unchanged)"]
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(again, expected)
+
+    unstartable = _FailingPool(OSError("cannot start processes"), on_submit=True)
+    monkeypatch.setattr(_engine, "_pool", lambda workers: unstartable)
+    with pytest.warns(_engine.NQMPoolWarning, match=r"\(OSError: cannot start processes\)") as record:
+        got = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
+    assert len(record) == 1 and unstartable.submitted == 1
+    np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["fork", "forkserver"])

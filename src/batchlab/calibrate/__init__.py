@@ -64,13 +64,15 @@ from batchlab.calibrate.noise import NoiseStats, gradient_noise
 from batchlab.calibrate.operators import (
     CurvatureOperator, curvature_operator, ggn_operator, hessian_operator,
 )
-from batchlab.calibrate.pipeline import Calibration, CalibrationConfig, calibrate, write_calibration
+from batchlab.calibrate.pipeline import (
+    Calibration, CalibrationConfig, calibrate, check_output_dir, write_calibration,
+)
 from batchlab.calibrate.predict import PROXIES, Proxy, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, run_reference
 
 __all__ = [
-    "calibrate", "write_calibration", "Calibration", "CalibrationConfig",
+    "calibrate", "write_calibration", "check_output_dir", "Calibration", "CalibrationConfig",
     "ReferenceConfig", "ReferenceRun", "run_reference",
     "MeasureConfig", "Spectra", "measure",
     "CurvatureOperator", "curvature_operator", "hessian_operator", "ggn_operator",

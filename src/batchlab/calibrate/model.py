@@ -116,6 +116,8 @@ class ModelConfig:
             raise InputError(f"min_curvature must be in (0, 1), got {self.min_curvature}")
         if self.bulk_entries < 1:
             raise InputError(f"bulk_entries must be >= 1, got {self.bulk_entries}")
+        if not math.isfinite(self.loss_floor):
+            raise InputError(f"loss_floor must be finite, got {self.loss_floor}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,18 @@ import jax
 from batchlab.calibrate.figures import prediction_figure, spectrum_figure
 from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
 from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem
-from batchlab.calibrate.operators import chunk_batch
+from batchlab.calibrate.operators import chunk_batch, output_loss
 from batchlab.calibrate.predict import PROXIES, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
 from batchlab.errors import InputError
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 
-__all__ = ["CalibrationConfig", "Calibration", "calibrate", "write_calibration", "DEFAULT_BATCH_SIZES"]
+__all__ = ["CalibrationConfig", "Calibration", "calibrate", "write_calibration", "check_output_dir",
+           "DEFAULT_BATCH_SIZES", "OUTPUT_FILES"]
 
 DEFAULT_BATCH_SIZES = tuple(float(2**k) for k in range(2, 15, 2))  # 4, 16, …, 16384
+OUTPUT_FILES = ("spectra.json", "nqm_problem.json", "prediction.json", "spectrum.png", "prediction.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,59 @@ class CalibrationConfig:
         self.reference.check()
         self.measure.check()
         self.model.check()
+
+    def check_workload(self, workload: Any, *, seed: int = 0) -> None:
+        """Raise :class:`InputError` on settings that ``workload`` (or ``seed``) rules out: everything
+        that can be known before the reference run (cheap: parameter shapes only, trains nothing);
+        :meth:`check` first."""
+        ref = self.reference
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - ref.seeds:
+            raise InputError(f"seed must be an integer in [0, {2**32 - ref.seeds}] (the reference runs use "
+                             f"seeds seed … seed + {ref.seeds - 1}), got {seed!r}")
+        budget = ref.max_steps or workload.default_max_steps
+        if ref.checkpoint_step is not None and ref.checkpoint_step > budget:
+            raise InputError(f"checkpoint step {ref.checkpoint_step} exceeds the reference budget {budget}")
+        if ref.target_loss is not None and not self.model.loss_floor < ref.target_loss:
+            raise InputError(f"the loss floor ({self.model.loss_floor:g}) must be below the loss at the target "
+                             f"({ref.target_loss:g})")
+        if self.measure.curvature == "ggn" and workload.loss_kind != "quadratic":
+            output_loss(workload.loss_kind)  # raises for a loss without an output-space (Gauss-Newton) form
+        dim = parameter_count(workload)
+        if self.measure.top_k >= dim:
+            raise InputError(f"top_k must be < the number of parameters ({dim}), got {self.measure.top_k}")
+
+
+def parameter_count(workload: Any) -> int:
+    """The number of parameters of ``workload``'s model, from shapes alone (no initialisation runs)."""
+    shapes = jax.eval_shape(lambda: workload.init_params(key=jax.random.PRNGKey(0)))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+
+
+def check_output_dir(out: Path) -> None:
+    """Raise :class:`InputError` unless :func:`write_calibration` can write into ``out``: an existing
+    writable folder (its calibration files are replaced) or a path below a writable folder (created
+    when writing).  Creates nothing.
+    """
+    out = Path(out)
+    where = f"output folder {out}"
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"{where}: is a broken symbolic link")
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{where}: exists and is not a folder")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise InputError(f"{where}: is not writable")
+        taken = [name for name in OUTPUT_FILES if (out / name).is_dir()]
+        if taken:
+            raise InputError(f"{where}: {taken[0]} there is a folder, not a file")
+        return
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{where}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: cannot be created, {ancestor} is not writable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +179,8 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
         :class:`Calibration`.
 
     Raises:
-        InputError: invalid settings, missing data, a reference run that misses its target.
+        InputError: invalid settings (checked before any training, :meth:`CalibrationConfig.check_workload`),
+            missing data, a reference run that misses its target.
 
     Example:
         >>> from batchlab.workloads.registry import get_workload
@@ -132,6 +189,7 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     """
     config.check()
     workload.load()
+    config.check_workload(workload, seed=seed)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     k_loss, k_measure = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1))
@@ -167,8 +225,19 @@ def write_calibration(calibration: Calibration, out: Path) -> dict[str, Path]:
 
     Returns:
         File role → path.
+
+    Raises:
+        InputError: ``out`` cannot be written (see :func:`check_output_dir`; check it before calibrating).
     """
     out = Path(out)
+    check_output_dir(out)
+    try:
+        return _write(calibration, out)
+    except OSError as exc:
+        raise InputError(f"output folder {out}: cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
+
+
+def _write(calibration: Calibration, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for role, payload in (("spectra", calibration.spectra_dict()), ("nqm_problem", calibration.nqm.as_dict()),

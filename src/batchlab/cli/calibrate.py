@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchlab.calibrate import (
-    CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, write_calibration,
+    CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, check_output_dir, write_calibration,
 )
 from batchlab.cli._app import app, guarded, parse_float_list
 from batchlab.cli.train import parse_assignments
@@ -90,6 +90,7 @@ def calibrate_command(
         optimizers=_names(optimizers),
     )
     config.check()
+    check_output_dir(out)  # a result that cannot be written fails now, not after the training
     task = get_workload(workload, **parse_assignments(option, flag="--option"))
     task.load()  # a missing data set fails here, before any progress bar
     console = Console(stderr=True)

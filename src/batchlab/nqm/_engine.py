@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import os
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -30,7 +31,7 @@ from batchlab.nqm.dynamics import (
 )
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Plan", "moment", "evaluate", "initial_covariance", "noise_covariance", "THREADS"]
+__all__ = ["Plan", "moment", "evaluate", "initial_covariance", "noise_covariance", "THREADS", "NQMPoolWarning"]
 
 THREADS = max(1, min(os.cpu_count() or 1, 8))
 _BLOCK = 1 << 16  # (systems × steps) per work item
@@ -340,6 +341,22 @@ def evaluate(problem: Problem, dyn: Dynamics, batch_size, t: np.ndarray, *, redu
 # processes 2× (measured).  ``BATCHLAB_NQM_PROCESSES=0`` turns processes off.
 PROCESS_ENTRIES = 1 << 23
 _POOL: dict = {}
+_WARNED: set = set()  # causes of fallbacks already reported
+
+
+class NQMPoolWarning(RuntimeWarning):
+    """The worker processes failed and an evaluation ran in this process instead: slower, same numbers."""
+
+
+def _warn_fallback(exc: BaseException) -> None:
+    """Report a fallback to in-process evaluation, once per cause (exception type and first line)."""
+    detail = (str(exc).strip().splitlines() or [""])[0][:200]
+    cause = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    if cause in _WARNED:
+        return
+    _WARNED.add(cause)
+    warnings.warn(f"NQM worker processes failed ({cause}); evaluating in this process instead "
+                  "(slower, results unchanged)", NQMPoolWarning, stacklevel=4)
 
 
 def _may_spawn() -> bool:
@@ -420,8 +437,9 @@ def _evaluate_on_processes(plan: Plan, t: np.ndarray, workers: int) -> np.ndarra
         with main_hidden():
             futures = [_pool(workers).submit(_settings_job, job) for job in jobs]
         results = [f.result() for f in futures]
-    except Exception:  # a broken pool (e.g. a worker killed): evaluate here instead
+    except Exception as exc:  # a broken pool (e.g. a worker killed): evaluate here instead, and say so
         _POOL.pop(workers, None)
+        _warn_fallback(exc)
         return plan.risk(t, reduce=True)
     out = np.empty((plan.H, t.shape[-1]))
     for rows, res in zip(parts, results):

@@ -118,8 +118,14 @@ def linear_decay(total_steps: int, end_factor: float, *, decay_steps: int | None
                  warmup_steps: int = 0) -> Schedule:
     """Linear decay from 1 to ``end_factor`` over ``decay_steps`` (default: all), then constant.
 
-    Shallue et al.'s protocol: ``lr(t) = α (1 − (1 − end_factor) min(t, T_d)/T_d)``; optional linear
-    warmup from ``1/warmup_steps`` first.  Step resolution.
+    Shallue et al.'s protocol, times an optional linear warmup ramp ``w``: update ``t = 0 … T − 1`` has
+
+        lr(t) = α · w(t) · (1 − (1 − end_factor) · min(t, T_d)/T_d),   w(t) = min(1, (t + 1)/W)  (1 if W = 0)
+
+    with ``T_d = decay_steps`` and ``W = warmup_steps``.  The ramp multiplies the decay, which starts at
+    ``t = 0`` (:mod:`batchlab.optim.schedules` instead starts the decay after the warmup).  The rate
+    reaches ``end_factor`` at ``t = T_d`` (with ``T_d = T`` the last update has ``1 − (1 − end)(T − 1)/T``);
+    a rate of 0 is held at ``1e-300`` (rates must be positive).  Step resolution.
     """
     T = _check_total(total_steps)
     end = _check_factor("end_factor", end_factor)
@@ -131,7 +137,13 @@ def linear_decay(total_steps: int, end_factor: float, *, decay_steps: int | None
 
 
 def cosine(total_steps: int, end_factor: float = 0.0, *, warmup_steps: int = 0) -> Schedule:
-    """Cosine decay ``end + (1 − end)(1 + cos(π t/T))/2`` with optional linear warmup.  Step resolution."""
+    """Cosine decay with an optional linear warmup ramp: update ``t = 0 … T − 1`` has
+
+        lr(t) = α · w(t) · (end + (1 − end)(1 + cos(π t/T))/2),   w(t) = min(1, (t + 1)/W)  (1 if W = 0)
+
+    (``end = end_factor``, ``W = warmup_steps``; the ramp multiplies the decay, as in :func:`linear_decay`).
+    Step resolution.
+    """
     T = _check_total(total_steps)
     end = _check_factor("end_factor", end_factor)
     t = np.arange(T, dtype=np.float64)
@@ -141,7 +153,14 @@ def cosine(total_steps: int, end_factor: float = 0.0, *, warmup_steps: int = 0) 
 
 def warmup_stable_decay(total_steps: int, *, warmup_steps: int, decay_steps: int,
                         end_factor: float = 0.0) -> Schedule:
-    """Linear warmup, constant plateau, then linear decay to ``end_factor`` over the last ``decay_steps``."""
+    """Linear warmup, constant plateau, then linear decay to ``end_factor`` over the last ``decay_steps``.
+
+    With ``W = warmup_steps``, ``D = decay_steps`` and ``S = T − D``, update ``t = 0 … T − 1`` has
+    ``lr(t) = α (t + 1)/W`` for ``t < W``, ``α`` for ``W ≤ t < S`` and
+    ``α (1 − (1 − end_factor)(t − S + 1)/D)`` for ``t ≥ S``: the first decay update is already below ``α``
+    and the last runs at ``end_factor`` (a rate of 0 is held at ``1e-300``), one step earlier than
+    :func:`linear_decay`'s convention.  Step resolution.
+    """
     T = _check_total(total_steps)
     end = _check_factor("end_factor", end_factor)
     if warmup_steps < 0 or decay_steps < 0 or warmup_steps + decay_steps > T:
@@ -153,7 +172,8 @@ def warmup_stable_decay(total_steps: int, *, warmup_steps: int, decay_steps: int
 
 
 def batch_size_warmup(lengths, batch_multipliers, lr_multipliers=1.0) -> Schedule:
-    """Segments that change the batch size (e.g. ``[1000, 1000]`` with ``[0.25, 1.0]``)."""
+    """Segments that change the batch size (e.g. ``[1000, 1000]`` with ``[0.25, 1.0]``): segment ``k`` runs
+    ``lengths[k]`` updates at batch size ``batch_multipliers[k] × B`` and rate ``lr_multipliers[k] × α``."""
     return Schedule(np.asarray(lengths), np.asarray(lr_multipliers, float), np.asarray(batch_multipliers, float),
                     "batch-warmup")
 
