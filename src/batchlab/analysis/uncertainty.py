@@ -36,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["CellEstimate", "Verdict", "cell_median", "estimate_cells", "fit_b_noise", "critical_interval",
+__all__ = ["Cell", "CellEstimate", "Verdict", "cell_median", "estimate_cells", "fit_b_noise", "critical_interval",
            "residual_pool", "compare_intervals"]
 
 Candidates = Sequence[np.ndarray]  # one array of per-seed steps (inf = not reached) per candidate
@@ -140,16 +140,71 @@ def _pivot(estimate: float, errors: np.ndarray, confidence: float) -> tuple[floa
         return float(np.exp(log_estimate - q_high)), float(np.exp(log_estimate - q_low))
 
 
-def estimate_cells(cells: Sequence[Candidates], *, confidence: float = 0.95, resamples: int = 2000,
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One cell's data: the replicated candidates and, optionally, the search that chose them.
+
+    Attributes:
+        candidates: per replicated configuration, its seeds' steps (``inf`` = not reached).
+        trials: single-seed steps of the cell's search trials (explore and refine; ``inf`` = not
+            reached, pruned included).  Empty: the interval carries seed noise and reselection only.
+        origins: for each candidate, the index in ``trials`` of the run that selected it.
+    """
+
+    candidates: tuple[np.ndarray, ...]
+    trials: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    origins: tuple[int, ...] = ()
+
+
+def _as_cell(cell: Cell | Candidates) -> Cell:
+    if isinstance(cell, Cell):
+        return cell
+    return Cell(tuple(np.asarray(c, dtype=np.float64) for c in cell))
+
+
+def _search_draws(cell: Cell, pool: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Bootstrap-world log estimates of a cell, search included, and the bootstrap world's log truth.
+
+    Every search trial ``t`` gets a centre ``μ_t``: its candidate's centre if it was replicated, else its
+    own log steps.  A draw keeps each trial with probability ``1 − 1/e`` (the distinct trials of a
+    resample with replacement), redraws each kept trial's single seed ``μ_t + r``, takes the
+    ``len(candidates)`` best as candidates, redraws their seeds, and answers the smallest median —
+    the protocol itself, replayed on the configurations the search saw.  The truth is the best
+    centre among them.
+    """
+    trials = np.asarray(cell.trials, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        centre = np.log(trials)
+    share = np.zeros(trials.size)
+    for c, t in zip(cell.candidates, cell.origins):
+        centre[t], share[t] = _centre(np.asarray(c, dtype=np.float64))
+    seeds = max(np.asarray(c).size for c in cell.candidates)
+    k = len(cell.candidates)
+    keep = rng.random((resamples, trials.size)) < 1.0 - math.exp(-1.0)
+    single = centre + pool[rng.integers(0, pool.size, size=(resamples, trials.size))]
+    single = np.where(keep & np.isfinite(centre), single, np.inf)
+    chosen = np.argsort(single, axis=1, kind="stable")[:, :k]  # (R, k)
+    rows = np.arange(resamples)[:, None]
+    picked = np.isfinite(single[rows, chosen])
+    logs = centre[chosen][..., None] + pool[rng.integers(0, pool.size, size=(resamples, k, seeds))]
+    missing = rng.random((resamples, k, seeds)) < share[chosen][..., None]
+    logs = np.where(missing | ~picked[..., None], np.inf, logs)
+    draws = np.log(cell_median(np.exp(logs), axis=2)).min(axis=1)
+    finite = np.isfinite(centre) & (share < 0.5)
+    truth = float(centre[finite].min() + np.median(pool)) if finite.any() else math.inf
+    return draws, truth
+
+
+def estimate_cells(cells: Sequence[Cell | Candidates], *, confidence: float = 0.95, resamples: int = 2000,
                    rng: np.random.Generator, pool: np.ndarray | None = None) -> list[CellEstimate]:
     """Estimate and interval for each cell (see the module docstring).
 
     Args:
-        cells: per cell, the per-seed steps of each candidate (``inf`` = not reached).
+        cells: per cell, a :class:`Cell`, or just its candidates' per-seed steps (``inf`` = not reached).
         confidence: of the intervals.
         resamples: bootstrap draws.
         rng: the bootstrap's generator.
-        pool: the residual pool (default: :func:`residual_pool` of ``cells``).
+        pool: the residual pool (default: :func:`residual_pool` of the cells' candidates).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -157,16 +212,21 @@ def estimate_cells(cells: Sequence[Candidates], *, confidence: float = 0.95, res
         >>> cell.steps, cell.low < 100 < cell.high
         (100.0, True)
     """
-    pool = residual_pool(cells) if pool is None else pool
+    cells = [_as_cell(c) for c in cells]
+    pool = residual_pool([c.candidates for c in cells]) if pool is None else pool
     out = []
-    for candidates in cells:
+    for cell in cells:
+        candidates = cell.candidates
         if not candidates:
             nan = math.nan
             out.append(CellEstimate(math.inf, nan, nan, -1, 0, np.full(resamples, np.inf), math.inf))
             continue
         chosen, steps = _select(np.array([float(cell_median(c)) for c in candidates]))
-        draws = np.min(np.stack([_draw_candidate(c, pool, resamples, rng) for c in candidates]), axis=0)
-        truth = min(_truth(c, pool) for c in candidates)
+        if cell.trials.size and len(cell.origins) == len(candidates) and pool.size:
+            draws, truth = _search_draws(cell, pool, resamples, rng)
+        else:
+            draws = np.min(np.stack([_draw_candidate(c, pool, resamples, rng) for c in candidates]), axis=0)
+            truth = min(_truth(c, pool) for c in candidates)
         with np.errstate(invalid="ignore"):
             errors = draws - truth if math.isfinite(truth) else np.full(resamples, np.nan)
         low, high = _pivot(steps, errors, confidence)

@@ -1,0 +1,109 @@
+"""Does each phase of the tuning protocol help?  Measured on synthetic studies with a known answer.
+
+Runs :func:`batchlab.analysis.synthetic.simulate_study` (no training: a closed-form model of noisy steps
+to target, ``batchlab.analysis.synthetic``) for several protocols over many design seeds and three
+optimizers (``b_noise`` 30, 100, 300; seed noise ±25%, the size measured on digits-cnn), and prints per
+protocol:
+
+* ``cost``: training steps per study, as a ratio to the first protocol's (the old one);
+* ``|err|``: median ``|log(answer / truth)|`` of a cell's steps, as a percentage;
+* ``bias``: median ``log(answer / truth)``, as a percentage (negative: too optimistic);
+* ``cover``: share of cells whose 95% interval contains the truth (replicated protocols only);
+* ``B_noise 1.3x``: share of (optimizer, pair of design seeds) whose B_noise agree within 1.3×;
+* ``B_noise err``: median ``|log(B_noise / truth)|`` as a percentage.
+
+The old protocol's answer is the best single trial; replicated protocols answer the median over
+seeds of the best candidate (:mod:`batchlab.analysis.uncertainty`).
+
+Usage (about a minute)::
+
+    PYTHONPATH=src python benchmarks/bench_protocol.py [--studies 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+
+import numpy as np
+
+from batchlab.analysis.uncertainty import critical_interval, estimate_cells, fit_b_noise
+from batchlab.study.protocol import Tuning
+from batchlab.analysis.synthetic import SyntheticOptimizer, simulate_study
+
+BATCH_SIZES = (16, 64, 256, 1024)
+B_NOISES = (30.0, 100.0, 300.0)
+BUDGET = 10_000
+
+PROTOCOLS = {
+    "old: explore 6": Tuning(explore=6, rounds=6),
+    "old: explore 16": Tuning(explore=16, rounds=8),
+    "explore 6 + replicate 2x3": Tuning(explore=6, rounds=2, candidates=2, seeds=3),
+    "explore 6 + refine 4 + replicate 2x3": Tuning(explore=6, rounds=2, refine=4, warm_start=False,
+                                                    candidates=2, seeds=3),
+    "explore 6 + refine 4 (warm) + replicate 2x3": Tuning(explore=6, rounds=2, refine=4, candidates=2, seeds=3),
+    "explore 6 + refine 4 (warm) + replicate 1x5": Tuning(explore=6, rounds=2, refine=4, candidates=1, seeds=5),
+    "explore 8 + refine 8 (warm) + replicate 2x3": Tuning(explore=8, rounds=2, refine=8, candidates=2, seeds=3),
+}
+
+
+def evaluate(tuning: Tuning, studies: int, search_noise: bool = True) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    errors, covered, b_covered, cost = [], [], [], 0
+    b_noise: dict[float, list[float]] = {b: [] for b in B_NOISES}
+    for seed in range(studies):
+        per_optimizer = []
+        for b in B_NOISES:
+            model = SyntheticOptimizer(b_noise=b)
+            cells = simulate_study(model, tuning, BATCH_SIZES, budget=BUDGET, seed=seed * 1000 + int(b))
+            cost += sum(c.steps_run for c in cells)
+            per_optimizer.append((model, cells))
+        if tuning.replicated:
+            flat = [c.as_cell() if search_noise else list(c.candidates) for _, cells in per_optimizer for c in cells]
+            estimates = estimate_cells(flat, rng=rng, resamples=400)
+            for k, (model, cells) in enumerate(per_optimizer):
+                mine = estimates[4 * k:4 * k + 4]
+                for e, c in zip(mine, cells):
+                    truth = model.truth(c.batch_size)
+                    errors.append(math.log(e.steps / truth))
+                    covered.append(e.low <= truth <= e.high)
+                point, low, high = critical_interval(BATCH_SIZES, mine)
+                b_noise[model.b_noise].append(point)
+                b_covered.append(low <= model.b_noise <= high)
+        else:
+            for model, cells in per_optimizer:
+                answers = np.array([c.best_trial for c in cells])
+                errors += [math.log(a / model.truth(c.batch_size)) for a, c in zip(answers, cells)]
+                with np.errstate(divide="ignore"):
+                    fitted = float(fit_b_noise(np.array(BATCH_SIZES, float), np.log(answers))) \
+                        if np.isfinite(answers).sum() >= 3 else math.nan
+                b_noise[model.b_noise].append(fitted)
+    errors = np.array(errors)
+    agree, b_err = [], []
+    for truth, values in b_noise.items():
+        values = np.array(values)
+        b_err += list(np.abs(np.log(values / truth)))
+        for x, y in itertools.combinations(values, 2):
+            agree.append(bool(np.isfinite(x) and np.isfinite(y) and max(x / y, y / x) <= 1.3))
+    return {"cost": cost / studies, "err": float(np.median(np.abs(errors[np.isfinite(errors)]))),
+            "bias": float(np.median(errors)), "cover": float(np.mean(covered)) if covered else math.nan,
+            "agree": float(np.mean(agree)), "b_cover": float(np.mean(b_covered)) if b_covered else math.nan, "b_err": float(np.nanmedian(b_err))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--studies", type=int, default=60)
+    args = parser.parse_args()
+    rows = {name: evaluate(t, args.studies) for name, t in PROTOCOLS.items()}
+    base = next(iter(rows.values()))["cost"]
+    print(f"{'protocol':46s} {'cost':>6s} {'|err|':>6s} {'bias':>6s} {'cover':>6s} {'B_noise 1.3x':>13s} "
+          f"{'B_noise err':>12s} {'B cover':>8s}")
+    for name, r in rows.items():
+        cover = "—" if math.isnan(r["cover"]) else f"{r['cover']:.0%}"
+        print(f"{name:46s} {r['cost'] / base:6.2f} {r['err']:6.0%} {r['bias']:+6.0%} {cover:>6s} "
+              f"{r['agree']:13.0%} {r['b_err']:12.0%} {r['b_cover']:8.0%}")
+
+
+if __name__ == "__main__":
+    main()
