@@ -14,6 +14,7 @@ from batchlab.study.frames import trials_frame
 
 from .conftest import nqm_data, to_toml
 
+pytestmark = pytest.mark.slow
 _register()
 CELL = ["optimizer", "batch_size"]
 COMPARED = ["status", "steps_to_target", "steps_run", "final_relative_risk"]
