@@ -28,6 +28,17 @@ def tiny_data(**overrides) -> dict:
     return data
 
 
+def nqm_data(**overrides) -> dict:
+    """A study on ``nqm-sampled`` (the NQM itself, d = 10: each cell compiles in seconds and trains in
+    milliseconds): SGD at B = 16 and 64, 8 trials each, 400-step budget, evaluation every 10 steps;
+    several of its trials reach the target only after a faster earlier one (so pruning prunes)."""
+    data = dict(name="nqm", workload="nqm-sampled", workload_options={"dim": 10}, batch_sizes=[16, 64], trials=8,
+                seed=0, eval_every=10, prune=False, budget={"steps": 400},
+                optimizers={"sgd": {"search": {"learning_rate": [0.05, 3.0]}}})
+    data.update(overrides)
+    return data
+
+
 def to_toml(data: dict) -> str:
     """A minimal TOML writer for spec dicts (scalars, lists, nested tables)."""
 
@@ -62,6 +73,10 @@ def jax_cache(tmp_path_factory) -> pathlib.Path:
     return tmp_path_factory.mktemp("jax-cache")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(monkeypatch, jax_cache):
-    monkeypatch.setenv("BATCHLAB_CACHE", str(jax_cache))
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_cache(jax_cache):
+    # module-scoped and autouse, so it is set before the modules' own module-scoped fixtures (which
+    # run studies and start Dask workers) and undone after each module of this folder
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BATCHLAB_CACHE", str(jax_cache))
+        yield

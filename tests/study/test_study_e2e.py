@@ -1,5 +1,6 @@
 """End-to-end studies on a real workload (digits-cnn, the quick preset cut down): local and Dask
-executors agree, a SIGKILL loses nothing finished, pruning keeps the best steps, CLI and demo."""
+(thread workers) executors agree, a SIGKILL loses nothing finished, CLI and demo.  Pruning is tested
+in test_pruning.py (this tiny spec never prunes), process workers in test_dask_executor.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from batchlab.cli import _register, app
-from batchlab.study import RunOptions, load_spec, run_study
+from batchlab.study import load_spec, run_study
 from batchlab.study.design import make_design
 from batchlab.study.executors import DaskExecutor
 from batchlab.study.frames import trials_frame, tracks_frame
@@ -88,19 +89,6 @@ def test_dask_local_cluster_gives_identical_results(local_run, tiny, tmp_path):
     assert sorted(local.index) == sorted(dask.index)
     assert local.loc[dask.index, COMPARED].equals(dask[COMPARED])
     assert dask["worker"].str.startswith("tcp://127.0.0.1:").all()
-
-
-def test_pruning_keeps_every_best_steps_and_runs_fewer_steps(local_run, tiny, tmp_path):
-    folder, unpruned = local_run
-    summary = run_study(load_spec(tiny), tmp_path, options=RunOptions(prune=True))
-    plain, pruned = _by_id(folder), _by_id(tmp_path)
-    best = lambda t: t[t["status"] == "reached"].groupby(["optimizer", "batch_size"])["steps_to_target"].min()  # noqa: E731
-    assert best(plain).equals(best(pruned))
-    assert summary.steps_run <= unpruned.steps_run
-    for trial_id, row in pruned[pruned["status"] == "pruned"].iterrows():
-        assert row["steps_run"] == row["prune_at_step"]
-        before = plain.loc[trial_id]  # unpruned, it would not have beaten the bound
-        assert before["status"] != "reached" or before["steps_to_target"] > row["prune_at_step"]
 
 
 def _finished(db_path):

@@ -71,13 +71,20 @@ class DaskExecutor:
         scheduler: scheduler address, e.g. ``"tcp://10.0.0.5:8786"``; ``None`` starts a LocalCluster.
         workers: LocalCluster size (default 2).
         processes: LocalCluster workers as processes (``False``: threads of this process; for tests).
-        timeout: seconds to wait for the scheduler and its first worker.
+        timeout: seconds to wait for the scheduler and for its first worker; default: Dask's
+            ``distributed.comm.timeouts.connect`` for the scheduler (30 s unless configured, e.g.
+            ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s``) and 60 s for the first worker.
+
+    A worker that dies while running a trial (killed, out of memory) is handled by Dask: the trial
+    runs again on another worker, up to ``distributed.scheduler.allowed-failures`` (3) deaths; after
+    that its ``KilledWorker`` is recorded as a ``failed`` trial, which the next run retries.  The
+    runner sees one outcome per trial either way, so nothing is stored twice.
     """
 
     scheduler: str | None = None
     workers: int | None = None
     processes: bool = True
-    timeout: float = 60.0
+    timeout: float | None = None
     name: str = "dask"
     _cluster: Any = dataclasses.field(default=None, init=False, repr=False)
     _client: Any = dataclasses.field(default=None, init=False, repr=False)
@@ -87,11 +94,18 @@ class DaskExecutor:
             raise InputError("--workers starts a local cluster; it cannot be combined with --scheduler")
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--workers must be >= 1, got {self.workers}")
+        if self.scheduler is not None:
+            _check_address(self.scheduler)
 
     def start(self) -> None:
-        """Connect to the scheduler (or start the LocalCluster) and wait for a worker."""
+        """Connect to the scheduler and wait for a worker, or start the LocalCluster and wait for all
+        of its workers (once; later calls do nothing until :meth:`close`)."""
+        from dask.config import get as config
+        from dask.utils import parse_timedelta
         from distributed import Client, LocalCluster
 
+        if self._client is not None:
+            return
         if self.scheduler is None:
             self._cluster = LocalCluster(
                 n_workers=self.workers or 2, threads_per_worker=1, processes=self.processes,
@@ -100,16 +114,21 @@ class DaskExecutor:
             )
             self._client = Client(self._cluster)
         else:
+            connect = self.timeout
+            if connect is None:
+                connect = parse_timedelta(config("distributed.comm.timeouts.connect"), "s")
             try:
-                self._client = Client(self.scheduler, timeout=self.timeout)
-            except (OSError, TimeoutError) as error:
-                raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: "
-                                 f"{' '.join(str(error).split())}") from None
+                self._client = Client(self.scheduler, timeout=connect)
+            except (OSError, TimeoutError, ValueError, TypeError) as error:  # refused, timed out, unusable scheme
+                raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {_line(error)}") from None
+        wait = 60.0 if self.timeout is None else self.timeout
+        expected = 1 if self.scheduler is not None else self.workers or 2  # run() counts the slots once
         try:
-            self._client.wait_for_workers(1, timeout=self.timeout)
+            self._client.wait_for_workers(expected, timeout=wait)
         except TimeoutError:
             self.close()
-            raise InputError(f"no Dask worker joined within {self.timeout:g} s") from None
+            raise InputError(f"no Dask worker joined within {wait:g} s" if expected == 1 else
+                             f"fewer than {expected} Dask workers started within {wait:g} s") from None
 
     def close(self) -> None:
         if self._client is not None:
@@ -153,12 +172,30 @@ class DaskExecutor:
                 future.cancel()
 
 
+def _line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _check_address(address: str) -> None:
+    """Reject a scheduler address Dask cannot parse (``notanaddress``, ``tcp://host:port99``)."""
+    from distributed.comm.addressing import get_address_host_port
+
+    try:
+        _, port = get_address_host_port(address)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"invalid Dask scheduler address {address!r} ({_line(error)}); "
+                         "expected e.g. tcp://10.0.0.5:8786") from None
+    if not 0 < port < 65536:
+        raise InputError(f"invalid Dask scheduler address {address!r} (port {port} is not in 1..65535)")
+
+
 def _result(future: Any, task: dict[str, Any]) -> dict[str, Any]:
-    """The outcome dict, or a ``failed`` one when the worker itself failed (died, lost)."""
+    """The outcome dict, or a ``failed`` one when the worker itself failed (``KilledWorker``: it died
+    running the trial more often than the scheduler allows; a lost connection)."""
     try:
         return future.result()
     except Exception as error:  # noqa: BLE001 (a lost worker fails the trial, the study goes on)
-        message = " ".join(f"{type(error).__name__}: {error}".split())[:500] or "worker failed"
+        message = f"{type(error).__name__}: {_line(error)}"[:500]
         return TrialOutcome(
             id=task["id"], status="failed", steps_to_target=None, steps_run=0,
             prune_at_step=task.get("prune_at_step"), best_ema_decay=None, final_metrics={},
