@@ -10,7 +10,9 @@ protocol:
 * ``bias``: median ``log(answer / truth)``, as a percentage (negative: too optimistic);
 * ``cover``: share of cells whose 95% interval contains the truth (replicated protocols only);
 * ``B_noise 1.3x``: share of (optimizer, pair of design seeds) whose B_noise agree within 1.3×;
-* ``B_noise err``: median ``|log(B_noise / truth)|`` as a percentage.
+* ``B_noise err``: median ``|log(B_noise / truth)|`` as a percentage;
+* ``B cover``: share of optimizers whose 95% B_noise interval contains the truth;
+* ``width``: median ratio high / low of a cell's 95% interval.
 
 The old protocol's answer is the best single trial; replicated protocols answer the median over
 seeds of the best candidate (:mod:`batchlab.analysis.uncertainty`).
@@ -50,7 +52,7 @@ PROTOCOLS = {
 
 def evaluate(tuning: Tuning, studies: int, search_noise: bool = True) -> dict[str, float]:
     rng = np.random.default_rng(0)
-    errors, covered, b_covered, cost = [], [], [], 0
+    errors, covered, b_covered, widths, cost = [], [], [], [], 0
     b_noise: dict[float, list[float]] = {b: [] for b in B_NOISES}
     for seed in range(studies):
         per_optimizer = []
@@ -68,6 +70,7 @@ def evaluate(tuning: Tuning, studies: int, search_noise: bool = True) -> dict[st
                     truth = model.truth(c.batch_size)
                     errors.append(math.log(e.steps / truth))
                     covered.append(e.low <= truth <= e.high)
+                    widths.append(e.high / e.low if e.low > 0 else math.inf)
                 point, low, high = critical_interval(BATCH_SIZES, mine)
                 b_noise[model.b_noise].append(point)
                 b_covered.append(low <= model.b_noise <= high)
@@ -88,7 +91,8 @@ def evaluate(tuning: Tuning, studies: int, search_noise: bool = True) -> dict[st
             agree.append(bool(np.isfinite(x) and np.isfinite(y) and max(x / y, y / x) <= 1.3))
     return {"cost": cost / studies, "err": float(np.median(np.abs(errors[np.isfinite(errors)]))),
             "bias": float(np.median(errors)), "cover": float(np.mean(covered)) if covered else math.nan,
-            "agree": float(np.mean(agree)), "b_cover": float(np.mean(b_covered)) if b_covered else math.nan, "b_err": float(np.nanmedian(b_err))}
+            "agree": float(np.mean(agree)), "b_cover": float(np.mean(b_covered)) if b_covered else math.nan,
+            "width": float(np.median(widths)) if widths else math.nan, "b_err": float(np.nanmedian(b_err))}
 
 
 def main() -> None:
@@ -98,11 +102,11 @@ def main() -> None:
     rows = {name: evaluate(t, args.studies) for name, t in PROTOCOLS.items()}
     base = next(iter(rows.values()))["cost"]
     print(f"{'protocol':46s} {'cost':>6s} {'|err|':>6s} {'bias':>6s} {'cover':>6s} {'B_noise 1.3x':>13s} "
-          f"{'B_noise err':>12s} {'B cover':>8s}")
+          f"{'B_noise err':>12s} {'B cover':>8s} {'width':>6s}")
     for name, r in rows.items():
         cover = "—" if math.isnan(r["cover"]) else f"{r['cover']:.0%}"
         print(f"{name:46s} {r['cost'] / base:6.2f} {r['err']:6.0%} {r['bias']:+6.0%} {cover:>6s} "
-              f"{r['agree']:13.0%} {r['b_err']:12.0%} {r['b_cover']:8.0%}")
+              f"{r['agree']:13.0%} {r['b_err']:12.0%} {r['b_cover']:8.0%} {r['width']:6.2f}")
 
 
 if __name__ == "__main__":

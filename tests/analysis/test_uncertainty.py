@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -124,3 +125,53 @@ def test_the_minimum_over_single_seed_trials_would_not_cover():
     ((math.nan, math.nan), (30, 40), True, "inconclusive")])
 def test_verdicts_follow_the_intervals(a, b, smaller, verdict):
     assert compare_intervals(a, b, smaller=smaller) == verdict
+
+
+def _frame_of(optimizer, cells):
+    """A trials frame (the store's columns the replicated analysis reads) from synthetic cells."""
+    rows = []
+    for cell in cells:
+        ids = [f"{optimizer}-{cell.batch_size}-s{i}" for i in range(cell.search.size)]
+        for i, steps in enumerate(cell.search):
+            rows.append({"id": ids[i], "optimizer": optimizer, "batch_size": cell.batch_size, "phase": "explore",
+                         "round": 0, "trial_index": i, "origin": None, "hp_learning_rate": 0.1 * (i + 1),
+                         "status": "reached" if np.isfinite(steps) else "budget",
+                         "steps_to_target": steps if np.isfinite(steps) else np.nan})
+        for k, (origin, seeds) in enumerate(zip(cell.origins, cell.candidates)):
+            for j, steps in enumerate(seeds):
+                rows.append({"id": f"{ids[origin]}-r{j}", "optimizer": optimizer, "batch_size": cell.batch_size,
+                             "phase": "replicate", "round": 9, "trial_index": 3 * k + j, "origin": ids[origin],
+                             "hp_learning_rate": 0.1 * (origin + 1),
+                             "status": "reached" if np.isfinite(steps) else "budget",
+                             "steps_to_target": steps if np.isfinite(steps) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_a_replicated_study_frame_gives_the_estimates_of_its_cells_and_verdicts():
+    from batchlab.analysis.replicated import replicated_cells, replicated_critical, verdicts
+    from batchlab.analysis.synthetic import SyntheticOptimizer, simulate_study
+    from batchlab.study.protocol import Tuning
+
+    tuning = Tuning(explore=6, rounds=2, refine=4, candidates=2, seeds=3)
+    fast = simulate_study(SyntheticOptimizer(s_min=20, b_noise=3000), tuning, (16, 64, 256, 1024), budget=20_000, seed=1)
+    slow = simulate_study(SyntheticOptimizer(s_min=500, b_noise=10), tuning, (16, 64, 256, 1024), budget=20_000, seed=2)
+    frame = pd.concat([_frame_of("fast", fast), _frame_of("slow", slow)], ignore_index=True)
+    cells, estimates = replicated_cells(frame, resamples=500, seed=0)
+    direct = estimate_cells([c.as_cell() for c in fast + slow], rng=np.random.default_rng(0), resamples=500)
+    np.testing.assert_allclose(cells["steps"], [e.steps for e in direct])
+    np.testing.assert_allclose(cells["steps_low"], [e.low for e in direct])
+    chosen = [c.origins[e.chosen] for c, e in zip(fast + slow, direct)]
+    np.testing.assert_allclose(cells["learning_rate"], [0.1 * (i + 1) for i in chosen])
+    critical = replicated_critical(cells, estimates)
+    table = verdicts(cells, critical)
+    # fast needs ~5x fewer steps at B = 1024: supported; slow needs fewer at B = 16: contradicted
+    at_1024 = table[table["batch_size"] == 1024].iloc[0]
+    assert at_1024["verdict"] == "supported" and at_1024["claim"] == "fast needs fewer steps than slow at B = 1,024"
+    assert table[table["batch_size"] == 16].iloc[0]["verdict"] == "contradicted"
+    fast_row, slow_row = critical.iloc[0], critical.iloc[1]
+    assert fast_row["b_noise_low"] <= 3000 <= fast_row["b_noise_high"]
+    assert slow_row["b_noise_low"] <= 10 <= slow_row["b_noise_high"]
+    claim = table[table["batch_size"].isna()].iloc[0]
+    assert claim["claim"] == "fast's critical batch size is larger than slow's"
+    assert claim["verdict"] == compare_intervals((fast_row["b_noise_low"], fast_row["b_noise_high"]),
+                                                 (slow_row["b_noise_low"], slow_row["b_noise_high"]), smaller=False)

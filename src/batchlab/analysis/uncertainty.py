@@ -127,12 +127,19 @@ def _truth(steps: np.ndarray, pool: np.ndarray) -> float:
 
 
 def _pivot(estimate: float, errors: np.ndarray, confidence: float) -> tuple[float, float]:
-    """``(low, high)`` of the basic bootstrap interval in log space, back on the original scale."""
+    """``(low, high)`` of the basic bootstrap interval in log space, back on the original scale.
+
+    A finite estimate's interval is conditioned on the bootstrap draws in which the estimator gave a
+    finite answer too (a replayed search that reached nothing is no draw of a finite answer); when
+    fewer than half did, the interval is ``(0, inf)``.
+    """
     if not math.isfinite(estimate):
         return (math.nan if math.isnan(estimate) else 0.0), math.inf
     errors = errors[~np.isnan(errors)]
-    if errors.size == 0:
+    finite = errors[np.isfinite(errors)]
+    if finite.size == 0 or finite.size < 0.5 * errors.size:
         return 0.0, math.inf
+    errors = finite
     alpha = (1.0 - confidence) / 2.0
     q_low, q_high = np.quantile(errors, [alpha, 1.0 - alpha], method="inverted_cdf")
     log_estimate = math.log(estimate)
@@ -166,8 +173,10 @@ def _search_draws(cell: Cell, pool: np.ndarray, resamples: int, rng: np.random.G
     """Bootstrap-world log estimates of a cell, search included, and the bootstrap world's log truth.
 
     Every search trial ``t`` gets a centre ``μ_t``: its candidate's centre if it was replicated, else its
-    own log steps.  A draw keeps each trial with probability ``1 − 1/e`` (the distinct trials of a
-    resample with replacement), redraws each kept trial's single seed ``μ_t + r``, takes the
+    own log steps.  A draw keeps each trial with probability 1/2 — an m-out-of-n bootstrap with
+    m = n/2, the standard remedy for bootstrapping an extreme (the full n-out-of-n bootstrap of a
+    minimum is inconsistent; on the synthetic studies of ``benchmarks/bench_protocol.py`` keeping
+    1 − 1/e of the trials covered the truth in 87–91% of cells, keeping 1/2 in 92–95%) — redraws each kept trial's single seed ``μ_t + r``, takes the
     ``len(candidates)`` best as candidates, redraws their seeds, and answers the smallest median —
     the protocol itself, replayed on the configurations the search saw.  The truth is the best
     centre among them.
@@ -180,7 +189,7 @@ def _search_draws(cell: Cell, pool: np.ndarray, resamples: int, rng: np.random.G
         centre[t], share[t] = _centre(np.asarray(c, dtype=np.float64))
     seeds = max(np.asarray(c).size for c in cell.candidates)
     k = len(cell.candidates)
-    keep = rng.random((resamples, trials.size)) < 1.0 - math.exp(-1.0)
+    keep = rng.random((resamples, trials.size)) < 0.5  # m-out-of-n, m = n/2
     single = centre + pool[rng.integers(0, pool.size, size=(resamples, trials.size))]
     single = np.where(keep & np.isfinite(centre), single, np.inf)
     chosen = np.argsort(single, axis=1, kind="stable")[:, :k]  # (R, k)
