@@ -73,6 +73,13 @@ def _foreign(path, good):
     db.close()
 
 
+def _no_tables(path, good):
+    path.unlink()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 7")  # writes the header: a valid SQLite file without tables
+    db.close()
+
+
 def _directory(path, good):
     path.unlink()
     path.mkdir()
@@ -87,6 +94,7 @@ CASES = {
     "text file": (lambda p, g: p.write_text("trials,steps\n1,2\n"), lambda g: "not an SQLite database", COMMANDS),
     "empty file": (lambda p, g: p.write_bytes(b""), lambda g: "empty file", COMMANDS),
     "foreign database": (_foreign, lambda g: "no batchlab tables (foreign database)", COMMANDS),
+    "SQLite without tables": (_no_tables, lambda g: "no tables (an empty SQLite database)", COMMANDS),
     "missing table": (_sql("DROP TABLE curves"), lambda g: "missing table curves", COMMANDS),
     "missing column": (_sql("ALTER TABLE trials DROP COLUMN wall_time"),
                        lambda g: "table trials lacks column wall_time", COMMANDS),
@@ -154,3 +162,15 @@ def test_a_readable_store_still_opens_for_writing_and_keeps_its_rows(good, tmp_p
     with open_store(folder, create=True) as store:
         assert sorted(store.statuses().values()) == ["pending", "reached", "reached", "reached"]
         assert store.incumbents() == good["best"]
+
+
+def test_a_new_store_is_complete_or_absent(tmp_path):
+    """The schema is built beside the store and renamed into place; a draft left by a kill is replaced."""
+    (tmp_path / "study.sqlite.new").write_bytes(b"half-written draft of a killed run")
+    with open_store(tmp_path, create=True) as store:
+        assert store.statuses() == {} and store.spec() is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [DB_NAME]
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"meta", "trials", "tracks", "curves"}

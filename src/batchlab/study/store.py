@@ -390,6 +390,8 @@ def _check_schema(db: sqlite3.Connection, path: pathlib.Path, *, thorough: bool)
     page (``PRAGMA quick_check``) and every row's JSON: the writer never writes into a damaged file."""
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     expected = _columns()
+    if not tables:
+        raise _unreadable(path, "no tables (an empty SQLite database)")
     if not tables & set(expected):
         raise _unreadable(path, "no batchlab tables (foreign database)")
     missing = [table for table in expected if table not in tables]
@@ -466,6 +468,25 @@ def runner_active(folder: str | pathlib.Path) -> bool:
         return False
 
 
+def _create(folder: pathlib.Path, path: pathlib.Path) -> None:
+    """An empty store at ``path``, built beside it and renamed into place: a kill at any moment
+    leaves either no store or a complete one (one writer: the runner holds the folder's lock)."""
+    draft = path.with_name(path.name + ".new")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for leftover in (draft, draft.with_name(draft.name + "-wal"), draft.with_name(draft.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        db = sqlite3.connect(draft, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript(f"BEGIN;\n{_SCHEMA}\nCOMMIT;")
+        finally:
+            db.close()  # the last connection checkpoints: everything is in the main file
+        os.replace(draft, path)
+    except (OSError, sqlite3.Error) as error:
+        raise InputError(f"cannot create the study in {folder}: {error.strerror or error}") from None
+
+
 def open_store(folder: str | pathlib.Path, *, create: bool = False, verify: bool = False) -> StudyStore:
     """Open (or, with ``create``, create) the store in ``folder``.
 
@@ -484,24 +505,17 @@ def open_store(folder: str | pathlib.Path, *, create: bool = False, verify: bool
         if not create:
             raise InputError(f"no study in {folder} (missing {DB_NAME}); run `batchlab study run SPEC --out {folder}`")
         check_output_folder(folder, "study folder")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(f"cannot create the study folder {folder}: {error.strerror or error}") from None
-    else:
-        _check_file(path)
+        _create(folder, path)
+    _check_file(path)
     try:
         db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     except sqlite3.Error as error:
         raise _unreadable(path, str(error)) from None
     try:
-        if not fresh:
-            _check_schema(db, path, thorough=create or verify)
+        _check_schema(db, path, thorough=(create or verify) and not fresh)
         if create:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
-        if fresh:
-            db.executescript(f"BEGIN;\n{_SCHEMA}\nCOMMIT;")  # all tables or none
     except sqlite3.DatabaseError as error:
         db.close()
         raise _unreadable(path, _explain(path, error)) from None
