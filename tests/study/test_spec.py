@@ -58,7 +58,8 @@ EXACT = {
     "negative target": "target must be within the range of the workload's target metric error ([0, 1]), got -1",
     "error target above 1": "target must be within the range of the workload's target metric error ([0, 1]), got 1.5",
     "huge batch size": "batch size must be in [1, 1048576], got 2097152",
-    "huge design": "the design has 120,000 trials (trials × optimizers × batch sizes = 30000 × 2 × 2); at most 100,000",
+    "huge design": "the design has 120,000 trials (trials × optimizers × batch sizes = 30000 × 2 × 2); "
+                   "at most 100,000",
     "example budget beyond 10^9 steps": "budget: 3.12e+13 steps at batch size 32 (examples / B); at most "
                                         "1,000,000,000; set budget.max_steps",
 }

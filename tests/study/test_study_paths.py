@@ -77,7 +77,8 @@ def test_run_out_is_a_file_under_a_file_or_read_only(spec_file, tmp_path, monkey
     file.write_text("keep me")
     run = lambda out: _error(RUNNER.invoke(app, ["study", "run", str(spec_file), "--out", str(out)]))  # noqa: E731
     assert run(file) == f"error: study folder {file} is a file, not a folder"
-    assert run(file / "sub" / "study") == f"error: study folder {file / 'sub' / 'study'} cannot be created: {file} is a file"
+    nested = file / "sub" / "study"
+    assert run(nested) == f"error: study folder {nested} cannot be created: {file} is a file"
     assert file.read_text() == "keep me"
     locked = tmp_path / "locked"
     locked.mkdir()
