@@ -44,6 +44,24 @@ BAD_SPECS = {
     "unknown workload option": (_with(workload_options={"width": 3}), "width"),
     "zero trials": (_with(trials=0), "trials"),
     "ema decays on a plain optimizer": (_with(_set_optimizer("sgd", {"ema_decays": [0.9]})), "ema_decays"),
+    "target nan": (_with(target=float("nan")), "target must be a finite number, got nan"),
+    "negative target": (_with(target=-1.0), "target"),
+    "error target above 1": (_with(target=1.5), "target"),
+    "huge batch size": (_with(batch_sizes=[32, 2**21]), "2097152"),
+    "huge design": (_with(trials=30_000, batch_sizes=[16, 32]), "120,000 trials"),
+    "example budget beyond 10^9 steps": (_with(budget={"examples": 1e15}), "budget"),
+    "name '..'": (_with(name=".."), "cannot name a folder"),
+}
+
+# exact messages of the range checks (the target's range is the target metric's: error rate in [0, 1])
+EXACT = {
+    "negative target": "target must be within the range of the workload's target metric error ([0, 1]), got -1",
+    "error target above 1": "target must be within the range of the workload's target metric error ([0, 1]), got 1.5",
+    "huge batch size": "batch size must be in [1, 1048576], got 2097152",
+    "huge design": "the design has 120,000 trials (trials × optimizers × batch sizes = 30000 × 2 × 2); "
+                   "at most 100,000",
+    "example budget beyond 10^9 steps": "budget: 3.12e+13 steps at batch size 32 (examples / B); at most "
+                                        "1,000,000,000; set budget.max_steps",
 }
 
 
@@ -76,6 +94,24 @@ def test_bad_spec_is_one_line_exit_2_and_touches_nothing(case, tmp_path, existin
     result = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(existing_study)])
     assert result.exit_code == 2
     assert {p.name: _digest(p) for p in existing_study.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("case", sorted(EXACT))
+def test_range_errors_are_exact(case, tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(BAD_SPECS[case][0])
+    result = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {EXACT[case]}"
+
+
+def test_targets_inside_the_metric_range_are_kept():
+    assert parse_spec(tiny_data(target=0.0)).target == 0.0 and parse_spec(tiny_data(target=1)).target == 1.0
+    assert parse_spec(tiny_data(batch_sizes=[2**20])).batch_sizes == (2**20,)
+    assert parse_spec(tiny_data(budget={"examples": 1e15, "max_steps": 500})).budget.steps_for(32) == 500
+    data = tiny_data(workload="nqm-sampled", workload_options={}, target=5.0)  # relative risk: any value >= 0
+    assert parse_spec(data).target == 5.0
+    with pytest.raises(InputError, match=r"relative_risk \(>= 0\), got -0.5"):
+        parse_spec(tiny_data(workload="nqm-sampled", workload_options={}, target=-0.5))
 
 
 def test_a_different_study_in_the_folder_is_rejected_untouched(tmp_path, existing_study):

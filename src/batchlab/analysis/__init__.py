@@ -13,8 +13,10 @@ Example::
 
 from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
 from batchlab.analysis.scaling import (
+    MAX_RESAMPLES,
     best_per_cell,
     bootstrap_minimum,
+    check_resamples,
     critical_batch_sizes,
     effective_rate,
     ema_decay_table,
@@ -22,11 +24,13 @@ from batchlab.analysis.scaling import (
 from batchlab.analysis.study import StudyAnalysis, analyze
 
 __all__ = [
+    "MAX_RESAMPLES",
     "Prediction",
     "StudyAnalysis",
     "analyze",
     "best_per_cell",
     "bootstrap_minimum",
+    "check_resamples",
     "compare_critical",
     "critical_batch_sizes",
     "effective_rate",

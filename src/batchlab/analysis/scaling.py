@@ -18,6 +18,11 @@ Conventions (a trial that did not reach the target counts as infinitely many ste
   has two parameters, so ``B_noise`` is reported only from :data:`MIN_FIT_POINTS` = 3 batch sizes
   that reached the target (two points fit exactly, often with ``B_noise → ∞``); its interval is over
   the resamples in which it is defined.
+* **resamples**: 1 to :data:`MAX_RESAMPLES` = 100,000 per cell (more changes no reported digit and
+  only costs time and memory).
+* Only finished trials enter a cell (``reached``, ``budget``, ``diverged``, ``pruned``); ``finished``
+  says how many of its ``trials`` that is, so an unfinished cell's best steps and share are over
+  the trials finished so far.
 """
 
 from __future__ import annotations
@@ -28,11 +33,27 @@ import numpy as np
 import pandas as pd
 
 from batchlab.critical import critical_batch_size
+from batchlab.errors import InputError
 
-__all__ = ["MIN_FIT_POINTS", "bootstrap_minimum", "best_per_cell", "critical_batch_sizes", "ema_decay_table", "effective_rate"]
+__all__ = ["MAX_RESAMPLES", "MIN_FIT_POINTS", "bootstrap_minimum", "best_per_cell", "check_resamples",
+           "critical_batch_sizes", "ema_decay_table", "effective_rate"]
 
 _FINISHED = ("reached", "budget", "diverged", "pruned")
 MIN_FIT_POINTS = 3
+MAX_RESAMPLES = 100_000
+_BLOCK = 1 << 22  # resampled indices held at once (32 MiB)
+
+
+def check_resamples(resamples: int, name: str = "resamples") -> int:
+    """``resamples`` if it is an integer in ``[1, MAX_RESAMPLES]``.
+
+    Raises:
+        InputError: otherwise (one line naming ``name``).
+    """
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) \
+            or not 1 <= resamples <= MAX_RESAMPLES:
+        raise InputError(f"{name} must be an integer in [1, {MAX_RESAMPLES:,}], got {resamples!r}")
+    return int(resamples)
 
 
 def bootstrap_minimum(steps: np.ndarray, *, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -40,8 +61,9 @@ def bootstrap_minimum(steps: np.ndarray, *, resamples: int, rng: np.random.Gener
     steps = np.asarray(steps, dtype=np.float64)
     if steps.size == 0:
         return np.full(resamples, np.inf)
-    index = rng.integers(0, steps.size, size=(resamples, steps.size))
-    return steps[index].min(axis=1)
+    rows = max(1, _BLOCK // steps.size)  # blocks of rows draw the same numbers as one call
+    return np.concatenate([steps[rng.integers(0, steps.size, size=(min(rows, resamples - start), steps.size))]
+                           .min(axis=1) for start in range(0, resamples, rows)])
 
 
 def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -80,7 +102,11 @@ def best_per_cell(trials: pd.DataFrame, *, confidence: float = 0.95, resamples: 
         resamples: bootstrap resamples per cell.
         seed: of the bootstrap.
         order: optimizer order of the rows (default: first appearance).
+
+    Raises:
+        InputError: ``resamples`` outside ``[1, MAX_RESAMPLES]``.
     """
+    resamples = check_resamples(resamples)
     rng = np.random.default_rng(seed)
     hp_columns = [c for c in trials.columns if c.startswith("hp_")]
     rows = []
@@ -123,8 +149,13 @@ def critical_batch_sizes(trials: pd.DataFrame, *, tolerance: float = 0.2, confid
     Returns:
         One row per optimizer: ``points`` (batch sizes that reached), ``s_min``, ``b_noise``,
         ``b_noise_low/high``, ``fit_residual``, ``overhead``, ``overhead_low/high``,
-        ``overhead_interpolated`` (+ ``_low/_high``), ``tolerance``.
+        ``overhead_interpolated`` (+ ``_low/_high``), ``tolerance``, ``complete`` (every trial of
+        every cell finished).
+
+    Raises:
+        InputError: ``resamples`` outside ``[1, MAX_RESAMPLES]``.
     """
+    resamples = check_resamples(resamples)
     rng = np.random.default_rng(seed)
     order = order or list(dict.fromkeys(trials["optimizer"]))
     rows = []
@@ -150,7 +181,7 @@ def critical_batch_sizes(trials: pd.DataFrame, *, tolerance: float = 0.2, confid
                "b_noise": point.fit.b_noise if fitted else math.nan,
                "fit_residual": point.fit.residual if fitted else math.nan,
                "overhead": point.overhead, "overhead_interpolated": point.overhead_interpolated,
-               "tolerance": tolerance}
+               "tolerance": tolerance, "complete": bool(sub["status"].isin(_FINISHED).all())}
         for name, values in samples.items():
             row[f"{name}_low"], row[f"{name}_high"] = _interval(np.asarray(values, dtype=np.float64), confidence)
         rows.append(row)

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 
 from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
-from batchlab.analysis.scaling import best_per_cell, critical_batch_sizes, ema_decay_table
-from batchlab.study.frames import study_spec, trials_frame, tracks_frame
-from batchlab.study.store import open_store
+from batchlab.analysis.scaling import best_per_cell, check_resamples, critical_batch_sizes, ema_decay_table
+from batchlab.study.frames import mark_interrupted, study_spec, trials_frame, tracks_frame
+from batchlab.study.store import FINISHED, open_store
 
 __all__ = ["StudyAnalysis", "analyze"]
 
@@ -23,7 +23,8 @@ class StudyAnalysis:
     Attributes:
         folder: the study folder.
         spec: the stored canonical spec.
-        trials: one row per trial (:func:`batchlab.study.frames.trials_frame`).
+        trials: one row per trial (:func:`batchlab.study.frames.trials_frame`; ``running`` trials
+            whose runner died show as ``interrupted``).
         best: one row per (optimizer, batch size) (:func:`batchlab.analysis.best_per_cell`).
         critical: one row per optimizer (:func:`batchlab.analysis.critical_batch_sizes`).
         ema: best steps per EMA decay (:func:`batchlab.analysis.ema_decay_table`).
@@ -41,6 +42,16 @@ class StudyAnalysis:
     prediction_vs_measured: pd.DataFrame
 
     @property
+    def finished(self) -> int:
+        """Trials finished (reached, budget, diverged or pruned); the rest run on resume."""
+        return int(self.trials["status"].isin(FINISHED).sum())
+
+    @property
+    def complete(self) -> bool:
+        """Whether every trial of the study has finished."""
+        return self.finished == len(self.trials)
+
+    @property
     def optimizers(self) -> list[str]:
         return [o["name"] for o in self.spec.get("optimizers", [])] or list(dict.fromkeys(self.trials["optimizer"]))
 
@@ -50,12 +61,15 @@ def analyze(folder: str | pathlib.Path, *, confidence: float = 0.95, resamples: 
     """Analyse the study in ``folder`` (see :mod:`batchlab.analysis.scaling` for definitions).
 
     Raises:
-        InputError: no study in ``folder``, or a malformed prediction file.
+        InputError: no readable study in ``folder``, resamples outside ``[1, MAX_RESAMPLES]``, or a
+            malformed prediction file.
     """
+    check_resamples(resamples, "resamples")
+    check_resamples(critical_resamples, "critical_resamples")
     folder = pathlib.Path(folder)
     with open_store(folder) as store:
         spec = study_spec(store)
-        trials = trials_frame(store)
+        trials = mark_interrupted(trials_frame(store), folder)
         tracks = tracks_frame(store)
     order = [o["name"] for o in spec.get("optimizers", [])] or None
     best = best_per_cell(trials, confidence=confidence, resamples=resamples, seed=seed, order=order)

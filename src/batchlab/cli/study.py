@@ -34,9 +34,11 @@ def run_command(
     from batchlab.report.console import RunDisplay, summary_line
     from batchlab.study import RunOptions, default_folder, load_spec, resolve_spec, run_study
 
+    if out is not None and not out.strip():
+        raise InputError("--out must not be empty (omit it for runs/<name>)")
     path = resolve_spec(spec)
     study = load_spec(path)
-    folder = pathlib.Path(out) if out else default_folder(study)
+    folder = pathlib.Path(out) if out is not None else default_folder(study)
     if executor is None:
         executor = "dask" if scheduler is not None or workers is not None else "local"
     options = RunOptions(executor=executor, scheduler=scheduler, workers=workers, prune=prune)
@@ -68,14 +70,17 @@ def status_command(folder: str = typer.Argument(..., help="study folder")) -> No
 @guarded
 def report_command(
     folder: str = typer.Argument(..., help="study folder"),
-    resamples: int = typer.Option(1000, "--resamples", help="bootstrap resamples per batch size"),
+    resamples: int = typer.Option(1000, "--resamples", help="bootstrap resamples per batch size (1 to 100,000)"),
 ) -> None:
     """Figures, tables and one self-contained HTML report in FOLDER/report (plus CSV/Parquet exports)."""
+    from batchlab.analysis import MAX_RESAMPLES
     from batchlab.report import write_report
 
-    if resamples < 1:
-        raise InputError(f"--resamples must be >= 1, got {resamples}")
+    if not 1 <= resamples <= MAX_RESAMPLES:
+        raise InputError(f"--resamples must be in [1, {MAX_RESAMPLES:,}], got {resamples:,}")
     files = write_report(folder, resamples=resamples)
+    if files.unfinished:
+        Console().print(files.unfinished, highlight=False, soft_wrap=True)
     Console().print(f"report: {files.html}\nfigures: {len(files.figures)}, tables: {len(files.tables)}, "
                     f"exports: {files.exports[0].parent if files.exports else '-'}", highlight=False)
 
@@ -90,6 +95,8 @@ def export_command(
     """Export trials, tracks and curves to CSV and/or Parquet."""
     from batchlab.study.frames import export_study
 
+    if out is not None and not out.strip():
+        raise InputError("--out must not be empty (omit it for FOLDER/export)")
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     bad = [f for f in chosen if f not in ("csv", "parquet")]
     if bad or not chosen:

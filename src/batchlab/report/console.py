@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchlab.report.tables import fmt_steps
-from batchlab.study.frames import study_spec, trials_frame
+from batchlab.study.frames import mark_interrupted, study_spec, trials_frame
 from batchlab.study.store import open_store
 
 __all__ = ["RunDisplay", "status_table", "summary_line"]
@@ -73,13 +73,15 @@ def summary_line(summary: Any) -> str:
 def status_table(folder: str | pathlib.Path) -> tuple[dict, Table]:
     """The spec and a rich table: per (optimizer, batch size) trial counts by status and best steps.
 
-    ``failed`` and ``running`` columns appear only when some trial has that status.
+    ``failed``, ``running`` and ``interrupted`` columns appear only when some trial has that
+    status; a trial stored as running while no runner holds the folder's lock is ``interrupted``
+    (its run died; it runs again on resume).
     """
     with open_store(folder) as store:
         spec = study_spec(store)
-        trials = trials_frame(store)
+        trials = mark_interrupted(trials_frame(store), folder)
     statuses = ["reached", "pruned", "diverged", "budget"]
-    statuses += [s for s in ("failed", "running") if (trials["status"] == s).any()]
+    statuses += [s for s in ("failed", "running", "interrupted") if (trials["status"] == s).any()]
     finished = trials["status"].isin(["reached", "pruned", "diverged", "budget"])
     wall = pd.to_numeric(trials["wall_time"]).sum()
     table = Table(title=f"study {spec.get('name', '')} ({spec.get('workload', '')}): {int(finished.sum())}/"

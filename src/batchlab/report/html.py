@@ -2,6 +2,8 @@
 
 :func:`write_report` writes into ``<study>/report/``: ``report.html``, one PNG per figure and one CSV
 per table; and exports the trials, tracks and curves (CSV + Parquet) into ``<study>/export/``.
+A study with unfinished trials gets a banner saying how many are done; its incomplete cells are
+marked in every table (:func:`batchlab.report.tables.unfinished_note`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import pathlib
 
 import pandas as pd
 
-from batchlab.analysis import StudyAnalysis, analyze
+from batchlab.analysis import StudyAnalysis, analyze, check_resamples
+from batchlab.errors import InputError
 from batchlab.plots.study_figures import figures, save_png
-from batchlab.report.tables import NOTES, fmt_number, report_tables
+from batchlab.report.tables import NOTES, fmt_number, report_tables, unfinished_note
 from batchlab.study.frames import export_study
+from batchlab.study.store import check_output_folder, open_store
 
 __all__ = ["ReportFiles", "write_report", "render_html"]
 
@@ -31,6 +35,7 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; max-width: 900px; }
 img { max-width: 100%; } .note { color: #555; font-size: 0.9em; max-width: 900px; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.unfinished { background: #fff3cd; border: 1px solid #e0c060; padding: 0.6em 1em; font-weight: bold; }
 """
 
 _CAPTIONS = {
@@ -46,12 +51,14 @@ _CAPTIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class ReportFiles:
-    """What :func:`write_report` wrote."""
+    """What :func:`write_report` wrote; ``unfinished``: the report's banner for a study with
+    unfinished trials (None when every trial has finished)."""
 
     html: pathlib.Path
     figures: tuple[pathlib.Path, ...]
     tables: tuple[pathlib.Path, ...]
     exports: tuple[pathlib.Path, ...]
+    unfinished: str | None = None
 
 
 def _table_html(frame: pd.DataFrame) -> str:
@@ -92,6 +99,11 @@ def _search_html(spec: dict) -> str:
     return _table_html(pd.DataFrame(rows)) if rows else ""
 
 
+def _banner(analysis: StudyAnalysis) -> list[str]:
+    note = unfinished_note(analysis.finished, len(analysis.trials))
+    return [] if note is None else [f"<p class='unfinished' id='unfinished'>{html.escape(note)}</p>"]
+
+
 def render_html(analysis: StudyAnalysis, images: dict[str, bytes], tables: dict[str, tuple[str, pd.DataFrame]]) -> str:
     """The report as one HTML string (images embedded as ``data:image/png;base64`` URIs)."""
     spec = analysis.spec
@@ -99,6 +111,7 @@ def render_html(analysis: StudyAnalysis, images: dict[str, bytes], tables: dict[
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>batchlab study: {name}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>Batch-size scaling study: {name}</h1>",
+             *_banner(analysis),
              f"<p class='note'>{html.escape(str(spec.get('description', '')))}</p>",
              f"<p class='note'>Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
              f"{html.escape(str(analysis.folder))}. A trial that does not reach the target counts as "
@@ -127,17 +140,35 @@ def write_report(folder: str | pathlib.Path, *, resamples: int = 1000, critical_
                  seed: int = 0) -> ReportFiles:
     """Analyse the study in ``folder`` and write its report (see the module docstring).
 
+    Checks before computing anything: the store (readable), ``resamples`` and
+    ``critical_resamples`` (1 to :data:`batchlab.analysis.MAX_RESAMPLES`), and the output folders
+    ``report/`` and ``export/`` (folders, or creatable, and writable).
+
     Raises:
-        InputError: no study in ``folder`` or a malformed prediction file.
+        InputError: no readable study in ``folder``, resamples out of range, an output folder that
+            is a file, lies under one or is not writable, or a malformed prediction file.
 
     Example:
         >>> files = write_report("runs/quick")  # doctest: +SKIP
         >>> files.html  # doctest: +SKIP
         PosixPath('runs/quick/report/report.html')
     """
+    check_resamples(resamples, "resamples")
+    check_resamples(critical_resamples, "critical_resamples")
     folder = pathlib.Path(folder)
-    analysis = analyze(folder, resamples=resamples, critical_resamples=critical_resamples, seed=seed)
+    open_store(folder).close()  # a missing or unreadable study is the first thing to say
     out = folder / "report"
+    check_output_folder(out, "report folder")
+    check_output_folder(folder / "export", "export folder")
+    analysis = analyze(folder, resamples=resamples, critical_resamples=critical_resamples, seed=seed)
+    try:
+        return _write(analysis, out)
+    except OSError as error:
+        raise InputError(f"cannot write the report in {out}: {error.strerror or error}") from None
+
+
+def _write(analysis: StudyAnalysis, out: pathlib.Path) -> ReportFiles:
+    folder = analysis.folder
     out.mkdir(parents=True, exist_ok=True)
     title = f"{analysis.spec.get('workload', '')}"
     images, figure_paths = {}, []
@@ -157,4 +188,5 @@ def write_report(folder: str | pathlib.Path, *, resamples: int = 1000, critical_
     exports = export_study(folder)
     page = out / "report.html"
     page.write_text(render_html(analysis, images, tables), encoding="utf-8")
-    return ReportFiles(page, tuple(figure_paths), tuple(table_paths), tuple(exports))
+    return ReportFiles(page, tuple(figure_paths), tuple(table_paths), tuple(exports),
+                       unfinished_note(analysis.finished, len(analysis.trials)))

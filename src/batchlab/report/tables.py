@@ -1,4 +1,9 @@
-"""The report's tables, as display-ready data frames (strings), from a :class:`StudyAnalysis`."""
+"""The report's tables, as display-ready data frames (strings), from a :class:`StudyAnalysis`.
+
+A cell (optimizer, batch size) with unfinished trials is marked :data:`INCOMPLETE` after its batch
+size (an optimizer with any such cell, in the critical batch size table); its numbers are over the
+trials finished so far, and the scaling table's ``done`` column says how many.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,28 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["NOTES", "fmt_steps", "fmt_number", "scaling_table", "critical_table", "hyperparameter_table",
-           "ema_table", "compute_table", "status_table", "prediction_table", "report_tables"]
+__all__ = ["INCOMPLETE", "NOTES", "fmt_steps", "fmt_number", "scaling_table", "critical_table",
+           "hyperparameter_table", "ema_table", "compute_table", "status_table", "prediction_table", "report_tables",
+           "unfinished_note"]
+
+INCOMPLETE = "*"
+
+
+def unfinished_note(finished: int, total: int) -> str | None:
+    """``"study unfinished: 37/96 trials done; cells marked * are incomplete ..."``, or None when
+    every trial has finished."""
+    if finished >= total:
+        return None
+    return (f"study unfinished: {finished}/{total} trials done; cells marked {INCOMPLETE} are incomplete "
+            "(their numbers are over the finished trials only)")
+
+
+def _cell_label(size: Any, complete: bool) -> str:
+    return f"{int(size):,}" + ("" if complete else INCOMPLETE)
+
+
+def _cell_labels(best: pd.DataFrame) -> list[str]:
+    return [_cell_label(b, f == t) for b, f, t in zip(best["batch_size"], best["finished"], best["trials"])]
 
 
 def fmt_steps(value: Any) -> str:
@@ -33,10 +58,11 @@ def scaling_table(best: pd.DataFrame) -> pd.DataFrame:
     """Best steps with interval, trial counts and share reached, per (optimizer, batch size)."""
     return pd.DataFrame({
         "optimizer": best["optimizer"],
-        "batch size": best["batch_size"].map(lambda b: f"{int(b):,}"),
+        "batch size": _cell_labels(best),
         "best steps": best["best_steps"].map(fmt_steps),
         "95% interval": [f"[{fmt_steps(lo)}, {fmt_steps(hi)}]" for lo, hi in zip(best["steps_low"], best["steps_high"])],
         "trials": best["trials"],
+        "done": [f"{f}/{t}" for f, t in zip(best["finished"], best["trials"])],
         "reached": best["reached"],
         "pruned": best["pruned"],
         "diverged": best["diverged"],
@@ -49,8 +75,9 @@ def critical_table(critical: pd.DataFrame) -> pd.DataFrame:
     if critical.empty:
         return pd.DataFrame()
     tol = critical["tolerance"].iloc[0]
+    complete = critical["complete"] if "complete" in critical else pd.Series(True, index=critical.index)
     return pd.DataFrame({
-        "optimizer": critical["optimizer"],
+        "optimizer": [o + ("" if c else INCOMPLETE) for o, c in zip(critical["optimizer"], complete)],
         "batch sizes reached": critical["points"],
         "B_noise (hyperbola fit)": critical["b_noise"].map(lambda v: fmt_number(v, 4)),
         "B_noise interval": [f"[{fmt_number(lo, 3)}, {fmt_number(hi, 3)}]"
@@ -68,7 +95,7 @@ def hyperparameter_table(best: pd.DataFrame) -> pd.DataFrame:
     """The winning trial's hyperparameters per (optimizer, batch size) (tuned ones and EMA decay)."""
     hp = [c for c in best.columns if c.startswith("hp_")]
     varying = [c for c in hp if best[c].dropna().astype(str).nunique() > 1 or c == "hp_learning_rate"]
-    out = pd.DataFrame({"optimizer": best["optimizer"], "batch size": best["batch_size"].map(lambda b: f"{int(b):,}"),
+    out = pd.DataFrame({"optimizer": best["optimizer"], "batch size": _cell_labels(best),
                         "winning trial": best["best_trial"].fillna("—")})
     for column in varying:
         out[column.removeprefix("hp_")] = best[column].map(fmt_number)
@@ -79,13 +106,18 @@ def hyperparameter_table(best: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def ema_table(ema: pd.DataFrame) -> pd.DataFrame:
-    """Best steps per tracked EMA decay (columns) per (optimizer, batch size) (rows)."""
+def ema_table(ema: pd.DataFrame, best: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Best steps per tracked EMA decay (columns) per (optimizer, batch size) (rows); cells that
+    ``best`` (:func:`batchlab.analysis.best_per_cell`) shows unfinished are marked."""
     if ema.empty:
         return pd.DataFrame()
     wide = ema.pivot_table(index=["optimizer", "batch_size"], columns="ema_decay", values="best_steps",
                            aggfunc="min").reset_index()
-    out = pd.DataFrame({"optimizer": wide["optimizer"], "batch size": wide["batch_size"].map(lambda b: f"{int(b):,}")})
+    complete = {} if best is None else {(o, int(b)): f == t for o, b, f, t in
+                                        zip(best["optimizer"], best["batch_size"], best["finished"], best["trials"])}
+    out = pd.DataFrame({"optimizer": wide["optimizer"],
+                        "batch size": [_cell_label(b, complete.get((o, int(b)), True))
+                                       for o, b in zip(wide["optimizer"], wide["batch_size"])]})
     for decay in [c for c in wide.columns if c not in ("optimizer", "batch_size")]:
         out[f"γ = {decay:g}"] = wide[decay].map(fmt_steps)
     return out
@@ -110,7 +142,7 @@ def compute_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 def status_table(trials: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
     """Trial counts by status per optimizer (in ``order``) and in total."""
-    statuses = ["reached", "budget", "diverged", "pruned", "failed", "running", "pending"]
+    statuses = ["reached", "budget", "diverged", "pruned", "failed", "running", "interrupted", "pending"]
     counts = trials.groupby("optimizer", sort=False)["status"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=statuses, fill_value=0)
     if order:
@@ -137,7 +169,8 @@ NOTES = {
     "scaling": "Interval: 95% percentile bootstrap over the cell's trials (resample, take the minimum); "
                "its lower end is the best steps itself, an upper end — means more than 2.5% of resamples "
                "held no trial that reached the target. Pruned trials count as not reaching it, so the share "
-               "reached is a lower bound and the upper end conservative.",
+               "reached is a lower bound and the upper end conservative. Shares and best steps are over the "
+               "finished trials (done); a batch size marked * has unfinished trials.",
     "critical_batch_size": "B_noise: least-squares fit of S(B) = S_min (1 + B_noise / B) in log space; overhead: "
                            "the largest batch size whose steps stay within the tolerance of perfect scaling from "
                            "the smallest one (batchlab.critical). Intervals: bootstrap over every cell's trials.",
@@ -156,7 +189,7 @@ def report_tables(analysis: Any) -> dict[str, tuple[str, pd.DataFrame]]:
                     scaling_table(analysis.best)),
         "critical_batch_size": ("Critical batch size per optimizer", critical_table(analysis.critical)),
         "hyperparameters": ("Winning hyperparameters", hyperparameter_table(analysis.best)),
-        "ema_decays": ("Best steps per tracked EMA decay", ema_table(analysis.ema)),
+        "ema_decays": ("Best steps per tracked EMA decay", ema_table(analysis.ema, analysis.best)),
         "compute": ("Measured compute", compute_table(analysis.trials)),
         "prediction": ("NQM prediction vs measurement", prediction_table(analysis.prediction_vs_measured)),
     }

@@ -6,18 +6,20 @@
   final metric as ``final_<name>``.
 * :func:`tracks_frame`: one row per (trial, track): ``main`` or ``ema=γ``, with its status and steps.
 * :func:`curves_frame`: long format ``(trial_id, track, step, metric, value)``.
+
+A row whose JSON cannot be read raises :class:`~batchlab.errors.InputError` naming the trial.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import pandas as pd
 
-from batchlab.study.store import StudyStore, open_store
+from batchlab.errors import InputError
+from batchlab.study.store import StudyStore, check_output_folder, open_store, runner_active
 
-__all__ = ["trials_frame", "tracks_frame", "curves_frame", "study_spec", "export_study"]
+__all__ = ["trials_frame", "tracks_frame", "curves_frame", "study_spec", "export_study", "mark_interrupted"]
 
 
 def _frame(store: StudyStore, table: str) -> pd.DataFrame:
@@ -49,8 +51,9 @@ def trials_frame(source: StudyStore | str | pathlib.Path) -> pd.DataFrame:
     finally:
         if owned:
             store.close()
-    configs = [json.loads(text) for text in raw.pop("config")]
-    finals = [json.loads(text) if isinstance(text, str) else {} for text in raw.pop("final_metrics")]
+    configs = [store.decode_config(text, trial_id) for trial_id, text in zip(raw["id"], raw.pop("config"))]
+    finals = [store.decode(text, where=f"trial {trial_id}", column="final_metrics")
+              for trial_id, text in zip(raw["id"], raw.pop("final_metrics"))]
     hyper = pd.DataFrame([{f"hp_{k}": v for k, v in c["hyperparameters"].items()} for c in configs],
                          index=raw.index)
     final = pd.DataFrame([{f"final_{k}": v for k, v in f.items()} for f in finals], index=raw.index)
@@ -71,7 +74,8 @@ def tracks_frame(source: StudyStore | str | pathlib.Path) -> pd.DataFrame:
         if owned:
             store.close()
     tracks["steps_to_target"] = tracks["steps_to_target"].astype("float64")
-    finals = [json.loads(text) if isinstance(text, str) else {} for text in tracks.pop("final_metrics")]
+    finals = [store.decode(text, where=f"trial {trial_id} track {track}", column="final_metrics")
+              for trial_id, track, text in zip(tracks["trial_id"], tracks["track"], tracks.pop("final_metrics"))]
     final = pd.DataFrame([{f"final_{k}": v for k, v in f.items()} for f in finals], index=tracks.index)
     merged = trials.rename(columns={"id": "trial_id"}).merge(pd.concat([tracks, final], axis=1), on="trial_id")
     return merged.sort_values(["optimizer", "batch_size", "trial_index", "track"]).reset_index(drop=True)
@@ -87,6 +91,15 @@ def curves_frame(source: StudyStore | str | pathlib.Path) -> pd.DataFrame:
             store.close()
 
 
+def mark_interrupted(trials: pd.DataFrame, folder: str | pathlib.Path) -> pd.DataFrame:
+    """``trials`` with status ``running`` shown as ``interrupted`` when no runner holds the lock of
+    ``folder`` (the run that started them died; they run again on resume)."""
+    running = trials["status"] == "running"
+    if not running.any() or runner_active(folder):
+        return trials
+    return trials.assign(status=trials["status"].where(~running, "interrupted"))
+
+
 def export_study(folder: str | pathlib.Path, out: str | pathlib.Path | None = None,
                  formats: tuple[str, ...] = ("csv", "parquet")) -> list[pathlib.Path]:
     """Write ``trials``, ``tracks`` and ``curves`` as CSV and/or Parquet into ``out`` (default
@@ -94,17 +107,24 @@ def export_study(folder: str | pathlib.Path, out: str | pathlib.Path | None = No
 
     Returns:
         The files written.
+
+    Raises:
+        InputError: no readable study in ``folder``; ``out`` is a file, lies under one or is not writable.
     """
     out_dir = pathlib.Path(out) if out is not None else pathlib.Path(folder) / "export"
     with open_store(folder) as store:
+        check_output_folder(out_dir, "export folder")
         frames = {"trials": trials_frame(store), "tracks": tracks_frame(store), "curves": curves_frame(store)}
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, frame in frames.items():
-        if "csv" in formats:
-            written.append(out_dir / f"{name}.csv")
-            frame.to_csv(written[-1], index=False)
-        if "parquet" in formats:
-            written.append(out_dir / f"{name}.parquet")
-            frame.to_parquet(written[-1], index=False)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, frame in frames.items():
+            if "csv" in formats:
+                written.append(out_dir / f"{name}.csv")
+                frame.to_csv(written[-1], index=False)
+            if "parquet" in formats:
+                written.append(out_dir / f"{name}.parquet")
+                frame.to_parquet(written[-1], index=False)
+    except OSError as error:
+        raise InputError(f"cannot write the export in {out_dir}: {error.strerror or error}") from None
     return written

@@ -32,12 +32,21 @@ from batchlab.errors import InputError
 from batchlab.study.design import Trial, make_design
 from batchlab.study.executors import DaskExecutor, Executor, LocalExecutor
 from batchlab.study.spec import StudySpec
-from batchlab.study.store import DB_NAME, FINISHED, StudyStore, TrialOutcome, open_store
+from batchlab.study.store import (
+    DB_NAME,
+    FINISHED,
+    LOCK_NAME,
+    StudyStore,
+    TrialOutcome,
+    check_output_folder,
+    open_store,
+)
 from batchlab.study.trial import DEFAULT_CACHE, task_for
 
-__all__ = ["RunOptions", "RunProgress", "RunSummary", "default_folder", "make_executor", "prepare_run", "run_study"]
+__all__ = ["LOCK_NAME", "RunOptions", "RunProgress", "RunSummary", "default_folder", "make_executor", "prepare_run",
+           "run_study"]
 
-LOCK_NAME = ".study.lock"
+_LOCK_TRIES = 5  # `study status` probes the lock for microseconds: retry briefly before refusing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +127,9 @@ def make_executor(options: RunOptions) -> Executor:
 
 
 def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool = True) -> list[Trial]:
-    """Everything :func:`run_study` checks before writing: the design, the training arguments of
-    every cell, the workload's data (``load_data``) and agreement with a study already in ``folder``.
+    """Everything :func:`run_study` checks before writing: the folder (writable, or creatable), a
+    store already there (readable, every page, and the same study), the design, the training
+    arguments of every cell and the workload's data (``load_data``).
 
     Returns:
         The design.
@@ -129,6 +139,15 @@ def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool 
     """
     from batchlab.train import check_arguments
     from batchlab.train.result import TrainOptions
+
+    folder = pathlib.Path(folder)
+    check_output_folder(folder, "study folder")
+    path = folder / DB_NAME
+    if path.exists() or path.is_symlink():
+        with open_store(folder, verify=True) as store:
+            stored = store.spec()
+        if stored is not None:
+            _check_same_study(stored, spec, folder)
 
     workload = spec.make_workload()
     trials = make_design(spec, workload)
@@ -142,12 +161,6 @@ def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool 
                         options=TrainOptions(ema_decays=tuple(trial.config["ema_decays"][1:])))
     if load_data:
         workload.load()
-    folder = pathlib.Path(folder)
-    if (folder / DB_NAME).is_file():
-        with open_store(folder) as store:
-            stored = store.spec()
-        if stored is not None:
-            _check_same_study(stored, spec, folder)
     return trials
 
 
@@ -163,13 +176,20 @@ def _check_same_study(stored: dict[str, Any], spec: StudySpec, folder: pathlib.P
 @contextlib.contextmanager
 def _exclusive(folder: pathlib.Path) -> Iterator[None]:
     """One runner per folder (an advisory lock the OS releases even on kill -9)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 (held for the whole run)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"another `batchlab study run` is writing {folder}") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 (held for the whole run)
+    except OSError as error:
+        raise InputError(f"cannot write in the study folder {folder}: {error.strerror or error}") from None
+    try:
+        for attempt in range(_LOCK_TRIES):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == _LOCK_TRIES - 1:
+                    raise InputError(f"another `batchlab study run` is writing {folder}") from None
+                time.sleep(0.02)
         yield
     finally:
         handle.close()

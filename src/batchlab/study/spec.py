@@ -8,11 +8,12 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     name = "quick"                    # default: the file's stem
     description = "one line"
     workload = "digits-cnn"           # a registry name (see `batchlab list`)
-    batch_sizes = [16, 64, 256]       # distinct integers >= 1
+    batch_sizes = [16, 64, 256]       # distinct integers in [1, 2^20]
     trials = 6                        # quasi-random trials per (optimizer, batch size)
     seed = 0                          # seeds the design and every trial's training seed
     design = "sobol"                  # or "halton" (both scrambled)
-    target = 0.03                     # default: the workload's target value
+    target = 0.03                     # default: the workload's target value; within the target
+                                      # metric's range (error: [0, 1]; loss, relative_risk: >= 0)
     eval_every = 5                    # default: the workload's evaluation cadence
     prune = true                      # incumbent pruning (see batchlab.study.runner)
 
@@ -37,7 +38,9 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     ema_decays = [0.9, 0.99, 0.999]   # decays tracked in one run (see batchlab.study.design)
 
 Validation rejects unknown keys and names and out-of-range values with one line naming the problem
-(:class:`~batchlab.errors.InputError`), before anything is written.
+(:class:`~batchlab.errors.InputError`), before anything is written.  Limits: at most 100,000 trials
+per cell and in the whole design (trials × optimizers × batch sizes), budgets of at most 10^9 steps
+at every batch size (an example budget needs ``max_steps`` when ``examples / B`` exceeds that).
 """
 
 from __future__ import annotations
@@ -67,7 +70,13 @@ _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes
              "design", "target", "eval_every", "prune", "budget", "optimizers")
 _DESIGNS = ("sobol", "halton")
 _SCALINGS = ("log", "linear", "one_minus_log")
-_MAX_TRIALS = 100_000
+_MAX_TRIALS = 100_000  # per cell, and in the whole design
+_MAX_BATCH_SIZE = 2**20  # a batch is drawn in one piece: larger ones exhaust memory, not the study
+_MAX_STEPS = 10**9
+# Values a target metric can take (every batchlab target metric is "lower is better" and >= 0);
+# a target outside is never reached or reached at step 0.
+_METRIC_RANGES = {"error": (0.0, 1.0)}
+_DEFAULT_METRIC_RANGE = (0.0, math.inf)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +239,8 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
     name = _string(data.get("name", default_name), "name")
     if not name.strip():
         raise InputError("name must not be empty")
+    if name.strip() in (".", "..") or "\x00" in name:
+        raise InputError(f"name {name!r} cannot name a folder (runs/<name>)")
     workload_name = _string(data["workload"], "workload")
     options = data.get("workload_options", {})
     if not isinstance(options, Mapping):
@@ -246,11 +257,25 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
         trials=_integer(data.get("trials", 8), "trials", 1, _MAX_TRIALS),
         seed=_integer(data.get("seed", 0), "seed", 0, 2**63 - 1),
         design=_design(data.get("design", "sobol")),
-        target=None if "target" not in data else _number(data["target"], "target"),
+        target=None if "target" not in data else _target(data["target"], workload.target_metric),
         eval_every=None if "eval_every" not in data else _integer(data["eval_every"], "eval_every", 1, 10**9),
         prune=_boolean(data.get("prune", True), "prune"),
     )
+    _check_size(spec)
     return spec
+
+
+def _check_size(spec: StudySpec) -> None:
+    """The design's size and the largest step budget, which only the whole spec determines."""
+    size = spec.trials * len(spec.optimizers) * len(spec.batch_sizes)
+    if size > _MAX_TRIALS:
+        raise InputError(f"the design has {size:,} trials (trials × optimizers × batch sizes = {spec.trials} × "
+                         f"{len(spec.optimizers)} × {len(spec.batch_sizes)}); at most {_MAX_TRIALS:,}")
+    smallest = min(spec.batch_sizes)
+    steps = spec.budget.steps_for(smallest)
+    if steps > _MAX_STEPS:
+        raise InputError(f"budget: {steps:.3g} steps at batch size {smallest} (examples / B); at most {_MAX_STEPS:,}; "
+                         "set budget.max_steps")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -288,6 +313,16 @@ def _number(value: Any, name: str) -> float:
     return float(value)
 
 
+def _target(value: Any, metric: str) -> float:
+    target = _number(value, "target")
+    low, high = _METRIC_RANGES.get(metric, _DEFAULT_METRIC_RANGE)
+    if not low <= target <= high:
+        interval = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise InputError(f"target must be within the range of the workload's target metric {metric} "
+                         f"({interval}), got {target:g}")
+    return target
+
+
 def _design(value: Any) -> str:
     if value not in _DESIGNS:
         raise InputError(f"design must be one of {', '.join(_DESIGNS)}, got {value!r}")
@@ -305,7 +340,7 @@ def _batch_sizes(value: Any) -> tuple[int, ...]:
         raise InputError(f"batch_sizes must be a list of integers, got {value!r}")
     if not value:
         raise InputError("batch_sizes must not be empty")
-    sizes = [_integer(b, "batch size", 1, 2**31 - 1) for b in value]
+    sizes = [_integer(b, "batch size", 1, _MAX_BATCH_SIZE) for b in value]
     duplicates = sorted({b for b in sizes if sizes.count(b) > 1})
     if duplicates:
         raise InputError(f"batch_sizes: {duplicates[0]} appears more than once")
