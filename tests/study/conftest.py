@@ -19,8 +19,9 @@ def quick_data() -> dict:
 
 def tiny_data(**overrides) -> dict:
     """The quick preset cut down for tests: 2 optimizers (one with EMA tracks), 2 batch sizes,
-    2 trials, 100-step budget, no pruning (so every trial's record is order-independent)."""
+    2 explore trials (no refinement or replication), 100-step budget, no pruning."""
     data = copy.deepcopy(quick_data())
+    data.pop("tuning", None)  # plain exploration: the protocol's phases are tested on nqm-sampled
     data.update(name="tiny", batch_sizes=[32, 128], trials=2, prune=False, budget={"steps": 100})
     data["optimizers"] = {"sgd": data["optimizers"]["sgd"],
                           "momentum+ema": dict(data["optimizers"]["momentum"], ema_decays=[0.9, 0.99])}

@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -135,16 +136,20 @@ def test_a_killed_worker_beyond_allowed_failures_is_a_failed_trial_the_next_run_
     client.run(_kill_after_training(str(marker)))
     folder = tmp_path / "study"
     first = run_study(load_spec(spec_path), folder, executor=DaskExecutor(scheduler=cluster.scheduler_address))
-    assert (first.ran, first.failed, first.counts["failed"]) == (TRIALS, 1, 1)
+    # the run ends with the round that failed (later rounds are designed and bounded from complete results)
+    first_round = TRIALS // min(3, TRIALS)
+    assert (first.ran, first.failed, first.counts["failed"]) == (first_round, 1, 1)
     frame = _stored(folder)
     trial_id, _ = _killed_trial(frame, marker)
     assert frame.loc[trial_id, "status"] == "failed" and frame.loc[trial_id, "error"].startswith("KilledWorker: ")
     others = frame.drop(index=trial_id)
-    assert others["status"].isin(FINISHED).all()
-    assert local.loc[others.index, COMPARED].equals(others[COMPARED])
+    done = others[others["status"].isin(FINISHED)]
+    assert len(done) == first_round - 1 and (others.drop(index=done.index)["status"] == "pending").all()
+    # (values, not dtypes: the pending rows leave this frame's metric columns with missing values)
+    pd.testing.assert_frame_equal(local.loc[done.index, COMPARED], done[COMPARED], check_dtype=False)
 
     second = run_study(load_spec(spec_path), folder, executor=DaskExecutor(scheduler=cluster.scheduler_address))
-    assert (second.skipped, second.ran, second.failed) == (TRIALS - 1, 1, 0)
+    assert (second.skipped, second.ran, second.failed) == (first_round - 1, TRIALS - first_round + 1, 0)
     frame = _stored(folder)
     assert frame["status"].isin(FINISHED).all()
     assert local.loc[frame.index, COMPARED].equals(frame[COMPARED])

@@ -49,12 +49,15 @@ def test_pruning_prunes_and_keeps_every_cells_best_steps(runs):
     assert steps["pruned"] < steps["plain"]
 
 
-def test_each_bound_is_the_best_steps_recorded_before_the_trial(runs):
+def test_each_bound_is_the_best_steps_of_the_earlier_rounds(runs):
+    """8 trials in min(3, 8) = 3 rounds (trial i in round 3i // 8): a trial's bound is the fewest
+    steps of its cell's trials in earlier rounds, whatever finished first."""
     pruned = runs["prune"][0]
+    assert list(pruned.sort_values(["batch_size", "trial_index"])["round"][:8]) == [0, 0, 0, 1, 1, 1, 2, 2]
     final_best = _best(pruned)
     for trial_id, row in pruned.iterrows():
         cell = pruned[(pruned["optimizer"] == row["optimizer"]) & (pruned["batch_size"] == row["batch_size"])]
-        earlier = cell[(cell["status"] == "reached") & (cell["finished_at"] < row["started_at"])]
+        earlier = cell[(cell["status"] == "reached") & (cell["round"] < row["round"])]
         if earlier.empty:
             assert math.isnan(row["prune_at_step"]), trial_id
             continue
@@ -65,16 +68,17 @@ def test_each_bound_is_the_best_steps_recorded_before_the_trial(runs):
 
 
 def test_each_pruned_record_follows_from_the_unpruned_run(runs):
-    """Trials run in index order within a cell, so the bound of trial k is the fewest steps any
-    trial j < k needed without pruning; a trial is pruned exactly when it would not have reached the
+    """The bound of a trial is the fewest steps any trial of an earlier round needed without pruning
+    (a pruned trial never needed fewer); a trial is pruned exactly when it would not have reached the
     target by then, and otherwise reaches (or diverges) as it does unpruned."""
     plain, pruned = runs["no-prune"][0], runs["prune"][0]
     eval_every = nqm_data()["eval_every"]
     assert sorted(plain.index) == sorted(pruned.index)
     for _, cell in plain.sort_values("trial_index").groupby(CELL):
-        bound = None
         for trial_id, unpruned in cell.iterrows():
             row = pruned.loc[trial_id]
+            earlier = cell[(cell["status"] == "reached") & (cell["round"] < unpruned["round"])]
+            bound = int(earlier["steps_to_target"].min()) if len(earlier) else None
             if bound is None:
                 assert math.isnan(row["prune_at_step"]), trial_id
                 assert row[COMPARED].equals(unpruned[COMPARED]), trial_id
@@ -86,5 +90,3 @@ def test_each_pruned_record_follows_from_the_unpruned_run(runs):
                 assert row["status"] in ("diverged", "pruned") and row["steps_run"] <= bound, trial_id
             else:
                 assert (row["prune_at_step"], row["status"], row["steps_run"]) == (bound, "pruned", bound), trial_id
-            if unpruned["status"] == "reached":
-                bound = min(bound or math.inf, int(unpruned["steps_to_target"]))

@@ -20,7 +20,7 @@ RUNNER = CliRunner()
 
 
 def _with(path_edit=None, **overrides):
-    data = tiny_data(**overrides)
+    data = {k: v for k, v in tiny_data(**overrides).items() if v is not None}  # None: leave the key out
     if path_edit:
         path_edit(data)
     return to_toml(data)
@@ -49,8 +49,22 @@ BAD_SPECS = {
     "error target above 1": (_with(target=1.5), "target"),
     "huge batch size": (_with(batch_sizes=[32, 2**21]), "2097152"),
     "huge design": (_with(trials=30_000, batch_sizes=[16, 32]), "120,000 trials"),
+    "huge tuned design": (_with(tuning={"explore": 100, "refine": 100, "candidates": 100, "seeds": 1000},
+                                batch_sizes=[16, 32], trials=None), "up to 400,800 trials"),
     "example budget beyond 10^9 steps": (_with(budget={"examples": 1e15}), "budget"),
     "name '..'": (_with(name=".."), "cannot name a folder"),
+    "tuning: explore zero": (_with(trials=None, tuning={"explore": 0}), "tuning.explore must be in [1, 100000], got 0"),
+    "tuning: refine zero": (_with(trials=None, tuning={"explore": 4, "refine": 0}), "tuning.refine must be in [1, 100000], got 0"),
+    "tuning: one seed": (_with(trials=None, tuning={"explore": 4, "candidates": 2, "seeds": 1}),
+                         "tuning.seeds must be in [3, 1000], got 1"),
+    "tuning: candidates zero": (_with(trials=None, tuning={"explore": 4, "candidates": 0}), "tuning.candidates"),
+    "tuning: seeds without candidates": (_with(trials=None, tuning={"explore": 4, "seeds": 5}), "tuning.seeds needs"),
+    "tuning: width without refine": (_with(trials=None, tuning={"explore": 4, "refine_width": 0.1}), "tuning.refine_width needs"),
+    "tuning: width beyond half the box": (_with(trials=None, tuning={"explore": 4, "refine": 2, "refine_width": 0.7}),
+                                          "tuning.refine_width must be in (0, 0.5]"),
+    "tuning: more rounds than trials": (_with(trials=None, tuning={"explore": 2, "rounds": 3}), "tuning.rounds"),
+    "tuning: unknown key": (_with(trials=None, tuning={"explore": 4, "replicas": 3}), "replicas"),
+    "tuning with trials": (_with(tuning={"explore": 4}, trials=4), "either trials or [tuning] explore"),
 }
 
 # exact messages of the range checks (the target's range is the target metric's: error rate in [0, 1])
@@ -58,7 +72,7 @@ EXACT = {
     "negative target": "target must be within the range of the workload's target metric error ([0, 1]), got -1",
     "error target above 1": "target must be within the range of the workload's target metric error ([0, 1]), got 1.5",
     "huge batch size": "batch size must be in [1, 1048576], got 2097152",
-    "huge design": "the design has 120,000 trials (trials × optimizers × batch sizes = 30000 × 2 × 2); "
+    "huge design": "the design has up to 120,000 trials (per cell × optimizers × batch sizes = 30000 × 2 × 2); "
                    "at most 100,000",
     "example budget beyond 10^9 steps": "budget: 3.12e+13 steps at batch size 32 (examples / B); at most "
                                         "1,000,000,000; set budget.max_steps",
@@ -135,6 +149,8 @@ def test_quick_preset_parses_with_its_documented_shape():
     assert spec.workload == "digits-cnn" and spec.batch_sizes == (16, 64, 256, 1024)
     assert [o.name for o in spec.optimizers] == ["sgd", "momentum", "adam"]
     assert len(make_design(spec)) == 3 * 4 * spec.trials
+    assert (spec.protocol.explore, spec.protocol.rounds, spec.protocol.refine, spec.protocol.candidates,
+            spec.protocol.seeds) == (6, 2, 4, 2, 3)
     assert spec.budget.steps_for(16) == 1000 and spec.budget.steps_for(1024) == 150
 
 

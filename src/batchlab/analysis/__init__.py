@@ -1,5 +1,7 @@
-"""Analysis of a study's store: best steps per (optimizer, batch size) with bootstrap intervals,
-winning hyperparameters, critical batch sizes with intervals, EMA decays, NQM predictions.
+"""Analysis of a study's store: steps per (optimizer, batch size) with intervals (the median over
+seeds of the best configuration for replicated studies, :mod:`batchlab.analysis.replicated`; the
+best trial otherwise), winning hyperparameters, critical batch sizes with intervals, pairwise
+verdicts, EMA decays, NQM predictions.
 
 Reads the store through :mod:`batchlab.study.frames`; never imports JAX or trains.
 
@@ -21,6 +23,7 @@ from batchlab.analysis.scaling import (
     effective_rate,
     ema_decay_table,
 )
+from batchlab.analysis.replicated import is_replicated, replicated_cells, replicated_critical, verdicts
 from batchlab.analysis.study import StudyAnalysis, analyze
 
 __all__ = [
@@ -35,5 +38,9 @@ __all__ = [
     "critical_batch_sizes",
     "effective_rate",
     "ema_decay_table",
+    "is_replicated",
     "load_prediction",
+    "replicated_cells",
+    "replicated_critical",
+    "verdicts",
 ]

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from batchlab.critical import critical_batch_size
 from batchlab.analysis.uncertainty import Cell, compare_intervals, critical_interval, estimate_cells
 
 __all__ = ["is_replicated", "replicated_cells", "replicated_critical", "verdicts"]
@@ -70,29 +71,43 @@ def replicated_cells(trials: pd.DataFrame, *, confidence: float = 0.95, resample
     estimates = estimate_cells(cells, confidence=confidence, resamples=resamples, rng=np.random.default_rng(seed))
     out = []
     for (optimizer, batch_size), cell, estimate, (rows, search, origins) in zip(keys, cells, estimates, extras):
+        counts = search["status"].value_counts()
         row = {"optimizer": optimizer, "batch_size": batch_size, "trials": len(rows),
                "finished": int(rows["status"].isin(_FINISHED).sum()), "search_trials": len(search),
+               **{status: int(counts.get(status, 0)) for status in _FINISHED},
+               "failed": int((rows["status"] == "failed").sum()),
+               "share_reached": counts.get("reached", 0) / len(search) if len(search) else math.nan,
                "candidates": len(cell.candidates), "seeds": estimate.seeds, "steps": estimate.steps,
-               "steps_low": estimate.low, "steps_high": estimate.high,
-               "complete": bool(rows["status"].isin(_FINISHED).all()), "best_trial": None}
+               "best_steps": estimate.steps, "steps_low": estimate.low, "steps_high": estimate.high,
+               "complete": bool(rows["status"].isin(_FINISHED).all()), "best_trial": None,
+               "best_ema_decay": math.nan}
         if estimate.chosen >= 0:
             winner = search[search["id"] == origins[estimate.chosen]].iloc[0]
-            row.update(best_trial=winner["id"], **{c: winner[c] for c in hp_columns},
+            row.update(best_trial=winner["id"], best_ema_decay=winner.get("best_ema_decay", math.nan),
+                       **{c: winner[c] for c in hp_columns},
                        learning_rate=winner.get("hp_learning_rate", math.nan),
                        effective_learning_rate=effective_rate(winner))
         out.append(row)
     return pd.DataFrame(out), dict(zip(keys, estimates))
 
 
-def replicated_critical(frame: pd.DataFrame, estimates: dict, *, confidence: float = 0.95) -> pd.DataFrame:
-    """Per optimizer: ``B_noise`` of the hyperbola through the cell answers, with its bootstrap interval."""
+def replicated_critical(frame: pd.DataFrame, estimates: dict, *, confidence: float = 0.95,
+                        tolerance: float = 0.2) -> pd.DataFrame:
+    """Per optimizer: ``B_noise`` of the hyperbola through the cell answers, with its bootstrap
+    interval, and the 20%-overhead estimator on the same curve (no interval)."""
     rows = []
     for optimizer, cells in frame.groupby("optimizer", sort=False):
         sizes = [int(b) for b in cells["batch_size"]]
         mine = [estimates[(optimizer, b)] for b in sizes]
         b_noise, low, high = critical_interval(sizes, mine, confidence=confidence)
+        point = critical_batch_size(np.array(sizes, dtype=np.float64), cells["steps"].to_numpy(float), tolerance)
+        fitted = point.fit is not None and math.isfinite(b_noise)
         rows.append({"optimizer": optimizer, "points": int(np.isfinite(cells["steps"]).sum()),
+                     "s_min": point.fit.s_min if fitted else math.nan,
                      "b_noise": b_noise, "b_noise_low": low, "b_noise_high": high,
+                     "fit_residual": point.fit.residual if fitted else math.nan,
+                     "overhead": point.overhead, "overhead_low": math.nan, "overhead_high": math.nan,
+                     "overhead_interpolated": point.overhead_interpolated, "tolerance": tolerance,
                      "complete": bool(cells["complete"].all())})
     return pd.DataFrame(rows)
 

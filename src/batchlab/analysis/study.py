@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from batchlab.analysis.replicated import is_replicated, replicated_cells, replicated_critical, verdicts
 from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
 from batchlab.analysis.scaling import best_per_cell, check_resamples, critical_batch_sizes, ema_decay_table
 from batchlab.study.frames import mark_interrupted, study_spec, trials_frame, tracks_frame
@@ -30,6 +31,8 @@ class StudyAnalysis:
         ema: best steps per EMA decay (:func:`batchlab.analysis.ema_decay_table`).
         prediction: the NQM prediction stored with the study, if any.
         prediction_vs_measured: predicted vs measured critical batch sizes (empty without one).
+        verdicts: pairwise claims with supported / contradicted / inconclusive
+            (:func:`batchlab.analysis.replicated.verdicts`; replicated studies only, else empty).
     """
 
     folder: pathlib.Path
@@ -40,6 +43,12 @@ class StudyAnalysis:
     ema: pd.DataFrame
     prediction: Prediction | None
     prediction_vs_measured: pd.DataFrame
+    verdicts: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    @property
+    def replicated(self) -> bool:
+        """Whether cells answer with the median over seeds (a replicate phase ran)."""
+        return is_replicated(self.trials)
 
     @property
     def finished(self) -> int:
@@ -72,9 +81,17 @@ def analyze(folder: str | pathlib.Path, *, confidence: float = 0.95, resamples: 
         trials = mark_interrupted(trials_frame(store), folder)
         tracks = tracks_frame(store)
     order = [o["name"] for o in spec.get("optimizers", [])] or None
-    best = best_per_cell(trials, confidence=confidence, resamples=resamples, seed=seed, order=order)
-    critical = critical_batch_sizes(trials, tolerance=tolerance, confidence=confidence,
-                                    resamples=critical_resamples, seed=seed, order=order)
+    if is_replicated(trials):
+        best, estimates = replicated_cells(trials, confidence=confidence, resamples=resamples, seed=seed, order=order)
+        critical = replicated_critical(best, estimates, confidence=confidence, tolerance=tolerance)
+        judged = verdicts(best, critical, order=order)
+    else:
+        best = best_per_cell(trials, confidence=confidence, resamples=resamples, seed=seed, order=order)
+        critical = critical_batch_sizes(trials, tolerance=tolerance, confidence=confidence,
+                                        resamples=critical_resamples, seed=seed, order=order)
+        judged = pd.DataFrame(columns=["a", "b", "batch_size", "claim", "verdict", "evidence"])
     prediction = load_prediction(folder)
     versus = compare_critical(prediction, critical) if prediction is not None else pd.DataFrame()
-    return StudyAnalysis(folder, spec, trials, best, critical, ema_decay_table(tracks), prediction, versus)
+    search = trials[trials["phase"] != "replicate"] if "phase" in trials else trials
+    return StudyAnalysis(folder, spec, trials, best, critical, ema_decay_table(tracks[tracks["trial_id"].isin(search["id"])]),
+                         prediction, versus, judged)

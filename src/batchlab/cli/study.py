@@ -85,6 +85,47 @@ def report_command(
                     f"exports: {files.exports[0].parent if files.exports else '-'}", highlight=False)
 
 
+@study_app.command("compare")
+@guarded
+def compare_command(
+    folder: str = typer.Argument(..., help="study folder"),
+    resamples: int = typer.Option(2000, "--resamples", help="bootstrap resamples (1 to 100,000)"),
+    as_json: bool = typer.Option(False, "--json", help="print the verdicts as JSON"),
+) -> None:
+    """For each pair of optimizers: who needs fewer steps at each batch size, whose critical batch size
+    is larger — supported, contradicted or inconclusive, with the evidence (replicated studies)."""
+    import json
+
+    from batchlab.analysis import MAX_RESAMPLES, analyze
+
+    if not 1 <= resamples <= MAX_RESAMPLES:
+        raise InputError(f"--resamples must be in [1, {MAX_RESAMPLES:,}], got {resamples:,}")
+    analysis = analyze(folder, resamples=resamples)
+    if not analysis.replicated:
+        raise InputError(f"{folder}: no replicated cells to compare (the spec needs a [tuning] table with "
+                         "candidates and seeds; the best of single-seed trials is the luckiest seed, not an answer)")
+    verdicts = analysis.verdicts
+    if as_json:
+        rows = [{**row, "batch_size": None if row["batch_size"] != row["batch_size"] or row["batch_size"] is None
+                 else int(row["batch_size"])} for row in verdicts.to_dict("records")]
+        print(json.dumps({"folder": str(folder), "complete": analysis.complete, "verdicts": rows}, indent=1))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{analysis.spec.get('name', folder)}: verdicts (95% intervals; overlap = inconclusive)")
+    for column in ("claim", "verdict", "evidence"):
+        table.add_column(column)
+    style = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
+    for row in verdicts.itertuples():
+        table.add_row(row.claim, f"[{style[row.verdict]}]{row.verdict}[/]", row.evidence)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    if not analysis.complete:
+        console.print(f"study unfinished: {analysis.finished}/{len(analysis.trials)} trials done", highlight=False)
+    console.print(table)
+
+
 @study_app.command("export")
 @guarded
 def export_command(

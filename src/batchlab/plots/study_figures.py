@@ -72,11 +72,12 @@ def steps_figure(best: pd.DataFrame, critical: pd.DataFrame | None = None, *, pr
         if rows.empty:
             continue
         sizes, steps = rows["batch_size"].to_numpy(float), rows["best_steps"].to_numpy(float)
-        high = rows["steps_high"].to_numpy(float)
-        upper = np.where(np.isfinite(high), high - steps, 0.0)
+        low, high = rows["steps_low"].to_numpy(float), rows["steps_high"].to_numpy(float)
+        upper = np.where(np.isfinite(high), np.maximum(high - steps, 0.0), 0.0)
+        lower = np.where(np.isfinite(low), np.maximum(steps - low, 0.0), 0.0)
         label = name if not math.isfinite(noise.get(name, math.nan)) else f"{name} (B_noise ≈ {noise[name]:,.0f})"
         averaged = name.endswith(_EMA)  # shares its base optimizer's colour: tell it apart by style
-        ax.errorbar(sizes, steps, yerr=[np.zeros_like(steps), upper], color=colors[name],
+        ax.errorbar(sizes, steps, yerr=[lower, upper], color=colors[name],
                     marker="s" if averaged else "o", linestyle="-." if averaged else "-", capsize=3, label=label)
         ax.plot(sizes, steps[0] * sizes[0] / sizes, color=colors[name], linestyle=":", linewidth=1.0)
     if prediction is not None:

@@ -51,7 +51,7 @@ class RunDisplay:
             if self._task is None:
                 # starts at the already finished trials: the ETA follows this run's pace only
                 self._task = self._bar.add_task("trials", total=state.total, completed=state.skipped, counts=counts)
-            self._bar.update(self._task, completed=state.done, counts=counts)
+            self._bar.update(self._task, completed=state.done, total=state.total, counts=counts)
             return
         last = state.last
         if last is None:

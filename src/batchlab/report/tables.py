@@ -152,6 +152,28 @@ def status_table(trials: pd.DataFrame, order: list[str] | None = None) -> pd.Dat
     return counts.reset_index().rename(columns={"index": "optimizer"})
 
 
+def replicated_scaling_table(best: pd.DataFrame) -> pd.DataFrame:
+    """Median steps over seeds with interval, search and replication counts, per (optimizer, batch size)."""
+    return pd.DataFrame({
+        "optimizer": best["optimizer"],
+        "batch size": _cell_labels(best),
+        "steps (median over seeds)": best["steps"].map(fmt_steps),
+        "95% interval": [f"[{fmt_steps(lo)}, {fmt_steps(hi)}]" for lo, hi in zip(best["steps_low"], best["steps_high"])],
+        "seeds": best["seeds"],
+        "candidates": best["candidates"],
+        "search trials": best["search_trials"],
+        "done": [f"{f}/{t}" for f, t in zip(best["finished"], best["trials"])],
+        "share of search reached": best["share_reached"].map(lambda v: "—" if not math.isfinite(v) else f"{v:.0%}"),
+    })
+
+
+def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Every pairwise claim with its verdict and evidence."""
+    if verdicts.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({"claim": verdicts["claim"], "verdict": verdicts["verdict"], "evidence": verdicts["evidence"]})
+
+
 def prediction_table(versus: pd.DataFrame) -> pd.DataFrame:
     """Predicted vs measured critical batch size with their ratio."""
     if versus.empty:
@@ -176,6 +198,14 @@ NOTES = {
                            "the smallest one (batchlab.critical). Intervals: bootstrap over every cell's trials.",
     "hyperparameters": "The winning trial's values of the hyperparameters that vary across trials; effective "
                        "learning rate = learning_rate / (1 − momentum) where the optimizer has a momentum.",
+    "replicated_scaling": "Each cell's answer is the median over fresh training seeds of the best of its replicated "
+                          "configurations (chosen by the search: explore, refine; the runs that chose them are not "
+                          "among the seeds). Interval: 95% residual bootstrap that replays the search (half the "
+                          "trials kept, single-seed redraws, reselection) and the seeds, pivotal in log steps "
+                          "(batchlab.analysis.uncertainty). A batch size marked * has unfinished trials.",
+    "verdicts": "Supported: the first optimizer's 95% interval lies wholly on the claimed side of the second's; "
+                "contradicted: wholly on the other side; inconclusive: the intervals overlap. Never a ranking of "
+                "point estimates.",
     "compute": "Wall time includes compilation (first trial of each cell) and evaluation. Steps avoided by "
                "pruning: budget minus steps run of the pruned trials, an upper bound on the saving.",
 }
@@ -183,10 +213,17 @@ NOTES = {
 
 def report_tables(analysis: Any) -> dict[str, tuple[str, pd.DataFrame]]:
     """Every table of the report: stem → (title, display frame); empty tables are left out."""
+    replicated = getattr(analysis, "replicated", False)
+    scaling = (("replicated_scaling", ("Steps to target per batch size (median over seeds; interval includes search "
+                                       "and seed noise)", replicated_scaling_table(analysis.best)))
+               if replicated else
+               ("scaling", ("Steps to target per batch size (best trial; bootstrap interval over trials)",
+                            scaling_table(analysis.best))))
     tables = {
         "status": ("Trials by status", status_table(analysis.trials, analysis.optimizers)),
-        "scaling": ("Steps to target per batch size (best trial; bootstrap interval over trials)",
-                    scaling_table(analysis.best)),
+        scaling[0]: scaling[1],
+        "verdicts": ("Which optimizer needs fewer steps, which scales further: verdicts",
+                     verdict_table(getattr(analysis, "verdicts", pd.DataFrame()))),
         "critical_batch_size": ("Critical batch size per optimizer", critical_table(analysis.critical)),
         "hyperparameters": ("Winning hyperparameters", hyperparameter_table(analysis.best)),
         "ema_decays": ("Best steps per tracked EMA decay", ema_table(analysis.ema, analysis.best)),

@@ -29,9 +29,11 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.stats import qmc
 
+from batchlab.study.protocol import explore_round, refine_round, refine_units
 from batchlab.study.spec import OptimizerEntry, StudySpec
 
-__all__ = ["Trial", "derived_seed", "make_design", "trial_id", "unit_points"]
+__all__ = ["Trial", "derived_seed", "design_base", "make_design", "refine_trials", "replicate_trials", "trial_id",
+           "unit_of", "unit_points"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +44,11 @@ class Trial:
         id: stable id (hash of :attr:`config`).
         optimizer: registry name.
         batch_size: minibatch size.
-        index: position ``i`` in its cell's quasi-random sequence.
+        index: position ``i`` in its cell's sequence of its phase.
         config: the full configuration (JSON-ready): everything that determines the run.
+        phase: ``explore``, ``refine`` or ``replicate`` (:mod:`batchlab.study.protocol`).
+        round: its pruning round (explore rounds, refine, then replicate).
+        origin: for a replicate, the id of the trial whose configuration it reruns.
     """
 
     id: str
@@ -51,6 +56,9 @@ class Trial:
     batch_size: int
     index: int
     config: Mapping[str, Any]
+    phase: str = "explore"
+    round: int = 0
+    origin: str | None = None
 
     @property
     def hyperparameters(self) -> dict[str, float | str]:
@@ -96,38 +104,42 @@ def unit_points(kind: str, dim: int, count: int, seed: int) -> np.ndarray:
         return engine.random(count)
 
 
-def _cell(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any]) -> list[Trial]:
-    points = unit_points(spec.design, len(entry.search), spec.trials,
-                         derived_seed("design", spec.seed, entry.name, batch_size))
+def _config(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any], unit: Any,
+            seed: int) -> dict[str, Any]:
     fixed = dict(entry.fixed) | ({"ema_decay": entry.ema_decays[0]} if entry.ema_decays else {})
+    values = fixed | {dim.name: dim.from_unit(x) for dim, x in zip(entry.search, unit)}
+    return dict(base) | {
+        "optimizer": entry.name,
+        "hyperparameters": entry.optimizer.validate(values),
+        "ema_decays": list(entry.ema_decays),
+        "batch_size": batch_size,
+        "max_steps": spec.budget.steps_for(batch_size),
+        "seed": seed,
+    }
+
+
+def _cell(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any]) -> list[Trial]:
+    tuning = spec.protocol
+    points = unit_points(spec.design, len(entry.search), tuning.explore,
+                         derived_seed("design", spec.seed, entry.name, batch_size))
     trials = []
     for i, u in enumerate(points):
-        values = fixed | {dim.name: dim.from_unit(x) for dim, x in zip(entry.search, u)}
-        config = dict(base) | {
-            "optimizer": entry.name,
-            "hyperparameters": entry.optimizer.validate(values),
-            "ema_decays": list(entry.ema_decays),
-            "batch_size": batch_size,
-            "max_steps": spec.budget.steps_for(batch_size),
-            "seed": derived_seed("train", spec.seed, entry.name, batch_size, i) % 2**31,
-        }
-        trials.append(Trial(trial_id(config), entry.name, batch_size, i, config))
+        config = _config(spec, entry, batch_size, base, u,
+                         derived_seed("train", spec.seed, entry.name, batch_size, i) % 2**31)
+        trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "explore",
+                            explore_round(tuning, i)))
     return trials
 
 
-def make_design(spec: StudySpec, workload: Any | None = None) -> list[Trial]:
-    """Every trial of ``spec``, ordered by optimizer, batch size, then index.
+def unit_of(entry: OptimizerEntry, hyperparameters: Mapping[str, Any]) -> tuple[float, ...]:
+    """A configuration's unit coordinates in ``entry``'s search box."""
+    return tuple(dim.to_unit(float(hyperparameters[dim.name])) for dim in entry.search)
 
-    Args:
-        spec: the validated study.
-        workload: its workload instance (default: ``spec.make_workload()``); supplies the version,
-            options with defaults, target and cadence that enter every id.
 
-    Returns:
-        ``len(optimizers) · len(batch_sizes) · trials`` trials.
-    """
+def design_base(spec: StudySpec, workload: Any | None = None) -> dict[str, Any]:
+    """What every trial's configuration shares: the workload's identity, target and cadence."""
     workload = spec.make_workload() if workload is None else workload
-    base = {
+    return {
         "workload": spec.workload,
         "workload_version": str(workload.version),
         "workload_options": {f.name: getattr(workload, f.name) for f in dataclasses.fields(workload)},
@@ -135,5 +147,52 @@ def make_design(spec: StudySpec, workload: Any | None = None) -> list[Trial]:
         "target": float(workload.target_value if spec.target is None else spec.target),
         "eval_every": int(workload.default_eval_every if spec.eval_every is None else spec.eval_every),
     }
+
+
+def refine_trials(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any],
+                  centres: list[tuple[float, ...]]) -> list[Trial]:
+    """The refinement trials of a cell: quasi-random points in boxes around ``centres`` (unit
+    coordinates; see :func:`batchlab.study.protocol.refine_units`)."""
+    tuning = spec.protocol
+    points = unit_points(spec.design, len(entry.search), tuning.refine,
+                         derived_seed("refine", spec.seed, entry.name, batch_size))
+    units = refine_units(centres, points, tuning.refine_width)
+    trials = []
+    for i, u in enumerate(units):
+        config = _config(spec, entry, batch_size, base, u,
+                         derived_seed("train-refine", spec.seed, entry.name, batch_size, i) % 2**31)
+        trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "refine", refine_round(tuning)))
+    return trials
+
+
+def replicate_trials(spec: StudySpec, origins: list[tuple[str, Mapping[str, Any], float | None]]) -> list[Trial]:
+    """``seeds`` reruns of each origin ``(trial id, configuration, best EMA decay)`` with fresh
+    training seeds.  A ``+ema`` origin is rerun tracking only the decay it won with."""
+    tuning = spec.protocol
+    trials = []
+    for k, (origin, config, decay) in enumerate(origins):
+        for j in range(tuning.seeds):
+            rerun = dict(config) | {"seed": derived_seed("replicate", origin, j) % 2**31}
+            if config["ema_decays"] and decay is not None:
+                rerun["ema_decays"] = [float(decay)]
+                rerun["hyperparameters"] = dict(config["hyperparameters"]) | {"ema_decay": float(decay)}
+            trials.append(Trial(trial_id(rerun), str(config["optimizer"]), int(config["batch_size"]),
+                                k * tuning.seeds + j, rerun, "replicate", refine_round(tuning) + 1, origin))
+    return trials
+
+
+def make_design(spec: StudySpec, workload: Any | None = None) -> list[Trial]:
+    """Every explore trial of ``spec``, ordered by optimizer, batch size, then index (later phases
+    depend on results: :func:`refine_trials`, :func:`replicate_trials`).
+
+    Args:
+        spec: the validated study.
+        workload: its workload instance (default: ``spec.make_workload()``); supplies the version,
+            options with defaults, target and cadence that enter every id.
+
+    Returns:
+        ``len(optimizers) · len(batch_sizes) · explore`` trials.
+    """
+    base = design_base(spec, workload)
     return [trial for entry in spec.optimizers for batch_size in spec.batch_sizes
             for trial in _cell(spec, entry, batch_size, base)]

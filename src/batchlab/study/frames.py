@@ -2,8 +2,9 @@
 
 * :func:`trials_frame`: one row per trial: id, optimizer, batch size, index, seed, budget, status,
   steps to target (``NaN`` unless reached), steps run, pruning bound, best EMA decay, wall and
-  evaluation time, host, worker, attempts, error, every hyperparameter as ``hp_<name>`` and every
-  final metric as ``final_<name>``.
+  evaluation time, host, worker, attempts, error, the tuning ``phase`` (explore, refine, replicate),
+  its pruning ``round`` and a replicate's ``origin`` trial, every hyperparameter as ``hp_<name>`` and
+  every final metric as ``final_<name>``.
 * :func:`tracks_frame`: one row per (trial, track): ``main`` or ``ema=γ``, with its status and steps.
 * :func:`curves_frame`: long format ``(trial_id, track, step, metric, value)``.
 
@@ -61,7 +62,10 @@ def trials_frame(source: StudyStore | str | pathlib.Path) -> pd.DataFrame:
     frame["steps_to_target"] = frame["steps_to_target"].astype("float64")
     frame["target"] = [c["target"] for c in configs]
     frame["target_metric"] = [c["target_metric"] for c in configs]
-    return frame.sort_values(["optimizer", "batch_size", "trial_index"], kind="stable").reset_index(drop=True)
+    for column, default in (("phase", "explore"), ("round", 0), ("origin", None)):  # schema-1 stores
+        if column not in frame.columns:
+            frame[column] = default
+    return frame.sort_values(["optimizer", "batch_size", "round", "trial_index"], kind="stable").reset_index(drop=True)
 
 
 def tracks_frame(source: StudyStore | str | pathlib.Path) -> pd.DataFrame:

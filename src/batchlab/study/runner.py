@@ -1,4 +1,4 @@
-"""Running a study: validate, design, store, execute (resumably), with incumbent pruning.
+"""Running a study: validate, design, store, execute (resumably), round by round, with pruning.
 
 :func:`run_study` validates everything before it touches the study folder, records the design in
 the store, then hands the unfinished trials to an executor; it is the store's only writer.
@@ -6,14 +6,18 @@ Rerunning the same spec resumes: finished trials are skipped, unfinished ones (p
 when a previous run was killed, failed) run again.  A folder holds one study: a spec that differs
 (other than in its description or pruning) is rejected.
 
-**Incumbent pruning** (``prune = true``, the default): a trial of cell (optimizer, B) stops as
-``pruned`` once it has run as many steps as the best steps-to-target already recorded for that cell
-without reaching the target — it can no longer beat the incumbent (reaching at exactly the
-incumbent's step still counts).  The best steps per cell, and so every scaling curve, are the same
-with and without pruning; what pruning changes is the losing trials' records (``pruned`` at the
-bound instead of ``reached`` later or ``budget``), so per-trial statuses of losing trials can
-depend on execution order (for example on a Dask cluster).  Trials run round-robin over cells
-(trial 0 of every cell, then trial 1, …) so that bounds exist early.
+**Rounds** (:mod:`batchlab.study.protocol`): the explore trials run in ``rounds`` rounds, then the
+refine trials, then the replicates.  A round starts when the previous one has finished, and the
+trials of a later phase are designed from the finished results of the earlier ones, so every
+trial — its configuration, its pruning bound and so its result — is the same whatever the order
+of execution, the number of workers or an interruption.  A round with a failed trial (an exception,
+or a worker lost for good) ends the run: rerunning retries it and carries on.
+
+**Incumbent pruning** (``prune = true``, the default): a trial of round ``r`` stops as ``pruned``
+once it has run as many steps as the best steps to target of its cell's trials in rounds ``< r``
+without reaching the target — it can no longer beat them (reaching at exactly that step still
+counts).  The best steps per cell are the same with and without pruning, and so are the
+candidates replicated; replicates are never pruned.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import pathlib
 import socket
@@ -29,7 +34,9 @@ import time
 from typing import Any, Callable, Iterator
 
 from batchlab.errors import InputError
-from batchlab.study.design import Trial, make_design
+from batchlab.study.design import Trial, design_base, make_design, refine_trials, replicate_trials, unit_of
+from batchlab.study.protocol import (Result, bound_for, distinct_centres, refine_round, replicate_candidates,
+                                     warm_centre)
 from batchlab.study.executors import DaskExecutor, Executor, LocalExecutor
 from batchlab.study.spec import StudySpec
 from batchlab.study.store import (
@@ -197,26 +204,109 @@ def _exclusive(folder: pathlib.Path) -> Iterator[None]:
 
 def _round_robin(trials: list[Trial], spec: StudySpec) -> list[Trial]:
     optimizer_rank = {o.name: i for i, o in enumerate(spec.optimizers)}
-    return sorted(trials, key=lambda t: (t.index, optimizer_rank[t.optimizer], t.batch_size))
+    return sorted(trials, key=lambda t: (t.round, t.index, optimizer_rank[t.optimizer], t.batch_size))
+
+
+def _results(rows: list[dict[str, Any]], entry: Any, phases: tuple[str, ...]) -> dict[int, list[Result]]:
+    """Batch size → the finished trials of ``phases`` as protocol results (``key`` = trial id)."""
+    cells: dict[int, list[Result]] = {}
+    for row in rows:
+        if row["phase"] not in phases or row["status"] not in FINISHED:
+            continue
+        steps = float(row["steps_to_target"]) if row["status"] == "reached" else float("inf")
+        unit = unit_of(entry, row["config"]["hyperparameters"])
+        cells.setdefault(int(row["batch_size"]), []).append(Result(unit, steps, int(row["round"]), int(row["index"]),
+                                                                   row["id"]))
+    return cells
+
+
+def _design_refine(spec: StudySpec, store: StudyStore, base: dict[str, Any]) -> list[Trial]:
+    """Refinement trials of every cell, from the finished explore trials (see the protocol)."""
+    tuning, trials = spec.protocol, []
+    for entry in spec.optimizers:
+        cells = _results(store.results(entry.name), entry, ("explore",))
+        bests = []
+        for size in spec.batch_sizes:
+            ranked = sorted((r for r in cells.get(size, []) if math.isfinite(r.steps)),
+                            key=lambda r: (r.steps, r.round, r.index))
+            bests.append(ranked[0].unit if ranked else None)
+        axis = next((i for i, d in enumerate(entry.search) if d.name == "learning_rate" and d.scaling == "log"), None)
+        span = math.log(entry.search[axis].high / entry.search[axis].low) if axis is not None else None
+        for k, size in enumerate(spec.batch_sizes):
+            if bests[k] is None:
+                continue
+            warm = warm_centre(spec.batch_sizes, bests, k, axis, span) if tuning.warm_start else None
+            trials += refine_trials(spec, entry, size, base, distinct_centres([bests[k], warm], tuning.refine_width))
+    return trials
+
+
+def _design_replicates(spec: StudySpec, store: StudyStore) -> list[Trial]:
+    """Reruns of every cell's best configurations, from its finished explore and refine trials."""
+    trials = []
+    for entry in spec.optimizers:
+        rows = store.results(entry.name)
+        by_id = {row["id"]: row for row in rows}
+        cells = _results(rows, entry, ("explore", "refine"))
+        for size in spec.batch_sizes:
+            chosen = replicate_candidates(cells.get(size, []), spec.protocol.candidates)
+            trials += replicate_trials(spec, [(c.key, by_id[c.key]["config"], by_id[c.key]["best_ema_decay"])
+                                              for c in chosen])
+    return trials
+
+
+def _bounds(spec: StudySpec, store: StudyStore, round_: int) -> dict[tuple[str, int], int]:
+    """Pruning bound of every cell for trials of ``round_``: the best of its earlier rounds."""
+    bounds = {}
+    for entry in spec.optimizers:
+        for size, results in _results(store.results(entry.name), entry, ("explore", "refine")).items():
+            bound = bound_for(results, round_)
+            if bound is not None:
+                bounds[(entry.name, size)] = bound
+    return bounds
 
 
 class _Bookkeeper:
-    """One run's state, used from the runner's thread only: the queue of unfinished trials, the
-    pruning bounds (best steps per cell so far), status counts, and the store writes."""
+    """One run's state, used from the runner's thread only: the queue of the round's unfinished
+    trials, the round's pruning bounds, status counts, and the store writes."""
 
-    def __init__(self, store: StudyStore, trials: list[Trial], todo: list[Trial], *, prune: bool,
-                 cache: str | None, progress: Callable[[RunProgress], None] | None) -> None:
-        self.store, self.prune, self.cache, self.progress = store, prune, cache, progress
-        self.total, self.queue = len(trials), iter(todo)
-        self.cells = {t.id: (t.optimizer, t.batch_size) for t in trials}
-        self.incumbents = store.incumbents() if prune else {}
-        statuses = store.statuses()
-        self.counts = {s: sum(statuses[t.id] == s for t in trials) for s in FINISHED}
+    def __init__(self, store: StudyStore, *, planned: int, cache: str | None,
+                 progress: Callable[[RunProgress], None] | None) -> None:
+        self.store, self.cache, self.progress = store, cache, progress
+        self.known: dict[str, Trial] = {}
+        self.planned = planned  # trials of phases not designed yet (an upper bound)
+        self.queue: Iterator[Trial] = iter(())
+        self.bounds: dict[tuple[str, int], int] = {}
+        self.counts = {s: 0 for s in FINISHED}
         self.counts["failed"] = 0  # of this run (failed trials are rerun)
-        self.skipped = self.done = self.total - len(todo)
+        self.round_failed = 0
+        self.skipped = self.done = 0
         self.ran = self.steps = 0
         self.host = socket.gethostname()
         self.started = time.perf_counter()
+
+    @property
+    def total(self) -> int:
+        return len(self.known) + self.planned
+
+    def add(self, trials: list[Trial], statuses: dict[str, str], *, replaces: int = 0) -> list[Trial]:
+        """Know ``trials`` (their finished ones count as done and skipped); returns the unfinished ones."""
+        self.planned = max(self.planned - replaces, 0)
+        todo = []
+        for trial in trials:
+            if trial.id in self.known:
+                continue
+            self.known[trial.id] = trial
+            status = statuses[trial.id]
+            if status in FINISHED:
+                self.counts[status] += 1
+                self.skipped += 1
+                self.done += 1
+            else:
+                todo.append(trial)
+        return todo
+
+    def start_round(self, todo: list[Trial], bounds: dict[tuple[str, int], int]) -> None:
+        self.queue, self.bounds, self.round_failed = iter(todo), bounds, 0
 
     def snapshot(self, last: TrialOutcome | None = None) -> RunProgress:
         c = self.counts
@@ -225,25 +315,23 @@ class _Bookkeeper:
                            elapsed=time.perf_counter() - self.started, last=last)
 
     def next_task(self) -> dict[str, Any] | None:
-        """The next trial's task, marked running, with the current bound of its cell."""
+        """The next trial's task, marked running, with its round's bound (none for replicates)."""
         trial = next(self.queue, None)
         if trial is None:
             return None
         self.store.mark_running(trial.id, self.host)
-        bound = self.incumbents.get((trial.optimizer, trial.batch_size)) if self.prune else None
+        bound = None if trial.phase == "replicate" else self.bounds.get((trial.optimizer, trial.batch_size))
         return task_for(trial, prune_at_step=bound, compilation_cache=self.cache)
 
     def on_done(self, result: dict[str, Any]) -> None:
-        """Record an outcome (one transaction), update the bound of its cell and the counts."""
+        """Record an outcome (one transaction) and update the counts."""
         outcome = TrialOutcome.from_dict(result)
         self.store.record(outcome)
         self.ran += 1
         self.steps += outcome.steps_run
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         self.done += outcome.status != "failed"
-        if outcome.status == "reached" and self.prune:
-            cell = self.cells[outcome.id]
-            self.incumbents[cell] = min(self.incumbents.get(cell, outcome.steps_to_target), outcome.steps_to_target)
+        self.round_failed += outcome.status == "failed"
         if self.progress is not None:
             self.progress(self.snapshot(outcome))
 
@@ -283,16 +371,33 @@ def run_study(
     executor = executor or make_executor(options)
     trials = prepare_run(spec, folder, load_data=isinstance(executor, LocalExecutor))
     prune = spec.prune if options.prune is None else options.prune
+    tuning = spec.protocol
+    cells = len(spec.optimizers) * len(spec.batch_sizes)
+    later = {refine_round(tuning): tuning.refine * cells,
+             refine_round(tuning) + 1: tuning.candidates * tuning.seeds * cells}
+    base = design_base(spec)
     executor.start()  # before any write: an unreachable scheduler leaves the folder untouched
     with contextlib.closing(executor), _exclusive(folder), open_store(folder, create=True) as store:
         store.initialize(spec.to_dict(), source, trials)
-        statuses = store.statuses()
-        todo = [t for t in _round_robin(trials, spec) if statuses[t.id] not in FINISHED]
-        books = _Bookkeeper(store, trials, todo, prune=prune, progress=progress,
+        books = _Bookkeeper(store, planned=sum(later.values()), progress=progress,
                             cache=DEFAULT_CACHE if options.compilation_cache else None)
+        known = books.add(trials, store.statuses())
         if progress is not None:
             progress(books.snapshot())
-        executor.run(books.next_task, books.on_done)
+        for round_ in range(refine_round(tuning) + 2):
+            if round_ in later and later[round_]:
+                design = _design_refine(spec, store, base) if round_ == refine_round(tuning) \
+                    else _design_replicates(spec, store)
+                store.add_trials(design)
+                known += books.add(design, store.statuses(), replaces=later[round_])
+            todo = _round_robin([t for t in known if t.round == round_], spec)
+            if not todo:
+                continue
+            books.start_round(todo, _bounds(spec, store, round_) if prune else {})
+            executor.run(books.next_task, books.on_done)
+            if books.round_failed:
+                break  # later rounds are designed from complete results only: rerun to retry
+            known = [t for t in known if t.round != round_]
     return RunSummary(folder=folder, total=books.total, skipped=books.skipped, ran=books.ran,
                       failed=books.counts["failed"], counts=dict(books.counts), steps_run=books.steps,
                       wall_time=time.perf_counter() - books.started)

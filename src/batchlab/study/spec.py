@@ -1,7 +1,10 @@
 """Study specs: a TOML file describing one batch-size scaling study, parsed and validated.
 
-A study tunes every (optimizer, batch size) cell of one workload independently with ``trials``
-quasi-random trials and records the fewest steps any trial needed to reach the target.
+A study tunes every (optimizer, batch size) cell of one workload independently: ``trials``
+quasi-random trials, or the explore / refine / replicate protocol of a ``[tuning]`` table, whose
+answer is the median over fresh seeds of the best configurations found.  Without ``[tuning]`` a
+study explores ``trials`` points in ``min(3, trials)`` pruning rounds and answers the fewest steps
+any trial needed (no replication).
 
 Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is optional)::
 
@@ -16,6 +19,15 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
                                       # metric's range (error: [0, 1]; loss, relative_risk: >= 0)
     eval_every = 5                    # default: the workload's evaluation cadence
     prune = true                      # incumbent pruning (see batchlab.study.runner)
+
+    [tuning]                          # the tuning protocol of each cell (batchlab.study.protocol)
+    explore = 6                       # quasi-random trials over the whole box (replaces `trials`)
+    rounds = 2                        # explore rounds: pruning bounds come from earlier rounds only
+    refine = 4                        # trials in a box around the incumbent (omit: no refinement)
+    refine_width = 0.15               # its half-width in unit coordinates of the search box
+    warm_start = true                 # ... and around the optimum predicted from neighbouring B
+    candidates = 2                    # best configurations rerun with fresh seeds (omit: none)
+    seeds = 3                         # seeds per candidate (>= 3); the cell's answer is their median
 
     [workload_options]                # the workload's options (fields of its dataclass)
     hidden_units = 128
@@ -54,6 +66,7 @@ from typing import Any, Mapping
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer
 from batchlab.optim.base import OptimizerSpec
+from batchlab.study.protocol import Tuning
 
 __all__ = [
     "Budget",
@@ -67,7 +80,8 @@ __all__ = [
 
 DEFAULT_EMA_DECAYS = (0.9, 0.99, 0.999)
 _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes", "trials", "seed",
-             "design", "target", "eval_every", "prune", "budget", "optimizers")
+             "design", "target", "eval_every", "prune", "budget", "optimizers", "tuning")
+_TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds")
 _DESIGNS = ("sobol", "halton")
 _SCALINGS = ("log", "linear", "one_minus_log")
 _MAX_TRIALS = 100_000  # per cell, and in the whole design
@@ -103,6 +117,23 @@ class SearchDim:
         else:
             value = low + u * (high - low)
         return float(f"{value:.12g}")
+
+    def to_unit(self, value: float) -> float:
+        """The unit coordinate of ``value`` (the inverse of :meth:`from_unit`), clipped to ``[0, 1]``.
+
+        Example:
+            >>> dim = SearchDim("learning_rate", 0.001, 1.0, "log")
+            >>> round(dim.to_unit(dim.from_unit(0.25)), 9)
+            0.25
+        """
+        low, high, value = self.low, self.high, float(value)
+        if self.scaling == "log":
+            u = math.log(value / low) / math.log(high / low)
+        elif self.scaling == "one_minus_log":
+            u = math.log((1.0 - value) / (1.0 - low)) / math.log((1.0 - high) / (1.0 - low))
+        else:
+            u = (value - low) / (high - low)
+        return min(max(u, 0.0), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +203,13 @@ class StudySpec:
     eval_every: int | None = None
     prune: bool = True
     description: str = ""
+    tuning: Tuning | None = None
+
+    @property
+    def protocol(self) -> Tuning:
+        """The cell's tuning protocol: the ``[tuning]`` table, or ``trials`` explored in
+        ``min(3, trials)`` rounds without refinement or replication."""
+        return self.tuning if self.tuning is not None else Tuning(explore=self.trials, rounds=min(3, self.trials))
 
     def to_dict(self) -> dict[str, Any]:
         """A canonical JSON-ready form (stored with the study; equal specs give equal dicts)."""
@@ -183,6 +221,8 @@ class StudySpec:
             for o in self.optimizers
         ]
         out["batch_sizes"] = list(self.batch_sizes)
+        if self.tuning is None:
+            out.pop("tuning")  # legacy specs keep their stored form (and so their folders)
         return out
 
     def make_workload(self) -> Any:
@@ -246,6 +286,10 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
     if not isinstance(options, Mapping):
         raise InputError("workload_options must be a table")
     workload = _workload(workload_name, dict(options))
+    tuning = None if "tuning" not in data else _tuning(data["tuning"])
+    if tuning is not None and "trials" in data:
+        raise InputError("give either trials or [tuning] explore, not both")
+    trials = tuning.explore if tuning is not None else _integer(data.get("trials", 8), "trials", 1, _MAX_TRIALS)
     spec = StudySpec(
         name=name,
         description=_string(data.get("description", ""), "description"),
@@ -254,7 +298,8 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
         batch_sizes=_batch_sizes(data["batch_sizes"]),
         optimizers=_optimizers(data["optimizers"]),
         budget=_budget(data.get("budget", {}), workload.default_max_steps),
-        trials=_integer(data.get("trials", 8), "trials", 1, _MAX_TRIALS),
+        trials=trials,
+        tuning=tuning,
         seed=_integer(data.get("seed", 0), "seed", 0, 2**63 - 1),
         design=_design(data.get("design", "sobol")),
         target=None if "target" not in data else _target(data["target"], workload.target_metric),
@@ -267,9 +312,10 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
 
 def _check_size(spec: StudySpec) -> None:
     """The design's size and the largest step budget, which only the whole spec determines."""
-    size = spec.trials * len(spec.optimizers) * len(spec.batch_sizes)
+    per_cell = spec.protocol.trials_per_cell()
+    size = per_cell * len(spec.optimizers) * len(spec.batch_sizes)
     if size > _MAX_TRIALS:
-        raise InputError(f"the design has {size:,} trials (trials × optimizers × batch sizes = {spec.trials} × "
+        raise InputError(f"the design has up to {size:,} trials (per cell × optimizers × batch sizes = {per_cell} × "
                          f"{len(spec.optimizers)} × {len(spec.batch_sizes)}); at most {_MAX_TRIALS:,}")
     smallest = min(spec.batch_sizes)
     steps = spec.budget.steps_for(smallest)
@@ -279,6 +325,32 @@ def _check_size(spec: StudySpec) -> None:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _tuning(table: Any) -> Tuning:
+    """The ``[tuning]`` table.  A phase left out is skipped; a phase given must have a budget."""
+    if not isinstance(table, Mapping):
+        raise InputError("tuning must be a table")
+    _unknown(table, _TUNING_KEYS, "tuning")
+    if "explore" not in table:
+        raise InputError("tuning: missing required key 'explore'")
+    explore = _integer(table["explore"], "tuning.explore", 1, _MAX_TRIALS)
+    refine = _integer(table["refine"], "tuning.refine", 1, _MAX_TRIALS) if "refine" in table else 0
+    candidates = _integer(table["candidates"], "tuning.candidates", 1, 100) if "candidates" in table else 0
+    if "seeds" in table and not candidates:
+        raise InputError("tuning.seeds needs tuning.candidates (the configurations to rerun)")
+    for key in ("refine_width", "warm_start"):
+        if key in table and not refine:
+            raise InputError(f"tuning.{key} needs tuning.refine")
+    return Tuning(
+        explore=explore,
+        rounds=_integer(table.get("rounds", min(2, explore)), "tuning.rounds", 1, explore),
+        refine=refine,
+        refine_width=_number(table.get("refine_width", 0.15), "tuning.refine_width"),
+        warm_start=_boolean(table.get("warm_start", True), "tuning.warm_start"),
+        candidates=candidates,
+        seeds=_integer(table.get("seeds", 3), "tuning.seeds", 3, 1000) if candidates else 3,
+    )
 
 
 def _unknown(table: Mapping[str, Any], valid: tuple[str, ...], where: str) -> None:

@@ -43,7 +43,10 @@ __all__ = ["DB_NAME", "FINISHED", "LOCK_NAME", "StudyStore", "TrialOutcome", "Tr
 
 DB_NAME = "study.sqlite"
 LOCK_NAME = ".study.lock"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Columns schema 1 lacked (added by the tuning protocol); a schema-1 store is read as all-explore
+# and upgraded in place by the next `study run`.
+_V1_MISSING = ("phase", "round", "origin")
 FINISHED = ("reached", "budget", "diverged", "pruned")
 
 _SCHEMA = """
@@ -69,7 +72,10 @@ CREATE TABLE IF NOT EXISTS trials (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    phase TEXT NOT NULL DEFAULT 'explore',
+    round INTEGER NOT NULL DEFAULT 0,
+    origin TEXT
 );
 CREATE INDEX IF NOT EXISTS trials_cell ON trials (optimizer, batch_size, trial_index);
 CREATE TABLE IF NOT EXISTS tracks (
@@ -233,28 +239,43 @@ class StudyStore:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (now,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('spec', ?)", (_json(spec),))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('spec_source', ?)", (source,))
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO trials (id, optimizer, batch_size, trial_index, seed, max_steps, config)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(t.id, t.optimizer, t.batch_size, t.index, int(t.config["seed"]), int(t.config["max_steps"]),
-                  _json(t.config)) for t in trials],
-            )
-            return db.total_changes - before
+            return self._insert(db, list(trials))
+
+    def add_trials(self, trials: Iterable[Any]) -> int:
+        """Insert the trials of a later phase that are not yet present (one transaction); returns how many."""
+        with self._transaction() as db:
+            return self._insert(db, list(trials))
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, trials: list[Any]) -> int:
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO trials (id, optimizer, batch_size, trial_index, seed, max_steps, config,"
+            " phase, round, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(t.id, t.optimizer, t.batch_size, t.index, int(t.config["seed"]), int(t.config["max_steps"]),
+              _json(t.config), t.phase, t.round, t.origin) for t in trials],
+        )
+        inserted = db.total_changes - before
+        # rows of an upgraded schema-1 store learn their phase and round
+        db.executemany("UPDATE trials SET phase = ?, round = ?, origin = ? WHERE id = ? AND round != ?",
+                       [(t.phase, t.round, t.origin, t.id, t.round) for t in trials])
+        return inserted
+
+    def results(self, optimizer: str) -> list[dict[str, Any]]:
+        """The trials of ``optimizer`` as the tuning protocol reads them: id, batch size, phase, round,
+        index, status, steps to target, best EMA decay and configuration (decoded)."""
+        with self._reading():
+            rows = self._db.execute(
+                "SELECT id, batch_size, phase, round, trial_index, status, steps_to_target, best_ema_decay, config"
+                " FROM trials WHERE optimizer = ?", (optimizer,)).fetchall()
+        keys = ("id", "batch_size", "phase", "round", "index", "status", "steps_to_target", "best_ema_decay")
+        return [dict(zip(keys, row[:-1]), config=self.decode_config(row[-1], row[0])) for row in rows]
 
     # --- trials ---------------------------------------------------------------------------------------
     def statuses(self) -> dict[str, str]:
         """Trial id → status."""
         with self._reading():
             return dict(self._db.execute("SELECT id, status FROM trials"))
-
-    def incumbents(self) -> dict[tuple[str, int], int]:
-        """(optimizer, batch size) → fewest steps to target among reached trials."""
-        with self._reading():
-            rows = self._db.execute(
-                "SELECT optimizer, batch_size, MIN(steps_to_target) FROM trials WHERE status = 'reached'"
-                " GROUP BY optimizer, batch_size").fetchall()
-        return {(o, b): s for o, b, s in rows}
 
     def mark_running(self, trial_id: str, host: str) -> None:
         with self._transaction() as db:
@@ -397,14 +418,16 @@ def _check_schema(db: sqlite3.Connection, path: pathlib.Path, *, thorough: bool)
     missing = [table for table in expected if table not in tables]
     if missing:
         raise _unreadable(path, f"missing table {', '.join(missing)}")
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    version = meta.get("schema", SCHEMA_VERSION)
+    if version not in ("1", SCHEMA_VERSION):
+        raise _unreadable(path, f"schema version {meta['schema']!r} (this batchlab reads '1' and {SCHEMA_VERSION!r})")
     for table, columns in expected.items():
         present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        lacking = [column for column in columns if column not in present]
+        lacking = [column for column in columns if column not in present
+                   and not (version == "1" and table == "trials" and column in _V1_MISSING)]
         if lacking:
             raise _unreadable(path, f"table {table} lacks column {lacking[0]}")
-    meta = dict(db.execute("SELECT key, value FROM meta"))
-    if meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
-        raise _unreadable(path, f"schema version {meta['schema']!r} (this batchlab reads {SCHEMA_VERSION!r})")
     if "spec" in meta:
         try:
             spec = json.loads(meta["spec"])
@@ -487,6 +510,23 @@ def _create(folder: pathlib.Path, path: pathlib.Path) -> None:
         raise InputError(f"cannot create the study in {folder}: {error.strerror or error}") from None
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a schema-1 store to the current schema (one transaction; its trials become explore trials)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(trials)")}
+    if all(column in present for column in _V1_MISSING):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE trials ADD COLUMN phase TEXT NOT NULL DEFAULT 'explore'")
+        db.execute("ALTER TABLE trials ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE trials ADD COLUMN origin TEXT")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def open_store(folder: str | pathlib.Path, *, create: bool = False, verify: bool = False) -> StudyStore:
     """Open (or, with ``create``, create) the store in ``folder``.
 
@@ -516,6 +556,7 @@ def open_store(folder: str | pathlib.Path, *, create: bool = False, verify: bool
         if create:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            _upgrade(db)
     except sqlite3.DatabaseError as error:
         db.close()
         raise _unreadable(path, _explain(path, error)) from None

@@ -1,0 +1,168 @@
+"""A study with the full tuning protocol (explore in rounds, refine, replicate) on ``nqm-sampled``:
+what each phase designs, that the answer does not depend on interruptions or the executor, and the
+analysis, verdicts and CLI on its store."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from batchlab.analysis import analyze
+from batchlab.cli import _register, app
+from batchlab.study import load_spec, run_study
+from batchlab.study.design import unit_of
+from batchlab.study.executors import DaskExecutor, LocalExecutor
+from batchlab.study.frames import trials_frame
+
+from .conftest import nqm_data, to_toml
+
+pytestmark = pytest.mark.slow
+_register()
+TUNING = {"explore": 6, "rounds": 2, "refine": 4, "refine_width": 0.15, "candidates": 2, "seeds": 3}
+COMPARED = ["phase", "round", "origin", "seed", "status", "steps_to_target", "steps_run", "prune_at_step",
+            "hp_learning_rate"]
+
+
+def _data():
+    data = nqm_data(name="replicated", batch_sizes=[16, 64, 256], prune=True, tuning=TUNING,
+                    optimizers={"sgd": {"search": {"learning_rate": [0.05, 3.0]}},
+                                "momentum": {"search": {"learning_rate": [0.01, 1.0], "momentum": [0.5, 0.95]}}})
+    data.pop("trials")
+    return data
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "replicated.toml"
+    path.write_text(to_toml(_data()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(spec_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reference")
+    summary = run_study(load_spec(spec_path), folder, source=spec_path.read_text())
+    return folder, summary, trials_frame(folder).set_index("id")
+
+
+def test_each_phase_designs_what_the_protocol_says(spec_path, reference):
+    folder, summary, trials = reference
+    spec = load_spec(spec_path)
+    assert summary.failed == 0 and trials["status"].isin(["reached", "budget", "diverged", "pruned"]).all()
+    for entry in spec.optimizers:
+        for size in spec.batch_sizes:
+            cell = trials[(trials["optimizer"] == entry.name) & (trials["batch_size"] == size)]
+            explore, refine = cell[cell["phase"] == "explore"], cell[cell["phase"] == "refine"]
+            replicas = cell[cell["phase"] == "replicate"]
+            assert sorted(explore["round"]) == [0, 0, 0, 1, 1, 1]
+            reached = explore[explore["status"] == "reached"]
+            assert len(refine) == (4 if len(reached) else 0) and (refine["round"] == 2).all()
+            if len(reached):  # the first refinement centre is the best explore trial
+                best = reached.sort_values(["steps_to_target", "round", "trial_index"]).iloc[0]
+                centre = np.array(unit_of(entry, {d.name: best[f"hp_{d.name}"] for d in entry.search}))
+                first = refine.sort_values("trial_index").iloc[0]
+                unit = np.array(unit_of(entry, {d.name: first[f"hp_{d.name}"] for d in entry.search}))
+                assert np.all(np.abs(unit - centre) <= 0.15 + 1e-9)
+            # candidates: the two best distinct reached search trials, each rerun with 3 fresh seeds
+            search = cell[cell["phase"] != "replicate"]
+            ranked = search[search["status"] == "reached"].sort_values(["steps_to_target", "round", "trial_index"])
+            assert list(dict.fromkeys(replicas.sort_values("trial_index")["origin"])) == list(ranked.index[:2])
+            for origin, runs in replicas.groupby("origin"):
+                assert len(runs) == 3 and (runs["round"] == 3).all() and runs["prune_at_step"].isna().all()
+                assert (runs["hp_learning_rate"] == search.loc[origin, "hp_learning_rate"]).all()
+                assert len(set(runs["seed"]) | {search.loc[origin, "seed"]}) == 4
+
+
+def test_pruning_bounds_come_from_earlier_rounds(reference):
+    trials = reference[2]
+    search = trials[trials["phase"] != "replicate"]
+    for _, row in search.iterrows():
+        cell = search[(search["optimizer"] == row["optimizer"]) & (search["batch_size"] == row["batch_size"])]
+        earlier = cell[(cell["round"] < row["round"]) & (cell["status"] == "reached")]
+        expected = earlier["steps_to_target"].min() if len(earlier) else math.nan
+        assert (row["prune_at_step"] == expected) or (math.isnan(expected) and math.isnan(row["prune_at_step"]))
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KilledAfter(LocalExecutor):
+    """The local executor, stopped dead after ``count`` recorded trials (as a kill would)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def run(self, next_task, on_done):
+        def recorded(result):
+            on_done(result)
+            self.count -= 1
+            if self.count == 0:
+                raise _Killed
+
+        super().run(next_task, recorded)
+
+
+@pytest.mark.parametrize("kill_after", [20, 45, 70])  # in explore, in refine, in replicate
+def test_an_interrupted_study_resumes_to_the_same_answer(spec_path, reference, tmp_path, kill_after):
+    spec = load_spec(spec_path)
+    with pytest.raises(_Killed):
+        run_study(spec, tmp_path, executor=_KilledAfter(kill_after))
+    interrupted = trials_frame(tmp_path)
+    assert interrupted["status"].isin(["reached", "budget", "diverged", "pruned"]).sum() == kill_after
+    run_study(spec, tmp_path)
+    resumed = trials_frame(tmp_path).set_index("id")
+    expected = reference[2]
+    assert sorted(resumed.index) == sorted(expected.index)
+    assert resumed.loc[expected.index, COMPARED].equals(expected[COMPARED])
+
+
+def test_a_dask_cluster_gives_the_same_trials(spec_path, reference, tmp_path):
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1",
+                           dashboard_address=None)
+    try:
+        run_study(load_spec(spec_path), tmp_path, executor=DaskExecutor(scheduler=cluster.scheduler_address))
+    finally:
+        cluster.close()
+    dask, expected = trials_frame(tmp_path).set_index("id"), reference[2]
+    assert sorted(dask.index) == sorted(expected.index)
+    assert dask.loc[expected.index, COMPARED].equals(expected[COMPARED])
+
+
+def test_analysis_answers_with_the_median_over_seeds_and_gives_verdicts(reference):
+    folder, _, trials = reference
+    analysis = analyze(folder, resamples=300)
+    assert analysis.replicated and analysis.complete
+    for row in analysis.best.itertuples():
+        if row.best_trial is None:
+            continue
+        runs = trials[(trials["origin"] == row.best_trial)]
+        steps = np.where(runs["status"] == "reached", runs["steps_to_target"], np.inf)
+        assert row.steps == float(np.median(steps)) and row.seeds == 3
+        assert row.steps_low <= row.steps <= row.steps_high
+    claims = list(analysis.verdicts["claim"])
+    assert claims == [f"sgd needs fewer steps than momentum at B = {b}" for b in (16, 64, 256)] + [
+        "sgd's critical batch size is larger than momentum's"]
+    assert set(analysis.verdicts["verdict"]) <= {"supported", "contradicted", "inconclusive"}
+
+
+def test_compare_command_prints_the_verdicts(reference, tmp_path):
+    folder = reference[0]
+    result = CliRunner().invoke(app, ["study", "compare", str(folder), "--json", "--resamples", "300"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["complete"] and len(payload["verdicts"]) == 4
+    assert payload["verdicts"][0]["batch_size"] == 16 and payload["verdicts"][3]["batch_size"] is None
+    table = CliRunner().invoke(app, ["study", "compare", str(folder), "--resamples", "300"])
+    assert table.exit_code == 0 and "sgd needs fewer steps than momentum at B = 16" in table.stdout
+    report = CliRunner().invoke(app, ["study", "report", str(folder), "--resamples", "300"])
+    assert report.exit_code == 0, report.output
+    page = (folder / "report" / "report.html").read_text()
+    assert "median over seeds" in page and "verdicts" in page.lower()
