@@ -105,8 +105,10 @@ def main() -> None:
           f"{'B_noise err':>12s} {'B cover':>8s} {'width':>6s}")
     for name, r in rows.items():
         cover = "—" if math.isnan(r["cover"]) else f"{r['cover']:.0%}"
+        b_cover = "—" if math.isnan(r["b_cover"]) else f"{r['b_cover']:.0%}"
+        width = "—" if math.isnan(r["width"]) else f"{r['width']:.2f}"
         print(f"{name:46s} {r['cost'] / base:6.2f} {r['err']:6.0%} {r['bias']:+6.0%} {cover:>6s} "
-              f"{r['agree']:13.0%} {r['b_err']:12.0%} {r['b_cover']:8.0%} {r['width']:6.2f}")
+              f"{r['agree']:13.0%} {r['b_err']:12.0%} {b_cover:>8s} {width:>6s}")
 
 
 if __name__ == "__main__":
