@@ -79,22 +79,30 @@ def _lyapunov_out(sys) -> np.ndarray:
     """
     rows = np.flatnonzero(np.broadcast_to(sys.x < sys.limit, sys.shape).reshape(-1))
     out = np.full(int(np.prod(sys.shape)), np.inf)
-    if rows.size:
-        flat = sys.reshape(-1).take(rows)
-        mats = flat.matrices()
-        n = flat.n
-        E, eye = mats[0], np.eye(n)
-        A = (np.einsum("kij,ab->kiajb", E, eye) + np.einsum("ij,kab->kiajb", eye, E)
-             - np.einsum("kij,kab->kiajb", E, E)).reshape(-1, n * n, n * n)
-        rhs = _engine.noise_covariance(flat, mats).reshape(-1, n * n)
-        with np.errstate(all="ignore"):
-            try:
-                sol = np.linalg.solve(A, rhs[..., None])[..., 0]
-            except np.linalg.LinAlgError:  # an entry at the limit within rounding: solve one by one
-                sol = np.stack([_solve_or_inf(a, b) for a, b in zip(A, rhs)])
-        value = sol.reshape(-1, n, n)[:, flat.out, flat.out]
-        out[rows] = np.where(np.isfinite(value) & (value >= 0), value, np.inf)
+    flat = sys.reshape(-1)
+    for start in range(0, rows.size, _LYAPUNOV_BLOCK):  # blocks bound the memory of the n²×n² systems
+        block = rows[start:start + _LYAPUNOV_BLOCK]
+        out[block] = _lyapunov_block(flat.take(block))
     return out.reshape(sys.shape)
+
+
+_LYAPUNOV_BLOCK = 1 << 15
+
+
+def _lyapunov_block(flat) -> np.ndarray:
+    mats = flat.matrices()
+    n = flat.n
+    E, eye = mats[0], np.eye(n)
+    A = (np.einsum("kij,ab->kiajb", E, eye) + np.einsum("ij,kab->kiajb", eye, E)
+         - np.einsum("kij,kab->kiajb", E, E)).reshape(-1, n * n, n * n)
+    rhs = _engine.noise_covariance(flat, mats).reshape(-1, n * n)
+    with np.errstate(all="ignore"):
+        try:
+            sol = np.linalg.solve(A, rhs[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # an entry at the limit within rounding: solve one by one
+            sol = np.stack([_solve_or_inf(a, b) for a, b in zip(A, rhs)])
+    value = sol.reshape(-1, n, n)[:, flat.out, flat.out]
+    return np.where(np.isfinite(value) & (value >= 0), value, np.inf)
 
 
 def _solve_or_inf(a: np.ndarray, b: np.ndarray) -> np.ndarray:
