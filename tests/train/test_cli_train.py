@@ -138,3 +138,10 @@ def test_a_diverged_run_prints_strict_json_with_null_for_inf():
 
     out = json.loads(result.stdout, parse_constant=reject)
     assert out["status"] == "diverged" and out["final_metrics"]["risk"] is None
+
+
+def test_every_workloads_default_target_passes_its_own_check():
+    from batchlab.workloads.registry import WORKLOADS, get_workload
+
+    for name, cls in WORKLOADS.items():
+        assert get_workload(name).check_target(cls.target_value) == cls.target_value, name

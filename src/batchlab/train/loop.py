@@ -216,8 +216,9 @@ def train(
         batch_size: minibatch size (1 … 2^20).
         max_steps: step budget (0 … 2^31 − 1).
         seed: the run's seed (0 … 2^32 − 1).
-        target: target value of ``workload.target_metric`` (default: the workload's); valid values
-            per :meth:`~batchlab.workloads.base.Workload.check_target`.
+        target: target value of ``workload.target_metric`` (default: the workload's); not checked
+            here, so that e.g. ``-1`` runs the whole budget — user input goes through
+            ``check_arguments(..., target=...)`` (:meth:`~batchlab.workloads.base.Workload.check_target`).
         eval_every: evaluation cadence in steps (default: the workload's).
         progress: ``progress(step, metrics or None)`` after every compiled call and evaluation.
         stop: ``stop(step, metrics) -> bool`` after every evaluation; ``True`` ends the run as
@@ -239,10 +240,10 @@ def train(
     """
     options = options or TrainOptions()
     prepared = check_arguments(workload, optimizer, hyperparameters, batch_size, max_steps,
-                               eval_every=eval_every, options=options, seed=seed, target=target)
+                               eval_every=eval_every, options=options, seed=seed)
     spec = prepared.spec
     eval_every = workload.default_eval_every if eval_every is None else eval_every
-    goal = workload.target_value if target is None else workload.check_target(target)
+    goal = workload.target_value if target is None else float(target)
     workload.load()
     started = time.perf_counter()
     compiled = compiled_for(
