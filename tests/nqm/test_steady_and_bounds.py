@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from batchlab.nqm import (
-    expected_risk, from_arrays, heavy_ball, max_stable_learning_rate, nesterov, power_law, sgd,
+    expected_risk, from_arrays, heavy_ball, is_stable, max_stable_learning_rate, nesterov, power_law, sgd,
     stability_limit, steady_state_risk, theorem1_bound, theorem2_bound, with_ema,
 )
 from batchlab.nqm.risk import _lyapunov_out
@@ -98,3 +98,44 @@ def test_ema_lowers_the_floor_without_slowing_convergence():
     r_sgd = expected_risk(noiseless, sgd(lr), batch_size=4, steps=t)
     r_ema = expected_risk(noiseless, with_ema(sgd(lr), gamma), batch_size=4, steps=t)
     assert np.all(r_ema <= r_sgd * 2.0)  # same rate; at most a constant factor from the lag
+
+
+def test_unstable_nesterov_gives_inf_not_an_exception():
+    """`nqm risk --batch-size 64 --steps 10 --nesterov --lr 100 --dim 1000` raised LinAlgError (singular
+    Lyapunov system).  Nesterov with β = 0 is SGD: risk Σ w ½ h ((1−x)^{2t} s0 + q Σ_{k<t} (1−x)^{2k})."""
+    problem = power_law(1000)
+    dyn = nesterov(100.0, 0.0)
+    assert steady_state_risk(problem, dyn, batch_size=64) == np.inf
+    assert not is_stable(problem, dyn)
+    risk = expected_risk(problem, dyn, batch_size=64, steps=[0, 10, 1000])
+    h, c, s0 = problem.h, problem.c, problem.s0
+    x, q = 100.0 * h, 100.0**2 * c / 64
+    noise = sum((1 - x) ** (2 * k) for k in range(10))
+    at10 = np.sum(0.5 * h * problem.weights * ((1 - x) ** 20 * s0 + q * noise))
+    assert risk[0] == pytest.approx(problem.initial_risk(), rel=1e-14)
+    assert risk[1] == pytest.approx(at10, rel=1e-10) and np.isfinite(risk[1])
+    assert risk[2] == np.inf
+
+
+@pytest.mark.parametrize("dyn", [nesterov(1e-20, 0.0), nesterov(1e-20, 0.5), nesterov(1e-150, 0.9),
+                                 with_ema(nesterov(1e-20, 0.9), 0.9), with_ema(heavy_ball(1e-20, 0.5), 0.99)])
+def test_steady_state_of_tiny_steps_matches_the_heavy_ball_closed_form(dyn):
+    """For x → 0 every momentum form (and its EMA) has the heavy-ball floor (1+β)αc/(2B(1−β)(2+2β−x));
+    solving with I − M⊗M lost it (M⊗M rounds to I: singular, or 4x off)."""
+    base = dyn.base if hasattr(dyn, "base") else dyn
+    a, b, B = float(base.learning_rate), float(base.momentum), 16.0
+    x = a * PROBLEM.h
+    expected = (1 + b) * a * PROBLEM.c / (2 * B * (1 - b) * (2 + 2 * b - x))
+    np.testing.assert_allclose(steady_state_risk(PROBLEM, dyn, batch_size=B, per_direction=True), expected,
+                               rtol=1e-12)
+    assert is_stable(PROBLEM, dyn)
+
+
+@pytest.mark.parametrize("dyn", [sgd(1e300), heavy_ball(1e300, 0.9), nesterov(1e300, 0.5),
+                                 with_ema(sgd(1e300), 0.9), with_ema(heavy_ball(1e300, 0.5), 0.5)])
+def test_overflowing_learning_rates_give_the_initial_risk_then_inf(dyn):
+    with np.errstate(all="raise"):  # no overflow warnings either
+        risk = expected_risk(PROBLEM, dyn, batch_size=1, steps=[0, 1, 10**6])
+        floor = steady_state_risk(PROBLEM, dyn, batch_size=1)
+    assert risk[0] == pytest.approx(PROBLEM.initial_risk(), rel=1e-14)
+    assert risk[1] == np.inf and risk[2] == np.inf and floor == np.inf

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import typer
 
-from batchlab.cli._app import app, guarded
+from batchlab.cli._app import app, guarded, output_folder
 
 
 @app.command("demo")
 @guarded
 def demo_command(
-    out: str = typer.Option("runs/demo", "--out", help="Folder for the demo's figures, data and report."),
+    out: str = typer.Option("runs/demo", "--out", help="Folder for the demo's figures, data and report "
+                                                       "(created; checked before computing)."),
     skip_study: bool = typer.Option(False, "--skip-study", help="Only the NQM part."),
 ) -> None:
     """NQM scaling table + the paper's NQM figures (authors' binned spectrum), then the quick study."""
@@ -24,9 +25,8 @@ def demo_command(
     from batchlab.nqm.scaling import scaling_curve
     from batchlab.plots.nqm_figures import FigureSpec, write_nqm_figures
 
+    out_dir = output_folder(out, flag="--out")
     console = Console()
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     problem = binned(power_law(10_000), 100)
     sizes = [4.0, 64.0, 1024.0, 16384.0, 262144.0]
     console.print(f"[bold]NQM[/] {problem.name}: steps to reach risk 0.01 with tuned hyperparameters")

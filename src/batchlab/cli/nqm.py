@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Optional
 
 import typer
 
-from batchlab.cli._app import app, guarded, parse_int_list
+from batchlab.cli._app import app, guarded, json_text, output_folder, parse_int_list, show_number
 from batchlab.errors import InputError
+
+# Limits of the flags (documented in their help): larger values would exhaust memory or time, or
+# leave what the engine computes exactly (steps are exact integers in float64 up to 2^53).
+MAX_DIM = 10**7  # --dim and --binned
+MAX_STEPS = 10**15  # each --steps value
+MAX_STEP_VALUES = 1000  # how many --steps values
+MAX_BATCH_SIZE = 2**50  # --batch-size, each --batch-sizes value
+MAX_BATCH_SIZES = 100  # how many --batch-sizes values
+MAX_PIECES = 100  # --pieces
+MAX_JOBS = 256  # --jobs
+
+_DIM_HELP = "Dimension d of the power-law problem, 1 to 1e7."
+_BINNED_HELP = "Use the authors' geometric binning with this many bins (2 to 1e7)."
 
 nqm_app = typer.Typer(help="Exact noisy-quadratic-model computations (risk, scaling, figures).",
                       no_args_is_help=True)
@@ -20,14 +32,21 @@ def build_problem(dim: int, binned_bins: Optional[int]):
     """The power-law problem (h_i = 1/i, c = h, s0 = 1), optionally binned as in the authors' notebook."""
     from batchlab.nqm import binned, power_law
 
-    if dim < 1:
-        raise InputError(f"--dim must be >= 1, got {dim}")
+    if not 1 <= dim <= MAX_DIM:
+        raise InputError(f"--dim must be in [1, {show_number(MAX_DIM)}], got {dim}")
+    if binned_bins is not None and not 2 <= binned_bins <= MAX_DIM:
+        raise InputError(f"--binned must be in [2, {show_number(MAX_DIM)}], got {binned_bins}")
     problem = power_law(dim)
     if binned_bins is not None:
-        if binned_bins < 2:
-            raise InputError(f"--binned must be >= 2, got {binned_bins}")
         problem = binned(problem, binned_bins)
     return problem
+
+
+def check_batch_size(batch_size: float) -> float:
+    """``--batch-size`` as a float in ``[1, MAX_BATCH_SIZE]``, or InputError."""
+    if not (math.isfinite(batch_size) and 1 <= batch_size <= MAX_BATCH_SIZE):
+        raise InputError(f"--batch-size must be in [1, {show_number(MAX_BATCH_SIZE)}], got {batch_size}")
+    return float(batch_size)
 
 
 def build_dynamics(lr: float, momentum: float, nesterov: bool, ema: Optional[float], precond: float):
@@ -43,17 +62,14 @@ def build_dynamics(lr: float, momentum: float, nesterov: bool, ema: Optional[flo
     return with_ema(dyn, ema) if ema is not None else dyn
 
 
-def _finite_or_none(value: float):
-    return float(value) if math.isfinite(value) else None
-
-
 @nqm_app.command("risk")
 @guarded
 def risk_command(
-    batch_size: float = typer.Option(..., "--batch-size", help="Batch size B >= 1."),
-    steps: str = typer.Option(..., "--steps", help="Comma-separated steps, e.g. 0,10,1000,1e6."),
-    dim: int = typer.Option(10_000, "--dim", help="Dimension d of the power-law problem."),
-    binned_bins: Optional[int] = typer.Option(None, "--binned", help="Use the authors' geometric binning."),
+    batch_size: float = typer.Option(..., "--batch-size", help="Batch size B in [1, 2^50]."),
+    steps: str = typer.Option(..., "--steps", help="Comma-separated steps in [0, 1e15] (at most 1000), "
+                                                   "e.g. 0,10,1000,1e6 or 2^20."),
+    dim: int = typer.Option(10_000, "--dim", help=_DIM_HELP),
+    binned_bins: Optional[int] = typer.Option(None, "--binned", help=_BINNED_HELP),
     lr: float = typer.Option(0.5, "--lr", help="Learning rate α > 0."),
     momentum: float = typer.Option(0.0, "--momentum", help="Momentum β in [0, 1) (0: plain SGD)."),
     nesterov: bool = typer.Option(False, "--nesterov", help="Nesterov momentum (optax's form)."),
@@ -61,26 +77,23 @@ def risk_command(
     precond: float = typer.Option(0.0, "--precond", help="Preconditioner power p in [0, 1] (P = H^-p)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
 ) -> None:
-    """Exact expected risk at the given steps on the power-law problem."""
+    """Exact expected risk at the given steps on the power-law problem (inf where unstable)."""
     import numpy as np
 
     from batchlab.nqm import expected_risk, is_stable, steady_state_risk
 
-    step_list = parse_int_list(steps, name="--steps")
-    if any(t < 0 for t in step_list):
-        raise InputError("--steps must be >= 0")
-    if not math.isfinite(batch_size) or batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    step_list = parse_int_list(steps, name="--steps", minimum=0, maximum=MAX_STEPS, max_count=MAX_STEP_VALUES)
+    batch_size = check_batch_size(batch_size)
     problem = build_problem(dim, binned_bins)
     dyn = build_dynamics(lr, momentum, nesterov, ema, precond)
     risk = expected_risk(problem, dyn, batch_size=batch_size, steps=np.array(step_list))
     floor = float(steady_state_risk(problem, dyn, batch_size=batch_size))
     stable = bool(is_stable(problem, dyn))
     if as_json:
-        print(json.dumps({
+        print(json_text({
             "steps": step_list,
-            "risk": [_finite_or_none(r) for r in risk],
-            "steady_state_risk": _finite_or_none(floor),
+            "risk": list(risk),
+            "steady_state_risk": floor,
             "stable": stable,
             "problem": problem.describe(),
             "optimizer": {"learning_rate": lr, "momentum": momentum, "nesterov": nesterov, "ema": ema,
@@ -117,12 +130,14 @@ def _progress(total: int, description: str):
 @guarded
 def scaling_command(
     optimizer: str = typer.Option(..., "--optimizer", help="sgd, momentum, nesterov, ema, momentum-ema or schedule."),
-    batch_sizes: str = typer.Option(..., "--batch-sizes", help="Comma-separated batch sizes, e.g. 4,64,1024 or 2^10."),
+    batch_sizes: str = typer.Option(..., "--batch-sizes", help="Comma-separated batch sizes in [1, 2^50] (at most "
+                                                               "100), e.g. 4,64,1024 or 2^10."),
     precond: float = typer.Option(0.0, "--precond", help="Preconditioner power p in [0, 1]."),
-    target: float = typer.Option(0.01, "--target", help="Risk to reach."),
-    dim: int = typer.Option(10_000, "--dim", help="Dimension d of the power-law problem."),
-    binned_bins: Optional[int] = typer.Option(None, "--binned", help="Use the authors' geometric binning."),
-    pieces: int = typer.Option(10, "--pieces", help="Pieces of the optimized schedule (--optimizer schedule)."),
+    target: float = typer.Option(0.01, "--target", help="Risk to reach (> 0)."),
+    dim: int = typer.Option(10_000, "--dim", help=_DIM_HELP),
+    binned_bins: Optional[int] = typer.Option(None, "--binned", help=_BINNED_HELP),
+    pieces: int = typer.Option(10, "--pieces",
+                               help="Pieces of the optimized schedule, 1 to 100 (--optimizer schedule)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
 ) -> None:
     """Optimal steps to reach the target, and hyperparameters, at each batch size."""
@@ -136,7 +151,10 @@ def scaling_command(
         raise InputError(f"--precond must be in [0, 1], got {precond}")
     if not math.isfinite(target) or target <= 0:
         raise InputError(f"--target must be > 0, got {target}")
-    sizes = check_batch_sizes(parse_int_list(batch_sizes, name="--batch-sizes"))
+    if not 1 <= pieces <= MAX_PIECES:
+        raise InputError(f"--pieces must be in [1, {MAX_PIECES}], got {pieces}")
+    sizes = check_batch_sizes(parse_int_list(batch_sizes, name="--batch-sizes", minimum=1, maximum=MAX_BATCH_SIZE,
+                                             max_count=MAX_BATCH_SIZES))
     problem = build_problem(dim, binned_bins)
     progress, task = _progress(len(sizes), f"{optimizer} p={precond:g}")
     with progress:
@@ -156,15 +174,9 @@ def scaling_command(
             result = curve.as_dict()
     result["problem"] = problem.describe()
     if as_json:
-        print(json.dumps(result, default=_json_default))
+        print(json_text(result))
         return
     _print_scaling(result)
-
-
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    raise TypeError(f"not JSON serializable: {value!r}")
 
 
 def _print_scaling(result: dict) -> None:
@@ -194,26 +206,26 @@ def _print_scaling(result: dict) -> None:
 @nqm_app.command("figures")
 @guarded
 def figures_command(
-    out: str = typer.Option(..., "--out", help="Folder for the PNG figures and their CSV/JSON data."),
-    dim: int = typer.Option(10_000, "--dim", help="Dimension d of the power-law problem."),
-    binned_bins: Optional[int] = typer.Option(None, "--binned", help="Use the authors' geometric binning."),
+    out: str = typer.Option(..., "--out", help="Folder for the PNG figures and their CSV/JSON data "
+                                               "(created; checked before computing)."),
+    dim: int = typer.Option(10_000, "--dim", help=_DIM_HELP),
+    binned_bins: Optional[int] = typer.Option(None, "--binned", help=_BINNED_HELP),
     quick: bool = typer.Option(False, "--quick", help="Fewer batch sizes and targets (a demo-sized run)."),
-    jobs: int = typer.Option(1, "--jobs", help="Worker processes."),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes, 1 to 256."),
 ) -> None:
     """Reproduce the paper's NQM figures (one PNG + CSV per figure, summary.json)."""
-    from pathlib import Path
-
     from batchlab.plots.nqm_figures import FigureSpec, write_nqm_figures
 
     build_problem(dim, binned_bins)  # validates
-    if jobs < 1:
-        raise InputError(f"--jobs must be >= 1, got {jobs}")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise InputError(f"--jobs must be in [1, {MAX_JOBS}], got {jobs}")
+    folder = output_folder(out, flag="--out")
     spec = (FigureSpec.quick if quick else FigureSpec)(dim=dim, bins=binned_bins)
     progress, task = _progress(1, "NQM figures")
     with progress:
         def tick(done, total):
             progress.update(task, total=total, completed=done)
 
-        paths = write_nqm_figures(Path(out), spec, workers=jobs, progress=tick)
+        paths = write_nqm_figures(folder, spec, workers=jobs, progress=tick)
     for p in paths:
         print(p)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, Optional
 
@@ -11,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchlab.cli._app import app, guarded, parse_float_list
+from batchlab.cli._app import app, guarded, json_text, parse_float_list
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer, optimizer_names
 from batchlab.train import TrainOptions, check_arguments, enable_compilation_cache, train
@@ -36,6 +35,8 @@ def parse_assignments(items: list[str], *, flag: str) -> dict[str, Any]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
             raise InputError(f"{flag}: expected NAME=VALUE, got {item!r}")
+        if name.strip() in out:
+            raise InputError(f"{flag}: {name.strip()} given twice")
         out[name.strip()] = _scalar(value.strip())
     return out
 
@@ -47,14 +48,20 @@ def _hyperparameters(optimizer: str, lr: float | None, momentum: float | None,
         optimizer += EMA_SUFFIX  # --ema on a plain optimizer means its EMA variant
     names = {hp.name for hp in get_optimizer(optimizer).hyperparameters}
     values = dict(extra)
+
+    def shortcut(flag: str, name: str, value: Any) -> None:
+        if name in values:  # never silently prefer one of two values
+            raise InputError(f"{flag} and --hp {name}=... both set {name}; give it once")
+        values[name] = value
+
     if lr is not None:
-        values["learning_rate"] = lr
+        shortcut("--lr", "learning_rate", lr)
     if momentum is not None:
         if "momentum" not in names and "beta1" not in names:
             raise InputError(f"--momentum: optimizer {optimizer!r} has no momentum")
-        values["momentum" if "momentum" in names else "beta1"] = momentum
+        shortcut("--momentum", "momentum" if "momentum" in names else "beta1", momentum)
     if ema is not None:
-        values["ema_decay"] = ema
+        shortcut("--ema", "ema_decay", ema)
     return optimizer, values
 
 
@@ -76,14 +83,17 @@ def _progress_bar(console: Console, total: int, metric: str):
 def train_command(
     workload: str = typer.Option(..., "--workload", help="workload name (see `batchlab list`)"),
     optimizer: str = typer.Option(..., "--optimizer", help="optimizer name (see `batchlab list`)"),
-    batch_size: int = typer.Option(..., "--batch-size", help="minibatch size"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning_rate"),
+    batch_size: int = typer.Option(..., "--batch-size", help="minibatch size, 1 to 2^20"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning_rate (same as --hp learning_rate=...)"),
     momentum: Optional[float] = typer.Option(None, "--momentum", help="momentum (Adam: beta1)"),
-    ema: Optional[float] = typer.Option(None, "--ema", help="evaluate an EMA of the weights with this decay"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="step budget (default: the workload's)"),
-    seed: int = typer.Option(0, "--seed"),
-    target: Optional[float] = typer.Option(None, "--target", help="target value (default: the workload's)"),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="evaluation cadence in steps"),
+    ema: Optional[float] = typer.Option(None, "--ema", help="evaluate an EMA of the weights with this decay, "
+                                                            "in [0, 1)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps",
+                                            help="step budget, 0 to 2^31 - 1 (default: the workload's)"),
+    seed: int = typer.Option(0, "--seed", help="training seed, 0 to 2^32 - 1"),
+    target: Optional[float] = typer.Option(None, "--target", help="target value of the workload's metric "
+                                           "(default: the workload's): an error rate in [0, 1], a loss > 0"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="evaluation cadence in steps, >= 1"),
     hp: list[str] = typer.Option([], "--hp", help="any hyperparameter, NAME=VALUE (repeatable)"),
     option: list[str] = typer.Option([], "--option", help="workload option, NAME=VALUE (repeatable)"),
     ema_decays: Optional[str] = typer.Option(None, "--ema-decays", help="extra EMA decays to track, e.g. 0.9,0.99"),
@@ -99,7 +109,8 @@ def train_command(
     extra = tuple(parse_float_list(ema_decays, name="--ema-decays")) if ema_decays else ()
     steps = task.default_max_steps if max_steps is None else max_steps
     options = TrainOptions(ema_decays=extra)
-    check_arguments(task, name, values, batch_size, steps, eval_every=eval_every, options=options)
+    check_arguments(task, name, values, batch_size, steps, eval_every=eval_every, options=options, seed=seed,
+                    target=target)
     task.load()  # a missing data set fails here, before any progress bar is drawn
     if compilation_cache:
         enable_compilation_cache()
@@ -116,7 +127,7 @@ def train_command(
         out = result.to_dict()
         out.update(workload=workload, optimizer=name, batch_size=batch_size, seed=seed,
                    hyperparameters=get_optimizer(name).validate(values))
-        print(json.dumps(out))
+        print(json_text(out))
         return
     _render(Console(), result, name)
 
@@ -162,7 +173,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="print as JS
         for name in optimizer_names()
     }
     if as_json:
-        print(json.dumps({"workloads": workloads, "optimizers": optimizers}, default=str))
+        print(json_text({"workloads": workloads, "optimizers": optimizers}))
         return
     console = Console()
     table = Table(title="workloads")

@@ -33,10 +33,11 @@ TRUST = 1e4
 
 
 def _times(a, b):
-    """``a * b`` with ``0 * inf = 0`` (a direction with no noise or no initial error stays at 0)."""
+    """``a * b`` with ``0 * inf = inf * 0 = 0`` (a direction with no noise or no initial error stays
+    at 0, and so does the noise of a direction with an overflowing step before its first step)."""
     with np.errstate(invalid="ignore"):
         prod = a * b
-        zero = np.equal(a, 0)
+        zero = np.equal(a, 0) | np.equal(b, 0)
         return np.where(zero, 0.0, prod) if np.any(zero) else prod
 
 

@@ -317,13 +317,14 @@ def _direction_arrays(problem: Problem, dyn: Dynamics, batch_size) -> tuple[np.n
     alpha = np.asarray(dyn.learning_rate)[..., None]
     p = np.asarray(dyn.precond)
     h, c = problem.h, problem.c
-    if p.size == 1:  # one preconditioner for every setting: per-direction factors computed once
-        P = h ** (-float(p.reshape(-1)[0])) if float(p.reshape(-1)[0]) != 0.0 else 1.0
-        x = alpha * (P * h)
-        q = (alpha**2 / B[..., None]) * (P**2 * c)
-        return x, q
-    P = h ** (-p[..., None])
-    return alpha * P * h, alpha**2 * P**2 * c / B[..., None]
+    with np.errstate(over="ignore"):  # a huge learning rate overflows to inf: unstable, risk inf
+        if p.size == 1:  # one preconditioner for every setting: per-direction factors computed once
+            P = h ** (-float(p.reshape(-1)[0])) if float(p.reshape(-1)[0]) != 0.0 else 1.0
+            x = alpha * (P * h)
+            q = (alpha**2 / B[..., None]) * (P**2 * c)
+            return x, q
+        P = h ** (-p[..., None])
+        return alpha * P * h, alpha**2 * P**2 * c / B[..., None]
 
 
 def build_system(problem: Problem, dyn: Dynamics, batch_size) -> System:
@@ -346,6 +347,7 @@ def build_system(problem: Problem, dyn: Dynamics, batch_size) -> System:
     return System(kind=kind, ema=gamma is not None, beta=beta, gamma=gamma, **common)
 
 
+@np.errstate(over="ignore")  # a huge step overflows to inf: far outside the stable region
 def _heavy_ball_companion(x, beta) -> Companion:
     omb, sb = 1.0 - beta, np.sqrt(beta)
     return Companion(
@@ -355,6 +357,7 @@ def _heavy_ball_companion(x, beta) -> Companion:
     )
 
 
+@np.errstate(over="ignore")
 def _nesterov_companion(x, beta) -> Companion:
     omb, omx = 1.0 - beta, 1.0 - x
     return Companion(
@@ -387,6 +390,7 @@ def _accurate_sum(*terms):
     return total + comp
 
 
+@np.errstate(over="ignore")
 def _sgd_ema_companion(x, gamma) -> Companion:
     """SGD + EMA on ``(θ, θ̃)``, measured ``θ̃``: roots ``1 − x`` and ``γ`` (Theorem 2)."""
     omg, r = 1.0 - gamma, 1.0 - x

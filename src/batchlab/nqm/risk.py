@@ -70,16 +70,46 @@ def is_stable(problem: Problem, dyn: Dynamics) -> np.ndarray:
 
 
 def _lyapunov_out(sys) -> np.ndarray:
-    """Steady-state measured second moment by solving ``Σ = M Σ Mᵀ + q u uᵀ`` (general n)."""
+    """Steady-state measured second moment by solving ``Σ = M Σ Mᵀ + q u uᵀ`` (general n).
+
+    With ``M = I − E`` the operator is ``I − M⊗M = E⊗I + I⊗E − E⊗E``, built from ``E`` so that slow
+    directions (tiny ``x``, where ``M⊗M`` rounds to the identity) keep full precision.  Solved only
+    for stable entries (``x < limit``, where it is invertible); the others are ``inf``, and so is a
+    stable entry so close to the limit that rounding leaves no positive solution.
+    """
+    rows = np.flatnonzero(np.broadcast_to(sys.x < sys.limit, sys.shape).reshape(-1))
+    out = np.full(int(np.prod(sys.shape)), np.inf)
     flat = sys.reshape(-1)
+    for start in range(0, rows.size, _LYAPUNOV_BLOCK):  # blocks bound the memory of the n²×n² systems
+        block = rows[start:start + _LYAPUNOV_BLOCK]
+        out[block] = _lyapunov_block(flat.take(block))
+    return out.reshape(sys.shape)
+
+
+_LYAPUNOV_BLOCK = 1 << 15
+
+
+def _lyapunov_block(flat) -> np.ndarray:
     mats = flat.matrices()
     n = flat.n
-    M = np.eye(n) - mats[0]
-    A = np.eye(n * n) - np.einsum("kij,kab->kiajb", M, M).reshape(-1, n * n, n * n)
+    E, eye = mats[0], np.eye(n)
+    A = (np.einsum("kij,ab->kiajb", E, eye) + np.einsum("ij,kab->kiajb", eye, E)
+         - np.einsum("kij,kab->kiajb", E, E)).reshape(-1, n * n, n * n)
     rhs = _engine.noise_covariance(flat, mats).reshape(-1, n * n)
     with np.errstate(all="ignore"):
-        sol = np.linalg.solve(A, rhs[..., None])[..., 0]
-    return sol.reshape(-1, n, n)[:, flat.out, flat.out].reshape(sys.shape)
+        try:
+            sol = np.linalg.solve(A, rhs[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # an entry at the limit within rounding: solve one by one
+            sol = np.stack([_solve_or_inf(a, b) for a, b in zip(A, rhs)])
+    value = sol.reshape(-1, n, n)[:, flat.out, flat.out]
+    return np.where(np.isfinite(value) & (value >= 0), value, np.inf)
+
+
+def _solve_or_inf(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.full(b.shape, np.inf)
 
 
 def steady_state_risk(problem: Problem, dyn: Dynamics, *, batch_size, per_direction: bool = False) -> np.ndarray:
@@ -93,7 +123,7 @@ def steady_state_risk(problem: Problem, dyn: Dynamics, *, batch_size, per_direct
     sys = build_system(problem, dyn, batch_size)
     x, q = sys.x, sys.q
     stable = x < sys.limit
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if isinstance(dyn, SGD):
             S = q / (x * (2 - x))
         elif isinstance(dyn, HeavyBall) and not isinstance(dyn, Nesterov):

@@ -60,9 +60,13 @@ def check_batch_sizes(batch_sizes: Sequence[float]) -> list[float]:
     """Validated, sorted, distinct batch sizes (each ≥ 1)."""
     out = []
     for b in batch_sizes:
-        if not np.isfinite(b) or b < 1:
+        try:
+            value = float(b)
+        except (TypeError, ValueError, OverflowError):  # e.g. a Python int beyond float range
+            raise InputError(f"batch sizes must be finite numbers >= 1, got {b!r}") from None
+        if not np.isfinite(value) or value < 1:
             raise InputError(f"batch sizes must be >= 1, got {b}")
-        out.append(float(b))
+        out.append(value)
     if not out:
         raise InputError("need at least one batch size")
     return sorted(set(out))

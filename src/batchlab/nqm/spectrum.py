@@ -154,17 +154,17 @@ def binned(problem: Problem, bins: int = 100) -> Problem:
     # guard rounding: move to the next edge if the chosen one exceeds h
     over = edges[idx] > h * (1 + 1e-12)
     idx = np.where(over, np.minimum(idx + 1, len(edges) - 1), idx)
-    used = np.unique(idx)
-    new_h, new_c, new_s0, new_w = [], [], [], []
-    for k in used:
-        members = idx == k
-        w = problem.weights[members]
-        scale = edges[k] / h[members]
-        new_h.append(edges[k])
-        new_c.append(np.sum(w * problem.c[members] * scale) / w.sum())
-        new_s0.append(np.sum(w * problem.s0[members]) / w.sum())
-        new_w.append(w.sum())
+    # group the entries by bin (stable: each group keeps its order, so its sums are np.sum's as before)
+    order = np.argsort(idx, kind="stable")
+    used, starts = np.unique(idx[order], return_index=True)
+    w = problem.weights[order]
+    wc = w * problem.c[order] * (edges[idx[order]] / h[order])
+    ws0 = w * problem.s0[order]
+    bounds = np.append(starts, len(order))
+    new_w = np.array([w[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])])
+    new_c = np.array([wc[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]) / new_w
+    new_s0 = np.array([ws0[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]) / new_w
     return Problem(
-        h=np.array(new_h), c=np.array(new_c), s0=np.array(new_s0), weights=np.array(new_w),
+        h=edges[used], c=new_c, s0=new_s0, weights=new_w,
         name=f"{problem.name} binned({int(bins)})",
     )

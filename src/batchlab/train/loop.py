@@ -39,7 +39,13 @@ from batchlab.optim import OptimizerSpec, Prepared, get_optimizer, prepare
 from batchlab.train.compiled import Carry, Compiled, Monitor, compiled_for
 from batchlab.train.result import EvalPoint, TrackResult, TrainOptions, TrainResult
 
-__all__ = ["train", "check_arguments", "ProgressFn", "StopFn"]
+__all__ = ["train", "check_arguments", "ProgressFn", "StopFn", "MAX_BATCH_SIZE", "MAX_STEPS", "MAX_SEED"]
+
+# Limits of one run.  The step counter is int32 on the device; one batch of 2^20 examples already
+# needs gigabytes for most workloads; JAX's default PRNG keys take 32-bit seeds (larger ones wrap).
+MAX_BATCH_SIZE = 2**20
+MAX_STEPS = 2**31 - 1  # max_steps, eval_every and prune_at_step
+MAX_SEED = 2**32 - 1
 
 ProgressFn = Callable[[int, "Mapping[str, float] | None"], None]
 StopFn = Callable[[int, Mapping[str, float]], bool]
@@ -130,6 +136,11 @@ def _start(run: _Run, prepared: Any, batch_size: int, max_steps: int, seed: int)
     return Carry(params, opt_state, np.int32(0), key_data, key_opt, monitor)
 
 
+def _power_of_two(limit: int) -> str:
+    """``2^20`` or ``2^31 - 1`` for a limit of that form."""
+    return f"2^{(limit + 1).bit_length() - 1} - 1" if (limit + 1) & limit == 0 else f"2^{limit.bit_length() - 1}"
+
+
 def _resolve(optimizer: str | OptimizerSpec) -> OptimizerSpec:
     return get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
 
@@ -143,8 +154,14 @@ def check_arguments(
     *,
     eval_every: int | None = None,
     options: TrainOptions | None = None,
+    seed: int | None = None,
+    target: float | None = None,
 ) -> Prepared:
     """Validate the arguments of :func:`train` without training (cheap; loads no data).
+
+    Limits: ``1 ≤ batch_size ≤ 2^20``, ``0 ≤ max_steps ≤ 2^31 − 1``, ``1 ≤ eval_every ≤ 2^31 − 1``,
+    ``0 ≤ seed ≤ 2^32 − 1``; ``target`` must be valid for the workload's metric
+    (:meth:`~batchlab.workloads.base.Workload.check_target`).
 
     Returns:
         The validated hyperparameters (:class:`~batchlab.optim.Prepared`).
@@ -154,12 +171,17 @@ def check_arguments(
     """
     options = options or TrainOptions()
     cadence = workload.default_eval_every if eval_every is None else eval_every
-    for name, value, low in (("batch_size", batch_size, 1), ("max_steps", max_steps, 0),
-                             ("eval_every", cadence, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    limits = (("batch_size", batch_size, 1, MAX_BATCH_SIZE), ("max_steps", max_steps, 0, MAX_STEPS),
+              ("eval_every", cadence, 1, MAX_STEPS), ("seed", 0 if seed is None else seed, 0, MAX_SEED))
+    for name, value, low, high in limits:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    if options.prune_at_step is not None and options.prune_at_step < 0:
-        raise InputError(f"prune_at_step must be >= 0, got {options.prune_at_step}")
+        if value > high:
+            raise InputError(f"{name} must be at most {_power_of_two(high)}, got {value!r}")
+    if options.prune_at_step is not None and not 0 <= options.prune_at_step <= MAX_STEPS:
+        raise InputError(f"prune_at_step must be in [0, 2^31 - 1], got {options.prune_at_step}")
+    if target is not None:
+        workload.check_target(target)
     if options.loop not in ("auto", "device", "python"):
         raise InputError(f"loop must be auto, device or python, got {options.loop!r}")
     return prepare(_resolve(optimizer), hyperparameters, extra_ema_decays=tuple(options.ema_decays))
@@ -191,10 +213,12 @@ def train(
         workload: a :class:`~batchlab.workloads.base.Workload` instance.
         optimizer: a registry name (e.g. ``"momentum+ema"``) or an ``OptimizerSpec``.
         hyperparameters: name → value; defaults fill the rest.
-        batch_size: minibatch size (≥ 1).
-        max_steps: step budget (≥ 0).
-        seed: the run's seed.
-        target: target value of ``workload.target_metric`` (default: the workload's).
+        batch_size: minibatch size (1 … 2^20).
+        max_steps: step budget (0 … 2^31 − 1).
+        seed: the run's seed (0 … 2^32 − 1).
+        target: target value of ``workload.target_metric`` (default: the workload's); not checked
+            here, so that e.g. ``-1`` runs the whole budget — user input goes through
+            ``check_arguments(..., target=...)`` (:meth:`~batchlab.workloads.base.Workload.check_target`).
         eval_every: evaluation cadence in steps (default: the workload's).
         progress: ``progress(step, metrics or None)`` after every compiled call and evaluation.
         stop: ``stop(step, metrics) -> bool`` after every evaluation; ``True`` ends the run as
@@ -216,7 +240,7 @@ def train(
     """
     options = options or TrainOptions()
     prepared = check_arguments(workload, optimizer, hyperparameters, batch_size, max_steps,
-                               eval_every=eval_every, options=options)
+                               eval_every=eval_every, options=options, seed=seed)
     spec = prepared.spec
     eval_every = workload.default_eval_every if eval_every is None else eval_every
     goal = workload.target_value if target is None else float(target)

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any, Callable, ClassVar, Literal, Mapping, TypeVar
 
 import jax
+
+from batchlab.errors import InputError
 
 __all__ = ["Batch", "Params", "Workload", "LossKind"]
 
@@ -137,7 +140,29 @@ class Workload(abc.ABC):
         state.pop("_memo_", None)  # device arrays and compiled functions are rebuilt on demand
         return state
 
+    def check_target(self, target: Any) -> float:
+        """``target`` as a float if it is a valid value of :attr:`target_metric`, else InputError.
+
+        Losses and risks are ``> 0`` (finite); workloads whose metric is a fraction narrow this
+        (classification: an error rate in ``[0, 1]``).
+        """
+        value = finite_or_none(target)
+        if value is None or value <= 0:
+            raise InputError(f"target: {self.target_metric} must be a finite number > 0, got {target!r}")
+        return value
+
     def reached(self, metrics: Mapping[str, float], target: float | None = None) -> bool:
         """Whether ``metrics`` meet ``target`` (default: the workload's ``target_value``)."""
         goal = self.target_value if target is None else target
         return bool(metrics[self.target_metric] <= goal)
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` (not a number, bool, NaN, ±inf)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None

@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from batchlab.workloads.base import Batch, LossKind, Params, Workload
+from batchlab.errors import InputError
+from batchlab.workloads.base import Batch, LossKind, Params, Workload, finite_or_none
 from batchlab.workloads.layers import softmax_cross_entropy
 
 __all__ = ["ClassificationArrays", "ClassificationWorkload"]
@@ -58,6 +59,13 @@ class ClassificationWorkload(Workload, abc.ABC):
     @abc.abstractmethod
     def load_arrays(self) -> ClassificationArrays:
         """Load (and memoise across instances) the data; raise ``DataMissingError`` if not installed."""
+
+    def check_target(self, target: Any) -> float:
+        """An error rate: a finite number in ``[0, 1]``."""
+        value = finite_or_none(target)
+        if value is None or not 0.0 <= value <= 1.0:
+            raise InputError(f"target: error is a fraction, must be in [0, 1], got {target!r}")
+        return value
 
     # --- data ---------------------------------------------------------------------------------------
     def load(self) -> None:
