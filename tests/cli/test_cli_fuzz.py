@@ -193,12 +193,101 @@ COMMANDS: dict[str, Command] = {
     "list": Command(base=("list",), flags={"--json": FLAG}),
 }
 
+
+# --- study and calibrate: a finished study (made once, below) and stubs for the expensive work ----------
+
+def _refuse(*_, **__):
+    """Stands for training or measuring: reaching it means every check passed (a valid call)."""
+    from batchlab.errors import InputError
+
+    raise InputError("stub: the fuzz test does not train")
+
+
+STUDY = Path(tempfile.mkdtemp(prefix="batchlab-fuzz-study-"))  # filled by the module fixture below
+STUDY_FOLDERS = st.sampled_from([str(STUDY), str(STUDY), "{tmp}", "{tmp}/a_file", "{tmp}/missing", "", "/dev/null",
+                                 "{tmp}/a_file/sub", "ünï"])
+SPECS = st.sampled_from([str(STUDY / "spec.toml"), "quick", "no-such-preset", "{tmp}/a_file", "{tmp}", "", "💥"])
+RESAMPLES = _ints(st.integers(0, 200))
+COMMANDS.update({
+    "study run": Command(
+        base=("study", "run", str(STUDY / "spec.toml"), "--out", str(STUDY)),
+        flags={"--out": st.one_of(OUT_PATHS, st.just(str(STUDY))), "--executor": st.sampled_from(
+                   ["local", "dask", "threads", "", "💥"]),
+               "--scheduler": st.sampled_from(["notanaddress", "tcp://127.0.0.1:notaport", "tcp://127.0.0.1:0", "",
+                                               "💥", "tcp://[::1", "inproc://x"]),
+               "--workers": _ints(st.sampled_from([-1, 0])), "--prune": FLAG, "--no-prune": FLAG},
+        # another spec or folder would train: every check runs, then each trial fails (recorded, exit 0)
+        stubs={"batchlab.train.train": _refuse}),
+    "study status": Command(base=("study", "status", str(STUDY)), flags={}),
+    "study report": Command(base=("study", "report", str(STUDY), "--resamples", "20"),
+                            flags={"--resamples": RESAMPLES}),
+    "study compare": Command(base=("study", "compare", str(STUDY), "--resamples", "20"),
+                             flags={"--resamples": RESAMPLES, "--json": FLAG}),
+    "study export": Command(base=("study", "export", str(STUDY), "--out", "{tmp}/export"),
+                            flags={"--out": OUT_PATHS, "--format": st.sampled_from(
+                                ["csv", "parquet", "csv,parquet", "", "xlsx", ",", "csv,,csv"])}),
+    "calibrate": Command(
+        base=("calibrate", "--workload", "nqm-sampled", "--out", "{tmp}/calibration", "--option", "dim=8",
+              "--top-k", "2", "--batch-sizes", "4,64"),
+        flags={"--workload": st.sampled_from(["nqm-sampled", "digits-cnn", "nope", ""]), "--out": OUT_PATHS,
+               "--at-step": _ints(st.integers(-1, 100)), "--top-k": _ints(st.integers(-1, 10)),
+               "--seed": _ints(st.integers(-1, 5)), "--batch-sizes": _lists(st.floats(0.5, 2.0**40)),
+               "--optimizers": st.sampled_from(["sgd", "sgd,momentum,adam,kfac", "nope", "", ","]),
+               "--curvature": st.sampled_from(["ggn", "hessian", "nope"]),
+               "--reference-optimizer": st.sampled_from(["sgd", "adam", "nope"]),
+               "--reference-batch-size": _ints(st.integers(0, 64)),
+               "--reference-hp": st.sampled_from(["learning_rate=0.1", "learning_rate=-1", "nope=1", "x"]),
+               "--reference-steps": _ints(st.integers(-1, 50)), "--reference-tune": _ints(st.integers(-1, 20)),
+               "--reference-seeds": _ints(st.integers(-1, 5)), "--target-loss": _floats(st.floats(0.0, 5.0)),
+               "--initial": st.sampled_from(["fit", "isotropic", "equal-risk", "nope"]),
+               "--bulk-noise": st.sampled_from(["curvature-weighted", "nope"]),
+               "--loss-floor": _floats(st.floats(-1.0, 1.0)), "--slq-probes": _ints(st.integers(-1, 8)),
+               "--slq-steps": _ints(st.integers(-1, 80)), "--curvature-examples": _ints(st.integers(-1, 4096)),
+               "--noise-examples": _ints(st.integers(-1, 4096)), "--chunk-size": _ints(st.integers(-1, 512)),
+               "--option": st.sampled_from(["dim=8", "dim=0", "nope=1", "dim"]), "--json": FLAG},
+        stubs={"batchlab.calibrate.pipeline.run_reference": _refuse, "batchlab.calibrate.pipeline.measure": _refuse}),
+})
+COMMANDS["study run"].flags["SPEC"] = SPECS
+for _name in ("study status", "study report", "study compare", "study export"):
+    COMMANDS[_name].flags["FOLDER"] = STUDY_FOLDERS
+
 MAX_FLAGS = 4  # flags overridden per call: more would almost always include a rejected one
-EXAMPLES = {"nqm risk": 60, "nqm scaling": 60, "nqm figures": 40, "train": 80, "list": 4}
+EXAMPLES = {"nqm risk": 60, "nqm scaling": 60, "nqm figures": 40, "train": 80, "list": 4, "study run": 30,
+            "study status": 10, "study report": 8, "study compare": 15, "study export": 20, "calibrate": 60}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def finished_study():
+    """A tiny replicated study on nqm-sampled, run once: the folder the study commands read."""
+    from batchlab.study import load_spec, run_study
+
+    spec = STUDY / "spec.toml"
+    spec.write_text('''name = "fuzz"
+workload = "nqm-sampled"
+workload_options = { dim = 8 }
+batch_sizes = [16, 64, 256]
+eval_every = 10
+[tuning]
+explore = 3
+rounds = 1
+candidates = 1
+seeds = 3
+[budget]
+steps = 200
+[optimizers.sgd]
+search.learning_rate = [0.05, 3.0]
+[optimizers.momentum]
+search.learning_rate = [0.01, 1.0]
+''')
+    run_study(load_spec(spec), STUDY)
+    yield STUDY
 
 
 def _argv(command: Command, chosen: dict, tmp: str) -> list[str]:
     argv = list(command.base)
+    chosen = dict(chosen)
+    for name in [k for k in chosen if k.isupper()]:  # SPEC, FOLDER: the positional third word
+        argv[2] = chosen.pop(name)
     for flag, value in chosen.items():
         if flag in argv and value is not None:
             argv[argv.index(flag) + 1] = value

@@ -160,3 +160,27 @@ def test_unreachable_target_gives_strict_json_with_nulls():
     assert [row["steps"] for row in data["rows"]] == [None, None]
     crit = data["critical_batch_size"]
     assert crit["b_noise"] is None and crit["overhead"] is None and crit["overhead_interpolated"] is None
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["nqm", "risk", "--batch-size", "64", "--steps", "10", "--dim", "abc"],
+     "error: batchlab nqm risk: Invalid value for '--dim': Input should be a valid integer, unable to parse string "
+     "as an integer"),
+    (["nqm", "risk", "--nosuchflag"], "error: batchlab nqm risk: No such option: --nosuchflag"),
+    (["nosuch"], "error: batchlab: No such command 'nosuch'."),
+])
+def test_usage_errors_from_the_entry_point_are_one_line(argv, line, capsys):
+    from batchlab.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and captured.err == line + "\n" and captured.out == ""
+
+
+def test_the_entry_point_prints_a_group_s_help_and_exits_0(capsys):
+    from batchlab.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["nqm"])
+    assert stop.value.code == 0 and "Usage: batchlab nqm" in capsys.readouterr().out

@@ -167,7 +167,10 @@ def test_a_killed_worker_beyond_allowed_failures_is_a_failed_trial_the_next_run_
      "invalid Dask scheduler address 'tcp://127.0.0.1:0' (port 0 is not in 1..65535)"),
     (["--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"],
      "--workers starts a local cluster; it cannot be combined with --scheduler"),
-    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--workers", "0"], "--workers must be in [1, 256] (processes on this machine; for more, start a cluster and "
+                         "pass --scheduler), got 0"),
+    (["--workers", "4294967296"], "--workers must be in [1, 256] (processes on this machine; for more, start a "
+                                  "cluster and pass --scheduler), got 4294967296"),
 ])
 def test_a_malformed_scheduler_is_a_one_line_error(arguments, message, tmp_path):
     result = CliRunner().invoke(app, ["study", "run", "quick", "--out", str(tmp_path / "study"), *arguments])

@@ -69,8 +69,8 @@ BAD_SPECS = {
 
 # exact messages of the range checks (the target's range is the target metric's: error rate in [0, 1])
 EXACT = {
-    "negative target": "target must be within the range of the workload's target metric error ([0, 1]), got -1",
-    "error target above 1": "target must be within the range of the workload's target metric error ([0, 1]), got 1.5",
+    "negative target": "target: error is a fraction, must be in [0, 1], got -1.0",
+    "error target above 1": "target: error is a fraction, must be in [0, 1], got 1.5",
     "huge batch size": "batch size must be in [1, 1048576], got 2097152",
     "huge design": "the design has up to 120,000 trials (per cell × optimizers × batch sizes = 30000 × 2 × 2); "
                    "at most 100,000",
@@ -122,10 +122,11 @@ def test_targets_inside_the_metric_range_are_kept():
     assert parse_spec(tiny_data(target=0.0)).target == 0.0 and parse_spec(tiny_data(target=1)).target == 1.0
     assert parse_spec(tiny_data(batch_sizes=[2**20])).batch_sizes == (2**20,)
     assert parse_spec(tiny_data(budget={"examples": 1e15, "max_steps": 500})).budget.steps_for(32) == 500
-    data = tiny_data(workload="nqm-sampled", workload_options={}, target=5.0)  # relative risk: any value >= 0
+    data = tiny_data(workload="nqm-sampled", workload_options={}, target=5.0)  # relative risk: any value > 0
     assert parse_spec(data).target == 5.0
-    with pytest.raises(InputError, match=r"relative_risk \(>= 0\), got -0.5"):
-        parse_spec(tiny_data(workload="nqm-sampled", workload_options={}, target=-0.5))
+    for bad in (-0.5, 0.0):
+        with pytest.raises(InputError, match=f"target: relative_risk must be a finite number > 0, got {bad}"):
+            parse_spec(tiny_data(workload="nqm-sampled", workload_options={}, target=bad))
 
 
 def test_a_different_study_in_the_folder_is_rejected_untouched(tmp_path, existing_study):

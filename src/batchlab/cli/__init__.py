@@ -34,4 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     # features; openxla/xla#44565) although the load works.  Set TF_CPP_MIN_LOG_LEVEL to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _register()
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="batchlab")
+    from typer._click import exceptions as click  # typer 0.29 vendors click (pinned in pyproject)
+
+    try:
+        code = app(args=argv if argv is not None else sys.argv[1:], prog_name="batchlab", standalone_mode=False)
+    except click.NoArgsIsHelpError as help_request:  # `batchlab nqm`: the group's help
+        print(help_request.ctx.get_help() if help_request.ctx else str(help_request))
+        sys.exit(0)
+    except click.UsageError as error:  # a bad flag or value: one line, exit 2
+        where = f"{error.ctx.command_path}: " if error.ctx is not None else ""
+        print(f"error: {where}{' '.join(error.format_message().split())}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -26,6 +26,7 @@ from batchlab.study.trial import execute
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "NextTask", "OnDone"]
 
+MAX_LOCAL_WORKERS = 256  # a LocalCluster is processes on one machine
 NextTask = Callable[[], "dict[str, Any] | None"]
 OnDone = Callable[[dict[str, Any]], None]
 
@@ -92,8 +93,9 @@ class DaskExecutor:
     def __post_init__(self) -> None:
         if self.scheduler is not None and self.workers is not None:
             raise InputError("--workers starts a local cluster; it cannot be combined with --scheduler")
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"--workers must be >= 1, got {self.workers}")
+        if self.workers is not None and not 1 <= self.workers <= MAX_LOCAL_WORKERS:
+            raise InputError(f"--workers must be in [1, {MAX_LOCAL_WORKERS}] (processes on this machine; "
+                             f"for more, start a cluster and pass --scheduler), got {self.workers}")
         if self.scheduler is not None:
             _check_address(self.scheduler)
 

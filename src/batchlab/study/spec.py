@@ -16,7 +16,7 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     seed = 0                          # seeds the design and every trial's training seed
     design = "sobol"                  # or "halton" (both scrambled)
     target = 0.03                     # default: the workload's target value; within the target
-                                      # metric's range (error: [0, 1]; loss, relative_risk: >= 0)
+                                      # metric's range (error: [0, 1]; loss, relative_risk: > 0)
     eval_every = 5                    # default: the workload's evaluation cadence
     prune = true                      # incumbent pruning (see batchlab.study.runner)
 
@@ -89,8 +89,6 @@ _MAX_BATCH_SIZE = 2**20  # a batch is drawn in one piece: larger ones exhaust me
 _MAX_STEPS = 10**9
 # Values a target metric can take (every batchlab target metric is "lower is better" and >= 0);
 # a target outside is never reached or reached at step 0.
-_METRIC_RANGES = {"error": (0.0, 1.0)}
-_DEFAULT_METRIC_RANGE = (0.0, math.inf)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,7 +300,7 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
         tuning=tuning,
         seed=_integer(data.get("seed", 0), "seed", 0, 2**63 - 1),
         design=_design(data.get("design", "sobol")),
-        target=None if "target" not in data else _target(data["target"], workload.target_metric),
+        target=None if "target" not in data else _target(data["target"], workload),
         eval_every=None if "eval_every" not in data else _integer(data["eval_every"], "eval_every", 1, 10**9),
         prune=_boolean(data.get("prune", True), "prune"),
     )
@@ -385,14 +383,10 @@ def _number(value: Any, name: str) -> float:
     return float(value)
 
 
-def _target(value: Any, metric: str) -> float:
-    target = _number(value, "target")
-    low, high = _METRIC_RANGES.get(metric, _DEFAULT_METRIC_RANGE)
-    if not low <= target <= high:
-        interval = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise InputError(f"target must be within the range of the workload's target metric {metric} "
-                         f"({interval}), got {target:g}")
-    return target
+def _target(value: Any, workload: Any) -> float:
+    """The spec's target, checked by the workload (the owner of its metric's range)."""
+    _number(value, "target")
+    return workload.check_target(value)
 
 
 def _design(value: Any) -> str:
