@@ -27,7 +27,7 @@ import numpy as np
 
 from batchlab.analysis.uncertainty import Cell
 from batchlab.study.design import derived_seed, unit_points
-from batchlab.study.protocol import (Result, Tuning, bound_for, distinct_centres, explore_round, refine_round,
+from batchlab.study.protocol import (Result, Tuning, best, bound_for, distinct_centres, explore_round, refine_round,
                                      refine_units, replicate_candidates, warm_centre)
 
 __all__ = ["SyntheticOptimizer", "SyntheticCell", "simulate_study"]
@@ -132,10 +132,7 @@ def simulate_study(model: SyntheticOptimizer, tuning: Tuning, batch_sizes: Seque
             cell.append(Result(tuple(units[i]), recorded, round_, i))
             cost[b] += ran
         results[b] = cell
-    bests = []
-    for b in batch_sizes:
-        ranked = sorted((r for r in results[b] if math.isfinite(r.steps)), key=lambda r: (r.steps, r.round, r.index))
-        bests.append(ranked[0].unit if ranked else None)
+    bests = [getattr(best(results[b]), "unit", None) for b in batch_sizes]
     if tuning.refine:
         for k, b in enumerate(batch_sizes):
             if bests[k] is None:

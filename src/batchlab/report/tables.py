@@ -54,13 +54,17 @@ def fmt_number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if math.isfinite(value) else "—"
 
 
+def _steps_intervals(best: pd.DataFrame) -> list[str]:
+    return [f"[{fmt_steps(lo)}, {fmt_steps(hi)}]" for lo, hi in zip(best["steps_low"], best["steps_high"])]
+
+
 def scaling_table(best: pd.DataFrame) -> pd.DataFrame:
     """Best steps with interval, trial counts and share reached, per (optimizer, batch size)."""
     return pd.DataFrame({
         "optimizer": best["optimizer"],
         "batch size": _cell_labels(best),
         "best steps": best["best_steps"].map(fmt_steps),
-        "95% interval": [f"[{fmt_steps(lo)}, {fmt_steps(hi)}]" for lo, hi in zip(best["steps_low"], best["steps_high"])],
+        "95% interval": _steps_intervals(best),
         "trials": best["trials"],
         "done": [f"{f}/{t}" for f, t in zip(best["finished"], best["trials"])],
         "reached": best["reached"],
@@ -158,7 +162,7 @@ def replicated_scaling_table(best: pd.DataFrame) -> pd.DataFrame:
         "optimizer": best["optimizer"],
         "batch size": _cell_labels(best),
         "steps (median over seeds)": best["steps"].map(fmt_steps),
-        "95% interval": [f"[{fmt_steps(lo)}, {fmt_steps(hi)}]" for lo, hi in zip(best["steps_low"], best["steps_high"])],
+        "95% interval": _steps_intervals(best),
         "seeds": best["seeds"],
         "candidates": best["candidates"],
         "search trials": best["search_trials"],

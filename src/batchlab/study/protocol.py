@@ -32,10 +32,8 @@ import numpy as np
 
 from batchlab.errors import InputError
 
-__all__ = ["Tuning", "Result", "explore_round", "refine_round", "bound_for", "warm_centre", "refine_units",
-           "replicate_candidates"]
-
-PHASES = ("explore", "refine", "replicate")
+__all__ = ["Tuning", "Result", "best", "bound_for", "distinct_centres", "explore_round", "refine_round",
+           "refine_units", "replicate_candidates", "warm_centre"]
 
 
 @dataclasses.dataclass(frozen=True)

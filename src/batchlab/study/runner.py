@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 
 from batchlab.errors import InputError
 from batchlab.study.design import Trial, design_base, make_design, refine_trials, replicate_trials, unit_of
-from batchlab.study.protocol import (Result, bound_for, distinct_centres, refine_round, replicate_candidates,
+from batchlab.study.protocol import (Result, best, bound_for, distinct_centres, refine_round, replicate_candidates,
                                      warm_centre)
 from batchlab.study.executors import DaskExecutor, Executor, LocalExecutor
 from batchlab.study.spec import StudySpec
@@ -225,11 +225,7 @@ def _design_refine(spec: StudySpec, store: StudyStore, base: dict[str, Any]) -> 
     tuning, trials = spec.protocol, []
     for entry in spec.optimizers:
         cells = _results(store.results(entry.name), entry, ("explore",))
-        bests = []
-        for size in spec.batch_sizes:
-            ranked = sorted((r for r in cells.get(size, []) if math.isfinite(r.steps)),
-                            key=lambda r: (r.steps, r.round, r.index))
-            bests.append(ranked[0].unit if ranked else None)
+        bests = [getattr(best(cells.get(size, [])), "unit", None) for size in spec.batch_sizes]
         axis = next((i for i, d in enumerate(entry.search) if d.name == "learning_rate" and d.scaling == "log"), None)
         span = math.log(entry.search[axis].high / entry.search[axis].low) if axis is not None else None
         for k, size in enumerate(spec.batch_sizes):
