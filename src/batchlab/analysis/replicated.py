@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from batchlab.critical import critical_batch_size
+from batchlab.study.store import FINISHED
 from batchlab.analysis.uncertainty import Cell, compare_intervals, critical_interval, estimate_cells
 
 __all__ = ["is_replicated", "replicated_cells", "replicated_critical", "verdicts"]
 
-_FINISHED = ("reached", "budget", "diverged", "pruned")
 
 
 def is_replicated(trials: pd.DataFrame) -> bool:
@@ -35,9 +35,9 @@ def _steps(rows: pd.DataFrame) -> np.ndarray:
 
 def _cell(rows: pd.DataFrame) -> tuple[Cell, pd.DataFrame, list[str]]:
     """The cell's data, its finished search trials (in order) and the origin id of each candidate."""
-    search = rows[rows["phase"].isin(["explore", "refine"]) & rows["status"].isin(_FINISHED)]
+    search = rows[rows["phase"].isin(["explore", "refine"]) & rows["status"].isin(FINISHED)]
     search = search.sort_values(["round", "trial_index"], kind="stable")
-    replicas = rows[(rows["phase"] == "replicate") & rows["status"].isin(_FINISHED)]
+    replicas = rows[(rows["phase"] == "replicate") & rows["status"].isin(FINISHED)]
     position = {trial_id: i for i, trial_id in enumerate(search["id"])}
     origins = [o for o in dict.fromkeys(replicas.sort_values("trial_index", kind="stable")["origin"]) if o in position]
     candidates = tuple(_steps(replicas[replicas["origin"] == o]) for o in origins)
@@ -73,13 +73,13 @@ def replicated_cells(trials: pd.DataFrame, *, confidence: float = 0.95, resample
     for (optimizer, batch_size), cell, estimate, (rows, search, origins) in zip(keys, cells, estimates, extras):
         counts = search["status"].value_counts()
         row = {"optimizer": optimizer, "batch_size": batch_size, "trials": len(rows),
-               "finished": int(rows["status"].isin(_FINISHED).sum()), "search_trials": len(search),
-               **{status: int(counts.get(status, 0)) for status in _FINISHED},
+               "finished": int(rows["status"].isin(FINISHED).sum()), "search_trials": len(search),
+               **{status: int(counts.get(status, 0)) for status in FINISHED},
                "failed": int((rows["status"] == "failed").sum()),
                "share_reached": counts.get("reached", 0) / len(search) if len(search) else math.nan,
                "candidates": len(cell.candidates), "seeds": estimate.seeds, "steps": estimate.steps,
                "best_steps": estimate.steps, "steps_low": estimate.low, "steps_high": estimate.high,
-               "complete": bool(rows["status"].isin(_FINISHED).all()), "best_trial": None,
+               "complete": bool(rows["status"].isin(FINISHED).all()), "best_trial": None,
                "best_ema_decay": math.nan}
         if estimate.chosen >= 0:
             winner = search[search["id"] == origins[estimate.chosen]].iloc[0]
