@@ -21,7 +21,7 @@ import logging
 from typing import Any, Callable, Protocol
 
 from batchlab.errors import InputError
-from batchlab.study.store import TrialOutcome
+from batchlab.store import TrialOutcome
 from batchlab.study.trial import execute
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "NextTask", "OnDone"]

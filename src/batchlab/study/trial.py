@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Mapping
 
-from batchlab.study.store import TrackOutcome, TrialOutcome
+from batchlab.store import TrackOutcome, TrialOutcome
 
 __all__ = ["DEFAULT_CACHE", "execute", "task_for", "outcome_from_result", "best_track"]
 
