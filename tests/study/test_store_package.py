@@ -48,3 +48,18 @@ def test_the_read_side_and_its_command_module_never_import_jax():
             "print(bad); assert not bad")
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120, capture_output=True)
+
+
+def test_the_read_commands_never_load_jax(tmp_path):
+    from batchlab.store import open_store
+
+    study = tmp_path / "study"
+    open_store(study, create=True).close()
+    code = ("import sys; from batchlab.cli import main\n"
+            "try: main(sys.argv[1:])\n"
+            "except SystemExit as stop: assert stop.code == 0, stop.code\n"
+            "bad = [m for m in sys.modules if m == 'jax' or m.startswith('jax.')]; print(bad); assert not bad")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    for argv in (["status", study], ["export", study, "--out", tmp_path / "export"]):
+        subprocess.run([sys.executable, "-c", code, "study", *map(str, argv)], check=True, env=env, timeout=120,
+                       capture_output=True)
