@@ -20,8 +20,8 @@ from batchlab.errors import InputError
 from batchlab.report import write_report
 from batchlab.study import parse_spec
 from batchlab.study.design import make_design
-from batchlab.study.frames import export_study, trials_frame
-from batchlab.study.store import TrackOutcome, TrialOutcome, open_store
+from batchlab.store.frames import export_study, trials_frame
+from batchlab.store import TrackOutcome, TrialOutcome, open_store
 
 from .conftest import REPO, tiny_data
 
@@ -163,7 +163,7 @@ def test_export_writes_csv_and_parquet_that_read_back(synthetic, tmp_path):
 
 
 def test_store_analysis_and_report_layers_never_import_jax():
-    code = ("import sys; import batchlab.study.store, batchlab.study.frames, batchlab.analysis, batchlab.report, "
+    code = ("import sys; import batchlab.store, batchlab.store.frames, batchlab.analysis, batchlab.report, "
             "batchlab.report.console, batchlab.plots.study_figures; "
             "bad = [m for m in sys.modules if m == 'jax' or m.startswith('jax.')]; print(bad); assert not bad")
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))

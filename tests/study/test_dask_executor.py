@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from batchlab.cli import _register, app
 from batchlab.study import load_spec, run_study
 from batchlab.study.executors import DaskExecutor
-from batchlab.study.frames import trials_frame
-from batchlab.study.store import FINISHED
+from batchlab.store.frames import trials_frame
+from batchlab.store import FINISHED
 
 from .conftest import nqm_data, to_toml
 

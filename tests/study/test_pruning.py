@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batchlab.cli import _register, app
-from batchlab.study.frames import trials_frame
+from batchlab.store.frames import trials_frame
 
 from .conftest import nqm_data, to_toml
 

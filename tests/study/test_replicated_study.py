@@ -16,7 +16,7 @@ from batchlab.cli import _register, app
 from batchlab.study import load_spec, run_study
 from batchlab.study.design import unit_of
 from batchlab.study.executors import DaskExecutor, LocalExecutor
-from batchlab.study.frames import trials_frame
+from batchlab.store.frames import trials_frame
 
 from .conftest import nqm_data, to_toml
 

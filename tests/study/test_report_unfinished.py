@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from batchlab.cli import _register, app
 from batchlab.study import parse_spec
 from batchlab.study.design import make_design
-from batchlab.study.store import LOCK_NAME, TrackOutcome, TrialOutcome, open_store, runner_active
+from batchlab.store import LOCK_NAME, TrackOutcome, TrialOutcome, open_store, runner_active
 
 from .conftest import tiny_data
 

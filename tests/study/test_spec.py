@@ -11,7 +11,7 @@ from batchlab.cli import _register, app
 from batchlab.errors import InputError
 from batchlab.study import load_spec, parse_spec
 from batchlab.study.design import make_design
-from batchlab.study.store import DB_NAME, open_store
+from batchlab.store import DB_NAME, open_store
 
 from .conftest import QUICK, tiny_data, to_toml
 

@@ -13,7 +13,7 @@ from batchlab.cli import _register, app
 from batchlab.errors import InputError
 from batchlab.study import parse_spec
 from batchlab.study.design import make_design
-from batchlab.study.store import DB_NAME, LOCK_NAME, TrackOutcome, TrialOutcome, open_store
+from batchlab.store import DB_NAME, LOCK_NAME, TrackOutcome, TrialOutcome, open_store
 
 from .conftest import tiny_data, to_toml
 
@@ -150,7 +150,7 @@ def test_the_store_layer_names_the_problem(good, tmp_path):
         assert store.spec()["name"] == "tiny"
     with pytest.raises(InputError, match=f"trial {good['trial']}: bad JSON in config$"):
         open_store(folder, verify=True)
-    from batchlab.study.frames import trials_frame
+    from batchlab.store.frames import trials_frame
 
     with pytest.raises(InputError, match="bad JSON in config"):
         trials_frame(folder)

@@ -21,7 +21,7 @@ from batchlab.cli import _register, app
 from batchlab.study import load_spec, run_study
 from batchlab.study.design import make_design
 from batchlab.study.executors import DaskExecutor
-from batchlab.study.frames import trials_frame, tracks_frame
+from batchlab.store.frames import trials_frame, tracks_frame
 from batchlab.train import train
 from batchlab.workloads.registry import get_workload
 
@@ -149,7 +149,7 @@ def test_cli_status_report_and_the_demo_hook(local_run, tiny, tmp_path, monkeypa
     presets.mkdir()
     (presets / "quick.toml").write_text(tiny.read_text())
     monkeypatch.setenv("BATCHLAB_STUDIES", str(presets))
-    from batchlab.study.demo import run_quick_study
+    from batchlab.cli.demo import run_quick_study
 
     console = Console(file=io.StringIO(), width=120)
     assert run_quick_study(folder, console) == folder / "report" / "report.html"

@@ -15,7 +15,7 @@ from batchlab.report import write_report
 from batchlab.study import parse_spec
 from batchlab.study.design import make_design
 from batchlab.study.spec import StudySpec
-from batchlab.study.store import open_store
+from batchlab.store import open_store
 
 from .conftest import tiny_data, to_toml
 

@@ -3,7 +3,7 @@ seeds of the best configuration for replicated studies, :mod:`batchlab.analysis.
 best trial otherwise), winning hyperparameters, critical batch sizes with intervals, pairwise
 verdicts, EMA decays, NQM predictions.
 
-Reads the store through :mod:`batchlab.study.frames`; never imports JAX or trains.
+Reads the store through :mod:`batchlab.store.frames`; never imports JAX or trains.
 
 Example::
 

@@ -1,6 +1,6 @@
 """A seed-replicated study's answer: per-cell steps with intervals, critical batch sizes, verdicts.
 
-Reads a trials frame (:func:`batchlab.study.frames.trials_frame`) whose trials carry a ``phase``
+Reads a trials frame (:func:`batchlab.store.frames.trials_frame`) whose trials carry a ``phase``
 (``explore``, ``refine`` or ``replicate``) and, for replicates, the ``origin`` trial they rerun.
 Per (optimizer, batch size) the search trials (explore and refine) and the replicated candidates
 become one :class:`batchlab.analysis.uncertainty.Cell`; estimates and intervals are those of
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.critical import critical_batch_size
-from batchlab.study.store import FINISHED
+from batchlab.store import FAILED, FINISHED
 from batchlab.analysis.uncertainty import Cell, compare_intervals, critical_interval, estimate_cells
 
 __all__ = ["is_replicated", "replicated_cells", "replicated_critical", "verdicts"]
@@ -75,7 +75,7 @@ def replicated_cells(trials: pd.DataFrame, *, confidence: float = 0.95, resample
         row = {"optimizer": optimizer, "batch_size": batch_size, "trials": len(rows),
                "finished": int(rows["status"].isin(FINISHED).sum()), "search_trials": len(search),
                **{status: int(counts.get(status, 0)) for status in FINISHED},
-               "failed": int((rows["status"] == "failed").sum()),
+               FAILED: int((rows["status"] == FAILED).sum()),
                "share_reached": counts.get("reached", 0) / len(search) if len(search) else math.nan,
                "candidates": len(cell.candidates), "seeds": estimate.seeds, "steps": estimate.steps,
                "best_steps": estimate.steps, "steps_low": estimate.low, "steps_high": estimate.high,

@@ -34,11 +34,11 @@ import pandas as pd
 
 from batchlab.critical import critical_batch_size
 from batchlab.errors import InputError
+from batchlab.store import FAILED, FINISHED
 
 __all__ = ["MAX_RESAMPLES", "MIN_FIT_POINTS", "bootstrap_minimum", "best_per_cell", "check_resamples",
            "critical_batch_sizes", "ema_decay_table", "effective_rate"]
 
-_FINISHED = ("reached", "budget", "diverged", "pruned")
 MIN_FIT_POINTS = 3
 MAX_RESAMPLES = 100_000
 _BLOCK = 1 << 22  # resampled indices held at once (32 MiB)
@@ -87,7 +87,7 @@ def effective_rate(row: pd.Series) -> float:
 
 
 def _steps(cell: pd.DataFrame) -> np.ndarray:
-    finished = cell[cell["status"].isin(_FINISHED)]
+    finished = cell[cell["status"].isin(FINISHED)]
     return np.where(finished["status"] == "reached", finished["steps_to_target"], np.inf).astype(np.float64)
 
 
@@ -97,7 +97,7 @@ def best_per_cell(trials: pd.DataFrame, *, confidence: float = 0.95, resamples: 
     winning trial's hyperparameters (``hp_*``), learning rate and effective learning rate.
 
     Args:
-        trials: :func:`batchlab.study.frames.trials_frame`.
+        trials: :func:`batchlab.store.frames.trials_frame`.
         confidence: of the percentile interval.
         resamples: bootstrap resamples per cell.
         seed: of the bootstrap.
@@ -117,7 +117,7 @@ def best_per_cell(trials: pd.DataFrame, *, confidence: float = 0.95, resamples: 
         best = float(steps.min()) if steps.size else math.inf
         low, high = _interval(bootstrap_minimum(steps, resamples=resamples, rng=rng), confidence)
         row = {"optimizer": optimizer, "batch_size": int(batch_size), "trials": len(cell), "finished": finished,
-               **{status: int(counts.get(status, 0)) for status in _FINISHED + ("failed",)},
+               **{status: int(counts.get(status, 0)) for status in FINISHED + (FAILED,)},
                "share_reached": counts.get("reached", 0) / finished if finished else math.nan,
                "best_steps": best, "steps_low": low, "steps_high": high,
                "best_trial": None, "best_ema_decay": math.nan}
@@ -181,7 +181,7 @@ def critical_batch_sizes(trials: pd.DataFrame, *, tolerance: float = 0.2, confid
                "b_noise": point.fit.b_noise if fitted else math.nan,
                "fit_residual": point.fit.residual if fitted else math.nan,
                "overhead": point.overhead, "overhead_interpolated": point.overhead_interpolated,
-               "tolerance": tolerance, "complete": bool(sub["status"].isin(_FINISHED).all())}
+               "tolerance": tolerance, "complete": bool(sub["status"].isin(FINISHED).all())}
         for name, values in samples.items():
             row[f"{name}_low"], row[f"{name}_high"] = _interval(np.asarray(values, dtype=np.float64), confidence)
         rows.append(row)

@@ -11,8 +11,8 @@ import pandas as pd
 from batchlab.analysis.replicated import is_replicated, replicated_cells, replicated_critical, verdicts
 from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
 from batchlab.analysis.scaling import best_per_cell, check_resamples, critical_batch_sizes, ema_decay_table
-from batchlab.study.frames import mark_interrupted, study_spec, trials_frame, tracks_frame
-from batchlab.study.store import FINISHED, open_store
+from batchlab.store.frames import mark_interrupted, study_spec, trials_frame, tracks_frame
+from batchlab.store import FINISHED, open_store
 
 __all__ = ["StudyAnalysis", "analyze"]
 
@@ -24,7 +24,7 @@ class StudyAnalysis:
     Attributes:
         folder: the study folder.
         spec: the stored canonical spec.
-        trials: one row per trial (:func:`batchlab.study.frames.trials_frame`; ``running`` trials
+        trials: one row per trial (:func:`batchlab.store.frames.trials_frame`; ``running`` trials
             whose runner died show as ``interrupted``).
         best: one row per (optimizer, batch size) (:func:`batchlab.analysis.best_per_cell`).
         critical: one row per optimizer (:func:`batchlab.analysis.critical_batch_sizes`).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import sys
@@ -13,6 +12,7 @@ from typing import Any, Callable, TypeVar
 import typer
 
 from batchlab.errors import InputError
+from batchlab.jsonsafe import dumps
 
 __all__ = ["app", "fail", "guarded", "parse_float_list", "parse_int_list", "json_text", "output_folder", "show_number"]
 
@@ -128,22 +128,9 @@ def parse_float_list(text: str, *, name: str) -> list[float]:
     return values
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with NumPy scalars as Python numbers and non-finite floats as ``None``."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
-        value = value.item()  # NumPy scalar
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def json_text(value: Any) -> str:
     """Strict JSON of ``value``: ``inf``/``nan`` become ``null`` (never the invalid ``NaN`` token)."""
-    return json.dumps(_plain(value), allow_nan=False, default=str)
+    return dumps(value, default=str)
 
 
 def output_folder(path: str, *, flag: str) -> Path:

@@ -1,4 +1,6 @@
-"""``batchlab calibrate``: measure a workload's spectra, build an NQM, predict its batch-size scaling."""
+"""``batchlab calibrate``: measure a workload's spectra, build an NQM, predict its batch-size scaling.
+
+The calibration stack (JAX) is imported inside the command (see :mod:`batchlab.cli.train`)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchlab.calibrate import (
-    CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, check_output_dir, write_calibration,
-)
 from batchlab.cli._app import app, guarded, parse_float_list
 from batchlab.cli.train import parse_assignments
 from batchlab.errors import InputError
-from batchlab.workloads.registry import get_workload
 
 __all__ = ["calibrate_command"]
 
@@ -76,6 +74,11 @@ def calibrate_command(
     as_json: bool = typer.Option(False, "--json", help="print prediction.json on stdout"),
 ) -> None:
     """Measure curvature and gradient-noise spectra at a checkpoint, build an NQM and predict steps vs batch size."""
+    from batchlab.calibrate import (
+        CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, check_output_dir, write_calibration,
+    )
+    from batchlab.workloads.registry import get_workload
+
     config = CalibrationConfig(
         reference=ReferenceConfig(optimizer=reference_optimizer,
                                   hyperparameters=parse_assignments(reference_hp, flag="--reference-hp"),

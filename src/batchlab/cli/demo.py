@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from batchlab.cli._app import app, guarded, output_folder
+
+__all__ = ["demo_command", "run_quick_study"]
 
 
 @app.command("demo")
@@ -49,14 +52,30 @@ def demo_command(
     paths = write_nqm_figures(fig_dir, FigureSpec.quick(bins=100), workers=1)
     console.print(f"  {sum(p.suffix == '.png' for p in paths)} figures written")
     if not skip_study:
-        _quick_study(out_dir, console)
+        run_quick_study(out_dir / "quick-study", console)
 
 
-def _quick_study(out_dir: Path, console) -> None:
-    """Run the quick study preset if the study layer is available."""
-    try:
-        from batchlab.study.demo import run_quick_study
-    except ModuleNotFoundError:
-        console.print("(studies are not part of this build yet)")
-        return
-    run_quick_study(out_dir / "quick-study", console)
+def run_quick_study(out_dir: str | Path, console: Any) -> Path:
+    """Run ``studies/quick.toml`` into ``out_dir`` (finished trials are kept) and write its report.
+
+    Args:
+        out_dir: the study folder.
+        console: a ``rich.console.Console`` for progress and messages.
+
+    Returns:
+        The HTML report's path.
+    """
+    from batchlab.report import write_report
+    from batchlab.report.console import RunDisplay, summary_line
+    from batchlab.study import load_spec, preset_path, run_study
+
+    path = preset_path("quick")
+    spec = load_spec(path)
+    out_dir = Path(out_dir)
+    console.print(f"[bold]quick study[/] {spec.description} → {out_dir}")
+    with RunDisplay(console) as display:
+        summary = run_study(spec, out_dir, source=path.read_text(encoding="utf-8"), progress=display.update)
+    console.print(summary_line(summary), highlight=False)
+    report = write_report(out_dir).html
+    console.print(f"HTML report: {report}", highlight=False)
+    return report

@@ -1,4 +1,6 @@
-"""``batchlab study run | status | report | export``: thin front ends over :mod:`batchlab.study`."""
+"""``batchlab study run | status | report | compare | export``: thin front ends over :mod:`batchlab.study`
+(run) and the read side, :mod:`batchlab.store`, :mod:`batchlab.analysis` and :mod:`batchlab.report`
+(status, report, compare, export: these never import JAX)."""
 
 from __future__ import annotations
 
@@ -94,9 +96,8 @@ def compare_command(
 ) -> None:
     """For each pair of optimizers: who needs fewer steps at each batch size, whose critical batch size
     is larger — supported, contradicted or inconclusive, with the evidence (replicated studies)."""
-    import json
-
     from batchlab.analysis import MAX_RESAMPLES, analyze
+    from batchlab.jsonsafe import dumps
 
     if not 1 <= resamples <= MAX_RESAMPLES:
         raise InputError(f"--resamples must be in [1, {MAX_RESAMPLES:,}], got {resamples:,}")
@@ -108,7 +109,7 @@ def compare_command(
     if as_json:
         rows = [{**row, "batch_size": None if row["batch_size"] != row["batch_size"] or row["batch_size"] is None
                  else int(row["batch_size"])} for row in verdicts.to_dict("records")]
-        print(json.dumps({"folder": str(folder), "complete": analysis.complete, "verdicts": rows}, indent=1))
+        print(dumps({"folder": str(folder), "complete": analysis.complete, "verdicts": rows}, indent=1))
         return
     from rich.table import Table
 
@@ -134,7 +135,7 @@ def export_command(
     formats: str = typer.Option("csv,parquet", "--format", help="csv, parquet or both (comma-separated)"),
 ) -> None:
     """Export trials, tracks and curves to CSV and/or Parquet."""
-    from batchlab.study.frames import export_study
+    from batchlab.store.frames import export_study
 
     if out is not None and not out.strip():
         raise InputError("--out must not be empty (omit it for FOLDER/export)")

@@ -1,4 +1,7 @@
-"""``batchlab train`` (one training run) and ``batchlab list`` (workloads and optimizers)."""
+"""``batchlab train`` (one training run) and ``batchlab list`` (workloads and optimizers).
+
+The training stack (JAX) is imported inside the commands: every ``batchlab`` command registers
+this module, and ``batchlab study status | report | compare | export`` never load JAX."""
 
 from __future__ import annotations
 
@@ -12,9 +15,6 @@ from rich.table import Table
 
 from batchlab.cli._app import app, guarded, json_text, parse_float_list
 from batchlab.errors import InputError
-from batchlab.optim import EMA_SUFFIX, get_optimizer, optimizer_names
-from batchlab.train import TrainOptions, check_arguments, enable_compilation_cache, train
-from batchlab.workloads.registry import WORKLOADS, get_workload, workload_options
 
 __all__ = ["train_command", "list_command", "parse_assignments"]
 
@@ -44,6 +44,8 @@ def parse_assignments(items: list[str], *, flag: str) -> dict[str, Any]:
 def _hyperparameters(optimizer: str, lr: float | None, momentum: float | None,
                      ema: float | None, extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Resolve the shortcut flags into ``(optimizer name, hyperparameters)``."""
+    from batchlab.optim import EMA_SUFFIX, get_optimizer
+
     if ema is not None and not optimizer.endswith(EMA_SUFFIX):
         optimizer += EMA_SUFFIX  # --ema on a plain optimizer means its EMA variant
     names = {hp.name for hp in get_optimizer(optimizer).hyperparameters}
@@ -104,6 +106,10 @@ def train_command(
              "~/.cache/batchlab/jax); XLA:CPU logs harmless feature-mismatch lines when loading"),
 ) -> None:
     """Train one configuration until it reaches the target, diverges or exhausts its budget."""
+    from batchlab.optim import get_optimizer
+    from batchlab.train import TrainOptions, check_arguments, enable_compilation_cache, train
+    from batchlab.workloads.registry import get_workload
+
     name, values = _hyperparameters(optimizer, lr, momentum, ema, parse_assignments(hp, flag="--hp"))
     task = get_workload(workload, **parse_assignments(option, flag="--option"))
     extra = tuple(parse_float_list(ema_decays, name="--ema-decays")) if ema_decays else ()
@@ -159,6 +165,9 @@ def _space(hp: Any) -> str:
 @guarded
 def list_command(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
     """List workloads (targets, budgets) and optimizers (hyperparameters, defaults, search spaces)."""
+    from batchlab.optim import EMA_SUFFIX, get_optimizer, optimizer_names
+    from batchlab.workloads.registry import WORKLOADS, workload_options
+
     workloads = {
         name: dict(target_metric=cls.target_metric, target_value=cls.target_value,
                    default_max_steps=cls.default_max_steps, default_eval_every=cls.default_eval_every,

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchlab.report.tables import fmt_steps
-from batchlab.study.frames import mark_interrupted, study_spec, trials_frame
-from batchlab.study.store import open_store
+from batchlab.store.frames import mark_interrupted, study_spec, trials_frame
+from batchlab.store import FAILED, FINISHED, open_store
 
 __all__ = ["RunDisplay", "status_table", "summary_line"]
 
@@ -81,8 +81,8 @@ def status_table(folder: str | pathlib.Path) -> tuple[dict, Table]:
         spec = study_spec(store)
         trials = mark_interrupted(trials_frame(store), folder)
     statuses = ["reached", "pruned", "diverged", "budget"]
-    statuses += [s for s in ("failed", "running", "interrupted") if (trials["status"] == s).any()]
-    finished = trials["status"].isin(["reached", "pruned", "diverged", "budget"])
+    statuses += [s for s in (FAILED, "running", "interrupted") if (trials["status"] == s).any()]
+    finished = trials["status"].isin(FINISHED)
     wall = pd.to_numeric(trials["wall_time"]).sum()
     table = Table(title=f"study {spec.get('name', '')} ({spec.get('workload', '')}): {int(finished.sum())}/"
                         f"{len(trials)} trials finished, {wall:,.0f} s of training", box=box.SIMPLE_HEAD)
@@ -94,7 +94,7 @@ def status_table(folder: str | pathlib.Path) -> tuple[dict, Table]:
             counts = cell["status"].value_counts()
             reached = cell.loc[cell["status"] == "reached", "steps_to_target"]
             best = reached.min() if not reached.empty else math.inf
-            done = sum(int(counts.get(s, 0)) for s in ("reached", "pruned", "diverged", "budget"))
+            done = sum(int(counts.get(s, 0)) for s in FINISHED)
             table.add_row(name, f"{int(size):,}", f"{done}/{len(cell)}",
                           *(str(int(counts.get(s, 0))) for s in statuses), fmt_steps(best))
     return spec, table

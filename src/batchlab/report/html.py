@@ -21,8 +21,8 @@ from batchlab.analysis import StudyAnalysis, analyze, check_resamples
 from batchlab.errors import InputError
 from batchlab.plots.study_figures import figures, save_png
 from batchlab.report.tables import NOTES, fmt_number, report_tables, unfinished_note
-from batchlab.study.frames import export_study
-from batchlab.study.store import check_output_folder, open_store
+from batchlab.store import check_output_folder, open_store
+from batchlab.store.frames import export_study
 
 __all__ = ["ReportFiles", "write_report", "render_html"]
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from batchlab.store import FAILED, FINISHED
+
 __all__ = ["INCOMPLETE", "NOTES", "fmt_steps", "fmt_number", "scaling_table", "critical_table",
            "hyperparameter_table", "ema_table", "compute_table", "status_table", "prediction_table", "report_tables",
            "unfinished_note"]
@@ -146,7 +148,7 @@ def compute_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 def status_table(trials: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
     """Trial counts by status per optimizer (in ``order``) and in total."""
-    statuses = ["reached", "budget", "diverged", "pruned", "failed", "running", "interrupted", "pending"]
+    statuses = [*FINISHED, FAILED, "running", "interrupted", "pending"]
     counts = trials.groupby("optimizer", sort=False)["status"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=statuses, fill_value=0)
     if order:

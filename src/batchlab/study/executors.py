@@ -21,7 +21,7 @@ import logging
 from typing import Any, Callable, Protocol
 
 from batchlab.errors import InputError
-from batchlab.study.store import TrialOutcome
+from batchlab.store import failed_outcome
 from batchlab.study.trial import execute
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "NextTask", "OnDone"]
@@ -197,9 +197,4 @@ def _result(future: Any, task: dict[str, Any]) -> dict[str, Any]:
     try:
         return future.result()
     except Exception as error:  # noqa: BLE001 (a lost worker fails the trial, the study goes on)
-        message = f"{type(error).__name__}: {_line(error)}"[:500]
-        return TrialOutcome(
-            id=task["id"], status="failed", steps_to_target=None, steps_run=0,
-            prune_at_step=task.get("prune_at_step"), best_ema_decay=None, final_metrics={},
-            wall_time=0.0, eval_time=0.0, host="", worker="", error=message,
-        ).to_dict()
+        return failed_outcome(task, f"{type(error).__name__}: {_line(error)}").to_dict()

@@ -39,7 +39,7 @@ from batchlab.study.protocol import (Result, best, bound_for, distinct_centres, 
                                      warm_centre)
 from batchlab.study.executors import DaskExecutor, Executor, LocalExecutor
 from batchlab.study.spec import StudySpec
-from batchlab.study.store import (
+from batchlab.store import (
     DB_NAME,
     FINISHED,
     LOCK_NAME,

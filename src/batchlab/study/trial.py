@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Mapping
 
-from batchlab.study.store import TrackOutcome, TrialOutcome
+from batchlab.store import TrackOutcome, TrialOutcome, failed_outcome
 
 __all__ = ["DEFAULT_CACHE", "execute", "task_for", "outcome_from_result", "best_track"]
 
@@ -115,9 +115,5 @@ def execute(task: Mapping[str, Any]) -> dict[str, Any]:
         return outcome_from_result(task, result, host=host, worker=worker).to_dict()
     except Exception as error:  # noqa: BLE001 (recorded as a failed trial, rerun next time)
         last = traceback.format_exception_only(type(error), error)[-1].strip()
-        return TrialOutcome(
-            id=task["id"], status="failed", steps_to_target=None, steps_run=0,
-            prune_at_step=task.get("prune_at_step"), best_ema_decay=None, final_metrics={},
-            wall_time=time.perf_counter() - started, eval_time=0.0, host=host, worker=worker,
-            error=" ".join(last.split())[:500] or "unknown error",
-        ).to_dict()
+        return failed_outcome(task, last, wall_time=time.perf_counter() - started, host=host,
+                              worker=worker).to_dict()

@@ -1,12 +1,13 @@
-"""The study store: one SQLite database (WAL mode) in the study's folder.  Never imports JAX.
+"""The study store's database: one SQLite file (WAL mode) in the study's folder.  Never imports JAX.
 
 Tables:
 
 * ``meta(key, value)``: the spec (canonical JSON and source), creation time, schema version.
 * ``trials``: one row per designed trial: configuration (JSON), status, steps to target, steps run,
   pruning bound, best EMA decay, final metrics (JSON), wall and evaluation time, host and worker,
-  attempts, error text.  Status is ``pending`` → ``running`` → one of :data:`FINISHED`
-  (``reached``, ``budget``, ``diverged``, ``pruned``) or ``failed`` (an exception; rerun).
+  attempts, error text.  Status is ``pending`` → ``running`` → one of
+  :data:`~batchlab.store.outcome.FINISHED` (``reached``, ``budget``, ``diverged``, ``pruned``) or
+  ``failed`` (an exception; rerun).
 * ``tracks``: one row per evaluated parameter set of a finished trial: ``main``, or ``ema=γ`` for
   each decay of a ``+ema`` optimizer (status, steps to target, final metrics).
 * ``curves``: ``(trial_id, track, step, metric, value)``: every evaluation of every track.
@@ -25,7 +26,6 @@ the file and the reason; nothing is ever written into such a file.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import json
@@ -34,12 +34,13 @@ import os
 import pathlib
 import sqlite3
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 from batchlab.errors import InputError
+from batchlab.jsonsafe import dumps, finite_or_none
+from batchlab.store.outcome import TrialOutcome
 
-__all__ = ["DB_NAME", "FINISHED", "LOCK_NAME", "StudyStore", "TrialOutcome", "TrackOutcome", "check_output_folder",
-           "open_store", "runner_active"]
+__all__ = ["DB_NAME", "LOCK_NAME", "StudyStore", "check_output_folder", "open_store", "runner_active"]
 
 DB_NAME = "study.sqlite"
 LOCK_NAME = ".study.lock"
@@ -47,7 +48,6 @@ SCHEMA_VERSION = "2"
 # Columns schema 1 lacked (added by the tuning protocol); a schema-1 store is read as all-explore
 # and upgraded in place by the next `study run`.
 _V1_MISSING = ("phase", "round", "origin")
-FINISHED = ("reached", "budget", "diverged", "pruned")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,58 +99,8 @@ CREATE TABLE IF NOT EXISTS curves (
 
 
 def _json(value: Any) -> str:
-    """JSON with non-finite floats as null."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, Mapping):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(value), sort_keys=True, allow_nan=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackOutcome:
-    """One evaluated parameter set of a trial (``main`` or one EMA decay)."""
-
-    track: str
-    ema_decay: float | None
-    status: str
-    steps_to_target: int | None
-    final_metrics: Mapping[str, float]
-    curve: Sequence[tuple[int, Mapping[str, float]]]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialOutcome:
-    """What a worker returns for one trial (plain data: crosses process boundaries as a dict)."""
-
-    id: str
-    status: str
-    steps_to_target: int | None
-    steps_run: int
-    prune_at_step: int | None
-    best_ema_decay: float | None
-    final_metrics: Mapping[str, float]
-    wall_time: float
-    eval_time: float
-    host: str
-    worker: str
-    tracks: Sequence[TrackOutcome] = ()
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrialOutcome":
-        tracks = tuple(TrackOutcome(**{**t, "curve": tuple((int(s), dict(m)) for s, m in t["curve"])})
-                       for t in data.get("tracks", ()))
-        return cls(**{**data, "tracks": tracks})
+    """Stored JSON: canonical (sorted keys), non-finite floats as null."""
+    return dumps(value, sort_keys=True)
 
 
 class StudyStore:
@@ -303,7 +253,7 @@ class StudyStore:
                  for t in outcome.tracks])
             db.executemany(
                 "INSERT INTO curves VALUES (?, ?, ?, ?, ?)",
-                [(outcome.id, t.track, int(step), name, _finite(value))
+                [(outcome.id, t.track, int(step), name, finite_or_none(value))
                  for t in outcome.tracks for step, metrics in t.curve for name, value in metrics.items()])
 
     def rows(self, table: str) -> tuple[list[str], list[tuple]]:
@@ -313,11 +263,6 @@ class StudyStore:
         with self._reading():
             cursor = self._db.execute(f"SELECT * FROM {table}")  # noqa: S608 (fixed table names)
             return [d[0] for d in cursor.description], cursor.fetchall()
-
-
-def _finite(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _unreadable(path: pathlib.Path, why: str) -> InputError:

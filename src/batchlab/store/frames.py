@@ -18,7 +18,7 @@ import pathlib
 import pandas as pd
 
 from batchlab.errors import InputError
-from batchlab.study.store import StudyStore, check_output_folder, open_store, runner_active
+from batchlab.store.database import StudyStore, check_output_folder, open_store, runner_active
 
 __all__ = ["trials_frame", "tracks_frame", "curves_frame", "study_spec", "export_study", "mark_interrupted"]
 
