@@ -198,3 +198,33 @@ def test_unwritable_output_fails_fast(tmp_path, monkeypatch, no_training, case):
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
         ["taken.txt"] + {"read-only": ["ro"], "under read-only": ["ro"], "broken link": ["link"],
                          "result name is a folder": ["old", "prediction.json"]}.get(case, []))
+
+
+def test_real_calibrate_output_feeds_the_study_report(digits_run, tmp_path):
+    """The study report reads what ``batchlab calibrate`` really wrote (not a hand-written file): the
+    predicted critical batch sizes it shows are prediction.json's ``b_noise``, compared with the study's."""
+    from batchlab.analysis import analyze
+
+    result, out = digits_run
+    assert result.exit_code == 0, result.output
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('name = "tiny"\nworkload = "digits-cnn"\nbatch_sizes = [16, 64]\ntrials = 2\nseed = 0\n'
+                    'eval_every = 5\n[budget]\nexamples = 4000\nmin_steps = 60\nmax_steps = 200\n'
+                    '[optimizers.sgd]\nsearch.learning_rate = [0.1, 1.0]\n'
+                    '[optimizers.momentum]\nsearch.learning_rate = [0.03, 0.3]\nsearch.momentum = [0.8, 0.9]\n')
+    study = tmp_path / "study"
+    ran = RUNNER.invoke(app, ["study", "run", str(spec), "--out", str(study)])
+    assert ran.exit_code == 0, ran.output
+    (study / "calibration").mkdir()
+    (study / "calibration" / "prediction.json").write_bytes((out / "prediction.json").read_bytes())
+    written = _strict((out / "prediction.json").read_text())
+    versus = analyze(study).prediction_vs_measured
+    assert set(versus["optimizer"]) <= {"sgd", "momentum"}
+    for row in versus.itertuples():
+        assert row.predicted == pytest.approx(written["optimizers"][row.optimizer]["critical_batch_size"]["b_noise"])
+        if math.isfinite(row.measured_b_noise) and row.measured_b_noise > 0:
+            assert row.ratio == pytest.approx(row.predicted / row.measured_b_noise)
+    reported = RUNNER.invoke(app, ["study", "report", str(study)])
+    assert reported.exit_code == 0, reported.output
+    page = (study / "report" / "report.html").read_text()
+    assert "NQM prediction from" in page and "prediction.json" in page
