@@ -66,6 +66,7 @@ from typing import Any, Mapping
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer
 from batchlab.optim.base import OptimizerSpec
+from batchlab.optim.hyperparameters import SCALINGS, unit_to_value, value_to_unit
 from batchlab.study.protocol import Tuning
 
 __all__ = [
@@ -83,7 +84,6 @@ _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes
              "design", "target", "eval_every", "prune", "budget", "optimizers", "tuning")
 _TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds")
 _DESIGNS = ("sobol", "halton")
-_SCALINGS = ("log", "linear", "one_minus_log")
 _MAX_TRIALS = 100_000  # per cell, and in the whole design
 _MAX_BATCH_SIZE = 2**20  # a batch is drawn in one piece: larger ones exhaust memory, not the study
 _MAX_STEPS = 10**9
@@ -96,7 +96,8 @@ class SearchDim:
     """One searched hyperparameter: a unit value ``u ∈ [0, 1)`` maps into ``[low, high]``.
 
     ``log``: ``low (high/low)^u``; ``linear``: ``low + u (high − low)``; ``one_minus_log``:
-    ``1 − (1 − low) ((1 − high)/(1 − low))^u`` (values close to 1, e.g. momentum).
+    ``1 − (1 − low) ((1 − high)/(1 − low))^u`` (values close to 1, e.g. momentum).  The scaling is
+    :func:`batchlab.optim.hyperparameters.unit_to_value`, the one optimizers' search spaces use.
     """
 
     name: str
@@ -106,15 +107,7 @@ class SearchDim:
 
     def from_unit(self, u: float) -> float:
         """The value at unit coordinate ``u``, rounded to 12 significant digits (stable ids)."""
-        u = float(u)
-        low, high = self.low, self.high
-        if self.scaling == "log":
-            value = low * (high / low) ** u
-        elif self.scaling == "one_minus_log":
-            value = 1.0 - (1.0 - low) * ((1.0 - high) / (1.0 - low)) ** u
-        else:
-            value = low + u * (high - low)
-        return float(f"{value:.12g}")
+        return float(f"{unit_to_value(float(u), self.low, self.high, self.scaling):.12g}")
 
     def to_unit(self, value: float) -> float:
         """The unit coordinate of ``value`` (the inverse of :meth:`from_unit`), clipped to ``[0, 1]``.
@@ -124,13 +117,7 @@ class SearchDim:
             >>> round(dim.to_unit(dim.from_unit(0.25)), 9)
             0.25
         """
-        low, high, value = self.low, self.high, float(value)
-        if self.scaling == "log":
-            u = math.log(value / low) / math.log(high / low)
-        elif self.scaling == "one_minus_log":
-            u = math.log((1.0 - value) / (1.0 - low)) / math.log((1.0 - high) / (1.0 - low))
-        else:
-            u = (value - low) / (high - low)
+        u = value_to_unit(float(value), self.low, self.high, self.scaling)
         return min(max(u, 0.0), 1.0)
 
 
@@ -503,8 +490,8 @@ def _search_dim(spec: OptimizerSpec, name: str, bounds: Any, where: str) -> Sear
         if "low" not in bounds or "high" not in bounds:
             raise InputError(f"{label} needs low and high")
         scaling = bounds.get("scaling", scaling)
-        if scaling not in _SCALINGS:
-            raise InputError(f"{label}: scaling must be one of {', '.join(_SCALINGS)}, got {scaling!r}")
+        if scaling not in SCALINGS:
+            raise InputError(f"{label}: scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
         low, high = bounds["low"], bounds["high"]
     elif isinstance(bounds, list) and len(bounds) == 2:
         low, high = bounds
