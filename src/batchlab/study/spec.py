@@ -63,6 +63,7 @@ import pathlib
 import tomllib
 from typing import Any, Mapping
 
+from batchlab.checks import check_finite_number, check_integer, check_range
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer
 from batchlab.optim.base import OptimizerSpec
@@ -331,7 +332,7 @@ def _tuning(table: Any) -> Tuning:
         explore=explore,
         rounds=_integer(table.get("rounds", min(2, explore)), "tuning.rounds", 1, explore),
         refine=refine,
-        refine_width=_number(table.get("refine_width", 0.15), "tuning.refine_width"),
+        refine_width=check_finite_number(table.get("refine_width", 0.15), "tuning.refine_width"),
         warm_start=_boolean(table.get("warm_start", True), "tuning.warm_start"),
         candidates=candidates,
         seeds=_integer(table.get("seeds", 3), "tuning.seeds", 3, 1000) if candidates else 3,
@@ -357,22 +358,12 @@ def _boolean(value: Any, name: str) -> bool:
 
 
 def _integer(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise InputError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return check_range(check_integer(value, name), name, low, high)
 
 
 def _target(value: Any, workload: Any) -> float:
     """The spec's target, checked by the workload (the owner of its metric's range)."""
-    _number(value, "target")
+    check_finite_number(value, "target")
     return workload.check_target(value)
 
 
@@ -412,7 +403,7 @@ def _budget(value: Any, default_steps: int) -> Budget:
         if value:
             raise InputError("budget: min_steps/max_steps need examples")
         return Budget(steps=default_steps)
-    examples = _number(value["examples"], "budget.examples")
+    examples = check_finite_number(value["examples"], "budget.examples")
     if examples <= 0:
         raise InputError(f"budget.examples must be > 0, got {examples:g}")
     min_steps = _integer(value.get("min_steps", 1), "budget.min_steps", 1, 10**9)
@@ -470,7 +461,7 @@ def _ema_decays(value: Any, where: str) -> tuple[float, ...]:
         raise InputError(f"{where}.ema_decays must be a non-empty list of decays in [0, 1)")
     decays = []
     for item in value:
-        decay = _number(item, f"{where}.ema_decays")
+        decay = check_finite_number(item, f"{where}.ema_decays")
         if not 0.0 <= decay < 1.0:
             raise InputError(f"{where}.ema_decays: decays must be in [0, 1), got {decay:g}")
         if decay in decays:
@@ -497,7 +488,7 @@ def _search_dim(spec: OptimizerSpec, name: str, bounds: Any, where: str) -> Sear
         low, high = bounds
     else:
         raise InputError(f"{label} must be [low, high] or {{ low, high, scaling }}, got {bounds!r}")
-    low, high = _number(low, f"{label} low"), _number(high, f"{label} high")
+    low, high = check_finite_number(low, f"{label} low"), check_finite_number(high, f"{label} high")
     if not low < high:
         raise InputError(f"{label}: low ({low:g}) must be < high ({high:g}); use fixed for one value")
     for value in (low, high):
