@@ -43,6 +43,7 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
 from batchlab.calibrate.operators import CurvatureOperator
+from batchlab.checks import check_at_least
 from batchlab.errors import InputError
 
 __all__ = ["Tridiagonal", "Eigenpairs", "SpectralDensity", "lanczos", "top_eigenpairs", "spectral_density",
@@ -93,8 +94,7 @@ def lanczos(op: CurvatureOperator, start: np.ndarray, steps: int, *, deflate: np
     Raises:
         InputError: ``steps < 1`` or a zero starting vector.
     """
-    if steps < 1:
-        raise InputError(f"Lanczos steps must be >= 1, got {steps}")
+    check_at_least(steps, "Lanczos steps", 1)
     q = _project(np.asarray(start, np.float64), deflate)
     norm = np.linalg.norm(q)
     if not np.isfinite(norm) or norm == 0.0:
@@ -240,8 +240,7 @@ def spectral_density(op: CurvatureOperator, *, key: jax.Array, probes: int = 8, 
     Raises:
         InputError: ``probes < 1`` or ``steps < 1``.
     """
-    if probes < 1:
-        raise InputError(f"SLQ probes must be >= 1, got {probes}")
+    check_at_least(probes, "SLQ probes", 1)
     removed = 0 if deflate is None else int(deflate.shape[0])
     width = min(steps, op.dim - removed)
     nodes, weights = np.zeros((probes, width)), np.zeros((probes, width))

@@ -28,6 +28,7 @@ from batchlab.calibrate.lanczos import Eigenpairs, SpectralDensity, spectral_den
 from batchlab.calibrate.noise import NoiseStats, gradient_noise
 from batchlab.calibrate.operators import Curvature, chunk_batch, curvature_operator
 from batchlab.calibrate.progress import Stages, no_progress
+from batchlab.checks import check_integer
 from batchlab.errors import InputError
 
 __all__ = ["MeasureConfig", "Spectra", "measure"]
@@ -65,9 +66,7 @@ class MeasureConfig:
     def check(self) -> None:
         """Raise :class:`InputError` naming the first out-of-range field."""
         for name in ("top_k", "slq_probes", "slq_steps", "curvature_examples", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+            check_integer(getattr(self, name), name, 1)
         if self.noise_examples < 4 or self.sketches < 2:
             raise InputError(f"noise_examples must be >= 4 and sketches >= 2, got {self.noise_examples}, "
                              f"{self.sketches}")

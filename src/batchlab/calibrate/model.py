@@ -67,6 +67,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from batchlab.calibrate.measure import Spectra
+from batchlab.checks import check_at_least, check_finite
 from batchlab.errors import InputError
 from batchlab.nqm.optimize import optimize
 from batchlab.nqm.solve import compress
@@ -114,10 +115,8 @@ class ModelConfig:
             raise InputError(f"bulk_noise must be curvature-weighted, total or top-k, got {self.bulk_noise!r}")
         if not (0.0 < self.min_curvature < 1.0):
             raise InputError(f"min_curvature must be in (0, 1), got {self.min_curvature}")
-        if self.bulk_entries < 1:
-            raise InputError(f"bulk_entries must be >= 1, got {self.bulk_entries}")
-        if not math.isfinite(self.loss_floor):
-            raise InputError(f"loss_floor must be finite, got {self.loss_floor}")
+        check_at_least(self.bulk_entries, "bulk_entries", 1)
+        check_finite(self.loss_floor, "loss_floor")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,8 +17,9 @@ hyperparameters (strings such as ``lr_schedule``).  Lower level (what ``train`` 
     params, state, loss = jax.jit(stepper.step)(params, state, batch, key=key)
 """
 
-from batchlab.optim.base import Hyperparameter, Interval, OptimizerSpec, Stepper, validate
+from batchlab.optim.base import OptimizerSpec, Stepper
 from batchlab.optim.ema import EmaState, averaged_params, with_ema
+from batchlab.optim.hyperparameters import Hyperparameter, Interval, validate
 from batchlab.optim.prepare import Prepared, bind, prepare
 from batchlab.optim.registry import EMA_SUFFIX, get_optimizer, optimizer_names
 from batchlab.optim.schedules import SCHEDULES, learning_rate_factor

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import optax
 
-from batchlab.optim.base import POSITIVE, UNIT_OPEN_RIGHT, HyperArrays, Hyperparameter
-from batchlab.optim.gradient import gradient_spec, learning_rate
+from batchlab.optim.base import HyperArrays
+from batchlab.optim.gradient import gradient_spec
+from batchlab.optim.hyperparameters import POSITIVE, UNIT_OPEN_RIGHT, Hyperparameter, learning_rate
 
 __all__ = ["HYPERPARAMETERS", "SPEC", "transform"]
 

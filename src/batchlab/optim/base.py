@@ -1,4 +1,4 @@
-"""Hyperparameter descriptions, validation and the interface every optimizer implements.
+"""The interface every optimizer implements: the registry entry and the bound pair of pure functions.
 
 An optimizer in batchlab is an :class:`OptimizerSpec` (a registry entry: name, hyperparameters with
 defaults and default search space, and a ``bind`` function) that, given a model and the optimizer's
@@ -9,19 +9,32 @@ Hyperparameter **values** never enter compiled code as constants: ``init`` store
 arrays inside the optimizer state, and ``step`` reads them from there.  So one compiled training step
 serves every trial of a (workload, optimizer, static choices, batch size); only a different *choice*
 hyperparameter (a string such as ``lr_schedule``) needs a new compilation.
+
+The base knows no specific transform: hyperparameter descriptions and the declarations shared by
+several optimizers live in :mod:`batchlab.optim.hyperparameters` (re-exported here).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Callable, Literal, Mapping, NamedTuple, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 import jax
 
 from batchlab.errors import InputError
+from batchlab.optim.hyperparameters import (
+    POSITIVE,
+    UNIT_OPEN_RIGHT,
+    Hyperparameter,
+    Interval,
+    Value,
+    unused_by,
+    validate,
+)
 
 __all__ = [
+    "POSITIVE",
+    "UNIT_OPEN_RIGHT",
     "Interval",
     "Hyperparameter",
     "HyperArrays",
@@ -31,130 +44,10 @@ __all__ = [
     "validate",
 ]
 
-Scaling = Literal["log", "linear", "one_minus_log", "choice"]
 Params = Any
 Batch = Any
 State = Any
 HyperArrays = Mapping[str, jax.Array]  # hyperparameter name -> float32 array (traced inside jit)
-Value = float | str
-
-
-@dataclasses.dataclass(frozen=True)
-class Interval:
-    """The set of valid values of a numeric hyperparameter: ``low ≤/< x ≤/< high``."""
-
-    low: float = -math.inf
-    high: float = math.inf
-    low_closed: bool = True
-    high_closed: bool = True
-
-    def contains(self, value: float) -> bool:
-        """Whether ``value`` lies in the interval (NaN never does)."""
-        above = value >= self.low if self.low_closed else value > self.low
-        below = value <= self.high if self.high_closed else value < self.high
-        return bool(above and below)
-
-    def __str__(self) -> str:
-        left = "[" if self.low_closed else "("
-        right = "]" if self.high_closed else ")"
-        return f"{left}{self.low:g}, {self.high:g}{right}"
-
-
-POSITIVE = Interval(0.0, math.inf, low_closed=False, high_closed=False)
-UNIT_OPEN_RIGHT = Interval(0.0, 1.0, low_closed=True, high_closed=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class Hyperparameter:
-    """One hyperparameter: its default, valid values and default search space.
-
-    Scalings of the search space ``[low, high]`` (a unit value ``u ∈ [0, 1]`` maps to a value):
-
-    * ``log``: ``x = low · (high / low)^u`` (log-uniform),
-    * ``linear``: ``x = low + u (high − low)``,
-    * ``one_minus_log``: ``1 − x`` is log-uniform between ``1 − high`` and ``1 − low``
-      (momentum-like values close to 1),
-    * ``choice``: a string from :attr:`choices`; static (changing it recompiles the step).
-
-    Attributes:
-        name: spelled-out name, e.g. ``"learning_rate"``.
-        default: value used when a run does not set it.
-        scaling: how the search space is sampled (see above).
-        search: ``(low, high)`` bounds of the default search space, or ``None`` for choices.
-        valid: the values accepted at all (an :class:`Interval`), or the tuple of allowed strings.
-        description: one line for ``batchlab list`` and docs.
-        tunable: whether the hyperparameter is in the optimizer's default search space.
-    """
-
-    name: str
-    default: Value
-    scaling: Scaling
-    search: tuple[float, float] | None
-    valid: Interval | tuple[str, ...]
-    description: str
-    tunable: bool = True
-
-    @property
-    def is_choice(self) -> bool:
-        """Whether this is a static string choice rather than a traced number."""
-        return self.scaling == "choice"
-
-    def from_unit(self, u: float) -> float:
-        """Map ``u ∈ [0, 1]`` to a value of the search space (see the class docstring).
-
-        Example:
-            >>> lr = Hyperparameter("learning_rate", 0.1, "log", (1e-3, 1.0), POSITIVE, "step size")
-            >>> round(lr.from_unit(0.5), 6)
-            0.031623
-        """
-        if self.search is None:
-            raise InputError(f"{self.name} is a choice; it has no numeric search space")
-        low, high = self.search
-        if self.scaling == "log":
-            return low * (high / low) ** u
-        if self.scaling == "one_minus_log":
-            return 1.0 - (1.0 - low) * ((1.0 - high) / (1.0 - low)) ** u
-        return low + u * (high - low)
-
-    def check(self, value: Any) -> Value:
-        """Return ``value`` converted (``float`` or ``str``) or raise :class:`InputError`."""
-        if self.is_choice:
-            if not isinstance(value, str) or value not in self.valid:
-                allowed = ", ".join(self.valid)  # type: ignore[arg-type]
-                raise InputError(f"{self.name} must be one of {allowed}; got {value!r}")
-            return value
-        if isinstance(value, (bool, str)) or not hasattr(value, "__float__"):
-            raise InputError(f"{self.name} must be a number, got {value!r}")
-        number = float(value)
-        assert isinstance(self.valid, Interval)
-        if not self.valid.contains(number):
-            raise InputError(f"{self.name} must be in {self.valid}, got {number:g}")
-        return number
-
-
-def validate(
-    hyperparameters: tuple[Hyperparameter, ...], values: Mapping[str, Any], *, owner: str
-) -> dict[str, Value]:
-    """Check ``values`` against ``hyperparameters`` and fill in defaults.
-
-    Args:
-        hyperparameters: the declared hyperparameters.
-        values: user-supplied name → value; may be partial.
-        owner: what the hyperparameters belong to, for messages (e.g. ``"optimizer 'adam'"``).
-
-    Returns:
-        A new dict with every declared name, values converted to ``float`` or ``str``.
-
-    Raises:
-        InputError: an unknown name (the message lists the valid ones) or an invalid value.
-    """
-    known = {hp.name: hp for hp in hyperparameters}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise InputError(
-            f"unknown hyperparameter {unknown[0]!r} for {owner}; valid: {', '.join(known)}"
-        )
-    return {name: hp.check(values.get(name, hp.default)) for name, hp in known.items()}
 
 
 class Model(Protocol):
@@ -227,8 +120,6 @@ class OptimizerSpec:
         chosen ``lr_schedule`` does not use.
         """
         values = self.validate(dict(fixed or {}))
-        from batchlab.optim.schedules import unused_by  # local: schedules imports this module
-
         skip = set(fixed or {}) | unused_by(str(values.get("lr_schedule", "constant")))
         return tuple(
             hp for hp in self.hyperparameters if hp.tunable and not hp.is_choice and hp.name not in skip

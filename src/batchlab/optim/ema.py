@@ -25,21 +25,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from batchlab.optim.base import (
-    UNIT_OPEN_RIGHT,
-    HyperArrays,
-    Hyperparameter,
-    Model,
-    OptimizerSpec,
-    Stepper,
-)
+from batchlab.optim.base import HyperArrays, Model, OptimizerSpec, Stepper
+from batchlab.optim.hyperparameters import EMA_DECAY
 
 __all__ = ["EMA_DECAY", "EmaState", "averaged_params", "with_ema", "ema_spec"]
-
-EMA_DECAY = Hyperparameter(
-    "ema_decay", 0.99, "one_minus_log", (0.9, 0.9999), UNIT_OPEN_RIGHT,
-    "decay γ of the weight average evaluated by '+ema' optimizers; searched with 1 − γ log-uniform",
-)
 
 
 class EmaState(NamedTuple):

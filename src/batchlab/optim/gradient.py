@@ -20,15 +20,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from batchlab.optim.base import (
-    POSITIVE,
-    HyperArrays,
-    Hyperparameter,
-    Model,
-    OptimizerSpec,
-    Stepper,
-)
-from batchlab.optim.schedules import SCHEDULE_HYPERPARAMETERS, learning_rate_factor
+from batchlab.optim.base import HyperArrays, Model, OptimizerSpec, Stepper
+from batchlab.optim.hyperparameters import SCHEDULE_HYPERPARAMETERS, Hyperparameter, learning_rate
+from batchlab.optim.schedules import learning_rate_factor
 
 __all__ = ["GradientState", "gradient_stepper", "gradient_spec", "learning_rate"]
 
@@ -47,13 +41,6 @@ class GradientState(NamedTuple):
     count: jax.Array
     hyper: dict[str, jax.Array]
     inner: Any
-
-
-def learning_rate(default: float, search: tuple[float, float]) -> Hyperparameter:
-    """The ``learning_rate`` hyperparameter (log-uniform search space) with optimizer defaults."""
-    return Hyperparameter(
-        "learning_rate", default, "log", search, POSITIVE, "initial learning rate α (> 0)"
-    )
 
 
 def gradient_stepper(model: Model, transform: TransformFactory, *, schedule: str) -> Stepper:

@@ -41,11 +41,16 @@ import jax.numpy as jnp
 import kfac_jax
 
 from batchlab.errors import InputError
-from batchlab.optim.base import POSITIVE, HyperArrays, Hyperparameter, Model, OptimizerSpec, Stepper
-from batchlab.optim.gradient import learning_rate
+from batchlab.optim.base import HyperArrays, Model, OptimizerSpec, Stepper
+from batchlab.optim.hyperparameters import (
+    MOMENTUM,
+    POSITIVE,
+    SCHEDULE_HYPERPARAMETERS,
+    Hyperparameter,
+    learning_rate,
+)
 from batchlab.optim.kfac_rows import row_block_ctors
-from batchlab.optim.momentum import MOMENTUM
-from batchlab.optim.schedules import SCHEDULE_HYPERPARAMETERS, learning_rate_factor
+from batchlab.optim.schedules import learning_rate_factor
 
 __all__ = ["HYPERPARAMETERS", "KfacConfig", "KfacState", "SPEC", "kfac_stepper", "split_batch"]
 

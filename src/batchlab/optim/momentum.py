@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import optax
 
-from batchlab.optim.base import UNIT_OPEN_RIGHT, HyperArrays, Hyperparameter
-from batchlab.optim.gradient import gradient_spec, learning_rate
+from batchlab.optim.base import HyperArrays
+from batchlab.optim.gradient import gradient_spec
+from batchlab.optim.hyperparameters import MOMENTUM, learning_rate
 
 __all__ = ["HYPERPARAMETERS", "MOMENTUM", "SPEC", "transform"]
-
-MOMENTUM = Hyperparameter(
-    "momentum", 0.9, "one_minus_log", (0.5, 0.999), UNIT_OPEN_RIGHT,
-    "momentum β in [0, 1); searched with 1 − β log-uniform",
-)
 
 HYPERPARAMETERS = (learning_rate(0.01, (1e-4, 3.0)), MOMENTUM)
 

@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from batchlab.errors import InputError
-from batchlab.optim.base import UNIT_OPEN_RIGHT, Model, OptimizerSpec, Stepper
+from batchlab.optim.base import Model, OptimizerSpec, Stepper
 from batchlab.optim.ema import with_ema
+from batchlab.optim.hyperparameters import UNIT_OPEN_RIGHT
 
 __all__ = ["Prepared", "prepare", "bind"]
 

@@ -20,37 +20,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from batchlab.optim.base import HyperArrays, Hyperparameter, Interval
+from batchlab.optim.base import HyperArrays
+from batchlab.optim.hyperparameters import SCHEDULE_HYPERPARAMETERS, SCHEDULES, unused_by
 
+# The schedule's hyperparameters are declared with the other shared ones (the base needs them too).
 __all__ = ["SCHEDULE_HYPERPARAMETERS", "SCHEDULES", "learning_rate_factor", "unused_by"]
-
-SCHEDULES = ("constant", "linear_decay", "cosine")
-
-SCHEDULE_HYPERPARAMETERS = (
-    Hyperparameter(
-        "lr_schedule", "constant", "choice", None, SCHEDULES,
-        "learning-rate schedule shape: constant, linear_decay or cosine (static)",
-    ),
-    Hyperparameter(
-        "warmup_fraction", 0.0, "linear", (0.0, 0.1), Interval(0.0, 1.0, high_closed=False),
-        "linear warmup over this fraction of the step budget (0: none)", tunable=False,
-    ),
-    Hyperparameter(
-        "decay_fraction", 1.0, "linear", (0.5, 1.0), Interval(0.0, 1.0, low_closed=False),
-        "the decay ends after this fraction of the step budget (linear_decay, cosine)",
-    ),
-    Hyperparameter(
-        "end_factor", 0.01, "log", (1e-3, 0.5), Interval(0.0, 1.0),
-        "final learning rate as a fraction of the initial one (linear_decay, cosine)",
-    ),
-)
-
-_DECAY_ONLY = frozenset({"decay_fraction", "end_factor"})
-
-
-def unused_by(schedule: str) -> frozenset[str]:
-    """Names of schedule hyperparameters that ``schedule`` ignores (left out of search spaces)."""
-    return _DECAY_ONLY if schedule == "constant" else frozenset()
 
 
 def learning_rate_factor(count: jax.Array, hyper: HyperArrays, *, schedule: str) -> jax.Array:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import optax
 
 from batchlab.optim.base import HyperArrays
-from batchlab.optim.gradient import gradient_spec, learning_rate
+from batchlab.optim.gradient import gradient_spec
+from batchlab.optim.hyperparameters import learning_rate
 
 __all__ = ["HYPERPARAMETERS", "SPEC", "transform"]
 

@@ -63,9 +63,11 @@ import pathlib
 import tomllib
 from typing import Any, Mapping
 
+from batchlab.checks import check_finite_number, check_integer, check_range
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer
 from batchlab.optim.base import OptimizerSpec
+from batchlab.optim.hyperparameters import SCALINGS, unit_to_value, value_to_unit
 from batchlab.study.protocol import Tuning
 
 __all__ = [
@@ -83,7 +85,6 @@ _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes
              "design", "target", "eval_every", "prune", "budget", "optimizers", "tuning")
 _TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds")
 _DESIGNS = ("sobol", "halton")
-_SCALINGS = ("log", "linear", "one_minus_log")
 _MAX_TRIALS = 100_000  # per cell, and in the whole design
 _MAX_BATCH_SIZE = 2**20  # a batch is drawn in one piece: larger ones exhaust memory, not the study
 _MAX_STEPS = 10**9
@@ -96,7 +97,8 @@ class SearchDim:
     """One searched hyperparameter: a unit value ``u ∈ [0, 1)`` maps into ``[low, high]``.
 
     ``log``: ``low (high/low)^u``; ``linear``: ``low + u (high − low)``; ``one_minus_log``:
-    ``1 − (1 − low) ((1 − high)/(1 − low))^u`` (values close to 1, e.g. momentum).
+    ``1 − (1 − low) ((1 − high)/(1 − low))^u`` (values close to 1, e.g. momentum).  The scaling is
+    :func:`batchlab.optim.hyperparameters.unit_to_value`, the one optimizers' search spaces use.
     """
 
     name: str
@@ -106,15 +108,7 @@ class SearchDim:
 
     def from_unit(self, u: float) -> float:
         """The value at unit coordinate ``u``, rounded to 12 significant digits (stable ids)."""
-        u = float(u)
-        low, high = self.low, self.high
-        if self.scaling == "log":
-            value = low * (high / low) ** u
-        elif self.scaling == "one_minus_log":
-            value = 1.0 - (1.0 - low) * ((1.0 - high) / (1.0 - low)) ** u
-        else:
-            value = low + u * (high - low)
-        return float(f"{value:.12g}")
+        return float(f"{unit_to_value(float(u), self.low, self.high, self.scaling):.12g}")
 
     def to_unit(self, value: float) -> float:
         """The unit coordinate of ``value`` (the inverse of :meth:`from_unit`), clipped to ``[0, 1]``.
@@ -124,13 +118,7 @@ class SearchDim:
             >>> round(dim.to_unit(dim.from_unit(0.25)), 9)
             0.25
         """
-        low, high, value = self.low, self.high, float(value)
-        if self.scaling == "log":
-            u = math.log(value / low) / math.log(high / low)
-        elif self.scaling == "one_minus_log":
-            u = math.log((1.0 - value) / (1.0 - low)) / math.log((1.0 - high) / (1.0 - low))
-        else:
-            u = (value - low) / (high - low)
+        u = value_to_unit(float(value), self.low, self.high, self.scaling)
         return min(max(u, 0.0), 1.0)
 
 
@@ -344,7 +332,7 @@ def _tuning(table: Any) -> Tuning:
         explore=explore,
         rounds=_integer(table.get("rounds", min(2, explore)), "tuning.rounds", 1, explore),
         refine=refine,
-        refine_width=_number(table.get("refine_width", 0.15), "tuning.refine_width"),
+        refine_width=check_finite_number(table.get("refine_width", 0.15), "tuning.refine_width"),
         warm_start=_boolean(table.get("warm_start", True), "tuning.warm_start"),
         candidates=candidates,
         seeds=_integer(table.get("seeds", 3), "tuning.seeds", 3, 1000) if candidates else 3,
@@ -370,22 +358,12 @@ def _boolean(value: Any, name: str) -> bool:
 
 
 def _integer(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise InputError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return check_range(check_integer(value, name), name, low, high)
 
 
 def _target(value: Any, workload: Any) -> float:
     """The spec's target, checked by the workload (the owner of its metric's range)."""
-    _number(value, "target")
+    check_finite_number(value, "target")
     return workload.check_target(value)
 
 
@@ -425,7 +403,7 @@ def _budget(value: Any, default_steps: int) -> Budget:
         if value:
             raise InputError("budget: min_steps/max_steps need examples")
         return Budget(steps=default_steps)
-    examples = _number(value["examples"], "budget.examples")
+    examples = check_finite_number(value["examples"], "budget.examples")
     if examples <= 0:
         raise InputError(f"budget.examples must be > 0, got {examples:g}")
     min_steps = _integer(value.get("min_steps", 1), "budget.min_steps", 1, 10**9)
@@ -483,7 +461,7 @@ def _ema_decays(value: Any, where: str) -> tuple[float, ...]:
         raise InputError(f"{where}.ema_decays must be a non-empty list of decays in [0, 1)")
     decays = []
     for item in value:
-        decay = _number(item, f"{where}.ema_decays")
+        decay = check_finite_number(item, f"{where}.ema_decays")
         if not 0.0 <= decay < 1.0:
             raise InputError(f"{where}.ema_decays: decays must be in [0, 1), got {decay:g}")
         if decay in decays:
@@ -503,14 +481,14 @@ def _search_dim(spec: OptimizerSpec, name: str, bounds: Any, where: str) -> Sear
         if "low" not in bounds or "high" not in bounds:
             raise InputError(f"{label} needs low and high")
         scaling = bounds.get("scaling", scaling)
-        if scaling not in _SCALINGS:
-            raise InputError(f"{label}: scaling must be one of {', '.join(_SCALINGS)}, got {scaling!r}")
+        if scaling not in SCALINGS:
+            raise InputError(f"{label}: scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
         low, high = bounds["low"], bounds["high"]
     elif isinstance(bounds, list) and len(bounds) == 2:
         low, high = bounds
     else:
         raise InputError(f"{label} must be [low, high] or {{ low, high, scaling }}, got {bounds!r}")
-    low, high = _number(low, f"{label} low"), _number(high, f"{label} high")
+    low, high = check_finite_number(low, f"{label} low"), check_finite_number(high, f"{label} high")
     if not low < high:
         raise InputError(f"{label}: low ({low:g}) must be < high ({high:g}); use fixed for one value")
     for value in (low, high):

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from typing import Any, Callable, ClassVar, Literal, Mapping, TypeVar
 
 import jax
 
+from batchlab.checks import finite_or_none
 from batchlab.errors import InputError
 
 __all__ = ["Batch", "Params", "Workload", "LossKind"]
@@ -157,12 +157,3 @@ class Workload(abc.ABC):
         return bool(metrics[self.target_metric] <= goal)
 
 
-def finite_or_none(value: Any) -> float | None:
-    """``value`` as a finite float, or ``None`` (not a number, bool, NaN, ±inf)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None

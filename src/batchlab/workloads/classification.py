@@ -18,8 +18,9 @@ from typing import Any, ClassVar, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from batchlab.checks import finite_or_none
 from batchlab.errors import InputError
-from batchlab.workloads.base import Batch, LossKind, Params, Workload, finite_or_none
+from batchlab.workloads.base import Batch, LossKind, Params, Workload
 from batchlab.workloads.layers import softmax_cross_entropy
 
 __all__ = ["ClassificationArrays", "ClassificationWorkload"]
