@@ -327,7 +327,6 @@ def test_no_import_cycles():
     assert not import_cycles(codebase()), _report(import_cycles(codebase()))
 
 
-@pytest.mark.xfail(strict=False, reason="study/demo.py imports report (moves with the store package)")
 def test_no_upward_imports():
     assert not upward_imports(codebase()), _report(upward_imports(codebase()))
 
