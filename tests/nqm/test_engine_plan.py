@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchlab.nqm import _closed, _engine, expected_risk, heavy_ball, nesterov, power_law, sgd, with_ema
-from batchlab.nqm.dynamics import _heavy_ball_companion
+from batchlab.nqm.dynamics import heavy_ball_companion as _heavy_ball_companion
 
 DYNAMICS = [
     sgd(np.array([0.1, 1.0, 1.9])),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from batchlab.nqm.dynamics import Companion, _heavy_ball_companion, _nesterov_companion
+from batchlab.nqm.dynamics import Companion
 
 __all__ = ["sgd_moment", "companion_moment", "CompanionPlan", "momentum_ema_moment", "TRUST"]
 
@@ -514,10 +514,8 @@ def momentum_ema_moment(sys, t):
     tf = t2.astype(np.float64)[:, None, :]  # (k|1, 1, m)
     t_odd = (t2 % 2 == 1)[:, None, :]
     shape = sys.shape
-    x = np.broadcast_to(sys.x, shape)
-    beta = np.broadcast_to(sys.beta, shape)
     gamma = np.broadcast_to(sys.gamma, shape)
-    comp = (_nesterov_companion if sys.kind == "nesterov" else _heavy_ball_companion)(x, beta)
+    comp = sys.base_companion()
     E, u, a = sys.matrices()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         sgn2, lm2, ang2, c2, p2, d01 = _momentum_roots(comp)

@@ -39,6 +39,7 @@ __all__ = [
     "SGD", "HeavyBall", "Nesterov", "EMA", "Dynamics",
     "sgd", "heavy_ball", "nesterov", "with_ema",
     "System", "Companion", "build_system", "stability_limit", "max_stable_learning_rate",
+    "heavy_ball_companion", "nesterov_companion",
 ]
 
 
@@ -254,8 +255,16 @@ class System:
             return _sgd_ema_companion(x, np.broadcast_to(self.gamma, self.shape)) if self.kind == "sgd" else None
         if self.kind == "sgd":
             return None
+        return self.base_companion()
+
+    def base_companion(self) -> Companion | None:
+        """Closed-form data of the momentum part alone (heavy ball, Nesterov; ``None`` for SGD), also
+        under an EMA (the 3-state systems' momentum roots)."""
+        if self.kind == "sgd":
+            return None
+        x = np.broadcast_to(self.x, self.shape)
         beta = np.broadcast_to(self.beta, self.shape)
-        return (_nesterov_companion if self.kind == "nesterov" else _heavy_ball_companion)(x, beta)
+        return (nesterov_companion if self.kind == "nesterov" else heavy_ball_companion)(x, beta)
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(E, u, a)`` with shapes ``shape + (n, n)``, ``shape + (n,)``, ``shape + (n,)``."""
@@ -348,7 +357,7 @@ def build_system(problem: Problem, dyn: Dynamics, batch_size) -> System:
 
 
 @np.errstate(over="ignore")  # a huge step overflows to inf: far outside the stable region
-def _heavy_ball_companion(x, beta) -> Companion:
+def heavy_ball_companion(x, beta) -> Companion:
     omb, sb = 1.0 - beta, np.sqrt(beta)
     return Companion(
         tau=(1 - x) + beta, delta=beta, omd=omb, p1=x, pm1=(2 - x) + 2 * beta,
@@ -358,7 +367,7 @@ def _heavy_ball_companion(x, beta) -> Companion:
 
 
 @np.errstate(over="ignore")
-def _nesterov_companion(x, beta) -> Companion:
+def nesterov_companion(x, beta) -> Companion:
     omb, omx = 1.0 - beta, 1.0 - x
     return Companion(
         tau=(1 + beta) * omx, delta=beta * omx, omd=omb + beta * x, p1=x,

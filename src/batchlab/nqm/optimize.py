@@ -2,7 +2,7 @@
 
 For each optimizer kind the search runs in three stages:
 
-1. a coarse grid over the tunable coordinates on a compressed spectrum (:func:`solve.compress`),
+1. a coarse grid over the tunable coordinates on a compressed spectrum (:func:`~batchlab.nqm.spectrum.compress`),
    with continuous (interpolated) steps-to-target as the objective;
 2. a vectorised pattern search around the best grid points, halving its stencil until it stalls;
 3. the exact, certified first hit (:func:`solve.steps_to_target`) on the full problem for the best
@@ -24,8 +24,10 @@ import numpy as np
 
 from batchlab.errors import InputError
 from batchlab.nqm import solve
+from batchlab.nqm.checks import check_target
+from batchlab.nqm.search import search_steps
 from batchlab.nqm.dynamics import heavy_ball, nesterov, sgd, stability_limit, with_ema
-from batchlab.nqm.spectrum import Problem
+from batchlab.nqm.spectrum import Problem, compress
 
 __all__ = ["KINDS", "Optimum", "SearchConfig", "optimize", "make_dynamics"]
 
@@ -137,7 +139,7 @@ def _objective(problem, kind, z, batch_size, target, precond, config, near=None,
     hp = _decode(kind, z, problem, precond)
     dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
                         ema=hp.get("ema"), precond=precond)
-    steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
+    steps = search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
                                rtol=1e-4, rounds=config.refine, span=span, points=points, cap=cap, keep=keep)
     return np.where(np.isfinite(steps), steps, np.inf)
 
@@ -242,9 +244,9 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
     if not np.isfinite(batch_size) or batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    target = solve._check_target(target)
+    target = check_target(target)
     bounds = np.array([_BOUNDS[n] for n in _COORDS[kind]])
-    small = solve.compress(problem, config.entries)
+    small = compress(problem, config.entries)
 
     def f(z, near=None, **window):
         return _objective(small, kind, z, batch_size, target, precond, config, near=near, **window)

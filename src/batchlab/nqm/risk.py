@@ -18,6 +18,7 @@ import numpy as np
 
 from batchlab.errors import InputError
 from batchlab.nqm import _engine
+from batchlab.nqm.checks import check_steps
 from batchlab.nqm.dynamics import EMA, SGD, Dynamics, HeavyBall, Nesterov, build_system
 from batchlab.nqm.spectrum import Problem
 
@@ -25,21 +26,6 @@ __all__ = [
     "expected_risk", "steady_state_risk", "theorem1_bound", "theorem2_bound", "is_stable",
     "check_steps",
 ]
-
-
-def check_steps(steps) -> np.ndarray:
-    """Steps as an int64 array of non-negative integers, or InputError."""
-    arr = np.asarray(steps)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise InputError(f"steps must be non-negative integers, got {steps!r}")
-    elif arr.dtype.kind not in "iu":
-        raise InputError(f"steps must be non-negative integers, got {steps!r}")
-    if np.any(arr < 0):
-        raise InputError(f"steps must be >= 0, got {steps!r}")
-    if np.any(arr > 2**62):
-        raise InputError("steps must be < 2^62")
-    return arr.astype(np.int64)
 
 
 def expected_risk(problem: Problem, dyn: Dynamics, *, batch_size, steps, per_direction: bool = False,

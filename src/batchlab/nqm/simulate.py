@@ -20,7 +20,7 @@ import numpy as np
 
 from batchlab.errors import InputError
 from batchlab.nqm.dynamics import EMA, SGD, Dynamics, HeavyBall, Nesterov
-from batchlab.nqm.risk import check_steps
+from batchlab.nqm.checks import check_steps
 from batchlab.nqm.schedules import Schedule
 from batchlab.nqm.spectrum import Problem
 
