@@ -156,7 +156,7 @@ class _Block:
 
     def _exact_floor(self):
         """Cancellation-free steady states for the closed forms (heavy ball), or None."""
-        if self.floor is None or self.sys.kind != "heavy_ball" or self.sys.ema:
+        if self.floor is None or self.sys.ema or not self.sys.law.exact_floor:
             return None
         return self.floor[0]
 

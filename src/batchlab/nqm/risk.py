@@ -107,19 +107,10 @@ def steady_state_risk(problem: Problem, dyn: Dynamics, *, batch_size, per_direct
       Nesterov and momentum+EMA by solving the discrete Lyapunov equation per direction.
     """
     sys = build_system(problem, dyn, batch_size)
-    x, q = sys.x, sys.q
-    stable = x < sys.limit
+    stable = sys.x < sys.limit
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if isinstance(dyn, SGD):
-            S = q / (x * (2 - x))
-        elif isinstance(dyn, HeavyBall) and not isinstance(dyn, Nesterov):
-            beta = np.asarray(dyn.momentum)[..., None]
-            S = q * (1 + beta) / ((1 - beta) * x * ((2 - x) + 2 * beta))
-        elif isinstance(dyn, EMA) and isinstance(dyn.base, SGD):
-            g = np.asarray(dyn.decay)[..., None]
-            r = 1 - x
-            S = q / (x * (2 - x)) * (1 - g) * (1 + r * g) / ((1 + g) * (1 - r * g))
-        else:
+        S = sys.steady_state()  # the dynamics type's closed form (batchlab.nqm.dynamics), if any
+        if S is None:
             S = _lyapunov_out(sys)
     per = np.where(stable, sys.weight * S, np.inf)
     per = np.broadcast_to(per, sys.x.shape)

@@ -185,15 +185,12 @@ def _candidate(risk: _Risk, target: float, floor: float, lo: int, hi: int) -> tu
 
 
 def _monotone(problem: Problem, dyn: Dynamics, batch_size: float) -> bool:
-    """Whether the risk is provably non-increasing in ``t``: SGD with every direction starting at or
-    above its noise floor (``s_t = s* + r^{2t}(s0 − s*)``, ``r² < 1``)."""
-    from batchlab.nqm.dynamics import SGD
-
-    if not isinstance(dyn, SGD):
-        return False
+    """Whether the risk is provably non-increasing in ``t``: a 1-state system (SGD) with every
+    direction starting at or above its noise floor (``s_t = s* + r^{2t}(s0 − s*)``, ``r² < 1``)."""
     sys = build_system(problem, dyn, batch_size)
-    floor = np.asarray(sys.q) / (np.asarray(sys.x) * (2.0 - np.asarray(sys.x)))
-    return bool(np.all(np.asarray(sys.s0) >= floor))
+    if sys.n != 1:
+        return False
+    return bool(np.all(np.asarray(sys.s0) >= np.asarray(sys.steady_state())))
 
 
 def _noise_horizon(problem, dyn, batch_size, target, max_steps) -> int:
