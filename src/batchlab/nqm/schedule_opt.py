@@ -54,11 +54,22 @@ class ScheduleOptimum:
         lr = np.array(self.learning_rates)
         return piecewise_constant(lengths, lr / lr[0])
 
+    @property
+    def coordinates(self) -> tuple[float, ...]:
+        """No search coordinates (each batch size is optimized from scratch): no warm-start hint."""
+        return ()
+
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["steps"] = None if not math.isfinite(self.steps) else int(self.steps)
         d["learning_rate"] = self.learning_rate
         return d
+
+    def scaling_row(self, lower_bound: float) -> dict:
+        """A row of a scaling curve's JSON (kind ``"schedule"``): :meth:`as_dict`, no momentum or EMA,
+        the lower bound, and the first piece's rate as the effective learning rate."""
+        return {**self.as_dict(), "momentum": None, "ema": None, "lower_bound": lower_bound,
+                "effective_learning_rate": self.learning_rate}
 
 
 def _pieces(T: int, K: int) -> np.ndarray:
