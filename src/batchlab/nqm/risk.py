@@ -20,11 +20,12 @@ from batchlab.errors import InputError
 from batchlab.nqm import _engine
 from batchlab.nqm.checks import check_steps
 from batchlab.nqm.dynamics import EMA, SGD, Dynamics, HeavyBall, Nesterov, build_system
+from batchlab.nqm.setting import Setting
 from batchlab.nqm.spectrum import Problem
 
 __all__ = [
     "expected_risk", "steady_state_risk", "theorem1_bound", "theorem2_bound", "is_stable",
-    "check_steps",
+    "check_steps", "steady_state_of",
 ]
 
 
@@ -51,8 +52,7 @@ def expected_risk(problem: Problem, dyn: Dynamics, *, batch_size, steps, per_dir
 
 def is_stable(problem: Problem, dyn: Dynamics) -> np.ndarray:
     """Whether every direction is strictly inside the stability region (per hyperparameter setting)."""
-    sys = build_system(problem, dyn, 1)
-    return np.all(sys.x < sys.limit, axis=-1)
+    return Setting(problem, dyn, 1).stable
 
 
 def _lyapunov_out(sys) -> np.ndarray:
@@ -106,7 +106,11 @@ def steady_state_risk(problem: Problem, dyn: Dynamics, *, batch_size, per_direct
       SGD+EMA: the SGD value times ``(1 − γ)(1 + (1 − x)γ) / ((1 + γ)(1 − (1 − x)γ))`` (Theorem 2);
       Nesterov and momentum+EMA by solving the discrete Lyapunov equation per direction.
     """
-    sys = build_system(problem, dyn, batch_size)
+    return steady_state_of(build_system(problem, dyn, batch_size), per_direction=per_direction)
+
+
+def steady_state_of(sys, *, per_direction: bool = False) -> np.ndarray:
+    """:func:`steady_state_risk` of built systems (:class:`~batchlab.nqm.dynamics.System`)."""
     stable = sys.x < sys.limit
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         S = sys.steady_state()  # the dynamics type's closed form (batchlab.nqm.dynamics), if any

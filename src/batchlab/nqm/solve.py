@@ -24,9 +24,10 @@ import numpy as np
 from batchlab.errors import InputError
 from batchlab.nqm import _engine
 from batchlab.nqm.checks import MAX_STEPS, check_target
-from batchlab.nqm.dynamics import Dynamics, build_system
-from batchlab.nqm.risk import expected_risk, is_stable, steady_state_risk
+from batchlab.nqm.dynamics import Dynamics, System, build_system
+from batchlab.nqm.risk import expected_risk, steady_state_of
 from batchlab.nqm.search import log_secant, search_steps
+from batchlab.nqm.setting import Setting
 from batchlab.nqm.spectrum import Problem, compress
 
 # search_steps and compress are re-exported: they lived here before the split by concept
@@ -62,9 +63,9 @@ class _Risk:
     """Memoised risk evaluations at integer steps for one hyperparameter setting, kept per direction
     (the certificate bounds every direction on its own)."""
 
-    def __init__(self, problem: Problem, dyn: Dynamics, batch_size: float):
-        self.problem, self.dyn, self.B = problem, dyn, batch_size
-        self.plan = _engine.Plan(problem, dyn, batch_size)  # keeps the t-independent work across calls
+    def __init__(self, setting: Setting):
+        # the plan keeps the t-independent work across calls
+        self.plan = _engine.Plan(setting.problem, setting.dyn, setting.batch_size)
         self.cache: dict[int, float] = {}
         self.parts: dict[int, np.ndarray] = {}
 
@@ -103,12 +104,13 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
     target = check_target(target)
     if dyn.hp_shape != ():
         raise InputError("steps_to_target takes scalar hyperparameters (use search_steps for arrays)")
-    if not bool(is_stable(problem, dyn)):
+    setting = Setting(problem, dyn, batch_size)  # its systems are built once, for every use below
+    if not bool(setting.stable):
         return Hit(math.inf, "unstable", math.nan, 0)
-    risk = _Risk(problem, dyn, batch_size)
+    risk = _Risk(setting)
     if risk(0)[0] <= target:
         return Hit(0, "reached", float(risk(0)[0]), 1)
-    floor = float(steady_state_risk(problem, dyn, batch_size=batch_size))
+    floor = float(steady_state_of(setting.system))
     powers = np.unique(np.concatenate([[0], 2 ** np.arange(0, int(math.log2(max_steps)) + 1), [max_steps]]))
     powers = powers[powers <= max_steps]
     bracketed = False
@@ -131,12 +133,12 @@ def steps_to_target(problem: Problem, dyn: Dynamics, *, batch_size: float, targe
         candidate = None
         if floor <= target:
             return Hit(math.inf, "budget", math.nan, len(risk.cache))
-        horizon = _noise_horizon(problem, dyn, batch_size, target, max_steps)
+        horizon = _noise_horizon(setting, target, max_steps)
     if (candidate is not None and risk(candidate - 1)[0] > target * (1 + 3 * ROUNDING)
-            and _monotone(problem, dyn, batch_size)):
+            and _monotone(setting.system)):
         # non-increasing risk, and the step before is above the target by more than rounding
         return Hit(candidate, "reached", float(risk(candidate)[0]), len(risk.cache))
-    first = _certify(problem, dyn, batch_size, target, risk, horizon, candidate)
+    first = _certify(setting, target, risk, horizon, candidate)
     if first is None:
         return Hit(math.inf, "floor", math.nan, len(risk.cache))
     return Hit(first, "reached", float(risk(first)[0]), len(risk.cache))
@@ -184,17 +186,17 @@ def _candidate(risk: _Risk, target: float, floor: float, lo: int, hi: int) -> tu
     return hi, lo
 
 
-def _monotone(problem: Problem, dyn: Dynamics, batch_size: float) -> bool:
+def _monotone(sys: System) -> bool:
     """Whether the risk is provably non-increasing in ``t``: a 1-state system (SGD) with every
     direction starting at or above its noise floor (``s_t = s* + r^{2t}(s0 − s*)``, ``r² < 1``)."""
-    sys = build_system(problem, dyn, batch_size)
     if sys.n != 1:
         return False
     return bool(np.all(np.asarray(sys.s0) >= np.asarray(sys.steady_state())))
 
 
-def _noise_horizon(problem, dyn, batch_size, target, max_steps) -> int:
+def _noise_horizon(setting: Setting, target, max_steps) -> int:
     """A step after which the risk stays above ``target``: the noise part alone exceeds it there."""
+    problem, dyn, batch_size = setting.problem, setting.dyn, setting.batch_size
     noise_only = Problem(h=problem.h, c=problem.c, s0=np.zeros_like(problem.s0), weights=problem.weights)
     t = 1
     while t < max_steps:
@@ -243,7 +245,11 @@ class _Envelope:
 
 def _envelope(problem: Problem, dyn: Dynamics, batch_size: float) -> _Envelope:
     """The bounds of :class:`_Envelope` for every direction of ``dyn`` on ``problem``."""
-    sys = build_system(problem, dyn, batch_size)
+    return _system_envelope(build_system(problem, dyn, batch_size))
+
+
+def _system_envelope(sys: System) -> _Envelope:
+    """:func:`_envelope` of built systems."""
     flat = sys.reshape(-1)
     E, u, a = flat.matrices()
     n, out = flat.n, flat.out
@@ -378,7 +384,7 @@ def _cell_lower_bound(la, lb, width, lam, kappa, noise=None) -> np.ndarray:
     return np.sum(np.where(use2, 0.0, first), axis=0) + chord - np.sum(np.where(use2, curve, 0.0), axis=0)
 
 
-def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candidate):
+def _certify(setting: Setting, target, risk: _Risk, horizon: int, candidate):
     """Smallest ``t ≤ horizon`` with ``L(t) ≤ target`` (None if none), by branch and bound.
 
     On a cell ``[a, b]`` each direction's risk satisfies ``l_i(t) ≥ max(0, (l_i(a) + l_i(b) −
@@ -387,7 +393,7 @@ def _certify(problem, dyn, batch_size, target, risk: _Risk, horizon: int, candid
     directions (whose |change| per step is large but whose risk is small) from loosening the bound on
     the slow ones that carry the risk.
     """
-    env = _envelope(problem, dyn, batch_size)
+    env = _system_envelope(setting.system)
     best = candidate if candidate is not None else horizon + 1
     pts = sorted(t for t in risk.cache if 0 <= t <= min(best, horizon))
     if pts[-1] < min(best, horizon):
