@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchlab.nqm import _closed, _engine, expected_risk, heavy_ball, nesterov, power_law, sgd, with_ema
-from batchlab.nqm.dynamics import _heavy_ball_companion
+from batchlab.nqm import _closed, _engine, workers, expected_risk, heavy_ball, nesterov, power_law, sgd, with_ema
+from batchlab.nqm.dynamics import heavy_ball_companion as _heavy_ball_companion
 
 DYNAMICS = [
     sgd(np.array([0.1, 1.0, 1.9])),
@@ -89,7 +89,7 @@ def test_process_evaluation_equals_the_threaded_one(monkeypatch):
     problem, dyn, t = _grid_setting()
     threaded = _in_process(monkeypatch, problem, dyn, t)
     futures, pools = [], []
-    real_pool = _engine._pool
+    real_pool = workers._pool
 
     class SpyPool:
         def __init__(self, workers):
@@ -100,12 +100,12 @@ def test_process_evaluation_equals_the_threaded_one(monkeypatch):
             futures.append(self.pool.submit(*args))
             return futures[-1]
 
-    monkeypatch.setattr(_engine, "_pool", SpyPool)
+    monkeypatch.setattr(workers, "_pool", SpyPool)
     with warnings.catch_warnings():
         warnings.simplefilter("error", _engine.NQMPoolWarning)
         on_processes = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
     assert len(futures) == 2 and all(f.done() and f.exception() is None for f in futures)
-    pool = _engine._POOL[2]
+    pool = workers._POOL[2]
     assert pools and all(p is pool for p in pools) and isinstance(pool, ProcessPoolExecutor)
     worker_pids = {pool.submit(os.getpid).result() for _ in range(4)}
     assert os.getpid() not in worker_pids
@@ -132,9 +132,9 @@ def test_a_failing_pool_falls_back_visibly_with_the_same_numbers(monkeypatch):
     :class:`NQMPoolWarning` says so, once per cause."""
     problem, dyn, t = _grid_setting()
     expected = _in_process(monkeypatch, problem, dyn, t)
-    monkeypatch.setattr(_engine, "_WARNED", set())
+    monkeypatch.setattr(workers, "_WARNED", set())
     broken = _FailingPool(BrokenProcessPool("a worker was killed"), on_submit=False)
-    monkeypatch.setattr(_engine, "_pool", lambda workers: broken)
+    monkeypatch.setattr(workers, "_pool", lambda workers: broken)
     with pytest.warns(_engine.NQMPoolWarning) as record:
         got = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
         again = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)  # same cause: no 2nd warning
@@ -146,7 +146,7 @@ def test_a_failing_pool_falls_back_visibly_with_the_same_numbers(monkeypatch):
     np.testing.assert_array_equal(again, expected)
 
     unstartable = _FailingPool(OSError("cannot start processes"), on_submit=True)
-    monkeypatch.setattr(_engine, "_pool", lambda workers: unstartable)
+    monkeypatch.setattr(workers, "_pool", lambda workers: unstartable)
     with pytest.warns(_engine.NQMPoolWarning, match=r"\(OSError: cannot start processes\)") as record:
         got = _engine.evaluate(problem, dyn, 64.0, t, reduce=True, threads=2)
     assert len(record) == 1 and unstartable.submitted == 1
@@ -164,13 +164,13 @@ def test_worker_processes_do_not_rerun_an_unguarded_script(tmp_path, fork):
     script = tmp_path / "unguarded.py"
     script.write_text(
         "import numpy as np\n"
-        "from batchlab.nqm import _engine, heavy_ball, power_law\n"
+        "from batchlab.nqm import _engine, heavy_ball, power_law, workers\n"
         "_engine.PROCESS_ENTRIES = 1\n"
-        f"_engine._fork_is_safe = lambda: {fork}\n"
+        f"workers._fork_is_safe = lambda: {fork}\n"
         "print('top level', flush=True)\n"
         "r = _engine.evaluate(power_law(300), heavy_ball(np.linspace(0.1, 1, 8), 0.9), 8.0, np.array([10]),\n"
         "                     reduce=True, threads=2)\n"
-        "print('done', r.shape, len(_engine._POOL), flush=True)\n"
+        "print('done', r.shape, len(workers._POOL), flush=True)\n"
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "BATCHLAB_NQM_PROCESSES": "1"})

@@ -27,6 +27,7 @@ import math
 from typing import Callable, Mapping, Sequence
 
 from batchlab.errors import InputError
+from batchlab.nqm.checks import finite_or_none
 from batchlab.nqm.optimize import SearchConfig
 from batchlab.nqm.scaling import ScalingCurve, scaling_curve
 from batchlab.nqm.spectrum import Problem
@@ -36,7 +37,8 @@ __all__ = ["Proxy", "PROXIES", "predict", "optimizer_entry"]
 
 @dataclasses.dataclass(frozen=True)
 class Proxy:
-    """An NQM stand-in for a study optimizer: ``kind`` (``"sgd"`` or ``"momentum"``) and power ``precond``."""
+    """An NQM stand-in for a study optimizer: a ``kind`` of :data:`~batchlab.nqm.optimize.KIND_TABLE`
+    (``"sgd"`` or ``"momentum"`` here) and power ``precond``."""
 
     kind: str
     precond: float
@@ -84,10 +86,6 @@ def predict(problem: Problem, *, target: float, batch_sizes: Sequence[float],
             for name, proxy in optimizers.items()}
 
 
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
 def optimizer_entry(curve: ScalingCurve) -> dict:
     """One optimizer's entry of ``prediction.json`` (see :mod:`batchlab.calibrate`)."""
     critical = curve.critical
@@ -99,7 +97,7 @@ def optimizer_entry(curve: ScalingCurve) -> dict:
         "learning_rates": [r.learning_rate for r in curve.rows],
         "momenta": [r.momentum for r in curve.rows],
         "critical_batch_size": {
-            "b_noise": _finite(None if critical.fit is None else critical.fit.b_noise),
-            "overhead": _finite(critical.overhead),
+            "b_noise": finite_or_none(None if critical.fit is None else critical.fit.b_noise),
+            "overhead": finite_or_none(critical.overhead),
         },
     }

@@ -9,6 +9,7 @@ import typer
 
 from batchlab.cli._app import app, guarded, json_text, output_folder, parse_int_list, show_number
 from batchlab.errors import InputError
+from batchlab.nqm.optimize import SCALING_KINDS
 
 # Limits of the flags (documented in their help): larger values would exhaust memory or time, or
 # leave what the engine computes exactly (steps are exact integers in float64 up to 2^53).
@@ -113,7 +114,7 @@ def risk_command(
     console.print(f"steady-state risk: {floor:.6g}" + ("" if stable else "  (UNSTABLE: risk diverges)"))
 
 
-SCALING_OPTIMIZERS = ("sgd", "momentum", "nesterov", "ema", "momentum-ema", "schedule")
+SCALING_OPTIMIZERS = SCALING_KINDS  # the NQM's one table of optimizer kinds
 
 
 def _progress(total: int, description: str):
@@ -129,7 +130,7 @@ def _progress(total: int, description: str):
 @nqm_app.command("scaling")
 @guarded
 def scaling_command(
-    optimizer: str = typer.Option(..., "--optimizer", help="sgd, momentum, nesterov, ema, momentum-ema or schedule."),
+    optimizer: str = typer.Option(..., "--optimizer", help=f"{', '.join(SCALING_KINDS[:-1])} or {SCALING_KINDS[-1]}."),
     batch_sizes: str = typer.Option(..., "--batch-sizes", help="Comma-separated batch sizes in [1, 2^50] (at most "
                                                                "100), e.g. 4,64,1024 or 2^10."),
     precond: float = typer.Option(0.0, "--precond", help="Preconditioner power p in [0, 1]."),
@@ -141,9 +142,8 @@ def scaling_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
 ) -> None:
     """Optimal steps to reach the target, and hyperparameters, at each batch size."""
-    from batchlab.critical import critical_batch_size
+    from batchlab.nqm.optimize import SearchConfig
     from batchlab.nqm.scaling import check_batch_sizes, scaling_curve
-    from batchlab.nqm.schedule_opt import optimize_piecewise
 
     if optimizer not in SCALING_OPTIMIZERS:
         raise InputError(f"--optimizer: unknown {optimizer!r}; valid: {', '.join(SCALING_OPTIMIZERS)}")
@@ -158,20 +158,9 @@ def scaling_command(
     problem = build_problem(dim, binned_bins)
     progress, task = _progress(len(sizes), f"{optimizer} p={precond:g}")
     with progress:
-        if optimizer == "schedule":
-            rows = []
-            for B in sizes:
-                opt = optimize_piecewise(problem, batch_size=B, target=target, pieces=pieces, precond=precond)
-                rows.append({**opt.as_dict(), "momentum": None, "ema": None, "lower_bound":
-                             problem.lower_bound_steps(B, target), "effective_learning_rate": opt.learning_rate})
-                progress.advance(task)
-            crit = critical_batch_size(sizes, [r["steps"] if r["steps"] is not None else math.inf for r in rows])
-            result = {"optimizer": optimizer, "precond": precond, "target": target, "rows": rows,
-                      "critical_batch_size": crit.as_dict()}
-        else:
-            curve = scaling_curve(problem, optimizer, sizes, target=target, precond=precond,
-                                  progress=lambda n: progress.advance(task, n))
-            result = curve.as_dict()
+        curve = scaling_curve(problem, optimizer, sizes, target=target, precond=precond,
+                              config=SearchConfig(pieces=pieces), progress=lambda n: progress.advance(task, n))
+    result = curve.as_dict()
     result["problem"] = problem.describe()
     if as_json:
         print(json_text(result))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from batchlab.nqm.dynamics import Companion, _heavy_ball_companion, _nesterov_companion
+from batchlab.nqm.dynamics import Companion
 
 __all__ = ["sgd_moment", "companion_moment", "CompanionPlan", "momentum_ema_moment", "TRUST"]
 
@@ -159,42 +159,15 @@ def noise_floor(sys):
     x = np.broadcast_to(sys.x, sys.shape)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         stable = x < np.broadcast_to(sys.limit, sys.shape)
-        if sys.kind == "heavy_ball" and not sys.ema:
-            return _heavy_ball_floor(x, sys.beta) + (stable,)
-        if sys.kind == "sgd":
-            gap = np.minimum(x, 2.0 - x)  # 1 − |1 − x|
-            if not sys.ema:
-                return 1.0 / (x * (2.0 - x)), gap, stable
-            g = sys.gamma  # SGD + EMA, Theorem 2
-            floor = (1 - g) * (1 + (1 - x) * g) / ((x * (2.0 - x)) * (1 + g) * ((1 - g) + g * x))
-            return floor, np.minimum(gap, 1.0 - g), stable
+        closed = sys.law.noise_floor(x, sys.beta, sys.gamma)  # the dynamics type's closed form, if any
+        if closed is not None:
+            return closed + (stable,)
     comp = sys.companion()
     if comp is None:
         return None
     floor, cancel, log_rad, ok = _steady_state(comp)
     with np.errstate(over="ignore", invalid="ignore"):
         return floor, -np.expm1(log_rad), ok & (cancel <= TRUST)
-
-
-def _heavy_ball_floor(x, beta):
-    """Heavy ball: floor ``(1 + β)/((1 − β) x (2 + 2β − x))`` and spectral gap ``1 − R`` — ``1 − √β``
-    between the critical points ``(1 ∓ √β)²``, else that of the real root nearest ±1::
-
-        overdamped, small x:  1 − r₁ = 2x / (x + 1 − β + √D)
-        overdamped, large x:  1 + r₂ = 2 p(−1) / (p(−1) + 1 − β + √D)
-
-    (one pass over the arrays, no boolean indexing: this runs on every entry of a grid)."""
-    omb = 1 - beta
-    pm = (2 - x) + 2 * beta
-    floor = (1 + beta) / (omb * (x * pm))
-    sb = np.sqrt(beta)
-    lo, hi = (1 - sb) ** 2, (1 + sb) ** 2
-    sd = np.sqrt(np.maximum((x - lo) * (x - hi), 0.0))
-    slow = x <= lo
-    num = np.where(slow, x, pm)
-    comp = np.minimum(2.0 * num / ((num + omb) + sd), 1.0)  # 1 − |r| for the overdamped branches
-    gap = np.where(slow | (x >= hi), comp, omb / (1.0 + sb))  # 1 − √β = (1 − β)/(1 + √β)
-    return floor, np.broadcast_to(gap, np.broadcast_shapes(np.shape(x), np.shape(beta)))
 
 
 def _steady_state(c: Companion):
@@ -514,10 +487,8 @@ def momentum_ema_moment(sys, t):
     tf = t2.astype(np.float64)[:, None, :]  # (k|1, 1, m)
     t_odd = (t2 % 2 == 1)[:, None, :]
     shape = sys.shape
-    x = np.broadcast_to(sys.x, shape)
-    beta = np.broadcast_to(sys.beta, shape)
     gamma = np.broadcast_to(sys.gamma, shape)
-    comp = (_nesterov_companion if sys.kind == "nesterov" else _heavy_ball_companion)(x, beta)
+    comp = sys.base_companion()
     E, u, a = sys.matrices()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         sgn2, lm2, ang2, c2, p2, d01 = _momentum_roots(comp)

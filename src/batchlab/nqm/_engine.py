@@ -9,23 +9,20 @@ provably decayed below float64 resolution hold only the noise floor.
 Work is split into (hyperparameter, direction) blocks that fit in cache.  A :class:`Plan` keeps the
 blocks' ``t``-independent data for callers that evaluate the same settings repeatedly (the first-hit
 certificate, search refinement); blocks run on a thread pool, and large one-shot reduced evaluations
-on worker processes (:data:`PROCESS_ENTRIES`).
+on worker processes (:data:`PROCESS_ENTRIES`, :mod:`batchlab.nqm.workers`).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import math
-import multiprocessing
 import os
-import sys
-import warnings
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from batchlab.nqm import _closed, _linear
+from batchlab.nqm import workers as processes
+from batchlab.nqm.workers import NQMPoolWarning
 from batchlab.nqm.dynamics import (
     Dynamics, System, build_system, flatten_dynamics, take_dynamics,
 )
@@ -35,34 +32,6 @@ __all__ = ["Plan", "moment", "evaluate", "initial_covariance", "noise_covariance
 
 THREADS = max(1, min(os.cpu_count() or 1, 8))
 _BLOCK = 1 << 16  # (systems × steps) per work item
-
-
-def _keep_heap_slack(pad: int) -> bool:
-    """Ask glibc to keep ``pad`` bytes of free memory at the top of the heap instead of returning it.
-
-    The engine's NumPy temporaries (hundreds of KB each, allocated and freed thousands of times a
-    second) otherwise make glibc trim the heap after each block and grow it again for the next, and
-    every regrowth page-faults the memory back in: on virtual machines that costs more than the
-    arithmetic (measured on the 100 × 20 grid benchmark, one thread: 4.4 s with 7 s of system time,
-    1.8 s with 64 MiB of slack).  ``BATCHLAB_HEAP_SLACK_MB=0`` turns it off; a no-op without glibc.
-    """
-    try:
-        import ctypes
-        import ctypes.util
-
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-        if libc is None or not hasattr(libc, "mallopt"):
-            return False
-        M_TOP_PAD = -2
-        return bool(libc.mallopt(M_TOP_PAD, int(pad)))
-    except (OSError, AttributeError, ValueError):
-        return False
-
-
-_slack_mb = os.environ.get("BATCHLAB_HEAP_SLACK_MB", "64")
-if _slack_mb.strip().isdigit() and int(_slack_mb) > 0:
-    _keep_heap_slack(int(_slack_mb) << 20)
 
 
 def initial_covariance(sys: System, E_u_a=None) -> np.ndarray:
@@ -156,7 +125,7 @@ class _Block:
 
     def _exact_floor(self):
         """Cancellation-free steady states for the closed forms (heavy ball), or None."""
-        if self.floor is None or self.sys.kind != "heavy_ball" or self.sys.ema:
+        if self.floor is None or self.sys.ema or not self.sys.law.exact_floor:
             return None
         return self.floor[0]
 
@@ -229,6 +198,7 @@ class Plan:
     """
 
     def __init__(self, problem: Problem, dyn: Dynamics, batch_size, *, reuse: bool = True, m: int = 4):
+        processes.keep_heap_slack()  # once per process: cheap NumPy temporaries (see there)
         self.hp = np.broadcast_shapes(dyn.hp_shape, np.shape(batch_size))
         self.H, self.d = int(np.prod(self.hp)), problem.dim
         self.problem, self.reuse = problem, reuse
@@ -328,7 +298,7 @@ def evaluate(problem: Problem, dyn: Dynamics, batch_size, t: np.ndarray, *, redu
     if t.ndim > 1:
         t = np.broadcast_to(t, plan.hp + t.shape[-1:]).reshape(-1, t.shape[-1])
     workers = min(threads or THREADS, plan.H)
-    if reduce and workers > 1 and plan.H * plan.d * t.shape[-1] >= PROCESS_ENTRIES and _may_spawn():
+    if reduce and workers > 1 and plan.H * plan.d * t.shape[-1] >= PROCESS_ENTRIES and processes.may_spawn():
         out = _evaluate_on_processes(plan, t, workers)
     else:
         out = plan.risk(t, reduce=reduce, threads=threads)
@@ -338,88 +308,9 @@ def evaluate(problem: Problem, dyn: Dynamics, batch_size, t: np.ndarray, *, redu
 # Reduced evaluations of at least this many (setting, direction, step) entries are split over worker
 # processes instead of threads.  Threads share the GIL, which NumPy holds while it allocates and
 # dispatches each operation: on the 100 × 20 grid benchmark two threads ran 1.5× faster than one, two
-# processes 2× (measured).  ``BATCHLAB_NQM_PROCESSES=0`` turns processes off.
+# processes 2× (measured).  ``BATCHLAB_NQM_PROCESSES=0`` turns processes off (see
+# :mod:`batchlab.nqm.workers`, where the processes come from).
 PROCESS_ENTRIES = 1 << 23
-_POOL: dict = {}
-_WARNED: set = set()  # causes of fallbacks already reported
-
-
-class NQMPoolWarning(RuntimeWarning):
-    """The worker processes failed and an evaluation ran in this process instead: slower, same numbers."""
-
-
-def _warn_fallback(exc: BaseException) -> None:
-    """Report a fallback to in-process evaluation, once per cause (exception type and first line)."""
-    detail = (str(exc).strip().splitlines() or [""])[0][:200]
-    cause = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    if cause in _WARNED:
-        return
-    _WARNED.add(cause)
-    warnings.warn(f"NQM worker processes failed ({cause}); evaluating in this process instead "
-                  "(slower, results unchanged)", NQMPoolWarning, stacklevel=4)
-
-
-def _may_spawn() -> bool:
-    """Processes only from a top-level process (not from pool workers or daemons), and not disabled."""
-    if os.environ.get("BATCHLAB_NQM_PROCESSES", "1").strip() in ("0", "false", "no"):
-        return False
-    proc = multiprocessing.current_process()
-    return multiprocessing.parent_process() is None and not proc.daemon
-
-
-def forkserver_context():
-    """The ``forkserver`` multiprocessing context, its server preloading the NQM modules (workers fork
-    from a clean process that has already imported them: no per-worker import cost); ``spawn`` where
-    there is no forkserver (Windows)."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["batchlab.nqm.scaling"])
-    return ctx
-
-
-def _fork_is_safe() -> bool:
-    """Whether forking this process is safe: no other Python threads, and no library known to run
-    native threads (JAX, PyTorch, TensorFlow) loaded — then workers start in milliseconds."""
-    import threading
-
-    heavy = ("jax", "jaxlib", "torch", "tensorflow")
-    return ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-            and not any(name in sys.modules for name in heavy))
-
-
-def worker_context():
-    """Where worker processes come from: forked when that is safe (they start in milliseconds), else
-    fresh from a forkserver.  Start them inside :func:`main_hidden` (an unguarded main script is then
-    not re-run in fresh workers)."""
-    return multiprocessing.get_context("fork") if _fork_is_safe() else forkserver_context()
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """A persistent pool of worker processes (:func:`worker_context`), started on first use."""
-    pool = _POOL.get(workers)
-    if pool is None:
-        pool = ProcessPoolExecutor(workers, mp_context=worker_context())
-        _POOL[workers] = pool
-        atexit.register(pool.shutdown, wait=False, cancel_futures=True)
-    return pool
-
-
-@contextlib.contextmanager
-def main_hidden():
-    """Workers start without re-running the user's main script: processes started here (lazily, on
-    submit) are told there is no ``__main__`` file or module to import, so a script that calls the
-    engine at top level, without an ``if __name__ == "__main__"`` guard, is not executed again in
-    each worker (the jobs need only batchlab)."""
-    main = sys.modules.get("__main__")
-    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
-    try:
-        for k in saved:
-            setattr(main, k, None)
-        yield
-    finally:
-        for k, v in saved.items():
-            setattr(main, k, v)
 
 
 def _settings_job(args) -> np.ndarray:
@@ -429,17 +320,12 @@ def _settings_job(args) -> np.ndarray:
 
 def _evaluate_on_processes(plan: Plan, t: np.ndarray, workers: int) -> np.ndarray:
     """:meth:`Plan.risk` (reduced) with the settings dealt round-robin to ``workers`` processes (costs
-    vary smoothly along a grid, so interleaving balances the load)."""
+    vary smoothly along a grid, so interleaving balances the load); in this process if they fail."""
     parts = [np.arange(k, plan.H, workers) for k in range(workers)]
     jobs = [(plan.problem, take_dynamics(plan.dyn, rows), plan.B[rows], t[rows] if t.ndim == 2 else t)
             for rows in parts]
-    try:
-        with main_hidden():
-            futures = [_pool(workers).submit(_settings_job, job) for job in jobs]
-        results = [f.result() for f in futures]
-    except Exception as exc:  # a broken pool (e.g. a worker killed): evaluate here instead, and say so
-        _POOL.pop(workers, None)
-        _warn_fallback(exc)
+    results = processes.run_persistent(_settings_job, jobs, workers)
+    if results is None:  # the pool failed (a warning said so): same numbers, computed here
         return plan.risk(t, reduce=True)
     out = np.empty((plan.H, t.shape[-1]))
     for rows, res in zip(parts, results):

@@ -28,17 +28,21 @@ two-dimensional systems, the characteristic-polynomial data the closed forms nee
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Union
+from typing import ClassVar, Union
 
 import numpy as np
 
 from batchlab.errors import InputError
+from batchlab.nqm.companion import (
+    Companion, heavy_ball_companion, heavy_ball_floor, nesterov_companion, sgd_ema_companion,
+)
 from batchlab.nqm.spectrum import Problem
 
 __all__ = [
-    "SGD", "HeavyBall", "Nesterov", "EMA", "Dynamics",
+    "BaseDynamics", "SGD", "HeavyBall", "Nesterov", "EMA", "Dynamics",
     "sgd", "heavy_ball", "nesterov", "with_ema",
     "System", "Companion", "build_system", "stability_limit", "max_stable_learning_rate",
+    "heavy_ball_companion", "nesterov_companion",
 ]
 
 
@@ -63,12 +67,98 @@ def _check_precond(value) -> np.ndarray:
     return arr
 
 
+class BaseDynamics:
+    """What every (non-averaged) optimizer on the NQM provides — abstract; :class:`SGD`,
+    :class:`HeavyBall` and :class:`Nesterov` are the concrete ones.
+
+    Each type carries its own behaviour: the stability limit (:meth:`limit`), the per-direction
+    system (:meth:`matrices`, :meth:`companion`, :meth:`ema_companion`), closed-form steady states
+    (:meth:`steady_state`, :meth:`noise_floor`) and the Monte Carlo update (:meth:`monte_carlo_step`).
+    A new optimizer is a new type with these hooks plus one entry of
+    :data:`batchlab.nqm.optimize.KIND_TABLE`.  The static hooks take the per-direction arrays of a
+    :class:`System` (``x``; ``beta`` the system momentum or ``None``; ``gamma`` the EMA decay or ``None``).
+    """
+
+    kind: ClassVar[str]  # System.kind: "sgd", "heavy_ball", "nesterov"
+    states: ClassVar[int]  # state coordinates per direction (without an EMA)
+    # whether noise_floor is cancellation-free and replaces the companion's steady state in the closed forms
+    exact_floor: ClassVar[bool] = False
+
+    @property
+    def base(self) -> "BaseDynamics":
+        """The dynamics without an iterate average (itself)."""
+        return self
+
+    @property
+    def ema_decay(self) -> None:
+        """Decay ``γ`` of the iterate average (none)."""
+        return None
+
+    @property
+    def system_momentum(self) -> np.ndarray | None:
+        """``β`` of the per-direction system, or ``None`` (no momentum state)."""
+        return None
+
+    def limit(self) -> np.ndarray:
+        """Largest stable effective step ``x = α P h`` (strict inequality)."""
+        raise NotImplementedError
+
+    def with_learning_rate(self, learning_rate):
+        """The same dynamics with another learning rate (schedules)."""
+        return dataclasses.replace(self, learning_rate=learning_rate)
+
+    def map_hyperparameters(self, fn):
+        """``fn`` applied to every hyperparameter array."""
+        return type(self)(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    @staticmethod
+    def matrices(x, beta, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(E, u, a)`` of the base system (``E = I − M``, noise direction, initial direction)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def companion(x, beta) -> Companion | None:
+        """Closed-form data of a 2-state base system, or ``None``."""
+        return None
+
+    @staticmethod
+    def ema_companion(x, gamma) -> Companion | None:
+        """Closed-form data of the system with an EMA if it has 2 states, or ``None``."""
+        return None
+
+    @staticmethod
+    def steady_state(x, q, beta, gamma):
+        """Closed-form ``lim E[θ_meas²]`` per direction, or ``None`` (Lyapunov equation)."""
+        return None
+
+    @staticmethod
+    def noise_floor(x, beta, gamma):
+        """``(floor, gap)``: the steady state per unit of step noise ``q`` in a cancellation-free
+        form and the spectral gap ``1 − R``; or ``None`` (from the companion data)."""
+        return None
+
+    def monte_carlo_init(self, theta: np.ndarray) -> tuple:
+        """Optimizer state for Monte Carlo runs starting at ``theta`` (the iterate first)."""
+        return (theta,)
+
+    def monte_carlo_step(self, state: tuple, grad: np.ndarray, alpha: float) -> tuple:
+        """One update from the preconditioned gradient ``grad = P g``."""
+        raise NotImplementedError
+
+    def monte_carlo_measured(self, state: tuple) -> np.ndarray:
+        """The coordinate whose risk is recorded: the iterate."""
+        return state[0]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class SGD:
-    """Plain (optionally preconditioned) SGD: ``θ' = θ − α P g``."""
+class SGD(BaseDynamics):
+    """Plain (optionally preconditioned) SGD: ``θ' = θ − α P g``; per direction ``M = [1 − x]``."""
 
     learning_rate: np.ndarray
     precond: np.ndarray = 0.0
+
+    kind: ClassVar[str] = "sgd"
+    states: ClassVar[int] = 1
 
     def __post_init__(self):
         object.__setattr__(self, "learning_rate", _check_positive("learning_rate", self.learning_rate))
@@ -78,14 +168,58 @@ class SGD:
     def hp_shape(self) -> tuple[int, ...]:
         return np.broadcast_shapes(self.learning_rate.shape, self.precond.shape)
 
+    def limit(self) -> np.ndarray:
+        """``2``."""
+        return np.asarray(2.0)
+
+    @staticmethod
+    def matrices(x, beta, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(E, u, a)`` of the base system: ``E = [x]``, ``u = a = [1]``."""
+        ones = np.ones(shape)
+        return x[..., None, None], ones[..., None], ones[..., None]
+
+    @staticmethod
+    def ema_companion(x, gamma) -> Companion | None:
+        """Roots ``1 − x`` and ``γ`` (Theorem 2)."""
+        return sgd_ema_companion(x, gamma)
+
+    @staticmethod
+    def steady_state(x, q, beta, gamma):
+        """``lim E[θ_meas²]``: ``q / (x(2 − x))``; with an EMA times
+        ``(1 − γ)(1 + (1 − x)γ) / ((1 + γ)(1 − (1 − x)γ))`` (Theorem 2)."""
+        if gamma is None:
+            return q / (x * (2 - x))
+        r = 1 - x
+        return q / (x * (2 - x)) * (1 - gamma) * (1 + r * gamma) / ((1 + gamma) * (1 - r * gamma))
+
+    @staticmethod
+    def noise_floor(x, beta, gamma):
+        """``(floor, gap)``: the steady state per unit of step noise ``q`` (the same quantity as
+        :meth:`steady_state`, in the factored form the engine has always used) and ``1 − R``."""
+        gap = np.minimum(x, 2.0 - x)  # 1 − |1 − x|
+        if gamma is None:
+            return 1.0 / (x * (2.0 - x)), gap
+        g = gamma
+        floor = (1 - g) * (1 + (1 - x) * g) / ((x * (2.0 - x)) * (1 + g) * ((1 - g) + g * x))
+        return floor, np.minimum(gap, 1.0 - g)
+
+    def monte_carlo_step(self, state, grad, alpha):
+        """``θ ← θ − α P g``."""
+        return (state[0] - alpha * grad,)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class HeavyBall:
-    """Heavy-ball momentum, velocity form: ``v' = β v − α P g``, ``θ' = θ + v'``."""
+class HeavyBall(BaseDynamics):
+    """Heavy-ball momentum, velocity form: ``v' = β v − α P g``, ``θ' = θ + v'``; on ``z = (θ, v)``
+    ``M = [[1 − x, β], [−x, β]]``, ``u = (1, 1)``."""
 
     learning_rate: np.ndarray
     momentum: np.ndarray
     precond: np.ndarray = 0.0
+
+    kind: ClassVar[str] = "heavy_ball"
+    states: ClassVar[int] = 2
+    exact_floor: ClassVar[bool] = True
 
     def __post_init__(self):
         object.__setattr__(self, "learning_rate", _check_positive("learning_rate", self.learning_rate))
@@ -96,10 +230,85 @@ class HeavyBall:
     def hp_shape(self) -> tuple[int, ...]:
         return np.broadcast_shapes(self.learning_rate.shape, self.momentum.shape, self.precond.shape)
 
+    @property
+    def system_momentum(self) -> np.ndarray:
+        return self.momentum
+
+    def limit(self) -> np.ndarray:
+        """Largest stable effective step: ``2(1 + β)``."""
+        return 2.0 * (1.0 + self.momentum)
+
+    @staticmethod
+    def matrices(x, beta, shape):
+        ones, zeros = np.ones(shape), np.zeros(shape)
+        omb = 1.0 - beta
+        E = np.stack([np.stack([x, -beta], -1), np.stack([x, omb], -1)], -2)
+        u = np.stack([ones, ones], -1)
+        return E, u, np.stack([ones, zeros], -1)
+
+    @staticmethod
+    def companion(x, beta):
+        return heavy_ball_companion(x, beta)
+
+    @staticmethod
+    def steady_state(x, q, beta, gamma):
+        """``(1 + β) q / ((1 − β) x (2 + 2β − x))``; no closed form with an EMA (``None``)."""
+        if gamma is not None:
+            return None
+        return q * (1 + beta) / ((1 - beta) * x * ((2 - x) + 2 * beta))
+
+    @staticmethod
+    def noise_floor(x, beta, gamma):
+        return None if gamma is not None else heavy_ball_floor(x, beta)
+
+    def monte_carlo_init(self, theta):
+        return theta, np.zeros_like(theta)
+
+    def monte_carlo_step(self, state, grad, alpha):
+        """``v ← β v − α P g;  θ ← θ + v``."""
+        theta, vel = state
+        vel = float(self.momentum) * vel - alpha * grad
+        return theta + vel, vel
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Nesterov(HeavyBall):
-    """Nesterov momentum as optax runs it; risk measured at the lookahead point ``φ = θ + βv``."""
+    """Nesterov momentum as optax runs it; risk measured at the lookahead point ``φ = θ + βv``:
+    on ``z = (φ, v)`` ``M = [[1 − (1+β)x, β²], [−x, β]]``, ``u = (1 + β, 1)``."""
+
+    kind: ClassVar[str] = "nesterov"
+    exact_floor: ClassVar[bool] = False
+
+    def limit(self) -> np.ndarray:
+        """Largest stable effective step: ``2(1 + β)/(1 + 2β)``."""
+        return 2.0 * (1.0 + self.momentum) / (1.0 + 2.0 * self.momentum)
+
+    @staticmethod
+    def matrices(x, beta, shape):
+        ones, zeros = np.ones(shape), np.zeros(shape)
+        omb = 1.0 - beta
+        E = np.stack([np.stack([(1 + beta) * x, -beta**2], -1), np.stack([x, omb], -1)], -2)
+        u = np.stack([1 + beta, ones], -1)
+        return E, u, np.stack([ones, zeros], -1)
+
+    @staticmethod
+    def companion(x, beta):
+        return nesterov_companion(x, beta)
+
+    @staticmethod
+    def steady_state(x, q, beta, gamma):
+        return None  # the Lyapunov equation (batchlab.nqm.risk)
+
+    @staticmethod
+    def noise_floor(x, beta, gamma):
+        return None  # from the companion data (batchlab.nqm._closed)
+
+    def monte_carlo_step(self, state, grad, alpha):
+        """optax's trace ``m ← P g + β m;  φ ← φ − α (P g + β m)``."""
+        theta, vel = state
+        beta = float(self.momentum)
+        vel = grad + beta * vel
+        return theta - alpha * (grad + beta * vel), vel
 
 
 Base = Union[SGD, HeavyBall, Nesterov]
@@ -107,13 +316,14 @@ Base = Union[SGD, HeavyBall, Nesterov]
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EMA:
-    """Exponential moving average of the iterates of ``base``: ``θ̃' = γ θ̃ + (1 − γ) θ'``."""
+    """Exponential moving average of the iterates of ``base``: ``θ̃' = γ θ̃ + (1 − γ) θ'``; the risk is
+    measured at ``θ̃`` (one more state coordinate; the stability limit is the base's)."""
 
     base: Base
     decay: np.ndarray
 
     def __post_init__(self):
-        if not isinstance(self.base, (SGD, HeavyBall)):
+        if not isinstance(self.base, BaseDynamics):
             raise InputError("EMA wraps SGD, heavy-ball or Nesterov dynamics")
         object.__setattr__(self, "decay", _check_open_unit("ema decay", self.decay))
 
@@ -128,6 +338,31 @@ class EMA:
     @property
     def precond(self) -> np.ndarray:
         return self.base.precond
+
+    @property
+    def ema_decay(self) -> np.ndarray:
+        return self.decay
+
+    def limit(self) -> np.ndarray:
+        return self.base.limit()
+
+    def with_learning_rate(self, learning_rate) -> "EMA":
+        return EMA(self.base.with_learning_rate(learning_rate), self.decay)
+
+    def map_hyperparameters(self, fn) -> "EMA":
+        return EMA(self.base.map_hyperparameters(fn), fn(self.decay))
+
+    def monte_carlo_init(self, theta):
+        return self.base.monte_carlo_init(theta) + (theta.copy(),)
+
+    def monte_carlo_step(self, state, grad, alpha):
+        """The base's update, then ``θ̃ ← γ θ̃ + (1 − γ) θ``."""
+        inner = self.base.monte_carlo_step(state[:-1], grad, alpha)
+        gamma = float(self.decay)
+        return inner + (gamma * state[-1] + (1.0 - gamma) * inner[0],)
+
+    def monte_carlo_measured(self, state):
+        return state[-1]
 
 
 Dynamics = Union[SGD, HeavyBall, Nesterov, EMA]
@@ -155,35 +390,11 @@ def with_ema(base: Base, decay) -> EMA:
 
 def with_learning_rate(dyn: Dynamics, learning_rate) -> Dynamics:
     """The same dynamics with another learning rate (used by schedules)."""
-    if isinstance(dyn, EMA):
-        return EMA(with_learning_rate(dyn.base, learning_rate), dyn.decay)
-    return dataclasses.replace(dyn, learning_rate=learning_rate)
+    return dyn.with_learning_rate(learning_rate)
 
 
 # --------------------------------------------------------------------------------------------------
 # Per-direction systems
-
-
-class Companion(NamedTuple):
-    """Data of a 2-state system's characteristic polynomial ``p(r) = r² − τ r + δ`` and Krylov moments.
-
-    ``omd = 1 − δ``, ``p1 = p(1)``, ``pm1 = p(−1)`` and ``disc = τ² − 4δ`` are computed from factored forms so they are
-    accurate even when they are tiny (slow directions, stability limit, critical damping).
-    ``m0 = e·a``, ``m1 = e·M a`` (mean), ``n0 = e·u``, ``n1 = e·M u`` (noise) for the measured row e,
-    and ``dm = m1 − m0 = −e·E a`` computed without cancellation.
-    """
-
-    tau: np.ndarray
-    delta: np.ndarray
-    omd: np.ndarray
-    p1: np.ndarray
-    pm1: np.ndarray
-    disc: np.ndarray
-    m0: np.ndarray
-    m1: np.ndarray
-    n0: np.ndarray
-    n1: np.ndarray
-    dm: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -196,7 +407,7 @@ class System:
     demand, only for the entries that need them.
     """
 
-    kind: str  # "sgd", "heavy_ball", "nesterov"
+    law: type  # the base dynamics type (SGD, HeavyBall, Nesterov): its hooks build the matrices
     ema: bool
     x: np.ndarray
     q: np.ndarray
@@ -211,9 +422,14 @@ class System:
         return self.x.shape
 
     @property
+    def kind(self) -> str:
+        """The base dynamics' name: ``"sgd"``, ``"heavy_ball"`` or ``"nesterov"``."""
+        return self.law.kind
+
+    @property
     def n(self) -> int:
         """State dimension per direction."""
-        return (1 if self.kind == "sgd" else 2) + int(self.ema)
+        return self.law.states + int(self.ema)
 
     @property
     def out(self) -> int:
@@ -247,32 +463,29 @@ class System:
             beta=f(self.beta), gamma=f(self.gamma),
         )
 
+    def _full(self, a):
+        return None if a is None else np.broadcast_to(a, self.shape)
+
     def companion(self) -> Companion | None:
         """Closed-form data of 2-state systems (heavy ball, Nesterov, SGD+EMA); ``None`` otherwise."""
-        x = np.broadcast_to(self.x, self.shape)
         if self.ema:
-            return _sgd_ema_companion(x, np.broadcast_to(self.gamma, self.shape)) if self.kind == "sgd" else None
-        if self.kind == "sgd":
-            return None
-        beta = np.broadcast_to(self.beta, self.shape)
-        return (_nesterov_companion if self.kind == "nesterov" else _heavy_ball_companion)(x, beta)
+            return self.law.ema_companion(self._full(self.x), self._full(self.gamma))
+        return self.base_companion()
+
+    def base_companion(self) -> Companion | None:
+        """Closed-form data of the momentum part alone (heavy ball, Nesterov; ``None`` for SGD), also
+        under an EMA (the 3-state systems' momentum roots)."""
+        return self.law.companion(self._full(self.x), self._full(self.beta))
+
+    def steady_state(self) -> np.ndarray | None:
+        """Closed-form ``lim E[θ_meas²]`` per entry (:meth:`SGD.steady_state`), or ``None`` where the
+        law has none (the Lyapunov equation then gives it)."""
+        return self.law.steady_state(self.x, self.q, self.beta, self.gamma)
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(E, u, a)`` with shapes ``shape + (n, n)``, ``shape + (n,)``, ``shape + (n,)``."""
-        x = np.broadcast_to(self.x, self.shape)
-        ones, zeros = np.ones(self.shape), np.zeros(self.shape)
-        if self.kind == "sgd":
-            E, u, a = x[..., None, None], ones[..., None], ones[..., None]
-        else:
-            beta = np.broadcast_to(self.beta, self.shape)
-            omb = 1.0 - beta
-            if self.kind == "nesterov":
-                E = np.stack([np.stack([(1 + beta) * x, -beta**2], -1), np.stack([x, omb], -1)], -2)
-                u = np.stack([1 + beta, ones], -1)
-            else:
-                E = np.stack([np.stack([x, -beta], -1), np.stack([x, omb], -1)], -2)
-                u = np.stack([ones, ones], -1)
-            a = np.stack([ones, zeros], -1)
+        E, u, a = self.law.matrices(self._full(self.x), self._full(self.beta), self.shape)
+        ones = np.ones(self.shape)
         if not self.ema:
             return E, u, a
         # θ̃' = γθ̃ + (1−γ)(M z − ξ u)[out]:  M_full = [[M_b, 0], [(1−γ) M_b[0], γ]],  E_full = I − M_full
@@ -293,13 +506,7 @@ def stability_limit(dyn: Dynamics) -> np.ndarray:
 
     SGD ``2``; heavy ball ``2(1 + β)``; Nesterov ``2(1 + β)/(1 + 2β)``; EMA does not change it.
     """
-    if isinstance(dyn, EMA):
-        return stability_limit(dyn.base)
-    if isinstance(dyn, Nesterov):
-        return 2.0 * (1.0 + dyn.momentum) / (1.0 + 2.0 * dyn.momentum)
-    if isinstance(dyn, HeavyBall):
-        return 2.0 * (1.0 + dyn.momentum)
-    return np.asarray(2.0)
+    return dyn.limit()
 
 
 def max_stable_learning_rate(problem: Problem, dyn: Dynamics) -> np.ndarray:
@@ -340,80 +547,18 @@ def build_system(problem: Problem, dyn: Dynamics, batch_size) -> System:
         s0=np.broadcast_to(problem.s0, shape),
         limit=np.broadcast_to(np.asarray(stability_limit(dyn))[..., None], shape),
     )
-    base = dyn.base if isinstance(dyn, EMA) else dyn
-    kind = "sgd" if isinstance(base, SGD) else "nesterov" if isinstance(base, Nesterov) else "heavy_ball"
-    beta = None if kind == "sgd" else np.broadcast_to(np.asarray(base.momentum)[..., None], shape)
-    gamma = np.broadcast_to(np.asarray(dyn.decay)[..., None], shape) if isinstance(dyn, EMA) else None
-    return System(kind=kind, ema=gamma is not None, beta=beta, gamma=gamma, **common)
-
-
-@np.errstate(over="ignore")  # a huge step overflows to inf: far outside the stable region
-def _heavy_ball_companion(x, beta) -> Companion:
-    omb, sb = 1.0 - beta, np.sqrt(beta)
-    return Companion(
-        tau=(1 - x) + beta, delta=beta, omd=omb, p1=x, pm1=(2 - x) + 2 * beta,
-        disc=(x - (1 - sb) ** 2) * (x - (1 + sb) ** 2),
-        m0=np.ones_like(x), m1=1 - x, n0=np.ones_like(x), n1=1 - x + beta, dm=-x,
-    )
-
-
-@np.errstate(over="ignore")
-def _nesterov_companion(x, beta) -> Companion:
-    omb, omx = 1.0 - beta, 1.0 - x
-    return Companion(
-        tau=(1 + beta) * omx, delta=beta * omx, omd=omb + beta * x, p1=x,
-        pm1=_accurate_sum(2.0, 2.0 * beta, -x, -2.0 * beta * x, _two_prod_err(-2.0 * beta, x)),
-        disc=omx * (omb**2 - x * (1 + beta) ** 2),
-        m0=np.ones_like(x), m1=1 - (1 + beta) * x, n0=1 + beta + 0 * x,
-        n1=(1 - (1 + beta) * x) * (1 + beta) + beta**2, dm=-(1 + beta) * x,
-    )
-
-
-def _two_prod_err(a, b):
-    """Rounding error of ``a * b`` (Dekker's exact product without FMA): ``a·b = fl(a·b) + err``."""
-    split = 134217729.0  # 2^27 + 1
-    p = a * b
-    ca, cb = split * a, split * b
-    ah, bh = ca - (ca - a), cb - (cb - b)
-    al, bl = a - ah, b - bh
-    return ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-def _accurate_sum(*terms):
-    """Compensated (Kahan–Babuška) sum: near full relative precision even when terms cancel."""
-    total = np.zeros(np.broadcast_shapes(*(np.shape(t) for t in terms)))
-    comp = np.zeros_like(total)
-    for term in terms:
-        new = total + term
-        comp = comp + np.where(np.abs(total) >= np.abs(term), (total - new) + term, (term - new) + total)
-        total = new
-    return total + comp
-
-
-@np.errstate(over="ignore")
-def _sgd_ema_companion(x, gamma) -> Companion:
-    """SGD + EMA on ``(θ, θ̃)``, measured ``θ̃``: roots ``1 − x`` and ``γ`` (Theorem 2)."""
-    omg, r = 1.0 - gamma, 1.0 - x
-    return Companion(
-        tau=r + gamma, delta=r * gamma, omd=omg + gamma * x, p1=x * omg, pm1=(2 - x) * (1 + gamma),
-        disc=(omg - x) ** 2, m0=np.ones_like(x), m1=1 - omg * x, n0=omg + 0 * x, n1=omg * (r + gamma),
-        dm=-omg * x,
-    )
-
-
-def _map_hyperparameters(dyn: Dynamics, fn) -> Dynamics:
-    """Apply ``fn`` to every hyperparameter array of ``dyn`` (recursing into EMA)."""
-    if isinstance(dyn, EMA):
-        return EMA(_map_hyperparameters(dyn.base, fn), fn(dyn.decay))
-    fields = {f.name: fn(getattr(dyn, f.name)) for f in dataclasses.fields(dyn)}
-    return type(dyn)(**fields)
+    base, decay = dyn.base, dyn.ema_decay
+    momentum = base.system_momentum
+    beta = None if momentum is None else np.broadcast_to(np.asarray(momentum)[..., None], shape)
+    gamma = None if decay is None else np.broadcast_to(np.asarray(decay)[..., None], shape)
+    return System(law=type(base), ema=gamma is not None, beta=beta, gamma=gamma, **common)
 
 
 def flatten_dynamics(dyn: Dynamics, shape: tuple[int, ...]) -> Dynamics:
     """Every hyperparameter broadcast to ``shape`` and flattened to one axis."""
-    return _map_hyperparameters(dyn, lambda a: np.broadcast_to(np.asarray(a), shape).reshape(-1))
+    return dyn.map_hyperparameters(lambda a: np.broadcast_to(np.asarray(a), shape).reshape(-1))
 
 
 def take_dynamics(dyn: Dynamics, rows) -> Dynamics:
     """Entries ``rows`` of flattened dynamics."""
-    return _map_hyperparameters(dyn, lambda a: np.asarray(a)[rows])
+    return dyn.map_hyperparameters(lambda a: np.asarray(a)[rows])

@@ -2,7 +2,7 @@
 
 For each optimizer kind the search runs in three stages:
 
-1. a coarse grid over the tunable coordinates on a compressed spectrum (:func:`solve.compress`),
+1. a coarse grid over the tunable coordinates on a compressed spectrum (:func:`~batchlab.nqm.spectrum.compress`),
    with continuous (interpolated) steps-to-target as the objective;
 2. a vectorised pattern search around the best grid points, halving its stencil until it stalls;
 3. the exact, certified first hit (:func:`solve.steps_to_target`) on the full problem for the best
@@ -19,21 +19,80 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from typing import Callable
 
 import numpy as np
 
 from batchlab.errors import InputError
 from batchlab.nqm import solve
-from batchlab.nqm.dynamics import heavy_ball, nesterov, sgd, stability_limit, with_ema
-from batchlab.nqm.spectrum import Problem
+from batchlab.nqm.checks import check_target
+from batchlab.nqm.search import search_steps
+from batchlab.nqm.dynamics import heavy_ball, nesterov, sgd, with_ema
+from batchlab.nqm.spectrum import Problem, compress
 
-__all__ = ["KINDS", "Optimum", "SearchConfig", "optimize", "make_dynamics"]
+__all__ = ["Kind", "KIND_TABLE", "KINDS", "SCALING_KINDS", "Optimum", "SearchConfig", "optimize", "make_dynamics"]
 
-KINDS = ("sgd", "momentum", "nesterov", "ema", "momentum-ema")
-_COORDS = {
-    "sgd": ("lr",), "momentum": ("lr", "momentum"), "nesterov": ("lr", "momentum"),
-    "ema": ("lr", "ema"), "momentum-ema": ("lr", "momentum", "ema"),
-}
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """An NQM optimizer kind of the scaling studies.
+
+    Attributes:
+        name: its name (``--optimizer`` of ``batchlab nqm scaling``).
+        coordinates: the search coordinates (``"lr"``, then ``"momentum"`` / ``"ema"``, see the module
+            docstring); empty for kinds that are not tuned by :func:`optimize`.
+        build: ``(learning_rate, momentum, ema, precond) → dynamics`` (``None`` for kinds that are not
+            one dynamics with constant hyperparameters).
+        solver: ``(kind, problem, batch_size, target, precond, config, hint, near) → row`` (an
+            :class:`Optimum` or a :class:`~batchlab.nqm.schedule_opt.ScheduleOptimum`); ``hint`` and
+            ``near`` come from the previous batch size's row.
+        cost: relative time of one scaling curve (the longest curves start first on worker processes).
+    """
+
+    name: str
+    coordinates: tuple[str, ...]
+    build: Callable | None
+    solver: Callable
+    cost: float = 8.0
+
+    def optimize(self, problem: Problem, *, batch_size: float, target: float, precond: float,
+                 config: "SearchConfig", hint=None, near=None):
+        """The best row of this kind at ``batch_size`` (see :attr:`solver`)."""
+        return self.solver(self, problem, batch_size, target, precond, config, hint, near)
+
+
+def _search(kind: Kind, problem, batch_size, target, precond, config, hint, near) -> "Optimum":
+    return optimize(problem, kind.name, batch_size=batch_size, target=target, precond=precond, config=config,
+                    hint=hint, near_steps=near)
+
+
+def _schedule(kind: Kind, problem, batch_size, target, precond, config, hint, near):
+    from batchlab.nqm.schedule_opt import optimize_piecewise  # SciPy, only when needed
+
+    return optimize_piecewise(problem, batch_size=batch_size, target=target, pieces=config.pieces, precond=precond)
+
+
+# The one table of NQM optimizer kinds: adding an optimizer is its dynamics type plus one line here.
+KIND_TABLE: dict[str, Kind] = {k.name: k for k in (
+    Kind("sgd", ("lr",), lambda lr, m, e, p: sgd(lr, precond=p), _search, cost=1),
+    Kind("momentum", ("lr", "momentum"), lambda lr, m, e, p: heavy_ball(lr, m, precond=p), _search),
+    Kind("nesterov", ("lr", "momentum"), lambda lr, m, e, p: nesterov(lr, m, precond=p), _search),
+    Kind("ema", ("lr", "ema"), lambda lr, m, e, p: with_ema(sgd(lr, precond=p), e), _search),
+    Kind("momentum-ema", ("lr", "momentum", "ema"),
+         lambda lr, m, e, p: with_ema(heavy_ball(lr, m, precond=p), e), _search, cost=30),
+    Kind("schedule", (), None, _schedule),  # an optimized piecewise-constant learning rate for SGD
+)}
+KINDS = tuple(name for name, k in KIND_TABLE.items() if k.build is not None)  # tuned by optimize()
+SCALING_KINDS = tuple(KIND_TABLE)  # what scaling curves run
+
+
+def kind_named(name: str, valid: tuple[str, ...] = SCALING_KINDS) -> Kind:
+    """The table entry ``name`` (one of ``valid``), or InputError."""
+    if name not in valid:
+        raise InputError(f"unknown NQM optimizer {name!r}; valid: {', '.join(valid)}")
+    return KIND_TABLE[name]
+
+
 _BOUNDS = {"lr": (-9.0, 9.0), "momentum": (-6.0, 0.0), "ema": (-6.0, 0.0)}
 _LR_GRID = (-8.0, 3.0)  # coarse-grid range of the learning-rate coordinate
 
@@ -55,6 +114,7 @@ class SearchConfig:
             candidate is compared with (only answers below it matter).
         starts: pattern-search starts from the best grid points that are not neighbours of one
             another (plus one on each face β = 0 / γ = 0).
+        pieces: pieces of the optimized schedule (kind ``"schedule"``).
     """
 
     entries: int = 64
@@ -67,6 +127,7 @@ class SearchConfig:
     local_span: float = 2.0
     local_points: int = 5
     starts: int = 3
+    pieces: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,34 +163,30 @@ class Optimum:
         d["coordinates"] = list(self.coordinates)
         return d
 
+    def scaling_row(self, lower_bound: float) -> dict:
+        """A row of a scaling curve's JSON: :meth:`as_dict` and the lower bound."""
+        return {**self.as_dict(), "lower_bound": lower_bound}
+
 
 def _decode(kind: str, z: np.ndarray, problem: Problem, precond: float) -> dict[str, np.ndarray]:
     """Coordinates → hyperparameters (arrays)."""
-    names = _COORDS[kind]
+    names = KIND_TABLE[kind].coordinates
     hp = {}
     for i, name in enumerate(names):
         if name != "lr":
             hp[name] = np.where(z[..., i] >= 0, 0.0, 1.0 - 10.0 ** z[..., i])
     beta = hp.get("momentum", np.zeros(z.shape[:-1]))
-    base = nesterov(1.0, beta) if kind == "nesterov" else heavy_ball(1.0, beta)
+    limit = KIND_TABLE[kind].build(1.0, beta, hp.get("ema"), 0.0).limit()
     hmax = float(np.max(problem.h ** (1.0 - precond)))
     frac = 1.0 / (1.0 + 10.0 ** (-z[..., 0]))  # 10^v / (1 + 10^v)
-    hp["learning_rate"] = stability_limit(base) / hmax * frac
+    hp["learning_rate"] = limit / hmax * frac
     return hp
 
 
 def make_dynamics(kind: str, *, learning_rate, momentum=None, ema=None, precond: float = 0.0):
     """NQM dynamics for an optimizer kind (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"ema"``,
     ``"momentum-ema"``) and hyperparameters (scalars or arrays)."""
-    if kind not in KINDS:
-        raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
-    if kind == "sgd":
-        return sgd(learning_rate, precond=precond)
-    if kind == "ema":
-        return with_ema(sgd(learning_rate, precond=precond), ema)
-    mk = nesterov if kind == "nesterov" else heavy_ball
-    dyn = mk(learning_rate, momentum, precond=precond)
-    return with_ema(dyn, ema) if kind == "momentum-ema" else dyn
+    return kind_named(kind, KINDS).build(learning_rate, momentum, ema, precond)
 
 
 def _objective(problem, kind, z, batch_size, target, precond, config, near=None, span=8.0, points=13,
@@ -137,7 +194,7 @@ def _objective(problem, kind, z, batch_size, target, precond, config, near=None,
     hp = _decode(kind, z, problem, precond)
     dyn = make_dynamics(kind, learning_rate=hp["learning_rate"], momentum=hp.get("momentum"),
                         ema=hp.get("ema"), precond=precond)
-    steps = solve.search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
+    steps = search_steps(problem, dyn, batch_size=batch_size, target=target, fractional=True, near=near,
                                rtol=1e-4, rounds=config.refine, span=span, points=points, cap=cap, keep=keep)
     return np.where(np.isfinite(steps), steps, np.inf)
 
@@ -166,7 +223,7 @@ def _grid_sizes(config: SearchConfig, ndim: int) -> tuple[int, int]:
 
 
 def _grid(kind: str, config: SearchConfig, hint) -> np.ndarray:
-    names = _COORDS[kind]
+    names = KIND_TABLE[kind].coordinates
     sizes = _grid_sizes(config, len(names))
     axes = []
     for i, name in enumerate(names):
@@ -238,13 +295,12 @@ def optimize(problem: Problem, kind: str, *, batch_size: float, target: float, p
         >>> opt.steps < float("inf")
         True
     """
-    if kind not in KINDS:
-        raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
+    kind_named(kind, KINDS)
     if not np.isfinite(batch_size) or batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    target = solve._check_target(target)
-    bounds = np.array([_BOUNDS[n] for n in _COORDS[kind]])
-    small = solve.compress(problem, config.entries)
+    target = check_target(target)
+    bounds = np.array([_BOUNDS[n] for n in KIND_TABLE[kind].coordinates])
+    small = compress(problem, config.entries)
 
     def f(z, near=None, **window):
         return _objective(small, kind, z, batch_size, target, precond, config, near=near, **window)

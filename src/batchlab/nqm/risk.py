@@ -18,28 +18,15 @@ import numpy as np
 
 from batchlab.errors import InputError
 from batchlab.nqm import _engine
+from batchlab.nqm.checks import check_steps
 from batchlab.nqm.dynamics import EMA, SGD, Dynamics, HeavyBall, Nesterov, build_system
+from batchlab.nqm.setting import Setting
 from batchlab.nqm.spectrum import Problem
 
 __all__ = [
     "expected_risk", "steady_state_risk", "theorem1_bound", "theorem2_bound", "is_stable",
-    "check_steps",
+    "check_steps", "steady_state_of",
 ]
-
-
-def check_steps(steps) -> np.ndarray:
-    """Steps as an int64 array of non-negative integers, or InputError."""
-    arr = np.asarray(steps)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise InputError(f"steps must be non-negative integers, got {steps!r}")
-    elif arr.dtype.kind not in "iu":
-        raise InputError(f"steps must be non-negative integers, got {steps!r}")
-    if np.any(arr < 0):
-        raise InputError(f"steps must be >= 0, got {steps!r}")
-    if np.any(arr > 2**62):
-        raise InputError("steps must be < 2^62")
-    return arr.astype(np.int64)
 
 
 def expected_risk(problem: Problem, dyn: Dynamics, *, batch_size, steps, per_direction: bool = False,
@@ -65,8 +52,7 @@ def expected_risk(problem: Problem, dyn: Dynamics, *, batch_size, steps, per_dir
 
 def is_stable(problem: Problem, dyn: Dynamics) -> np.ndarray:
     """Whether every direction is strictly inside the stability region (per hyperparameter setting)."""
-    sys = build_system(problem, dyn, 1)
-    return np.all(sys.x < sys.limit, axis=-1)
+    return Setting(problem, dyn, 1).stable
 
 
 def _lyapunov_out(sys) -> np.ndarray:
@@ -120,20 +106,15 @@ def steady_state_risk(problem: Problem, dyn: Dynamics, *, batch_size, per_direct
       SGD+EMA: the SGD value times ``(1 − γ)(1 + (1 − x)γ) / ((1 + γ)(1 − (1 − x)γ))`` (Theorem 2);
       Nesterov and momentum+EMA by solving the discrete Lyapunov equation per direction.
     """
-    sys = build_system(problem, dyn, batch_size)
-    x, q = sys.x, sys.q
-    stable = x < sys.limit
+    return steady_state_of(build_system(problem, dyn, batch_size), per_direction=per_direction)
+
+
+def steady_state_of(sys, *, per_direction: bool = False) -> np.ndarray:
+    """:func:`steady_state_risk` of built systems (:class:`~batchlab.nqm.dynamics.System`)."""
+    stable = sys.x < sys.limit
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if isinstance(dyn, SGD):
-            S = q / (x * (2 - x))
-        elif isinstance(dyn, HeavyBall) and not isinstance(dyn, Nesterov):
-            beta = np.asarray(dyn.momentum)[..., None]
-            S = q * (1 + beta) / ((1 - beta) * x * ((2 - x) + 2 * beta))
-        elif isinstance(dyn, EMA) and isinstance(dyn.base, SGD):
-            g = np.asarray(dyn.decay)[..., None]
-            r = 1 - x
-            S = q / (x * (2 - x)) * (1 - g) * (1 + r * g) / ((1 + g) * (1 - r * g))
-        else:
+        S = sys.steady_state()  # the dynamics type's closed form (batchlab.nqm.dynamics), if any
+        if S is None:
             S = _lyapunov_out(sys)
     per = np.where(stable, sys.weight * S, np.inf)
     per = np.broadcast_to(per, sys.x.shape)

@@ -13,14 +13,15 @@ import dataclasses
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Callable, Sequence
 
 import numpy as np
 
 from batchlab.critical import CriticalBatchSize, critical_batch_size
 from batchlab.errors import InputError
-from batchlab.nqm.optimize import KINDS, Optimum, SearchConfig, optimize
+from batchlab.nqm import workers as processes
+from batchlab.nqm.optimize import KIND_TABLE, Optimum, SearchConfig, kind_named
 from batchlab.nqm.spectrum import Problem
 
 __all__ = ["ScalingCurve", "scaling_curve", "scaling_curves", "check_batch_sizes"]
@@ -28,12 +29,14 @@ __all__ = ["ScalingCurve", "scaling_curve", "scaling_curves", "check_batch_sizes
 
 @dataclasses.dataclass(frozen=True)
 class ScalingCurve:
-    """One optimizer's curve: an :class:`Optimum` per batch size, lower bounds, critical batch size."""
+    """One optimizer's curve: an :class:`Optimum` per batch size (a
+    :class:`~batchlab.nqm.schedule_opt.ScheduleOptimum` for kind ``"schedule"``), lower bounds, critical
+    batch size."""
 
     kind: str
     precond: float
     target: float
-    rows: tuple[Optimum, ...]
+    rows: tuple  # Optimum or ScheduleOptimum
     lower_bounds: tuple[float, ...]
     critical: CriticalBatchSize
     seconds: float = math.nan  # wall time of the optimization
@@ -47,11 +50,7 @@ class ScalingCurve:
         return np.array([r.steps for r in self.rows])
 
     def as_dict(self) -> dict:
-        rows = []
-        for r, lb in zip(self.rows, self.lower_bounds):
-            d = r.as_dict()
-            d["lower_bound"] = lb
-            rows.append(d)
+        rows = [r.scaling_row(lb) for r, lb in zip(self.rows, self.lower_bounds)]
         return {"optimizer": self.kind, "precond": self.precond, "target": self.target, "rows": rows,
                 "critical_batch_size": self.critical.as_dict()}
 
@@ -78,14 +77,14 @@ def scaling_curve(problem: Problem, kind: str, batch_sizes: Sequence[float], *, 
     """Optimize ``kind`` at every batch size (warm-starting each from the previous optimum).
 
     Args:
-        problem: NQM problem; kind: optimizer kind (see :data:`batchlab.nqm.optimize.KINDS`).
+        problem: NQM problem; kind: optimizer kind (see :data:`batchlab.nqm.optimize.KIND_TABLE`;
+            ``"schedule"`` optimizes a ``config.pieces``-piece SGD schedule at each batch size).
         batch_sizes: batch sizes (sorted and de-duplicated here).
         target: risk to reach; precond: preconditioner power p.
         config: search effort; tolerance: overhead tolerance of the critical batch size estimate.
         progress: called with 1 after each batch size (for progress bars).
     """
-    if kind not in KINDS:
-        raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
+    kind_named(kind)
     sizes = check_batch_sizes(batch_sizes)
     rows, seconds = _optimize_rows(problem, kind, sizes, target, precond, config, progress)
     return _assemble(problem, kind, sizes, target, precond, tolerance, rows, seconds)
@@ -96,11 +95,12 @@ def _optimize_rows(problem, kind, sizes, target, precond, config, progress=None)
     start = time.perf_counter()
     rows: list[Optimum] = []
     hint, near = None, None
+    entry = KIND_TABLE[kind]
     for B in sizes:
-        opt = optimize(problem, kind, batch_size=B, target=target, precond=precond, config=config, hint=hint,
-                       near_steps=near)
+        opt = entry.optimize(problem, batch_size=B, target=target, precond=precond, config=config, hint=hint,
+                             near=near)
         rows.append(opt)
-        hint = opt.coordinates if math.isfinite(opt.steps) else None
+        hint = (opt.coordinates or None) if math.isfinite(opt.steps) else None
         near = opt.steps / 2.0 if math.isfinite(opt.steps) else None  # larger batches need fewer steps
         if progress:
             progress(1)
@@ -140,8 +140,7 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
     sizes = check_batch_sizes(batch_sizes)
     jobs = []
     for kind, p, *rest in curves:
-        if kind not in KINDS:
-            raise InputError(f"unknown NQM optimizer {kind!r}; valid: {', '.join(KINDS)}")
+        kind_named(kind)
         jobs.append((problem, kind, sizes, rest[0] if rest else target, float(p), config))
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -154,16 +153,10 @@ def scaling_curves(problem: Problem, curves: Sequence[tuple], batch_sizes: Seque
                 progress(len(sizes))
         return out
     # the expensive kinds first, so that the last curves to finish are short ones
-    cost = {"sgd": 1, "nesterov": 8, "momentum": 8, "ema": 8, "momentum-ema": 30}
-    order = sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i][1], 8))
+    order = sorted(range(len(jobs)), key=lambda i: -KIND_TABLE[jobs[i][1]].cost)
     results: dict[int, ScalingCurve] = {}
-    # fresh workers from a forkserver: forking a process that runs JAX threads can deadlock, and forked
-    # workers that run for seconds pay copy-on-write faults on the parent's heap (measured: ~5% slower)
-    from batchlab.nqm._engine import forkserver_context, main_hidden
-
-    with ProcessPoolExecutor(workers, mp_context=forkserver_context()) as pool:
-        with main_hidden():  # fresh workers need only batchlab, not the caller's script
-            futures = {pool.submit(_curve_job, jobs[i]): i for i in order}
+    with processes.fresh_pool(workers) as submit:
+        futures = {submit(_curve_job, jobs[i]): i for i in order}
         for fut in as_completed(futures):
             job = jobs[futures[fut]]
             results[futures[fut]] = _assemble(problem, job[1], sizes, job[3], job[4], tolerance, *fut.result())

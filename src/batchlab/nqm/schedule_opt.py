@@ -24,8 +24,8 @@ from scipy.optimize import minimize
 from batchlab.errors import InputError
 from batchlab.nqm.dynamics import sgd, stability_limit
 from batchlab.nqm.schedules import Schedule, linear_decay, piecewise_constant, scheduled_risk
-from batchlab.nqm.solve import _check_target, compress
-from batchlab.nqm.spectrum import Problem
+from batchlab.nqm.checks import check_target
+from batchlab.nqm.spectrum import Problem, compress
 
 __all__ = ["ScheduleOptimum", "optimize_piecewise", "optimize_linear_decay"]
 
@@ -54,11 +54,22 @@ class ScheduleOptimum:
         lr = np.array(self.learning_rates)
         return piecewise_constant(lengths, lr / lr[0])
 
+    @property
+    def coordinates(self) -> tuple[float, ...]:
+        """No search coordinates (each batch size is optimized from scratch): no warm-start hint."""
+        return ()
+
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["steps"] = None if not math.isfinite(self.steps) else int(self.steps)
         d["learning_rate"] = self.learning_rate
         return d
+
+    def scaling_row(self, lower_bound: float) -> dict:
+        """A row of a scaling curve's JSON (kind ``"schedule"``): :meth:`as_dict`, no momentum or EMA,
+        the lower bound, and the first piece's rate as the effective learning rate."""
+        return {**self.as_dict(), "momentum": None, "ema": None, "lower_bound": lower_bound,
+                "effective_learning_rate": self.learning_rate}
 
 
 def _pieces(T: int, K: int) -> np.ndarray:
@@ -138,7 +149,7 @@ def _shortest_horizon(reaches, start: int, max_steps: int, rel: float):
 def optimize_piecewise(problem: Problem, *, batch_size: float, target: float, pieces: int = 10,
                        precond: float = 0.0, max_steps: int = 2**36) -> ScheduleOptimum:
     """The fewest steps with an optimized ``pieces``-piece schedule (SGD, preconditioner power p)."""
-    target = _check_target(target)
+    target = check_target(target)
     if int(pieces) != pieces or pieces < 1:
         raise InputError(f"pieces must be a positive integer, got {pieces}")
     small = compress(problem)
@@ -186,7 +197,7 @@ def optimize_linear_decay(problem: Problem, *, batch_size: float, target: float,
     the reported horizon's risk is recomputed exactly at step resolution on the full problem
     (``O(T d)``), and the horizon is increased until that exact risk is at or below the target.
     """
-    target = _check_target(target)
+    target = check_target(target)
     small = compress(problem)
     amax = float(stability_limit(sgd(1.0)) / np.max(problem.h ** (1 - precond)))
     ends = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 17)])

@@ -22,7 +22,7 @@ import numpy as np
 from batchlab.errors import InputError
 from batchlab.nqm import _linear
 from batchlab.nqm.dynamics import Dynamics, build_system, with_learning_rate
-from batchlab.nqm.risk import check_steps
+from batchlab.nqm.checks import check_steps
 from batchlab.nqm.spectrum import Problem
 
 __all__ = [

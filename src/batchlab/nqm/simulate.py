@@ -19,8 +19,8 @@ import dataclasses
 import numpy as np
 
 from batchlab.errors import InputError
-from batchlab.nqm.dynamics import EMA, SGD, Dynamics, HeavyBall, Nesterov
-from batchlab.nqm.risk import check_steps
+from batchlab.nqm.dynamics import Dynamics
+from batchlab.nqm.checks import check_steps
 from batchlab.nqm.schedules import Schedule
 from batchlab.nqm.spectrum import Problem
 
@@ -62,22 +62,18 @@ def simulate(problem: Problem, dyn: Dynamics, *, batch_size: float, steps, num_r
         raise InputError("simulate takes scalar hyperparameters")
     t_rec = check_steps(steps).reshape(-1)
     rng = np.random.default_rng(seed)
-    base = dyn.base if isinstance(dyn, EMA) else dyn
     h, c, w = problem.h, problem.c, problem.weights
-    P = h ** (-float(base.precond))
-    alpha0 = float(base.learning_rate)
-    beta = float(base.momentum) if isinstance(base, HeavyBall) else 0.0
-    gamma = float(dyn.decay) if isinstance(dyn, EMA) else None
+    P = h ** (-float(dyn.precond))
+    alpha0 = float(dyn.learning_rate)
     theta = rng.standard_normal((num_runs, h.size)) * np.sqrt(problem.s0)
-    vel = np.zeros_like(theta)
-    avg = theta.copy() if gamma is not None else None
+    state = dyn.monte_carlo_init(theta)  # the dynamics type's own state and update
     record = np.empty((num_runs, t_rec.size))
     order = np.argsort(t_rec, kind="stable")
     k = 0
     t_max = int(t_rec.max(initial=0))
     for t in range(t_max + 1):
         while k < order.size and t_rec[order[k]] == t:
-            meas = avg if gamma is not None else theta
+            meas = dyn.monte_carlo_measured(state)
             record[:, order[k]] = (0.5 * w * h * meas**2).sum(axis=1)
             k += 1
         if t == t_max:
@@ -88,17 +84,8 @@ def simulate(problem: Problem, dyn: Dynamics, *, batch_size: float, steps, num_r
             alpha *= schedule.lr_multipliers[idx]
             B *= schedule.batch_multipliers[idx]
         noise = rng.standard_normal(theta.shape) * np.sqrt(c / B)
-        grad = P * (h * theta + noise)
-        if isinstance(base, Nesterov):
-            vel = grad + beta * vel  # optax trace: m ← g + βm
-            theta = theta - alpha * (grad + beta * vel)
-        elif isinstance(base, HeavyBall):
-            vel = beta * vel - alpha * grad
-            theta = theta + vel
-        elif isinstance(base, SGD):
-            theta = theta - alpha * grad
-        if gamma is not None:
-            avg = gamma * avg + (1.0 - gamma) * theta
+        grad = P * (h * state[0] + noise)
+        state = dyn.monte_carlo_step(state, grad, alpha)
     mean = record.mean(axis=0)
     stderr = record.std(axis=0, ddof=1) / np.sqrt(num_runs)
     return MonteCarlo(steps=t_rec, mean=mean, stderr=stderr, paths=record)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from batchlab.nqm import Problem, binned, heavy_ball, power_law, stability_limit  # noqa: E402
+from batchlab.nqm.optimize import SearchConfig  # noqa: E402
 from batchlab.nqm.scaling import scaling_curves  # noqa: E402
-from batchlab.nqm.schedule_opt import optimize_piecewise  # noqa: E402
 
 __all__ = ["FigureSpec", "write_nqm_figures", "PRECONDS", "COLORS"]
 
@@ -57,28 +55,6 @@ class FigureSpec:
         return cls(batch_sizes=tuple(float(4**k) for k in range(1, 11, 2)), targets=(0.1, 0.01, 0.001), **kw)
 
 
-def _schedule_job(args):
-    spec, precond, B = args
-    opt = optimize_piecewise(spec.problem(), batch_size=B, target=spec.target, pieces=spec.pieces, precond=precond)
-    return (precond, B), opt.as_dict()
-
-
-def _run(jobs, fn, workers, progress):
-    out = {}
-    if workers > 1:
-        # forkserver: workers start from a clean process (forking one that runs JAX threads can deadlock)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-            for key, value in pool.map(fn, jobs):
-                out[key] = value
-                progress(1)
-    else:
-        for job in jobs:
-            key, value = fn(job)
-            out[key] = value
-            progress(1)
-    return out
-
-
 def write_nqm_figures(out: Path, spec: FigureSpec = FigureSpec(), *, workers: int = 1,
                       progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Compute every figure's data and write ``<stem>.png`` + ``<stem>.csv`` (+ ``summary.json``).
@@ -89,7 +65,7 @@ def write_nqm_figures(out: Path, spec: FigureSpec = FigureSpec(), *, workers: in
     out.mkdir(parents=True, exist_ok=True)
     curve_jobs = [(k, p, spec.target) for p in PRECONDS for k in ("sgd", "momentum", "ema")]
     curve_jobs += [(k, 0.0, t) for t in spec.targets if t != spec.target for k in ("sgd", "momentum")]
-    sched_jobs = [(spec, p, B) for p in PRECONDS for B in spec.batch_sizes]
+    sched_jobs = [("schedule", p, spec.target) for p in PRECONDS]  # optimized schedules: one curve per p
     total = len(curve_jobs) + len(sched_jobs)
     done = [0]
 
@@ -99,10 +75,11 @@ def write_nqm_figures(out: Path, spec: FigureSpec = FigureSpec(), *, workers: in
             progress(done[0], total)
 
     problem = spec.problem()
-    computed = scaling_curves(problem, curve_jobs, spec.batch_sizes, target=spec.target, workers=workers,
-                              progress=lambda _: tick(1))
+    computed = scaling_curves(problem, curve_jobs + sched_jobs, spec.batch_sizes, target=spec.target,
+                              config=SearchConfig(pieces=spec.pieces), workers=workers, progress=lambda _: tick(1))
     curves = {job: curve.as_dict() for job, curve in zip(curve_jobs, computed)}
-    schedules = _run(sched_jobs, _schedule_job, workers, tick)
+    schedules = {(p, row.batch_size): row.as_dict()
+                 for (_, p, _), curve in zip(sched_jobs, computed[len(curve_jobs):]) for row in curve.rows}
     paths = [
         *_fig2(out),
         *_fig_steps(out, "fig3a_momentum_preconditioning", curves, spec, ("sgd", "momentum"),
