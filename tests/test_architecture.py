@@ -335,7 +335,6 @@ def test_jax_free_packages_never_import_jax():
     assert not jax_imports(codebase()), _report(jax_imports(codebase()))
 
 
-@pytest.mark.xfail(strict=False, reason="nqm takes private helpers across its modules (the nqm rework fixes it)")
 def test_no_private_names_across_modules():
     assert not private_uses(codebase()), _report(private_uses(codebase()))
 
