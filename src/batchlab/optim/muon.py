@@ -15,10 +15,15 @@ and the fallback uses the learning rate ``adam_learning_rate_ratio · α_t``.
 fallback, so a 4-D HWIO conv kernel would not be Muon's.  batchlab instead passes
 ``muon_weight_dimension_numbers`` so that a kernel of any rank ≥ 2 is orthogonalised as the matrix
 ``(H·W·I, O)`` — its fan-in × fan-out view, the same convention as the layers' initialisation
-(:mod:`batchlab.workloads.layers`) and as Keller Jordan's CIFAR-10 Muon, which flattens conv filters.
+(:mod:`batchlab.workloads.layers`) and the usual way Muon is applied to CNNs (each filter flattened).
+On digits-cnn, optax's default split (conv kernels by Adam) needed 106 and 79 steps at B = 64 and
+29 and 32 at B = 1024 (seeds 0, 1) against the numbers below: no clear winner on this evidence.
 Dense matrices (including embeddings and the output layer) are Muon's, as in optax's default.
 
 Default search space: learning rate, ``1 − β`` and the fallback's learning-rate ratio log-uniform.
+
+Defaults on digits-cnn (target error ≤ 0.025, seeds 0 and 1): the target after 41, 67 steps at
+B = 64 and 34, 40 at B = 1024; with ``+ema`` (decay 0.99) after 101, 96 and 89, 103.
 
 Example:
     >>> from batchlab.optim import get_optimizer

@@ -25,6 +25,9 @@ is needed, so ``β₁ = 0`` (``y = z``: primal averaging) is valid.  :func:`trai
 
 Default search space: learning rate, ``1 − β₁`` and ``λ`` log-uniform; ``β₂``, ``ε`` fixed.
 
+Defaults on digits-cnn (target error ≤ 0.025, seeds 0 and 1): the target after 52, 67 steps at
+B = 64 and 38, 40 at B = 1024; with ``+ema`` (decay 0.99) after 168, 133 and 134, 161.
+
 Example:
     >>> from batchlab.optim import get_optimizer
     >>> get_optimizer("schedule-free-adamw").validate({})["beta1"]
