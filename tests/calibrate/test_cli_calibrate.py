@@ -133,7 +133,7 @@ def _one_line_error(result, message: str) -> None:
     (("--workload", "digits-cnn", "--optimizers", "sgd,lion"), "unknown optimizer"),
     (("--workload", "digits-cnn", "--optimizers", ","), "--optimizers: empty list"),
     (("--workload", "digits-cnn", "--curvature", "fisher"), "curvature"),
-    (("--workload", "digits-cnn", "--reference-optimizer", "lion"), "lion"),
+    (("--workload", "digits-cnn", "--reference-optimizer", "adagrad"), "adagrad"),
     (("--workload", "digits-cnn", "--reference-hp", "lr=0.1"), "unknown hyperparameter"),
     (("--workload", "digits-cnn", "--reference-batch-size", "0"), "reference batch_size must be an integer >= 1"),
     (("--workload", "digits-cnn", "--reference-steps", "0"), "reference max_steps must be an integer >= 1"),

@@ -78,7 +78,7 @@ def test_reference_errors_are_one_line_input_errors(toy):
         run_reference(workload, ReferenceConfig(hyperparameters={"learning_rate": 1e4}, batch_size=8,
                                                 tune_points=0), seed=0, loss_chunks=chunks)
     for bad in (ReferenceConfig(batch_size=0), ReferenceConfig(checkpoint_step=-1),
-                ReferenceConfig(optimizer="adamw"), ReferenceConfig(hyperparameters={"lr": 0.1}),
+                ReferenceConfig(optimizer="adagrad"), ReferenceConfig(hyperparameters={"lr": 0.1}),
                 ReferenceConfig(target_loss=0.1), ReferenceConfig(tune_points=-1), ReferenceConfig(seeds=0)):
         with pytest.raises(InputError):
             bad.check()

@@ -18,7 +18,8 @@ TOY = ToyClassifier()
 
 
 def test_registry_lists_every_base_optimizer_and_its_ema_variant():
-    base = ("sgd", "momentum", "nesterov", "adam", "kfac")
+    base = ("sgd", "momentum", "nesterov", "adam", "kfac",
+            "adamw", "lion", "lamb", "lars", "muon", "schedule-free-adamw")
     assert NAMES == base + tuple(f"{name}+ema" for name in base)
     with pytest.raises(InputError, match="valid: sgd, momentum"):
         get_optimizer("rmsprop")

@@ -31,7 +31,7 @@ def _set_optimizer(name, body=None):
 
 
 BAD_SPECS = {
-    "unknown optimizer": (_with(_set_optimizer("adamw")), "adamw"),
+    "unknown optimizer": (_with(_set_optimizer("adagrad")), "adagrad"),
     "unknown workload": (_with(workload="cifar-resnet"), "cifar-resnet"),
     "unknown hyperparameter": (_with(_set_optimizer("sgd", {"search": {"learnin_rate": [0.1, 1.0]}})), "learnin_rate"),
     "unknown fixed hyperparameter": (_with(_set_optimizer("adam", {"fixed": {"beta3": 0.9}})), "beta3"),

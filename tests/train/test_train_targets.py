@@ -18,6 +18,13 @@ SETTINGS = {
     "nesterov": {"learning_rate": 0.05, "momentum": 0.9},
     "adam": {"learning_rate": 3e-3},
     "kfac": {"learning_rate": 0.1, "damping": 0.1},
+    # the registry defaults (each module's docstring cites its measured steps to this target)
+    "adamw": {},
+    "lion": {},
+    "lamb": {},
+    "lars": {},
+    "muon": {},
+    "schedule-free-adamw": {},
 }
 
 

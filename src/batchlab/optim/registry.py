@@ -32,6 +32,12 @@ _MODULES = {
     "nesterov": "batchlab.optim.nesterov",
     "adam": "batchlab.optim.adam",
     "kfac": "batchlab.optim.kfac",
+    "adamw": "batchlab.optim.adamw",
+    "lion": "batchlab.optim.lion",
+    "lamb": "batchlab.optim.lamb",
+    "lars": "batchlab.optim.lars",
+    "muon": "batchlab.optim.muon",
+    "schedule-free-adamw": "batchlab.optim.schedule_free_adamw",
 }
 
 
