@@ -252,7 +252,7 @@ def setup(
         >>> from batchlab.workloads.registry import get_workload
         >>> run_setup = setup(get_workload("nqm-sampled", dim=10), "sgd", {"learning_rate": 0.3}, 16, 100, 1)
         >>> run_setup.target, run_setup.eval_every, run_setup.prepared.values["learning_rate"]
-        (0.05, 10, 0.3)
+        (0.01, 1, 0.3)
     """
     options = options or TrainOptions()
     cadence = workload.default_eval_every if eval_every is None else eval_every
