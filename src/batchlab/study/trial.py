@@ -2,8 +2,8 @@
 
 A task is the trial the design made (its hyperparameters validated there, once), the study's one
 workload instance (its data loaded once) and the run options of this attempt.  :func:`run_task` trains
-it in this process as it is: ``batchlab.train.run`` of the task's :class:`~batchlab.train.TrainSetup`,
-nothing rebuilt or validated again.
+it in this process as it is: :func:`batchlab.train.train` with the trial's validated
+:class:`~batchlab.optim.Prepared`, nothing rebuilt and its hyperparameters not validated again.
 
 :func:`execute` is the worker side of the Dask executor, the one place a trial crosses a process
 boundary and so the one place it travels as a dict (:meth:`TrialTask.to_dict`): the worker builds the
@@ -55,17 +55,6 @@ class TrialTask:
     @property
     def id(self) -> str:
         return self.trial.id
-
-    def setup(self) -> Any:
-        """The trial's :class:`~batchlab.train.TrainSetup`, built from what the design validated."""
-        from batchlab.train import TrainSetup
-
-        config, prepared = self.trial.config, self.trial.prepared
-        if prepared is None:
-            raise ValueError(f"trial {self.id} was not made by the design (no validated hyperparameters)")
-        return TrainSetup(self.workload, prepared, self.trial.batch_size, self.trial.max_steps, self.trial.seed,
-                          float(config["target"]), int(config["eval_every"]),
-                          _options(config, self.prune_at_step))
 
     def to_dict(self) -> dict[str, Any]:
         """What the Dask executor ships to a worker (see :func:`execute`)."""
@@ -162,13 +151,16 @@ def _attempt(trial_id: str, config: Mapping[str, Any], prune_at_step: int | None
 
 def run_task(task: TrialTask) -> TrialOutcome:
     """Run one trial in this process (never raises for a trial's own failure: see :func:`execute`)."""
+    trial, config = task.trial, task.trial.config
 
     def training() -> Any:
-        from batchlab.train import run
+        from batchlab.train import train
 
-        return run(task.setup())
+        return train(task.workload, trial.prepared or trial.optimizer, trial.hyperparameters, trial.batch_size,
+                     trial.max_steps, trial.seed, target=float(config["target"]), eval_every=int(config["eval_every"]),
+                     options=_options(config, task.prune_at_step))
 
-    return _attempt(task.id, task.trial.config, task.prune_at_step, task.compilation_cache, training)
+    return _attempt(task.id, config, task.prune_at_step, task.compilation_cache, training)
 
 
 def execute(task: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,8 +25,11 @@ the divergence is replayed, so a target met before the blow-up still counts.
 
 **Checkpoints.**  ``TrainOptions.checkpoints`` keeps the raw parameters after those numbers of updates
 (the run trains on to the last of them even once the target is reached) and ``keep_hit`` keeps the
-parameters at the first hit: :attr:`TrainResult.checkpoints`.  :func:`setup` validates a run once;
-:func:`run` trains a validated :class:`TrainSetup` (what a study does for every trial).
+parameters at the first hit: :attr:`TrainResult.checkpoints`.
+
+**Validated once.**  :func:`setup` validates a run into a :class:`TrainSetup` and :func:`run` trains
+one without checking it again (``train = run(setup(...))``); hyperparameters already validated where
+they were made (a study's trials) reach :func:`train` as their :class:`~batchlab.optim.Prepared`.
 """
 
 from __future__ import annotations
@@ -175,8 +178,18 @@ def _power_of_two(limit: int) -> str:
     return f"2^{(limit + 1).bit_length() - 1} - 1" if (limit + 1) & limit == 0 else f"2^{limit.bit_length() - 1}"
 
 
-def _resolve(optimizer: str | OptimizerSpec) -> OptimizerSpec:
-    return get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
+def _prepared(optimizer: str | OptimizerSpec | Prepared, hyperparameters: Mapping[str, Any],
+              options: TrainOptions) -> Prepared:
+    """Validate the hyperparameters, or take a :class:`~batchlab.optim.Prepared` as it is (it was
+    validated where it was made) once it is the one ``hyperparameters`` and ``options`` describe."""
+    if not isinstance(optimizer, Prepared):
+        spec = get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
+        return prepare(spec, hyperparameters, extra_ema_decays=tuple(options.ema_decays))
+    extra = optimizer.ema_decays[1:] if optimizer.spec.ema else optimizer.ema_decays
+    if dict(hyperparameters) != dict(optimizer.values) or tuple(map(float, options.ema_decays)) != extra:
+        raise InputError(f"the prepared {optimizer.spec.name} hyperparameters differ from the hyperparameters "
+                         "or EMA decays given with them")
+    return optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +239,7 @@ def _check_limits(
 
 def setup(
     workload: Any,
-    optimizer: str | OptimizerSpec,
+    optimizer: str | OptimizerSpec | Prepared,
     hyperparameters: Mapping[str, Any],
     batch_size: int,
     max_steps: int,
@@ -239,7 +252,9 @@ def setup(
 ) -> TrainSetup:
     """Validate the arguments of :func:`train` (cheap; loads no data) into a :class:`TrainSetup`.
 
-    Limits: ``1 ≤ batch_size ≤ 2^20``, ``0 ≤ max_steps ≤ 2^31 − 1``, ``1 ≤ eval_every ≤ 2^31 − 1``,
+    ``optimizer`` may be a :class:`~batchlab.optim.Prepared` (see :func:`train`): its hyperparameters
+    are not validated again.  Limits: ``1 ≤ batch_size ≤ 2^20``, ``0 ≤ max_steps ≤ 2^31 − 1``,
+    ``1 ≤ eval_every ≤ 2^31 − 1``,
     ``0 ≤ seed ≤ 2^32 − 1``, checkpoints in ``[0, max_steps]``; with ``check_target`` a given
     ``target`` must be valid for the workload's metric
     (:meth:`~batchlab.workloads.base.Workload.check_target`; :func:`train` does not check it, so that
@@ -257,7 +272,7 @@ def setup(
     options = options or TrainOptions()
     cadence = workload.default_eval_every if eval_every is None else eval_every
     _check_limits(workload, batch_size, max_steps, cadence, seed, options, target if check_target else None)
-    prepared = prepare(_resolve(optimizer), hyperparameters, extra_ema_decays=tuple(options.ema_decays))
+    prepared = _prepared(optimizer, hyperparameters, options)
     goal = workload.target_value if target is None else float(target)
     return TrainSetup(workload, prepared, batch_size, max_steps, seed, goal, cadence, options)
 
@@ -290,7 +305,7 @@ def check_arguments(
 
 def train(
     workload: Any,
-    optimizer: str | OptimizerSpec,
+    optimizer: str | OptimizerSpec | Prepared,
     hyperparameters: Mapping[str, Any],
     batch_size: int,
     max_steps: int,
@@ -310,12 +325,14 @@ def train(
     in (workload, optimizer, choice hyperparameters, number of EMA decays, batch size) reuse one
     compiled step: numeric hyperparameters are arrays in the optimizer state.
 
-    ``train(...)`` is ``run(setup(...))``: callers that validated once (a study's trials) call
-    :func:`run` with their :class:`TrainSetup`.
+    ``train(...)`` is ``run(setup(...))``: callers that validated the hyperparameters already pass
+    their ``Prepared`` (a study's trials), or call :func:`run` with a :class:`TrainSetup`.
 
     Args:
         workload: a :class:`~batchlab.workloads.base.Workload` instance.
-        optimizer: a registry name (e.g. ``"momentum+ema"``) or an ``OptimizerSpec``.
+        optimizer: a registry name (e.g. ``"momentum+ema"``), an ``OptimizerSpec``, or a
+            :class:`~batchlab.optim.Prepared` validated where it was made (a study's trial): used as it
+            is, ``hyperparameters`` and ``options.ema_decays`` must be its values and extra decays.
         hyperparameters: name → value; defaults fill the rest.
         batch_size: minibatch size (1 … 2^20).
         max_steps: step budget (0 … 2^31 − 1).
