@@ -13,7 +13,7 @@ from rich.table import Table
 from batchlab.cli._app import app, guarded, json_text, parse_float_list
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer, optimizer_names
-from batchlab.train import TrainOptions, check_arguments, enable_compilation_cache, train
+from batchlab.train import TrainOptions, enable_compilation_cache, run, setup
 from batchlab.workloads.registry import WORKLOADS, get_workload, workload_options
 
 __all__ = ["train_command", "list_command", "parse_assignments"]
@@ -109,24 +109,22 @@ def train_command(
     extra = tuple(parse_float_list(ema_decays, name="--ema-decays")) if ema_decays else ()
     steps = task.default_max_steps if max_steps is None else max_steps
     options = TrainOptions(ema_decays=extra)
-    check_arguments(task, name, values, batch_size, steps, eval_every=eval_every, options=options, seed=seed,
-                    target=target)
+    checked = setup(task, name, values, batch_size, steps, seed, target=target, eval_every=eval_every,
+                    options=options, check_target=True)  # validated once, here
     task.load()  # a missing data set fails here, before any progress bar is drawn
     if compilation_cache:
         enable_compilation_cache()
     console = Console(stderr=True)
     if not console.is_terminal:  # no bar in logs and pipes: stderr keeps one-line errors only
-        result = train(task, name, values, batch_size, steps, seed, target=target,
-                       eval_every=eval_every, options=options)
+        result = run(checked)
     else:
         bar, update = _progress_bar(console, steps, task.target_metric)
         with bar:
-            result = train(task, name, values, batch_size, steps, seed, target=target,
-                           eval_every=eval_every, progress=update, options=options)
+            result = run(checked, progress=update)
     if as_json:
         out = result.to_dict()
         out.update(workload=workload, optimizer=name, batch_size=batch_size, seed=seed,
-                   hyperparameters=get_optimizer(name).validate(values))
+                   hyperparameters=dict(checked.prepared.values))
         print(json_text(out))
         return
     _render(Console(), result, name)
