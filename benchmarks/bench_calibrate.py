@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from batchlab.calibrate import CalibrationConfig, MeasureConfig, calibrate, hessian_operator, top_eigenpairs
-from batchlab.calibrate.noise import _chunk_stats, gradient_noise
+from batchlab.calibrate.noise import chunk_stats, gradient_noise
 from batchlab.calibrate.operators import chunk_batch
 from batchlab.critical import critical_batch_size
 from batchlab.train import train
@@ -66,7 +66,7 @@ def bench_noise(examples: int = 256, chunk: int = 64) -> None:
     batch = workload.sample_batch(key=jax.random.PRNGKey(1), batch_size=examples)
     op = hessian_operator(workload, params, batch, chunk_size=examples)
     top = top_eigenpairs(op, 4, key=jax.random.PRNGKey(2), steps=20)
-    model, stats = _chunk_stats(workload, params)
+    model, stats = chunk_stats(workload, params)
     directions, signs = jnp.asarray(top.vectors, jnp.float32), jnp.ones((chunk, 32), jnp.float32)
     chunks = chunk_batch(batch, chunk)
     jax.block_until_ready(stats(model.theta, chunks[0], directions, signs))  # compile

@@ -32,7 +32,7 @@ import optax
 from batchlab.optim import bind, get_optimizer, prepare
 from batchlab.optim.kfac import KfacConfig, kfac_stepper
 from batchlab.train import TrainOptions, train
-from batchlab.train.compiled import _one_step
+from batchlab.train.compiled import step_body
 from batchlab.workloads.registry import get_workload
 
 WORKLOADS = ("nqm-sampled", "fashion-mnist-mlp", "digits-cnn", "mnist1d-cnn", "fashion-mnist-cnn",
@@ -204,7 +204,7 @@ def bench_vmap(names: tuple[str, ...], steps: int, trials: int = 16) -> None:
         rates = np.geomspace(1e-3, 1e-1, trials)
         prepared = [prepare(spec, {"learning_rate": float(r)}) for r in rates]
         stepper = bind(prepared[0], workload)
-        body = _one_step(workload, stepper, 128, 1e3)
+        body = step_body(workload, stepper, 128, 1e3)
         carries = [_carry_for(workload, stepper, p, i) for i, p in enumerate(prepared)]
         single = jax.jit(body, donate_argnums=0)
         batched = jax.jit(jax.vmap(body, in_axes=(0, None)), donate_argnums=0)

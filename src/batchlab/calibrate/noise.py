@@ -35,7 +35,7 @@ from batchlab.calibrate.lanczos import Eigenpairs
 from batchlab.calibrate.operators import CurvatureOperator, flat_model
 from batchlab.errors import InputError
 
-__all__ = ["NoiseStats", "gradient_noise", "variance_stderr"]
+__all__ = ["NoiseStats", "chunk_stats", "gradient_noise", "variance_stderr"]
 
 Tick = Callable[[], None]
 
@@ -93,8 +93,14 @@ def variance_stderr(samples: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(m4 - s2**2 * (n - 3) / (n - 1), 0.0) / n)
 
 
-def _chunk_stats(workload: Any, params: Any):
-    """A jitted ``(theta, chunk, directions, signs) -> (Σ g, Σ‖g‖², projections, signsᵀ g)``."""
+def chunk_stats(workload: Any, params: Any) -> tuple[Any, Callable]:
+    """Per-example gradient sums of one chunk, the building block of :func:`gradient_noise`.
+
+    Returns:
+        ``(model, stats)``: the flat model at ``params`` (:func:`~batchlab.calibrate.operators.flat_model`)
+        and a jitted ``stats(theta, chunk, directions, signs) -> (Σ g, Σ‖g‖², projections, signsᵀ g)``
+        over the chunk's per-example gradients ``g``.
+    """
     model = flat_model(workload, params)
 
     def single(theta, example):
@@ -137,7 +143,7 @@ def gradient_noise(workload: Any, params: Any, chunks: list[Any], top: Eigenpair
     if n < 4 or sketches < 2:
         raise InputError(f"noise statistics need >= 4 examples and >= 2 sketches, got {n} and {sketches}")
     directions = top.vectors
-    model, stats = _chunk_stats(workload, params)
+    model, stats = chunk_stats(workload, params)
     dtype = model.theta.dtype
     dirs = jnp.asarray(directions, dtype)
     total, total_sq = np.zeros(model.dim), 0.0

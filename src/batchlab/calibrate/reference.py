@@ -1,42 +1,37 @@
 """The reference run: where the checkpoint comes from and how much loss the workload's target needs.
 
-``batchlab.train.train`` returns metrics, not parameters, so the reference run is a small loop of its
-own over the *same* pieces and conventions: the optimizer's :class:`~batchlab.optim.base.Stepper` from
-the registry, ``key_data, key_init, key_opt = split(PRNGKey(seed), 3)``, initial parameters
-``init_params(key=key_init)``, and at step ``t`` the minibatch ``sample_batch(key=fold_in(key_data, t))``
-and optimizer key ``fold_in(key_opt, t)`` — the checkpoint after N steps is the parameters
-``train(workload, optimizer, hyperparameters, batch_size, ·, seed)`` has after N steps.
+The reference run is a :func:`batchlab.train.train` run — the same keys, initial parameters,
+minibatches, evaluation cadence, exact first hit (the interval before a hit is replayed step by
+step) and divergence test — that keeps parameters (``TrainOptions.checkpoints`` and ``keep_hit``):
+the checkpoint after N steps is the parameters ``train(workload, optimizer, hyperparameters,
+batch_size, ·, seed)`` has after N steps.
 
 By default the learning rate is tuned first (``tune_points`` rates over the optimizer's search space,
 each run stopped once it can no longer beat the fastest so far) and the fastest run is the reference.
 It records the checkpoint (raw parameters after ``checkpoint_step`` updates, by default at the first
 step meeting the target), the *measured loss* at the initial parameters and at the first step meeting
-the workload's target (evaluated every ``eval_every`` steps; on a hit the interval since the previous
-evaluation is replayed step by step, as ``train`` does, so the step is exact).  The measured loss is
-the expected training loss, the NQM's risk plus its floor: the mean training loss over a fixed
-measurement batch, or, for ``loss_kind = "quadratic"`` (``nqm-sampled``), the exact
-``evaluate(params)["risk"]`` (its minibatch loss adds zero-mean noise).
+the workload's target.  The measured loss is the expected training loss, the NQM's risk plus its
+floor: the mean training loss over a fixed measurement batch, or, for ``loss_kind = "quadratic"``
+(``nqm-sampled``), the exact ``evaluate(params)["risk"]`` (its minibatch loss adds zero-mean noise).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from batchlab.calibrate.model import Anchor
 from batchlab.calibrate.predict import PROXIES, Proxy
 from batchlab.calibrate.progress import Stages, Tick, no_progress
 from batchlab.errors import InputError
-from batchlab.optim import bind, get_optimizer, prepare
+from batchlab.optim import get_optimizer, prepare
+from batchlab.train import TrainOptions, TrainResult, TrainSetup, run, setup
 
 __all__ = ["ReferenceConfig", "ReferenceRun", "run_reference", "measured_loss", "reference_anchor", "tuning_rates"]
-
-DIVERGENCE = 1e3  # a minibatch loss this many times the first evaluated one (or NaN/inf) means diverged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,111 +122,30 @@ def measured_loss(workload: Any, params: Any, chunks: list[Any]) -> float:
     return float(sum(float(loss(params, chunk)) for chunk in chunks) / len(chunks))
 
 
-class _Hit(NamedTuple):
-    params: Any
-    view: Any
-    step: int
-    metrics: dict[str, float]
-
-
-class _Outcome(NamedTuple):
-    hit: _Hit | None
-    checkpoint: Any
-    diverged: bool
-
-
-def _keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``key_data, key_init, key_opt`` of a run (``train``'s convention)."""
-    key_data, key_init, key_opt = jax.random.split(jax.random.PRNGKey(seed), 3)
-    return key_data, key_init, key_opt
-
-
-@dataclasses.dataclass(frozen=True)
-class _Trainer:
-    """One compiled update for every learning rate and seed (hyperparameters live in the state, keys
-    are arguments)."""
-
-    workload: Any
-    stepper: Any
-    update: Callable
-    batch_size: int
-    cadence: int
-    budget: int
-
-    @classmethod
-    def build(cls, workload: Any, prepared: Any, config: ReferenceConfig, budget: int) -> "_Trainer":
-        stepper = bind(prepared, workload)
-        size = config.batch_size
-
-        @jax.jit
-        def update(params, state, t, data, key_data, key_opt):
-            batch = workload.sample_batch_from(data, key=jax.random.fold_in(key_data, t), batch_size=size)
-            return stepper.step(params, state, batch, key=jax.random.fold_in(key_opt, t))
-
-        cadence = config.eval_every or workload.default_eval_every
-        return cls(workload, stepper, update, size, cadence, budget)
-
-    def start(self, prepared: Any, seed: int, data: Any) -> tuple[Any, Any]:
-        key_data, key_init, key_opt = _keys(seed)
-        params = self.workload.init_params(key=key_init)
-        first = None
-        if self.stepper.traces_model:
-            first = self.workload.sample_batch_from(data, key=jax.random.fold_in(key_data, 0),
-                                                    batch_size=self.batch_size)
-        return params, self.stepper.init(params, prepared.arrays(max_steps=self.budget), batch=first, key=key_opt)
-
-    def evaluate(self, params: Any, state: Any) -> tuple[Any, dict[str, float]]:
-        view = self.stepper.evaluation_params(params, state)
-        return view, dict(self.workload.evaluate(view))
-
-    def first_hit(self, saved: tuple, end: int, data: Any, keys: tuple) -> _Hit | None:
-        """Replay from the previous evaluation one step at a time: the first step meeting the target."""
-        params, state, t = saved
-        while t < end - 1:
-            params, state, _ = self.update(params, state, jnp.int32(t), data, *keys)
-            t += 1
-            view, metrics = self.evaluate(params, state)
-            if self.workload.reached(metrics):
-                return _Hit(params, view, t, metrics)
+def _progress(tick: Tick | None):
+    """A :func:`~batchlab.train.train` progress hook ticking once per step done."""
+    if tick is None:
         return None
+    done = [0]
 
-    def run(self, prepared: Any, *, seed: int, limit: int, checkpoint_step: int | None, want_target: bool,
-            tick: Tick | None = None) -> _Outcome:
-        """Train until the target is met (if wanted) and the checkpoint is taken, or ``limit`` steps."""
-        data = self.workload.train_data()
-        key_data, _, key_opt = _keys(seed)
-        params, state = self.start(prepared, seed, data)
-        checkpoint = params if checkpoint_step == 0 else None
-        hit: _Hit | None = None
-        saved, t, first = (params, state, 0), 0, None
-        while t < limit and ((checkpoint is None and checkpoint_step is not None) or (want_target and hit is None)):
-            params, state, loss = self.update(params, state, jnp.int32(t), data, key_data, key_opt)
-            t += 1
-            if tick:
-                tick()
-            if t == 1:
-                first = float(loss)  # the loss at the initial parameters
-            if t == checkpoint_step:
-                checkpoint = params
-            if want_target and hit is None and (t % self.cadence == 0 or t == limit):
-                value = float(loss)
-                view, metrics = self.evaluate(params, state)
-                if not (math.isfinite(value) and abs(value) <= DIVERGENCE * max(abs(first), 1.0)
-                        and math.isfinite(metrics[self.workload.target_metric])):
-                    return _Outcome(None, checkpoint, True)
-                if self.workload.reached(metrics):
-                    hit = self.first_hit(saved, t, data, (key_data, key_opt)) or _Hit(params, view, t, metrics)
-                saved = (params, state, t)
-        return _Outcome(hit, checkpoint, False)
+    def progress(step: int, metrics: Any) -> None:
+        del metrics
+        for _ in range(step - done[0]):
+            tick()
+        done[0] = max(done[0], step)
 
-    def median_steps(self, prepared: Any, seeds: list[int], limit: int) -> float:
-        """Lower median over ``seeds`` of the first step meeting the target; runs stop after ``limit``
-        steps (stopped or diverged runs count as infinite, which leaves a median below ``limit`` exact)."""
-        steps = []
-        for seed in seeds:
-            outcome = self.run(prepared, seed=seed, limit=limit, checkpoint_step=None, want_target=True)
-            steps.append(math.inf if outcome.hit is None else outcome.hit.step)
-        return float(sorted(steps)[(len(steps) - 1) // 2])
+    return progress
+
+
+def _median_steps(base: TrainSetup, seeds: list[int], limit: int) -> float:
+    """Lower median over ``seeds`` of the first step meeting the target; runs stop after ``limit``
+    steps (stopped or diverged runs count as infinite, which leaves a median below ``limit`` exact)."""
+    options = TrainOptions(prune_at_step=limit if limit < base.max_steps else None)
+    steps = []
+    for seed in seeds:
+        result = run(dataclasses.replace(base, seed=seed, options=options))
+        steps.append(math.inf if result.steps_to_target is None else result.steps_to_target)
+    return float(sorted(steps)[(len(steps) - 1) // 2])
 
 
 def tuning_rates(optimizer: str, points: int) -> np.ndarray:
@@ -240,7 +154,7 @@ def tuning_rates(optimizer: str, points: int) -> np.ndarray:
     return np.geomspace(high, low, points)
 
 
-def _sweep(trainer: _Trainer, config: ReferenceConfig, seeds: list[int], tick: Tick
+def _sweep(workload: Any, config: ReferenceConfig, budget: int, seeds: list[int], tick: Tick
            ) -> tuple[dict[str, Any], tuple[tuple[float, float], ...], float | None]:
     """The learning rate with the fewest (median over seeds) steps to the target; runs stop once
     they can no longer win."""
@@ -249,14 +163,29 @@ def _sweep(trainer: _Trainer, config: ReferenceConfig, seeds: list[int], tick: T
     for rate in tuning_rates(config.optimizer, config.tune_points):
         tick()
         values = {**config.hyperparameters, "learning_rate": float(rate)}
-        limit = trainer.budget if best is None else int(best[0])
-        steps = trainer.median_steps(prepare(get_optimizer(config.optimizer), values), seeds, limit)
+        limit = budget if best is None else int(best[0])
+        base = setup(workload, config.optimizer, values, config.batch_size, budget, seeds[0],
+                     eval_every=config.eval_every)
+        steps = _median_steps(base, seeds, limit)
         trials.append((float(rate), steps))
         if math.isfinite(steps) and (best is None or steps < best[0]):
             best = (steps, float(rate))
     if best is None:
         return dict(config.hyperparameters), tuple(trials), None
     return {**config.hyperparameters, "learning_rate": best[1]}, tuple(trials), best[0]
+
+
+def _reference_run(base: TrainSetup, checkpoint_step: int | None, want_target: bool, tick: Tick) -> TrainResult:
+    """The reference run: to the first hit (kept) and the checkpoint, or (no target wanted) to the
+    checkpoint only, evaluating there and at the start."""
+    steps = (0,) if checkpoint_step is None else (0, checkpoint_step)
+    if want_target:
+        return run(dataclasses.replace(base, options=TrainOptions(checkpoints=steps, keep_hit=True)),
+                   progress=_progress(tick))
+    assert checkpoint_step is not None
+    options = TrainOptions(checkpoints=steps, prune_at_step=checkpoint_step)
+    return run(dataclasses.replace(base, target=-math.inf, eval_every=max(checkpoint_step, 1), options=options),
+               progress=_progress(tick))
 
 
 def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chunks: list[Any],
@@ -287,34 +216,33 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     budget = config.max_steps or workload.default_max_steps
     if config.checkpoint_step is not None and config.checkpoint_step > budget:
         raise InputError(f"checkpoint step {config.checkpoint_step} exceeds the reference budget {budget}")
-    spec = get_optimizer(config.optimizer)
-    trainer = _Trainer.build(workload, prepare(spec, config.hyperparameters), config, budget)
     want_target = config.target_loss is None
     seeds = [seed + i for i in range(config.seeds)]
     values, trials, median = dict(config.hyperparameters), (), None
     if want_target and config.tune_points > 0:
-        values, trials, median = _sweep(trainer, config, seeds, stages("reference tuning", config.tune_points))
-    prepared = prepare(spec, values)
-    outcome = trainer.run(prepared, seed=seed, limit=budget, checkpoint_step=config.checkpoint_step,
-                          want_target=want_target, tick=stages("reference run", budget))
+        values, trials, median = _sweep(workload, config, budget, seeds, stages("reference tuning", config.tune_points))
+    base = setup(workload, config.optimizer, values, config.batch_size, budget, seed, eval_every=config.eval_every)
+    result = _reference_run(base, config.checkpoint_step, want_target, stages("reference run", budget))
+    kept = result.checkpoints
     name = f"the reference run ({config.optimizer}, batch {config.batch_size})"
-    if outcome.diverged:
+    if result.status == "diverged" and (want_target or config.checkpoint_step not in kept):
         raise InputError(f"{name} diverged; lower its learning rate")
-    if want_target and outcome.hit is None:
+    if want_target and result.status != "reached":
         raise InputError(f"{name} did not reach {workload.target_metric} <= {workload.target_value:g} in {budget} "
                          "steps; raise the reference budget or give the loss at the target")
-    initial_loss = measured_loss(workload, trainer.start(prepared, seed, workload.train_data())[0], loss_chunks)
-    chosen = dict(prepared.values)
-    hit = outcome.hit
-    if hit is None:
-        return ReferenceRun(outcome.checkpoint, int(config.checkpoint_step), initial_loss,
+    initial_loss = measured_loss(workload, kept[0].params, loss_chunks)
+    chosen = dict(base.prepared.values)
+    if not want_target:
+        return ReferenceRun(kept[config.checkpoint_step].params, int(config.checkpoint_step), initial_loss,
                             float(config.target_loss), None, {}, chosen, trials)
+    hit = kept[result.steps_to_target]
     if median is None:  # untuned: the median over seeds at the given hyperparameters
-        median = hit.step if len(seeds) == 1 else trainer.median_steps(prepared, seeds, budget)
-    checkpoint = hit.params if outcome.checkpoint is None else outcome.checkpoint
+        median = hit.step if len(seeds) == 1 else _median_steps(base, seeds, budget)
+    checkpoint = hit.params if config.checkpoint_step is None else kept[config.checkpoint_step].params
     step = hit.step if config.checkpoint_step is None else config.checkpoint_step
-    return ReferenceRun(checkpoint, step, initial_loss, measured_loss(workload, hit.view, loss_chunks),
-                        hit.step, hit.metrics, chosen, trials, int(median) if math.isfinite(median) else hit.step)
+    metrics = {k: v for k, v in result.final_metrics.items() if k != "train_loss"}  # the evaluation's own
+    return ReferenceRun(checkpoint, step, initial_loss, measured_loss(workload, hit.evaluated, loss_chunks),
+                        hit.step, metrics, chosen, trials, int(median) if math.isfinite(median) else hit.step)
 
 
 def reference_anchor(config: ReferenceConfig, run: ReferenceRun) -> Anchor | None:

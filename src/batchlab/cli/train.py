@@ -107,7 +107,7 @@ def train_command(
 ) -> None:
     """Train one configuration until it reaches the target, diverges or exhausts its budget."""
     from batchlab.optim import get_optimizer
-    from batchlab.train import TrainOptions, check_arguments, enable_compilation_cache, train
+    from batchlab.train import TrainOptions, enable_compilation_cache, run, setup
     from batchlab.workloads.registry import get_workload
 
     name, values = _hyperparameters(optimizer, lr, momentum, ema, parse_assignments(hp, flag="--hp"))
@@ -115,24 +115,22 @@ def train_command(
     extra = tuple(parse_float_list(ema_decays, name="--ema-decays")) if ema_decays else ()
     steps = task.default_max_steps if max_steps is None else max_steps
     options = TrainOptions(ema_decays=extra)
-    check_arguments(task, name, values, batch_size, steps, eval_every=eval_every, options=options, seed=seed,
-                    target=target)
+    checked = setup(task, name, values, batch_size, steps, seed, target=target, eval_every=eval_every,
+                    options=options, check_target=True)  # validated once, here
     task.load()  # a missing data set fails here, before any progress bar is drawn
     if compilation_cache:
         enable_compilation_cache()
     console = Console(stderr=True)
     if not console.is_terminal:  # no bar in logs and pipes: stderr keeps one-line errors only
-        result = train(task, name, values, batch_size, steps, seed, target=target,
-                       eval_every=eval_every, options=options)
+        result = run(checked)
     else:
         bar, update = _progress_bar(console, steps, task.target_metric)
         with bar:
-            result = train(task, name, values, batch_size, steps, seed, target=target,
-                           eval_every=eval_every, progress=update, options=options)
+            result = run(checked, progress=update)
     if as_json:
         out = result.to_dict()
         out.update(workload=workload, optimizer=name, batch_size=batch_size, seed=seed,
-                   hyperparameters=get_optimizer(name).validate(values))
+                   hyperparameters=dict(checked.prepared.values))
         print(json_text(out))
         return
     _render(Console(), result, name)

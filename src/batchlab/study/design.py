@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.stats import qmc
 
+from batchlab.optim import Prepared, get_optimizer, prepare
 from batchlab.study.protocol import explore_round, refine_round, refine_units
 from batchlab.study.spec import OptimizerEntry, StudySpec
 
@@ -49,6 +50,9 @@ class Trial:
         phase: ``explore``, ``refine`` or ``replicate`` (:mod:`batchlab.study.protocol`).
         round: its pruning round (explore rounds, refine, then replicate).
         origin: for a replicate, the id of the trial whose configuration it reruns.
+        prepared: its hyperparameters as validated when the trial was made (the design's
+            :func:`~batchlab.optim.prepare`; ``config["hyperparameters"]`` is their ``values``):
+            training uses them as they are, without validating again.
     """
 
     id: str
@@ -59,6 +63,7 @@ class Trial:
     phase: str = "explore"
     round: int = 0
     origin: str | None = None
+    prepared: Prepared | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def hyperparameters(self) -> dict[str, float | str]:
@@ -104,18 +109,24 @@ def unit_points(kind: str, dim: int, count: int, seed: int) -> np.ndarray:
         return engine.random(count)
 
 
+def _prepare(optimizer: str, hyperparameters: Mapping[str, Any], ema_decays: Any) -> Prepared:
+    """Validate a trial's hyperparameters (defaults filled in) and tracked EMA decays, once."""
+    return prepare(get_optimizer(optimizer), hyperparameters, extra_ema_decays=tuple(map(float, ema_decays[1:])))
+
+
 def _config(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any], unit: Any,
-            seed: int) -> dict[str, Any]:
+            seed: int) -> tuple[dict[str, Any], Prepared]:
     fixed = dict(entry.fixed) | ({"ema_decay": entry.ema_decays[0]} if entry.ema_decays else {})
     values = fixed | {dim.name: dim.from_unit(x) for dim, x in zip(entry.search, unit)}
+    prepared = _prepare(entry.name, values, entry.ema_decays)
     return dict(base) | {
         "optimizer": entry.name,
-        "hyperparameters": entry.optimizer.validate(values),
+        "hyperparameters": dict(prepared.values),
         "ema_decays": list(entry.ema_decays),
         "batch_size": batch_size,
         "max_steps": spec.budget.steps_for(batch_size),
         "seed": seed,
-    }
+    }, prepared
 
 
 def _cell(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any]) -> list[Trial]:
@@ -124,10 +135,10 @@ def _cell(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping
                          derived_seed("design", spec.seed, entry.name, batch_size))
     trials = []
     for i, u in enumerate(points):
-        config = _config(spec, entry, batch_size, base, u,
-                         derived_seed("train", spec.seed, entry.name, batch_size, i) % 2**31)
+        config, prepared = _config(spec, entry, batch_size, base, u,
+                                   derived_seed("train", spec.seed, entry.name, batch_size, i) % 2**31)
         trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "explore",
-                            explore_round(tuning, i)))
+                            explore_round(tuning, i), prepared=prepared))
     return trials
 
 
@@ -159,25 +170,30 @@ def refine_trials(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base:
     units = refine_units(centres, points, tuning.refine_width)
     trials = []
     for i, u in enumerate(units):
-        config = _config(spec, entry, batch_size, base, u,
-                         derived_seed("train-refine", spec.seed, entry.name, batch_size, i) % 2**31)
-        trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "refine", refine_round(tuning)))
+        config, prepared = _config(spec, entry, batch_size, base, u,
+                                   derived_seed("train-refine", spec.seed, entry.name, batch_size, i) % 2**31)
+        trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "refine", refine_round(tuning),
+                            prepared=prepared))
     return trials
 
 
 def replicate_trials(spec: StudySpec, origins: list[tuple[str, Mapping[str, Any], float | None]]) -> list[Trial]:
     """``seeds`` reruns of each origin ``(trial id, configuration, best EMA decay)`` with fresh
-    training seeds.  A ``+ema`` origin is rerun tracking only the decay it won with."""
+    training seeds.  A ``+ema`` origin is rerun tracking only the decay it won with.  The origins'
+    configurations come from the store, so their hyperparameters are validated here."""
     tuning = spec.protocol
     trials = []
     for k, (origin, config, decay) in enumerate(origins):
+        shared = dict(config)
+        if config["ema_decays"] and decay is not None:
+            shared["ema_decays"] = [float(decay)]
+            shared["hyperparameters"] = dict(config["hyperparameters"]) | {"ema_decay": float(decay)}
+        prepared = _prepare(str(shared["optimizer"]), shared["hyperparameters"], shared["ema_decays"])
         for j in range(tuning.seeds):
-            rerun = dict(config) | {"seed": derived_seed("replicate", origin, j) % 2**31}
-            if config["ema_decays"] and decay is not None:
-                rerun["ema_decays"] = [float(decay)]
-                rerun["hyperparameters"] = dict(config["hyperparameters"]) | {"ema_decay": float(decay)}
+            rerun = shared | {"seed": derived_seed("replicate", origin, j) % 2**31}
             trials.append(Trial(trial_id(rerun), str(config["optimizer"]), int(config["batch_size"]),
-                                k * tuning.seeds + j, rerun, "replicate", refine_round(tuning) + 1, origin))
+                                k * tuning.seeds + j, rerun, "replicate", refine_round(tuning) + 1, origin,
+                                prepared=prepared))
     return trials
 
 

@@ -1,13 +1,16 @@
-"""Executors: where trials run.  Both pull tasks from the runner and hand outcomes back to it.
+"""Executors: where trials run.  Both pull tasks (:class:`~batchlab.study.trial.TrialTask`) from the
+runner and hand outcomes (:class:`~batchlab.store.TrialOutcome`) back to it.
 
-* :class:`LocalExecutor` (default): in this process, one trial after another.  Compiled training
-  steps are reused across trials (see :mod:`batchlab.study.trial`) and JAX's persistent
-  compilation cache makes a rerun skip compilation too.
+* :class:`LocalExecutor` (default): in this process, one trial after another, from the runner's
+  objects (no serialisation).  Compiled training steps are reused across trials (see
+  :mod:`batchlab.study.trial`) and JAX's persistent compilation cache makes a rerun skip
+  compilation too.
 * :class:`DaskExecutor`: ``dask.distributed`` workers — a scheduler at ``scheduler`` (a LocalCluster,
   dask-jobqueue, Kubernetes …), or a LocalCluster of ``workers`` processes started on loopback and
   closed afterwards.  At most one trial per worker is in flight, so each worker's JAX uses all of
   its cores and pruning bounds stay fresh.  Start external workers with ``--nthreads 1`` (or
   ``--resources trial=1``), on machines that can import batchlab and read the workload's data.
+  Tasks and outcomes cross the process boundary as plain dicts.
 
 The runner stays the only process that writes the store: executors call ``on_done`` in the
 runner's thread.  Measured on this 2-core machine, JAX already uses both cores, so parallel workers
@@ -21,14 +24,14 @@ import logging
 from typing import Any, Callable, Protocol
 
 from batchlab.errors import InputError
-from batchlab.store import failed_outcome
-from batchlab.study.trial import execute
+from batchlab.store import TrialOutcome, failed_outcome
+from batchlab.study.trial import TrialTask, execute, run_task
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "NextTask", "OnDone"]
 
 MAX_LOCAL_WORKERS = 256  # a LocalCluster is processes on one machine
-NextTask = Callable[[], "dict[str, Any] | None"]
-OnDone = Callable[[dict[str, Any]], None]
+NextTask = Callable[[], "TrialTask | None"]
+OnDone = Callable[[TrialOutcome], None]
 
 
 class Executor(Protocol):
@@ -61,7 +64,7 @@ class LocalExecutor:
 
     def run(self, next_task: NextTask, on_done: OnDone) -> None:
         while (task := next_task()) is not None:
-            on_done(execute(task))
+            on_done(run_task(task))
 
 
 @dataclasses.dataclass
@@ -150,14 +153,14 @@ class DaskExecutor:
             trial_slots = [w.get("resources", {}).get("trial") for w in workers]
             resources = {"trial": 1} if all(trial_slots) else None
             slots = int(sum(trial_slots)) if resources else len(trial_slots)
-            tasks: dict[Any, dict[str, Any]] = {}
+            tasks: dict[Any, TrialTask] = {}
             pending = as_completed()
 
             def submit() -> bool:
                 task = next_task()
                 if task is None:
                     return False
-                future = client.submit(execute, task, pure=False, resources=resources)
+                future = client.submit(execute, task.to_dict(), pure=False, resources=resources)
                 tasks[future] = task
                 pending.add(future)
                 return True
@@ -191,10 +194,12 @@ def _check_address(address: str) -> None:
         raise InputError(f"invalid Dask scheduler address {address!r} (port {port} is not in 1..65535)")
 
 
-def _result(future: Any, task: dict[str, Any]) -> dict[str, Any]:
-    """The outcome dict, or a ``failed`` one when the worker itself failed (``KilledWorker``: it died
-    running the trial more often than the scheduler allows; a lost connection)."""
+def _result(future: Any, task: TrialTask) -> TrialOutcome:
+    """The worker's outcome, or a ``failed`` one when the worker itself failed (``KilledWorker``: it
+    died running the trial more often than the scheduler allows; a lost connection)."""
     try:
-        return future.result()
+        outcome = future.result()
     except Exception as error:  # noqa: BLE001 (a lost worker fails the trial, the study goes on)
-        return failed_outcome(task, f"{type(error).__name__}: {_line(error)}").to_dict()
+        return failed_outcome({"id": task.id, "prune_at_step": task.prune_at_step},
+                              f"{type(error).__name__}: {_line(error)}")
+    return TrialOutcome.from_dict(outcome)

@@ -48,7 +48,7 @@ from batchlab.store import (
     check_output_folder,
     open_store,
 )
-from batchlab.study.trial import DEFAULT_CACHE, task_for
+from batchlab.study.trial import DEFAULT_CACHE, TrialTask
 
 __all__ = ["LOCK_NAME", "RunOptions", "RunProgress", "RunSummary", "default_folder", "make_executor", "prepare_run",
            "run_study"]
@@ -133,20 +133,18 @@ def make_executor(options: RunOptions) -> Executor:
     raise InputError(f"unknown executor {options.executor!r}; valid: local, dask")
 
 
-def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool = True) -> list[Trial]:
+def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool = True) -> tuple[Any, list[Trial]]:
     """Everything :func:`run_study` checks before writing: the folder (writable, or creatable), a
-    store already there (readable, every page, and the same study), the design, the training
-    arguments of every cell and the workload's data (``load_data``).
+    store already there (readable, every page, and the same study), then the workload, the design
+    (which validates every trial's hyperparameters; the spec bounds sizes, budgets, cadence and
+    target) and the workload's data (``load_data``).
 
     Returns:
-        The design.
+        The study's workload instance (built once, here, after the folder checks) and the design.
 
     Raises:
         InputError: the first problem, as one line.
     """
-    from batchlab.train import check_arguments
-    from batchlab.train.result import TrainOptions
-
     folder = pathlib.Path(folder)
     check_output_folder(folder, "study folder")
     path = folder / DB_NAME
@@ -156,19 +154,11 @@ def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool 
         if stored is not None:
             _check_same_study(stored, spec, folder)
 
-    workload = spec.make_workload()
+    workload = spec.make_workload()  # the study's one instance: design, ids and local trials share it
     trials = make_design(spec, workload)
-    seen = set()
-    for trial in trials:
-        if (trial.optimizer, trial.batch_size) in seen:
-            continue
-        seen.add((trial.optimizer, trial.batch_size))
-        check_arguments(workload, trial.optimizer, trial.hyperparameters, trial.batch_size, trial.max_steps,
-                        eval_every=int(trial.config["eval_every"]),
-                        options=TrainOptions(ema_decays=tuple(trial.config["ema_decays"][1:])))
     if load_data:
         workload.load()
-    return trials
+    return workload, trials
 
 
 def _check_same_study(stored: dict[str, Any], spec: StudySpec, folder: pathlib.Path) -> None:
@@ -265,9 +255,9 @@ class _Bookkeeper:
     """One run's state, used from the runner's thread only: the queue of the round's unfinished
     trials, the round's pruning bounds, status counts, and the store writes."""
 
-    def __init__(self, store: StudyStore, *, planned: int, cache: str | None,
+    def __init__(self, store: StudyStore, workload: Any, *, planned: int, cache: str | None,
                  progress: Callable[[RunProgress], None] | None) -> None:
-        self.store, self.cache, self.progress = store, cache, progress
+        self.store, self.workload, self.cache, self.progress = store, workload, cache, progress
         self.known: dict[str, Trial] = {}
         self.planned = planned  # trials of phases not designed yet (an upper bound)
         self.queue: Iterator[Trial] = iter(())
@@ -310,18 +300,17 @@ class _Bookkeeper:
                            pruned=c["pruned"], diverged=c["diverged"], budget=c["budget"], failed=c["failed"],
                            elapsed=time.perf_counter() - self.started, last=last)
 
-    def next_task(self) -> dict[str, Any] | None:
+    def next_task(self) -> TrialTask | None:
         """The next trial's task, marked running, with its round's bound (none for replicates)."""
         trial = next(self.queue, None)
         if trial is None:
             return None
         self.store.mark_running(trial.id, self.host)
         bound = None if trial.phase == "replicate" else self.bounds.get((trial.optimizer, trial.batch_size))
-        return task_for(trial, prune_at_step=bound, compilation_cache=self.cache)
+        return TrialTask(trial, self.workload, prune_at_step=bound, compilation_cache=self.cache)
 
-    def on_done(self, result: dict[str, Any]) -> None:
+    def on_done(self, outcome: TrialOutcome) -> None:
         """Record an outcome (one transaction) and update the counts."""
-        outcome = TrialOutcome.from_dict(result)
         self.store.record(outcome)
         self.ran += 1
         self.steps += outcome.steps_run
@@ -365,17 +354,17 @@ def run_study(
     """
     folder = pathlib.Path(folder)
     executor = executor or make_executor(options)
-    trials = prepare_run(spec, folder, load_data=isinstance(executor, LocalExecutor))
+    workload, trials = prepare_run(spec, folder, load_data=isinstance(executor, LocalExecutor))
     prune = spec.prune if options.prune is None else options.prune
     tuning = spec.protocol
     cells = len(spec.optimizers) * len(spec.batch_sizes)
     later = {refine_round(tuning): tuning.refine * cells,
              refine_round(tuning) + 1: tuning.candidates * tuning.seeds * cells}
-    base = design_base(spec)
+    base = design_base(spec, workload)
     executor.start()  # before any write: an unreachable scheduler leaves the folder untouched
     with contextlib.closing(executor), _exclusive(folder), open_store(folder, create=True) as store:
         store.initialize(spec.to_dict(), source, trials)
-        books = _Bookkeeper(store, planned=sum(later.values()), progress=progress,
+        books = _Bookkeeper(store, workload, planned=sum(later.values()), progress=progress,
                             cache=DEFAULT_CACHE if options.compilation_cache else None)
         known = books.add(trials, store.statuses())
         if progress is not None:

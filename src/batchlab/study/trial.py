@@ -1,37 +1,72 @@
-"""Running one trial (the worker side): a plain-dict task in, a plain-dict outcome out.
+"""Running one trial: a :class:`TrialTask` in, a :class:`~batchlab.store.TrialOutcome` out.
 
-:func:`execute` is what every executor calls, in-process or on a Dask worker.  Workloads are built
-once per process and kept (their data stays loaded), and :func:`batchlab.train.train` reuses one
-compiled step per (workload, optimizer, static choices, batch size) with the hyperparameters as traced
-arrays, so only the first trial of a cell compiles.
+A task is the trial the design made (its hyperparameters validated there, once), the study's one
+workload instance (its data loaded once) and the run options of this attempt.  :func:`run_task` trains
+it in this process as it is: :func:`batchlab.train.train` with the trial's validated
+:class:`~batchlab.optim.Prepared`, nothing rebuilt and its hyperparameters not validated again.
+
+:func:`execute` is the worker side of the Dask executor, the one place a trial crosses a process
+boundary and so the one place it travels as a dict (:meth:`TrialTask.to_dict`): the worker builds the
+workload once per process (kept, its data loaded) and trains through :func:`batchlab.train.train`,
+which validates the configuration it received.  Either way one compiled step serves every trial of a
+(workload, optimizer, static choices, batch size), the hyperparameters being traced arrays, so only
+the first trial of a cell compiles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import socket
 import time
 import traceback
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from batchlab.store import TrackOutcome, TrialOutcome, failed_outcome
 
-__all__ = ["DEFAULT_CACHE", "execute", "task_for", "outcome_from_result", "best_track"]
+if TYPE_CHECKING:  # a Dask worker imports this module for execute(): no design (SciPy) there
+    from batchlab.study.design import Trial
+
+__all__ = ["DEFAULT_CACHE", "TrialTask", "best_track", "execute", "outcome_from_result", "run_task"]
 
 _PRECEDENCE = ("reached", "pruned", "budget", "diverged")
 DEFAULT_CACHE = "default"  # a task's compilation_cache: the worker's default folder
 
 
-def task_for(trial: Any, *, prune_at_step: int | None, compilation_cache: str | None) -> dict[str, Any]:
-    """The task an executor ships to a worker: the trial's id and configuration plus run options.
+@dataclasses.dataclass(frozen=True)
+class TrialTask:
+    """One attempt at a trial, as the runner hands it to an executor.
 
-    ``compilation_cache``: a folder for JAX's persistent compilation cache, :data:`DEFAULT_CACHE`
-    (the worker's default, see :func:`batchlab.train.enable_compilation_cache`) or ``None`` (off).
+    Attributes:
+        trial: the design's trial (configuration and validated hyperparameters).
+        workload: the study's workload instance.
+        prune_at_step: the round's pruning bound for its cell (``None``: none).
+        compilation_cache: a folder for JAX's persistent compilation cache, :data:`DEFAULT_CACHE`
+            (the worker's default, see :func:`batchlab.train.enable_compilation_cache`) or ``None`` (off).
     """
-    return {"id": trial.id, "config": dict(trial.config), "prune_at_step": prune_at_step,
-            "compilation_cache": compilation_cache}
+
+    trial: Trial
+    workload: Any
+    prune_at_step: int | None = None
+    compilation_cache: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.trial.id
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the Dask executor ships to a worker (see :func:`execute`)."""
+        return {"id": self.id, "config": dict(self.trial.config), "prune_at_step": self.prune_at_step,
+                "compilation_cache": self.compilation_cache}
+
+
+def _options(config: Mapping[str, Any], prune_at_step: int | None) -> Any:
+    from batchlab.train import TrainOptions
+
+    decays = tuple(float(d) for d in config["ema_decays"])
+    return TrainOptions(ema_decays=decays[1:], prune_at_step=prune_at_step)
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,9 +105,11 @@ def _curve(points: Any) -> tuple[tuple[int, dict[str, float]], ...]:
     return tuple((int(p.step), {k: float(v) for k, v in p.metrics.items()}) for p in points)
 
 
-def outcome_from_result(task: Mapping[str, Any], result: Any, *, host: str, worker: str) -> TrialOutcome:
-    """Turn a :class:`~batchlab.train.TrainResult` into the stored :class:`TrialOutcome`."""
-    decays = task["config"]["ema_decays"]
+def outcome_from_result(trial_id: str, config: Mapping[str, Any], prune_at_step: int | None, result: Any, *,
+                        host: str, worker: str) -> TrialOutcome:
+    """Turn the :class:`~batchlab.train.TrainResult` of the trial ``trial_id`` (configuration
+    ``config``) into the stored :class:`TrialOutcome`."""
+    decays = config["ema_decays"]
     if decays:
         tracks = [TrackOutcome(f"ema={d:g}", float(d), r.status, r.steps_to_target, dict(r.final_metrics),
                                _curve(r.curve))
@@ -82,38 +119,62 @@ def outcome_from_result(task: Mapping[str, Any], result: Any, *, host: str, work
                                dict(result.final_metrics), _curve(result.curve))]
     best = best_track(tracks)
     return TrialOutcome(
-        id=task["id"], status=best.status, steps_to_target=best.steps_to_target, steps_run=int(result.steps_run),
-        prune_at_step=task["prune_at_step"], best_ema_decay=best.ema_decay,
+        id=trial_id, status=best.status, steps_to_target=best.steps_to_target, steps_run=int(result.steps_run),
+        prune_at_step=prune_at_step, best_ema_decay=best.ema_decay,
         final_metrics=dict(best.final_metrics), wall_time=float(result.wall_time),
         eval_time=float(result.eval_time), host=host, worker=worker, tracks=tuple(tracks),
     )
 
 
-def execute(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one trial and return its :class:`TrialOutcome` as a dict (never raises for a trial's own
-    failure: an exception becomes status ``failed`` with its message, and the study goes on).
-
-    Args:
-        task: from :func:`task_for`.
-    """
+def _attempt(trial_id: str, config: Mapping[str, Any], prune_at_step: int | None, cache: str | None,
+             training: Callable[[], Any]) -> TrialOutcome:
+    """Run ``training()`` and record its outcome; an exception becomes status ``failed`` with its
+    message (the study goes on, and the next run retries the trial)."""
     host, worker = socket.gethostname(), _worker_name()
     started = time.perf_counter()
     try:
-        from batchlab.train import TrainOptions, train
-
-        if task.get("compilation_cache"):
-            _enable_cache(task["compilation_cache"])
-        config = task["config"]
-        workload = _workload(config["workload"], json.dumps(config["workload_options"], sort_keys=True))
-        decays = tuple(float(d) for d in config["ema_decays"])
-        options = TrainOptions(ema_decays=decays[1:], prune_at_step=task["prune_at_step"])
-        result = train(workload, config["optimizer"], config["hyperparameters"], int(config["batch_size"]),
-                       int(config["max_steps"]), int(config["seed"]), target=float(config["target"]),
-                       eval_every=int(config["eval_every"]), options=options)
+        if cache:
+            _enable_cache(cache)
+        result = training()
         if result.target_metric != config["target_metric"]:
             raise RuntimeError(f"workload target metric changed: {result.target_metric} != {config['target_metric']}")
-        return outcome_from_result(task, result, host=host, worker=worker).to_dict()
+        return outcome_from_result(trial_id, config, prune_at_step, result, host=host, worker=worker)
     except Exception as error:  # noqa: BLE001 (recorded as a failed trial, rerun next time)
         last = traceback.format_exception_only(type(error), error)[-1].strip()
-        return failed_outcome(task, last, wall_time=time.perf_counter() - started, host=host,
-                              worker=worker).to_dict()
+        return failed_outcome({"id": trial_id, "prune_at_step": prune_at_step}, last,
+                              wall_time=time.perf_counter() - started, host=host, worker=worker)
+
+
+def run_task(task: TrialTask) -> TrialOutcome:
+    """Run one trial in this process (never raises for a trial's own failure: see :func:`execute`)."""
+    trial, config = task.trial, task.trial.config
+
+    def training() -> Any:
+        from batchlab.train import train
+
+        return train(task.workload, trial.prepared or trial.optimizer, trial.hyperparameters, trial.batch_size,
+                     trial.max_steps, trial.seed, target=float(config["target"]), eval_every=int(config["eval_every"]),
+                     options=_options(config, task.prune_at_step))
+
+    return _attempt(task.id, config, task.prune_at_step, task.compilation_cache, training)
+
+
+def execute(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one trial on a Dask worker and return its :class:`TrialOutcome` as a dict (never raises for
+    a trial's own failure: an exception becomes status ``failed`` with its message, and the study
+    goes on).
+
+    Args:
+        task: from :meth:`TrialTask.to_dict`.
+    """
+    config = task["config"]
+
+    def training() -> Any:
+        from batchlab.train import train
+
+        workload = _workload(config["workload"], json.dumps(config["workload_options"], sort_keys=True))
+        return train(workload, config["optimizer"], config["hyperparameters"], int(config["batch_size"]),
+                     int(config["max_steps"]), int(config["seed"]), target=float(config["target"]),
+                     eval_every=int(config["eval_every"]), options=_options(config, task["prune_at_step"]))
+
+    return _attempt(task["id"], config, task["prune_at_step"], task.get("compilation_cache"), training).to_dict()

@@ -37,6 +37,7 @@ __all__ = [
     "Carry",
     "Compiled",
     "compiled_for",
+    "step_body",
     "choose_loop",
     "clear_cache",
     "cache_size",
@@ -150,7 +151,15 @@ def choose_loop(workload: Any, batch_size: int) -> str:
     return "python" if _primitives(jaxpr.jaxpr) & _CONVOLUTIONS else "device"
 
 
-def _one_step(workload: Any, stepper: Stepper, batch_size: int, factor: float):
+def step_body(workload: Any, stepper: Stepper, batch_size: int, factor: float) -> Callable[[Carry, Any], Carry]:
+    """The uncompiled training step ``body(carry, data) -> carry``: one update plus the divergence monitor.
+
+    Step ``t`` draws ``sample_batch_from(data, key=fold_in(key_data, t))`` and passes the optimizer
+    ``fold_in(key_opt, t)``; the monitor records the first step whose loss is NaN/inf or exceeds
+    ``factor · max(|first loss|, 1)``.  :func:`compiled_for` jits it (alone or in a device loop);
+    benchmarks vmap it.
+    """
+
     def body(carry: Carry, data: Any) -> Carry:
         t = carry.step
         batch = workload.sample_batch_from(
@@ -238,7 +247,7 @@ def compiled_for(
 
     compiled = Compiled(
         stepper=stepper,
-        advance=_advance(_one_step(workload, stepper, batch_size, factor), loop),
+        advance=_advance(step_body(workload, stepper, batch_size, factor), loop),
         views=views,
         init_params=_init_params(workload),
         sample=_sampler(workload, batch_size),

@@ -22,6 +22,14 @@ the divergence is replayed, so a target met before the blow-up still counts.
 **Stopping early.**  ``stop(step, metrics) -> bool`` is asked after every cadence evaluation, and
 ``TrainOptions.prune_at_step`` stops once that many steps pass without reaching the target: both give
 ``pruned``.
+
+**Checkpoints.**  ``TrainOptions.checkpoints`` keeps the raw parameters after those numbers of updates
+(the run trains on to the last of them even once the target is reached) and ``keep_hit`` keeps the
+parameters at the first hit: :attr:`TrainResult.checkpoints`.
+
+**Validated once.**  :func:`setup` validates a run into a :class:`TrainSetup` and :func:`run` trains
+one without checking it again (``train = run(setup(...))``); hyperparameters already validated where
+they were made (a study's trials) reach :func:`train` as their :class:`~batchlab.optim.Prepared`.
 """
 
 from __future__ import annotations
@@ -37,9 +45,10 @@ import numpy as np
 from batchlab.errors import InputError
 from batchlab.optim import OptimizerSpec, Prepared, get_optimizer, prepare
 from batchlab.train.compiled import Carry, Compiled, Monitor, compiled_for
-from batchlab.train.result import EvalPoint, TrackResult, TrainOptions, TrainResult
+from batchlab.train.result import EvalPoint, Snapshot, TrackResult, TrainOptions, TrainResult
 
-__all__ = ["train", "check_arguments", "ProgressFn", "StopFn", "MAX_BATCH_SIZE", "MAX_STEPS", "MAX_SEED"]
+__all__ = ["train", "setup", "run", "TrainSetup", "check_arguments", "ProgressFn", "StopFn", "MAX_BATCH_SIZE",
+           "MAX_STEPS", "MAX_SEED"]
 
 # Limits of one run.  The step counter is int32 on the device; one batch of 2^20 examples already
 # needs gigabytes for most workloads; JAX's default PRNG keys take 32-bit seeds (larger ones wrap).
@@ -75,6 +84,9 @@ class _Run:
     data: Any = None  # the workload's train_data(), an argument of every compiled call
     eval_time: float = 0.0
     diverged_at: int | None = None
+    pending: list[int] = dataclasses.field(default_factory=list)  # checkpoint steps still to take, ascending
+    keep_hit: bool = False
+    snapshots: dict[int, Snapshot] = dataclasses.field(default_factory=dict)
 
     def evaluate(self, carry: Carry, which: list[int]) -> dict[int, dict[str, float]]:
         start = time.perf_counter()
@@ -84,8 +96,20 @@ class _Run:
         return out
 
     def met(self, metrics: Mapping[str, float]) -> bool:
-        value = metrics[self.workload.target_metric]
-        return math.isfinite(value) and value <= self.target
+        return self.workload.reached(metrics, self.target)
+
+    def snapshot(self, carry: Carry, step: int) -> None:
+        """Keep copies of the raw and evaluated parameters after ``step`` updates (the carry is donated)."""
+        params = jax.tree.map(lambda a: a.copy(), carry.params)
+        evaluated = jax.tree.map(lambda a: a.copy(), self.compiled.views(carry)[0])
+        self.snapshots[step] = Snapshot(step, params, evaluated)
+
+    def hit(self, i: int, step: int, metrics: Mapping[str, float], carry: Carry) -> None:
+        """Track ``i`` first met the target after ``step`` updates (``carry``: the state there)."""
+        track = self.tracks[i]
+        track.status, track.hit, track.final = "reached", step, metrics
+        if i == 0 and self.keep_hit:
+            self.snapshot(carry, step)
 
     def running(self) -> list[int]:
         return [i for i, track in enumerate(self.tracks) if track.status == "running"]
@@ -96,6 +120,19 @@ def _copy(carry: Carry) -> Carry:
 
 
 def _advance(run: _Run, carry: Carry, start: int, count: int, progress: ProgressFn | None) -> Carry:
+    """Run ``count`` steps from ``start``, taking the checkpoints that fall on the way."""
+    end = start + count
+    while run.pending and run.pending[0] <= end:
+        step = run.pending.pop(0)
+        carry = _advance_plain(run, carry, start, step - start, progress)
+        run.snapshot(carry, step)
+        start = step
+    return _advance_plain(run, carry, start, end - start, progress)
+
+
+def _advance_plain(run: _Run, carry: Carry, start: int, count: int, progress: ProgressFn | None) -> Carry:
+    if count == 0:
+        return carry
     if progress is None or run.compiled.loop == "device":
         return run.compiled.advance(carry, run.data, count)
     for step in range(start + 1, start + count + 1):  # dispatch is asynchronous: no device wait
@@ -119,7 +156,7 @@ def _replay(run: _Run, saved: Carry, start: int, end: int, candidates: list[int]
             track = run.tracks[i]
             track.curve.append(EvalPoint(step, metrics))
             if run.met(metrics):
-                track.status, track.hit, track.final = "reached", step, metrics
+                run.hit(i, step, metrics, carry)
                 pending.remove(i)
 
 
@@ -141,8 +178,103 @@ def _power_of_two(limit: int) -> str:
     return f"2^{(limit + 1).bit_length() - 1} - 1" if (limit + 1) & limit == 0 else f"2^{limit.bit_length() - 1}"
 
 
-def _resolve(optimizer: str | OptimizerSpec) -> OptimizerSpec:
-    return get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
+def _prepared(optimizer: str | OptimizerSpec | Prepared, hyperparameters: Mapping[str, Any],
+              options: TrainOptions) -> Prepared:
+    """Validate the hyperparameters, or take a :class:`~batchlab.optim.Prepared` as it is (it was
+    validated where it was made) once it is the one ``hyperparameters`` and ``options`` describe."""
+    if not isinstance(optimizer, Prepared):
+        spec = get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
+        return prepare(spec, hyperparameters, extra_ema_decays=tuple(options.ema_decays))
+    extra = optimizer.ema_decays[1:] if optimizer.spec.ema else optimizer.ema_decays
+    if dict(hyperparameters) != dict(optimizer.values) or tuple(map(float, options.ema_decays)) != extra:
+        raise InputError(f"the prepared {optimizer.spec.name} hyperparameters differ from the hyperparameters "
+                         "or EMA decays given with them")
+    return optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+    """One validated training run: what :func:`run` trains (build it with :func:`setup`, which checks).
+
+    Attributes:
+        workload: the workload.
+        prepared: the validated hyperparameters (:func:`batchlab.optim.prepare`), EMA decays included.
+        batch_size, max_steps, seed: as in :func:`train`.
+        target: the target value of ``workload.target_metric`` (the workload's default filled in).
+        eval_every: the evaluation cadence (the workload's default filled in).
+        options: the less common settings.
+    """
+
+    workload: Any
+    prepared: Prepared
+    batch_size: int
+    max_steps: int
+    seed: int
+    target: float
+    eval_every: int
+    options: TrainOptions = TrainOptions()
+
+
+def _check_limits(
+    workload: Any, batch_size: int, max_steps: int, eval_every: int, seed: int, options: TrainOptions,
+    target: float | None,
+) -> None:
+    limits = (("batch_size", batch_size, 1, MAX_BATCH_SIZE), ("max_steps", max_steps, 0, MAX_STEPS),
+              ("eval_every", eval_every, 1, MAX_STEPS), ("seed", seed, 0, MAX_SEED))
+    for name, value, low, high in limits:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+        if value > high:
+            raise InputError(f"{name} must be at most {_power_of_two(high)}, got {value!r}")
+    if options.prune_at_step is not None and not 0 <= options.prune_at_step <= MAX_STEPS:
+        raise InputError(f"prune_at_step must be in [0, 2^31 - 1], got {options.prune_at_step}")
+    for step in options.checkpoints:
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= max_steps:
+            raise InputError(f"checkpoints must be integers in [0, max_steps = {max_steps}], got {step!r}")
+    if target is not None:
+        workload.check_target(target)
+    if options.loop not in ("auto", "device", "python"):
+        raise InputError(f"loop must be auto, device or python, got {options.loop!r}")
+
+
+def setup(
+    workload: Any,
+    optimizer: str | OptimizerSpec | Prepared,
+    hyperparameters: Mapping[str, Any],
+    batch_size: int,
+    max_steps: int,
+    seed: int = 0,
+    *,
+    target: float | None = None,
+    eval_every: int | None = None,
+    options: TrainOptions | None = None,
+    check_target: bool = False,
+) -> TrainSetup:
+    """Validate the arguments of :func:`train` (cheap; loads no data) into a :class:`TrainSetup`.
+
+    ``optimizer`` may be a :class:`~batchlab.optim.Prepared` (see :func:`train`): its hyperparameters
+    are not validated again.  Limits: ``1 ≤ batch_size ≤ 2^20``, ``0 ≤ max_steps ≤ 2^31 − 1``,
+    ``1 ≤ eval_every ≤ 2^31 − 1``,
+    ``0 ≤ seed ≤ 2^32 − 1``, checkpoints in ``[0, max_steps]``; with ``check_target`` a given
+    ``target`` must be valid for the workload's metric
+    (:meth:`~batchlab.workloads.base.Workload.check_target`; :func:`train` does not check it, so that
+    e.g. ``-1`` runs the whole budget).
+
+    Raises:
+        InputError: the first problem found, as one line.
+
+    Example:
+        >>> from batchlab.workloads.registry import get_workload
+        >>> run_setup = setup(get_workload("nqm-sampled", dim=10), "sgd", {"learning_rate": 0.3}, 16, 100, 1)
+        >>> run_setup.target, run_setup.eval_every, run_setup.prepared.values["learning_rate"]
+        (0.01, 1, 0.3)
+    """
+    options = options or TrainOptions()
+    cadence = workload.default_eval_every if eval_every is None else eval_every
+    _check_limits(workload, batch_size, max_steps, cadence, seed, options, target if check_target else None)
+    prepared = _prepared(optimizer, hyperparameters, options)
+    goal = workload.target_value if target is None else float(target)
+    return TrainSetup(workload, prepared, batch_size, max_steps, seed, goal, cadence, options)
 
 
 def check_arguments(
@@ -159,9 +291,7 @@ def check_arguments(
 ) -> Prepared:
     """Validate the arguments of :func:`train` without training (cheap; loads no data).
 
-    Limits: ``1 ≤ batch_size ≤ 2^20``, ``0 ≤ max_steps ≤ 2^31 − 1``, ``1 ≤ eval_every ≤ 2^31 − 1``,
-    ``0 ≤ seed ≤ 2^32 − 1``; ``target`` must be valid for the workload's metric
-    (:meth:`~batchlab.workloads.base.Workload.check_target`).
+    :func:`setup` with ``check_target=True`` (a given ``target`` must suit the workload's metric).
 
     Returns:
         The validated hyperparameters (:class:`~batchlab.optim.Prepared`).
@@ -169,27 +299,13 @@ def check_arguments(
     Raises:
         InputError: the first problem found, as one line.
     """
-    options = options or TrainOptions()
-    cadence = workload.default_eval_every if eval_every is None else eval_every
-    limits = (("batch_size", batch_size, 1, MAX_BATCH_SIZE), ("max_steps", max_steps, 0, MAX_STEPS),
-              ("eval_every", cadence, 1, MAX_STEPS), ("seed", 0 if seed is None else seed, 0, MAX_SEED))
-    for name, value, low, high in limits:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-        if value > high:
-            raise InputError(f"{name} must be at most {_power_of_two(high)}, got {value!r}")
-    if options.prune_at_step is not None and not 0 <= options.prune_at_step <= MAX_STEPS:
-        raise InputError(f"prune_at_step must be in [0, 2^31 - 1], got {options.prune_at_step}")
-    if target is not None:
-        workload.check_target(target)
-    if options.loop not in ("auto", "device", "python"):
-        raise InputError(f"loop must be auto, device or python, got {options.loop!r}")
-    return prepare(_resolve(optimizer), hyperparameters, extra_ema_decays=tuple(options.ema_decays))
+    return setup(workload, optimizer, hyperparameters, batch_size, max_steps, 0 if seed is None else seed,
+                 target=target, eval_every=eval_every, options=options, check_target=True).prepared
 
 
 def train(
     workload: Any,
-    optimizer: str | OptimizerSpec,
+    optimizer: str | OptimizerSpec | Prepared,
     hyperparameters: Mapping[str, Any],
     batch_size: int,
     max_steps: int,
@@ -209,9 +325,14 @@ def train(
     in (workload, optimizer, choice hyperparameters, number of EMA decays, batch size) reuse one
     compiled step: numeric hyperparameters are arrays in the optimizer state.
 
+    ``train(...)`` is ``run(setup(...))``: callers that validated the hyperparameters already pass
+    their ``Prepared`` (a study's trials), or call :func:`run` with a :class:`TrainSetup`.
+
     Args:
         workload: a :class:`~batchlab.workloads.base.Workload` instance.
-        optimizer: a registry name (e.g. ``"momentum+ema"``) or an ``OptimizerSpec``.
+        optimizer: a registry name (e.g. ``"momentum+ema"``), an ``OptimizerSpec``, or a
+            :class:`~batchlab.optim.Prepared` validated where it was made (a study's trial): used as it
+            is, ``hyperparameters`` and ``options.ema_decays`` must be its values and extra decays.
         hyperparameters: name → value; defaults fill the rest.
         batch_size: minibatch size (1 … 2^20).
         max_steps: step budget (0 … 2^31 − 1).
@@ -223,7 +344,7 @@ def train(
         progress: ``progress(step, metrics or None)`` after every compiled call and evaluation.
         stop: ``stop(step, metrics) -> bool`` after every evaluation; ``True`` ends the run as
             ``pruned``.
-        options: less common settings (extra EMA decays, step-limit pruning, …).
+        options: less common settings (extra EMA decays, step-limit pruning, checkpoints, …).
 
     Returns:
         A :class:`~batchlab.train.result.TrainResult`.
@@ -238,23 +359,31 @@ def train(
         >>> result.status, result.steps_to_target  # doctest: +SKIP
         ('reached', 412)
     """
-    options = options or TrainOptions()
-    prepared = check_arguments(workload, optimizer, hyperparameters, batch_size, max_steps,
-                               eval_every=eval_every, options=options, seed=seed)
+    checked = setup(workload, optimizer, hyperparameters, batch_size, max_steps, seed,
+                    target=target, eval_every=eval_every, options=options)
+    return run(checked, progress=progress, stop=stop)
+
+
+def run(config: TrainSetup, *, progress: ProgressFn | None = None, stop: StopFn | None = None) -> TrainResult:
+    """Train a validated :class:`TrainSetup` (see :func:`train`; nothing is validated again).
+
+    Raises:
+        DataMissingError: the workload's data is not installed.
+    """
+    workload, prepared, options = config.workload, config.prepared, config.options
     spec = prepared.spec
-    eval_every = workload.default_eval_every if eval_every is None else eval_every
-    goal = workload.target_value if target is None else float(target)
     workload.load()
     started = time.perf_counter()
     compiled = compiled_for(
-        workload, prepared, batch_size,
+        workload, prepared, config.batch_size,
         loop=options.loop, factor=options.divergence_factor,
     )
     num_tracks = 1 + len(prepared.ema_decays) - (1 if spec.ema else 0)
-    run = _Run(workload, compiled, goal, [_Track() for _ in range(num_tracks)], workload.train_data())
-    carry = _start(run, prepared, batch_size, max_steps, seed)
-    steps_run = _loop(run, carry, max_steps, eval_every, progress, stop, options)
-    tracks = [track.freeze() for track in run.tracks]
+    job = _Run(workload, compiled, config.target, [_Track() for _ in range(num_tracks)], workload.train_data(),
+               pending=sorted({int(step) for step in options.checkpoints}), keep_hit=options.keep_hit)
+    carry = _start(job, prepared, config.batch_size, config.max_steps, config.seed)
+    steps_run = _loop(job, carry, config.max_steps, config.eval_every, progress, stop, options)
+    tracks = [track.freeze() for track in job.tracks]
     primary = tracks[0]
     extra = dict(zip(prepared.ema_decays[1:] if spec.ema else prepared.ema_decays, tracks[1:]))
     ema_results = ({prepared.ema_decays[0]: primary} if spec.ema else {}) | extra
@@ -264,12 +393,13 @@ def train(
         curve=primary.curve,
         final_metrics=primary.final_metrics,
         wall_time=time.perf_counter() - started,
-        eval_time=run.eval_time,
+        eval_time=job.eval_time,
         steps_run=steps_run,
-        diverged_at=run.diverged_at,
-        target=goal,
+        diverged_at=job.diverged_at,
+        target=config.target,
         target_metric=workload.target_metric,
         ema_results=ema_results,
+        checkpoints=dict(sorted(job.snapshots.items())),
     )
 
 
@@ -293,9 +423,10 @@ def _loop(
     progress: ProgressFn | None, stop: StopFn | None, options: TrainOptions,
 ) -> int:
     """The main loop; returns the number of steps run (replays not counted)."""
+    if run.pending and run.pending[0] == 0:
+        run.snapshot(carry, run.pending.pop(0))
     for i in _record(run, 0, run.evaluate(carry, run.running())):
-        track = run.tracks[i]
-        track.status, track.hit = "reached", 0
+        run.hit(i, 0, run.tracks[i].final, carry)
     t, limit = 0, options.prune_at_step
     while run.running() and t < max_steps:
         end = min(t + eval_every, max_steps)
@@ -321,9 +452,8 @@ def _loop(
         if met and saved is not None and end - t > 1:
             _replay(run, saved, t, end - 1, met)
         for i in met:  # no earlier hit in the interval: the evaluation's step
-            track = run.tracks[i]
-            if track.status == "running":
-                track.status, track.hit, track.final = "reached", end, metrics[i]
+            if run.tracks[i].status == "running":
+                run.hit(i, end, metrics[i], carry)
         t = end
         shown = metrics.get(0) or next(iter(metrics.values()), None)
         if progress is not None:
@@ -335,4 +465,10 @@ def _loop(
                 run.tracks[i].status = "pruned"
     for i in run.running():
         run.tracks[i].status = "budget"
+    if run.pending:  # finished early: train on (without evaluating) to the last checkpoint
+        last = run.pending[-1]
+        _advance(run, carry, t, last - t, progress)
+        t = last
+        if progress is not None:
+            progress(t, None)
     return t

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, NamedTuple
 
-__all__ = ["Status", "EvalPoint", "TrackResult", "TrainOptions", "TrainResult"]
+__all__ = ["Status", "EvalPoint", "Snapshot", "TrackResult", "TrainOptions", "TrainResult"]
 
 Status = Literal["reached", "budget", "diverged", "pruned"]
 
@@ -21,6 +21,21 @@ class EvalPoint:
 
     step: int
     metrics: Mapping[str, float]
+
+
+class Snapshot(NamedTuple):
+    """Parameters kept during a run (``TrainOptions.checkpoints`` and ``keep_hit``).
+
+    Attributes:
+        step: the number of updates before it.
+        params: the raw parameters.
+        evaluated: the parameters the workload evaluates (the weight average for ``+ema``
+            optimizers, else ``params``).
+    """
+
+    step: int
+    params: Any
+    evaluated: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +71,12 @@ class TrainOptions:
             else device (see :func:`batchlab.train.compiled.choose_loop`).
         replay: find the exact first step meeting the target by replaying from the previous
             evaluation (else report the cadence evaluation's step).
+        checkpoints: keep the parameters after these numbers of updates (each in
+            ``[0, max_steps]``) in :attr:`TrainResult.checkpoints`; a run that ends earlier (reached,
+            pruned) trains on, without evaluating, to the last of them (``steps_run`` counts those
+            steps); a diverged run keeps only those taken before it stopped.
+        keep_hit: also keep the parameters at the first step meeting the target (the run's own
+            track), under that step.
     """
 
     ema_decays: tuple[float, ...] = ()
@@ -63,6 +84,8 @@ class TrainOptions:
     divergence_factor: float = 1e3
     loop: Literal["auto", "device", "python"] = "auto"
     replay: bool = True
+    checkpoints: tuple[int, ...] = ()
+    keep_hit: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +106,8 @@ class TrainResult:
             evaluation step with non-finite metrics), else ``None``.
         target: the target value used; ``target_metric``: the metric it applies to.
         ema_results: per extra EMA decay (and, for ``+ema`` optimizers, ``ema_decay``) results.
+        checkpoints: step → :class:`Snapshot`, for the steps ``TrainOptions.checkpoints`` and
+            ``keep_hit`` asked for (not in :meth:`to_dict`).
     """
 
     status: Status
@@ -96,9 +121,10 @@ class TrainResult:
     target: float
     target_metric: str
     ema_results: Mapping[float, TrackResult] = dataclasses.field(default_factory=dict)
+    checkpoints: Mapping[int, Snapshot] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (non-finite floats become ``None``)."""
+        """A JSON-ready dict (non-finite floats become ``None``; parameters are left out)."""
 
         def clean(value: Any) -> Any:
             if isinstance(value, float) and not math.isfinite(value):
@@ -111,6 +137,7 @@ class TrainResult:
                 return clean(dataclasses.asdict(value))
             return value
 
-        out = clean(dataclasses.asdict(self))
+        out = {field.name: clean(getattr(self, field.name)) for field in dataclasses.fields(self)
+               if field.name not in ("ema_results", "checkpoints")}
         out["ema_results"] = {str(k): clean(v) for k, v in self.ema_results.items()}
         return out

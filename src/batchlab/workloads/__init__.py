@@ -1,15 +1,25 @@
 """Workloads: offline data, model, loss, evaluation metric and target (AlgoPerf-style).
 
-Importing this package imports JAX but loads no data; data is read on a workload's first use.
+Importing this package imports JAX but loads no data and no workload's model module: the concrete
+classes (``DigitsCnn``, …) resolve on first access, as the registry's entries do.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from batchlab.workloads.base import Batch, LossKind, Params, Workload
-from batchlab.workloads.digits import DigitsCnn
-from batchlab.workloads.fashion_mnist import FashionMnistCnn, FashionMnistMlp
-from batchlab.workloads.mnist1d import Mnist1dCnn
-from batchlab.workloads.nqm_sampled import NqmSampled
 from batchlab.workloads.registry import WORKLOADS, get_workload, list_workloads, workload_options
-from batchlab.workloads.text import TextTransformer
+
+_CLASSES = {
+    "DigitsCnn": "digits",
+    "FashionMnistCnn": "fashion_mnist",
+    "FashionMnistMlp": "fashion_mnist",
+    "Mnist1dCnn": "mnist1d",
+    "NqmSampled": "nqm_sampled",
+    "TextTransformer": "text",
+}
 
 __all__ = [
     "Batch",
@@ -27,3 +37,13 @@ __all__ = [
     "list_workloads",
     "workload_options",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _CLASSES:
+        raise AttributeError(f"module 'batchlab.workloads' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"batchlab.workloads.{_CLASSES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -152,8 +152,10 @@ class Workload(abc.ABC):
         return value
 
     def reached(self, metrics: Mapping[str, float], target: float | None = None) -> bool:
-        """Whether ``metrics`` meet ``target`` (default: the workload's ``target_value``)."""
+        """Whether ``metrics`` meet ``target`` (default: the workload's ``target_value``): a finite
+        :attr:`target_metric` ``<= target``.  The training loop asks this; it does not re-implement it."""
         goal = self.target_value if target is None else target
-        return bool(metrics[self.target_metric] <= goal)
+        value = float(metrics[self.target_metric])
+        return math.isfinite(value) and value <= goal
 
 
