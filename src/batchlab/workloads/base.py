@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any, Callable, ClassVar, Literal, Mapping, TypeVar
 
 import jax
