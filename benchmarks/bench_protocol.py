@@ -26,6 +26,9 @@ study budget (batch-size grid, trials per phase, replicate seeds, per-run seed n
 ``results/protocol-synthetic/budget_search.txt``::
 
     PYTHONPATH=src python benchmarks/bench_protocol.py --budget-search --studies 30
+
+``--fit-floor`` prints how precisely each cell must be known for the hyperbola fit's B_noise to agree
+within 1.3x (output in ``results/protocol-synthetic/fit_floor.txt``).
 """
 
 from __future__ import annotations
@@ -144,12 +147,34 @@ def budget_search(studies: int, only: str | None = None) -> None:
               f"{r['b_cover']:8.0%} {r['cover']:11.0%}")
 
 
+def fit_floor(curves: int = 3000) -> None:
+    """How precisely must each cell be known for B_noise to agree within 1.3x?  Exact hyperbolas
+    ``S = 200 (1 + B_noise / B)`` plus Gaussian noise of the given sd on ``log S``, fitted by
+    :func:`fit_b_noise`; the share of independent pairs of fits within 1.3x."""
+    rng = np.random.default_rng(0)
+    print(f"{'batch sizes':12s} {'sd log S':>9s} " + " ".join(f"{'B_noise ' + str(int(b)):>12s}" for b in B_NOISES))
+    for grid in (BATCH_SIZES, DENSE_GRID):
+        sizes = np.array(grid, float)
+        for sd in (0.18, 0.10, 0.05, 0.03):
+            shares = []
+            for b in B_NOISES:
+                y = np.log(200.0 * (1.0 + b / sizes)) + rng.normal(0.0, sd, (2 * curves, sizes.size))
+                fitted = fit_b_noise(sizes, y)
+                shares.append(float(np.mean([_within(x, z) for x, z in zip(fitted[0::2], fitted[1::2])])))
+            print(f"{len(grid):12d} {sd:9.2f} " + " ".join(f"{share:12.0%}" for share in shares))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--studies", type=int, default=60)
     parser.add_argument("--budget-search", action="store_true",
                         help="B_noise stability against study budget instead of the protocol comparison")
+    parser.add_argument("--fit-floor", action="store_true",
+                        help="the cell precision a stable B_noise fit needs (exact curves plus noise)")
     args = parser.parse_args()
+    if args.fit_floor:
+        fit_floor()
+        return
     if args.budget_search:
         budget_search(args.studies)
         return
