@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from batchlab.checks import check_positive
 from batchlab.errors import InputError
 
 __all__ = ["HyperbolaFit", "fit_hyperbola", "overhead_critical_batch_size", "CriticalBatchSize", "critical_batch_size"]
@@ -108,8 +109,7 @@ def fit_hyperbola(batch_sizes, steps) -> HyperbolaFit | None:
 def overhead_critical_batch_size(batch_sizes, steps, tolerance: float = 0.2) -> tuple[float, float]:
     """Largest batch size within ``1 + tolerance`` of perfect scaling from the smallest, and the
     log–log interpolated crossing.  Returns ``(nan, nan)`` for an empty curve."""
-    if not np.isfinite(tolerance) or tolerance <= 0:
-        raise InputError(f"tolerance must be > 0, got {tolerance}")
+    check_positive(tolerance, "tolerance")
     B, S = _clean(batch_sizes, steps)
     if B.size == 0:
         return math.nan, math.nan

@@ -26,6 +26,7 @@ import dataclasses
 import math
 from typing import Callable, Mapping, Sequence
 
+from batchlab.checks import check_positive
 from batchlab.errors import InputError
 from batchlab.nqm.checks import finite_or_none
 from batchlab.nqm.optimize import SearchConfig
@@ -79,8 +80,7 @@ def predict(problem: Problem, *, target: float, batch_sizes: Sequence[float],
     """
     if not optimizers:
         raise InputError("no optimizers to predict")
-    if not math.isfinite(target) or target <= 0:
-        raise InputError(f"the NQM target must be > 0, got {target}")
+    check_positive(target, "the NQM target")
     return {name: scaling_curve(problem, proxy.kind, batch_sizes, target=target, precond=proxy.precond,
                                 config=config, progress=progress)
             for name, proxy in optimizers.items()}

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from batchlab.cli._app import app, guarded, json_text, output_folder, parse_int_list, show_number
+from batchlab.checks import check_positive, check_range
 from batchlab.errors import InputError
 from batchlab.nqm.optimize import SCALING_KINDS
 
@@ -147,12 +148,9 @@ def scaling_command(
 
     if optimizer not in SCALING_OPTIMIZERS:
         raise InputError(f"--optimizer: unknown {optimizer!r}; valid: {', '.join(SCALING_OPTIMIZERS)}")
-    if not math.isfinite(precond) or not 0 <= precond <= 1:
-        raise InputError(f"--precond must be in [0, 1], got {precond}")
-    if not math.isfinite(target) or target <= 0:
-        raise InputError(f"--target must be > 0, got {target}")
-    if not 1 <= pieces <= MAX_PIECES:
-        raise InputError(f"--pieces must be in [1, {MAX_PIECES}], got {pieces}")
+    check_range(precond, "--precond", 0, 1)
+    check_positive(target, "--target")
+    check_range(pieces, "--pieces", 1, MAX_PIECES)
     sizes = check_batch_sizes(parse_int_list(batch_sizes, name="--batch-sizes", minimum=1, maximum=MAX_BATCH_SIZE,
                                              max_count=MAX_BATCH_SIZES))
     problem = build_problem(dim, binned_bins)
@@ -206,8 +204,7 @@ def figures_command(
     from batchlab.plots.nqm_figures import FigureSpec, write_nqm_figures
 
     build_problem(dim, binned_bins)  # validates
-    if not 1 <= jobs <= MAX_JOBS:
-        raise InputError(f"--jobs must be in [1, {MAX_JOBS}], got {jobs}")
+    check_range(jobs, "--jobs", 1, MAX_JOBS)
     folder = output_folder(out, flag="--out")
     spec = (FigureSpec.quick if quick else FigureSpec)(dim=dim, bins=binned_bins)
     progress, task = _progress(1, "NQM figures")

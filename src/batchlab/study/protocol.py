@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from batchlab.checks import check_at_least
 from batchlab.errors import InputError
 
 __all__ = ["Tuning", "Result", "best", "bound_for", "distinct_centres", "explore_round", "refine_round",
@@ -59,16 +60,13 @@ class Tuning:
     seeds: int = 3
 
     def __post_init__(self) -> None:
-        if self.explore < 1:
-            raise InputError(f"tuning.explore must be >= 1, got {self.explore}")
+        check_at_least(self.explore, "tuning.explore", 1)
         if not 1 <= self.rounds <= self.explore:
             raise InputError(f"tuning.rounds must be in [1, explore = {self.explore}], got {self.rounds}")
-        if self.refine < 0:
-            raise InputError(f"tuning.refine must be >= 0, got {self.refine}")
+        check_at_least(self.refine, "tuning.refine", 0)
         if not (0.0 < self.refine_width <= 0.5):
             raise InputError(f"tuning.refine_width must be in (0, 0.5], got {self.refine_width}")
-        if self.candidates < 0:
-            raise InputError(f"tuning.candidates must be >= 0, got {self.candidates}")
+        check_at_least(self.candidates, "tuning.candidates", 0)
         if self.candidates and self.seeds < 3:
             raise InputError(f"tuning.seeds must be >= 3 to replicate (a median needs 3), got {self.seeds}")
 
