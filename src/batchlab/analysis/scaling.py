@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.critical import critical_batch_size
+from batchlab.checks import check_integer
 from batchlab.errors import InputError
 from batchlab.store import FAILED, FINISHED
 
@@ -50,10 +51,8 @@ def check_resamples(resamples: int, name: str = "resamples") -> int:
     Raises:
         InputError: otherwise (one line naming ``name``).
     """
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) \
-            or not 1 <= resamples <= MAX_RESAMPLES:
-        raise InputError(f"{name} must be an integer in [1, {MAX_RESAMPLES:,}], got {resamples!r}")
-    return int(resamples)
+    return int(check_integer(resamples, name, 1, MAX_RESAMPLES, numpy=True,
+                             expected=f"an integer in [1, {MAX_RESAMPLES:,}]"))
 
 
 def bootstrap_minimum(steps: np.ndarray, *, resamples: int, rng: np.random.Generator) -> np.ndarray:

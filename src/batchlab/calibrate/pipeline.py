@@ -25,6 +25,7 @@ from batchlab.calibrate.operators import chunk_batch, output_loss
 from batchlab.calibrate.predict import PROXIES, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
+from batchlab.checks import check_at_least, check_integer
 from batchlab.errors import InputError
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 
@@ -62,8 +63,7 @@ class CalibrationConfig:
             raise InputError(f"unknown optimizer(s) {', '.join(unknown) or '(none given)'}; "
                              f"valid: {', '.join(PROXIES)}")
         check_batch_sizes(self.batch_sizes)
-        if self.loss_examples < 1:
-            raise InputError(f"loss_examples must be >= 1, got {self.loss_examples}")
+        check_at_least(self.loss_examples, "loss_examples", 1)
         self.reference.check()
         self.measure.check()
         self.model.check()
@@ -73,9 +73,9 @@ class CalibrationConfig:
         that can be known before the reference run (cheap: parameter shapes only, trains nothing);
         :meth:`check` first."""
         ref = self.reference
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - ref.seeds:
-            raise InputError(f"seed must be an integer in [0, {2**32 - ref.seeds}] (the reference runs use "
-                             f"seeds seed … seed + {ref.seeds - 1}), got {seed!r}")
+        check_integer(seed, "seed", 0, 2**32 - ref.seeds,
+                      expected=f"an integer in [0, {2**32 - ref.seeds}] (the reference runs use seeds seed … "
+                               f"seed + {ref.seeds - 1})")
         budget = ref.max_steps or workload.default_max_steps
         if ref.checkpoint_step is not None and ref.checkpoint_step > budget:
             raise InputError(f"checkpoint step {ref.checkpoint_step} exceeds the reference budget {budget}")

@@ -27,6 +27,7 @@ import numpy as np
 from batchlab.calibrate.model import Anchor
 from batchlab.calibrate.predict import PROXIES, Proxy
 from batchlab.calibrate.progress import Stages, Tick, no_progress
+from batchlab.checks import check_finite, check_integer
 from batchlab.errors import InputError
 from batchlab.optim import get_optimizer, prepare
 from batchlab.train import TrainOptions, TrainResult, TrainSetup, run, setup
@@ -75,11 +76,9 @@ class ReferenceConfig:
             value = getattr(self, name)
             if name not in ("batch_size", "tune_points", "seeds") and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"reference {name} must be an integer >= {low}, got {value!r}")
+            check_integer(value, f"reference {name}", low)
         if self.target_loss is not None:
-            if not math.isfinite(self.target_loss):
-                raise InputError(f"the loss at the target must be finite, got {self.target_loss}")
+            check_finite(self.target_loss, "the loss at the target")
             if self.checkpoint_step is None:
                 raise InputError("with a given loss at the target the checkpoint step must be given too")
         prepare(get_optimizer(self.optimizer), self.hyperparameters)

@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from batchlab.checks import check_integer
 from batchlab.errors import InputError
 from batchlab.optim import OptimizerSpec, Prepared, get_optimizer, prepare
 from batchlab.train.compiled import Carry, Compiled, Monitor, compiled_for
@@ -222,8 +223,7 @@ def _check_limits(
     limits = (("batch_size", batch_size, 1, MAX_BATCH_SIZE), ("max_steps", max_steps, 0, MAX_STEPS),
               ("eval_every", eval_every, 1, MAX_STEPS), ("seed", seed, 0, MAX_SEED))
     for name, value, low, high in limits:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_integer(value, name, low, numpy=True)
         if value > high:
             raise InputError(f"{name} must be at most {_power_of_two(high)}, got {value!r}")
     if options.prune_at_step is not None and not 0 <= options.prune_at_step <= MAX_STEPS:
