@@ -16,13 +16,9 @@ import json
 import math
 from typing import Any, Mapping
 
+from batchlab.checks import finite_or_none
+
 __all__ = ["dumps", "finite_or_none", "json_ready"]
-
-
-def finite_or_none(value: Any) -> float | None:
-    """``float(value)``, or ``None`` when it is ``inf``, ``-inf`` or ``nan``."""
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def json_ready(value: Any) -> Any:

@@ -33,6 +33,7 @@ import numpy as np
 
 from batchlab.calibrate.lanczos import Eigenpairs
 from batchlab.calibrate.operators import CurvatureOperator, flat_model
+from batchlab.checks import finite_or_none
 from batchlab.errors import InputError
 
 __all__ = ["NoiseStats", "chunk_stats", "gradient_noise", "variance_stderr"]
@@ -75,13 +76,9 @@ class NoiseStats:
         return self.trace_h_sigma / self.g_h_g if self.g_h_g > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
-        def finite(x):
-            return None if x is None or not math.isfinite(x) else float(x)
-
-        return {"examples": self.examples, "trace_sigma": finite(self.trace_sigma),
-                "gradient_norm_sq": finite(self.gradient_norm_sq), "trace_h_sigma": finite(self.trace_h_sigma),
-                "trace_h_sigma_stderr": finite(self.trace_h_sigma_stderr), "g_h_g": finite(self.g_h_g),
-                "b_simple": finite(self.b_simple), "b_noise": finite(self.b_noise)}
+        names = ("trace_sigma", "gradient_norm_sq", "trace_h_sigma", "trace_h_sigma_stderr", "g_h_g", "b_simple",
+                 "b_noise")
+        return {"examples": self.examples} | {name: finite_or_none(getattr(self, name)) for name in names}
 
 
 def variance_stderr(samples: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ curvature batch, noise batch, Lanczos start, SLQ probes and sketch signs (see
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -26,6 +25,7 @@ from batchlab.calibrate.predict import PROXIES, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
 from batchlab.checks import check_at_least, check_integer
+from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 
@@ -209,16 +209,6 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings)
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def write_calibration(calibration: Calibration, out: Path) -> dict[str, Path]:
     """Write ``spectra.json``, ``nqm_problem.json``, ``prediction.json``, ``spectrum.png`` and
     ``prediction.png`` into ``out`` (created if needed).
@@ -243,7 +233,7 @@ def _write(calibration: Calibration, out: Path) -> dict[str, Path]:
     for role, payload in (("spectra", calibration.spectra_dict()), ("nqm_problem", calibration.nqm.as_dict()),
                           ("prediction", calibration.prediction_dict())):
         path = out / f"{role}.json"
-        path.write_text(json.dumps(_json_ready(payload), indent=1, allow_nan=False) + "\n")
+        path.write_text(dumps(payload, indent=1) + "\n")
         files[role] = path
     files["spectrum_figure"] = spectrum_figure(calibration.spectra, out / "spectrum.png",
                                                bulk_noise_ratio=calibration.nqm.bulk_noise_ratio)

@@ -23,12 +23,10 @@ sizes are in examples per step, the unit of the NQM's ``C / B`` and of studies.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Mapping, Sequence
 
-from batchlab.checks import check_positive
+from batchlab.checks import check_positive, finite_or_none
 from batchlab.errors import InputError
-from batchlab.nqm.checks import finite_or_none
 from batchlab.nqm.optimize import SearchConfig
 from batchlab.nqm.scaling import ScalingCurve, scaling_curve
 from batchlab.nqm.spectrum import Problem
@@ -93,7 +91,7 @@ def optimizer_entry(curve: ScalingCurve) -> dict:
         "nqm_kind": curve.kind,
         "precond": curve.precond,
         "batch_sizes": [float(b) for b in curve.batch_sizes],
-        "steps": [None if not math.isfinite(s) else int(s) for s in curve.steps],
+        "steps": [None if finite_or_none(s) is None else int(s) for s in curve.steps],
         "learning_rates": [r.learning_rate for r in curve.rows],
         "momenta": [r.momentum for r in curve.rows],
         "critical_batch_size": {

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from batchlab.errors import InputError
 
-__all__ = ["MAX_STEPS", "check_target", "check_steps", "finite_or_none"]
+__all__ = ["MAX_STEPS", "check_target", "check_steps"]
 
 MAX_STEPS = 2**40  # default budget of the steps-to-target solvers
 
@@ -34,7 +33,3 @@ def check_steps(steps) -> np.ndarray:
         raise InputError("steps must be < 2^62")
     return arr.astype(np.int64)
 
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` as a float, or ``None`` (JSON null) when it is missing or not finite."""
-    return None if value is None or not math.isfinite(value) else float(value)
