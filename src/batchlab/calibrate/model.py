@@ -9,7 +9,7 @@ node ``θ`` with mass ``τ`` (the masses of a density sum to 1) becomes an entry
 ``τ · (d − k)`` (the number of eigenvalues it stands for).  Nodes at or below ``min_curvature · λ_1``
 (negative curvature included) are left out: the NQM has no such directions, and with a start of the
 family below with ``a > 0`` they would hold a share ``∝ h^a`` of the risk, i.e. almost none.  The bulk is then compressed to
-``bulk_entries`` entries (:func:`batchlab.nqm.solve.compress`, exact in ``c/h``).
+``bulk_entries`` entries (:func:`batchlab.nqm.spectrum.compress`, exact in ``c/h``).
 
 **Bulk noise** is modelled as ``c = r h`` (the noise-equals-curvature assumption of the paper) with ``r``
 from (``bulk_noise``):
@@ -70,7 +70,7 @@ from batchlab.calibrate.measure import Spectra
 from batchlab.checks import check_at_least, check_finite
 from batchlab.errors import InputError
 from batchlab.nqm.optimize import optimize
-from batchlab.nqm.solve import compress
+from batchlab.nqm.spectrum import compress
 from batchlab.nqm.spectrum import Problem
 
 __all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "build_problem", "EXPONENT_RANGE"]
