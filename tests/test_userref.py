@@ -152,10 +152,10 @@ def test_spec_file_references_are_relative_to_its_folder(user_files, monkeypatch
     folder, _, _ = user_files
     (folder / "study.toml").write_text(
         'workload = "my_work.py:Digits"\nbatch_sizes = [16]\ntrials = 1\n[budget]\nsteps = 10\n'
-        '[optimizers."my_opt.py:plain"]\n')
+        '[optimizers."my_opt.py:plain"]\n[optimizers."my_opt.py:plain+ema"]\n')
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     spec = load_spec(folder / "study.toml")
     assert spec.workload == f"{folder / 'my_work.py'}:Digits"
-    assert spec.optimizers[0].name == f"{folder / 'my_opt.py'}:plain"
+    assert [o.name for o in spec.optimizers] == [f"{folder / 'my_opt.py'}:plain", f"{folder / 'my_opt.py'}:plain+ema"]
     with pytest.raises(InputError, match="cannot read my_work.py"):  # the CLI: relative to the current folder
         parse_spec(_spec("my_work.py:Digits", "sgd"))

@@ -434,10 +434,16 @@ def _optimizers(value: Any, base_dir: str | pathlib.Path | None) -> tuple[Optimi
         raise InputError("optimizers must be a table of [optimizers.NAME] tables")
     if not value:
         raise InputError("optimizers must not be empty")
-    names = {name: name if base_dir is None else absolute(name, base_dir) for name in value}
+    names = {name: name if base_dir is None else _absolute_optimizer(name, base_dir) for name in value}
     if len(set(names.values())) < len(names):
         raise InputError("optimizers: two keys name the same optimizer")
     return tuple(_optimizer(names[name], body) for name, body in value.items())
+
+
+def _absolute_optimizer(name: str, base_dir: str | pathlib.Path) -> str:
+    """``name`` with a relative file reference made absolute; the ``+ema`` suffix is split off first."""
+    base = name[: -len(EMA_SUFFIX)] if name.endswith(EMA_SUFFIX) else name
+    return absolute(base, base_dir) + name[len(base):]
 
 
 def _optimizer(name: str, body: Any) -> OptimizerEntry:
