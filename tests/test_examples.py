@@ -72,7 +72,7 @@ def test_calibrate_user_workload(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("--workload", "examples/no_such.py:MyWorkload"), "cannot import 'examples/no_such.py:MyWorkload': cannot read"),
     (("--workload", "examples/custom_workload.py:Nope"), "has no attribute 'Nope'"),
-    (("--workload", "examples/custom_optimizer.py:my_optimizer"), "is not a subclass of batchlab.workloads.base.Workload"),
+    (("--workload", "examples/custom_optimizer.py:my_optimizer"), "is not a subclass of batchlab.workloads"),
     (("--workload", "no_such_package_xyz:Thing"), "ModuleNotFoundError"),
     (("--optimizer", "examples/custom_workload.py:MyWorkload"), "is not a batchlab.optim.OptimizerSpec"),
     (("--optimizer", "examples/custom_optimizer.py:missing+ema"), "has no attribute 'missing'"),
@@ -89,3 +89,19 @@ def test_bad_references_are_one_line_errors(args, message):
 def test_calibrate_bad_workload_reference_is_a_one_line_error(tmp_path):
     result = _run("calibrate", "--workload", "examples/custom_workload.py:Nope", "--out", str(tmp_path))
     assert result.exit_code == 2 and "has no attribute 'Nope'" in result.stderr, result.output
+
+
+def test_readme_api_example_runs(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- readme-api-example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block.replace('"runs/notebook"', repr(str(tmp_path / "notebook"))), "README.md", "exec"), namespace)
+    study, again = namespace["study"], namespace["again"]
+    user = f"{ROOT / 'examples/custom_optimizer.py'}:my_optimizer"  # a dict's references: made absolute
+    assert len(study.trials) == 8 and set(study.trials["optimizer"]) == {user, "sgd"}
+    assert set(study.best["optimizer"]) == {user, "sgd"} and len(study.critical) == 2
+    assert "steps_vs_batch_size" in namespace["figures"]
+    assert again.best.equals(study.best)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
