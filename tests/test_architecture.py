@@ -6,7 +6,7 @@
 * the read side and the NQM engine never import JAX (nor optax, flax, kfac-jax), at any depth;
 * no private name (``_x``) taken from another module, by import or as ``module._x``; a private
   module (``pkg._engine``) is fine inside its own package only;
-* importing ``batchlab.analysis`` and ``batchlab.report`` does not load JAX (a fresh interpreter).
+* importing ``batchlab.analysis``, ``batchlab.report`` and ``batchlab.api`` does not load JAX (a fresh interpreter).
 
 The layering is what both ``docs/style.md`` ("nqm <- optim, workloads <- train <- study <- analysis
 <- plots, report <- cli"; the store never imports JAX; plots never run training) and the
@@ -46,8 +46,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         "calibrate": ("nqm", "optim", "workloads", "train", "plots"),
         "analysis": ("nqm", "optim", "workloads", "train", "store", "study", "calibrate"),
         "report": ("nqm", "optim", "workloads", "train", "store", "study", "calibrate", "analysis", "plots"),
-        "cli": ("nqm", "optim", "workloads", "train", "store", "study", "calibrate", "analysis", "plots",
+        "api": ("nqm", "optim", "workloads", "train", "store", "study", "calibrate", "analysis", "plots",
                 "report"),
+        "cli": ("nqm", "optim", "workloads", "train", "store", "study", "calibrate", "analysis", "plots",
+                "report", "api"),
     }.items()
 }
 JAX = frozenset({"jax", "jaxlib", "optax", "flax", "kfac_jax"})
@@ -340,7 +342,7 @@ def test_no_private_names_across_modules():
 
 
 def test_read_side_does_not_import_jax():
-    script = ("import sys, batchlab.analysis, batchlab.report; "
+    script = ("import sys, batchlab.analysis, batchlab.report, batchlab.api; "
               f"print(sorted(m for m in {sorted(JAX)!r} if m in sys.modules))")
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,

@@ -19,6 +19,7 @@ hyperparameters (strings such as ``lr_schedule``).  Lower level (what ``train`` 
 
 from batchlab.optim.base import OptimizerSpec, Stepper
 from batchlab.optim.ema import EmaState, averaged_params, with_ema
+from batchlab.optim.gradient import gradient_spec
 from batchlab.optim.hyperparameters import Hyperparameter, Interval, validate
 from batchlab.optim.prepare import Prepared, bind, prepare
 from batchlab.optim.registry import EMA_SUFFIX, get_optimizer, optimizer_names
@@ -36,6 +37,7 @@ __all__ = [
     "averaged_params",
     "bind",
     "get_optimizer",
+    "gradient_spec",
     "learning_rate_factor",
     "optimizer_names",
     "prepare",

@@ -9,7 +9,10 @@ training seed is derived the same way from ``(seed, optimizer, batch size, i)``.
 A trial's id is the first 16 hex digits of the SHA-256 of its full configuration in canonical JSON:
 workload name, ``version`` and every option (defaults included), optimizer, every hyperparameter
 (defaults included), tracked EMA decays, batch size, step budget, training seed, target metric and
-value, and evaluation cadence.  Equal configurations get equal ids across runs and machines.
+value, and evaluation cadence.  Equal configurations get equal ids across runs and machines.  A
+workload or optimizer given as a reference to user code (:mod:`batchlab.userref`) adds
+``workload_code`` / ``optimizer_code``, the SHA-256 (12 hex digits) of its file, so changed code is a
+new trial; built-in names add nothing (their ids are unchanged).
 
 **EMA in studies.**  A ``"<name>+ema"`` optimizer trains one run per trial and evaluates the weight
 average for every decay in its ``ema_decays`` (one training run answers "which decay" for all of
@@ -30,6 +33,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from batchlab.optim import Prepared, get_optimizer, prepare
+from batchlab.optim.registry import optimizer_code
 from batchlab.study.protocol import explore_round, refine_round, refine_units
 from batchlab.study.spec import OptimizerEntry, StudySpec
 
@@ -119,7 +123,8 @@ def _config(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mappi
     fixed = dict(entry.fixed) | ({"ema_decay": entry.ema_decays[0]} if entry.ema_decays else {})
     values = fixed | {dim.name: dim.from_unit(x) for dim, x in zip(entry.search, unit)}
     prepared = _prepare(entry.name, values, entry.ema_decays)
-    return dict(base) | {
+    code = optimizer_code(entry.name)
+    return dict(base) | ({} if code is None else {"optimizer_code": code}) | {
         "optimizer": entry.name,
         "hyperparameters": dict(prepared.values),
         "ema_decays": list(entry.ema_decays),
@@ -149,8 +154,11 @@ def unit_of(entry: OptimizerEntry, hyperparameters: Mapping[str, Any]) -> tuple[
 
 def design_base(spec: StudySpec, workload: Any | None = None) -> dict[str, Any]:
     """What every trial's configuration shares: the workload's identity, target and cadence."""
+    from batchlab.workloads.registry import workload_code
+
     workload = spec.make_workload() if workload is None else workload
-    return {
+    code = workload_code(spec.workload)
+    return ({} if code is None else {"workload_code": code}) | {
         "workload": spec.workload,
         "workload_version": str(workload.version),
         "workload_options": {f.name: getattr(workload, f.name) for f in dataclasses.fields(workload)},

@@ -10,7 +10,8 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
 
     name = "quick"                    # default: the file's stem
     description = "one line"
-    workload = "digits-cnn"           # a registry name (see `batchlab list`)
+    workload = "digits-cnn"           # a registry name (see `batchlab list`), or a reference to
+                                      # user code: "models.py:MyWorkload" or "package.module:Name"
     batch_sizes = [16, 64, 256]       # distinct integers in [1, 2^20]
     trials = 6                        # quasi-random trials per (optimizer, batch size)
     seed = 0                          # seeds the design and every trial's training seed
@@ -49,6 +50,11 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     [optimizers."momentum+ema"]
     ema_decays = [0.9, 0.99, 0.999]   # decays tracked in one run (see batchlab.study.design)
 
+    [optimizers."my_optim.py:my_optimizer+ema"]   # a reference to user code (see batchlab.userref)
+
+A file reference (``path/to/file.py:Name``) in a spec file is relative to the spec file's folder;
+:func:`load_spec` makes it absolute, so the study records (and its trial ids hash) the absolute path.
+
 Validation rejects unknown keys and names and out-of-range values with one line naming the problem
 (:class:`~batchlab.errors.InputError`), before anything is written.  Limits: at most 100,000 trials
 per cell and in the whole design (trials × optimizers × batch sizes), budgets of at most 10^9 steps
@@ -66,6 +72,7 @@ from typing import Any, Mapping
 from batchlab.checks import check_finite_number, check_integer, check_range
 from batchlab.errors import InputError
 from batchlab.optim import EMA_SUFFIX, get_optimizer
+from batchlab.userref import absolute
 from batchlab.optim.base import OptimizerSpec
 from batchlab.optim.hyperparameters import SCALINGS, unit_to_value, value_to_unit
 from batchlab.study.protocol import Tuning
@@ -247,11 +254,18 @@ def load_spec(path: str | pathlib.Path) -> StudySpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"malformed TOML in {path}: {error}") from None
-    return parse_spec(data, default_name=path.stem)
+    return parse_spec(data, default_name=path.stem, base_dir=path.resolve().parent)
 
 
-def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> StudySpec:
+def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
+               base_dir: str | pathlib.Path | None = None) -> StudySpec:
     """Validate a spec given as a dict (the parsed TOML).
+
+    Args:
+        data: the spec.
+        default_name: its name when ``data`` has none.
+        base_dir: the folder relative file references (``file.py:Name``) are resolved against
+            (default: the current directory, where they are left relative).
 
     Raises:
         InputError: the first problem found, as one line.
@@ -268,6 +282,8 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
     if name.strip() in (".", "..") or "\x00" in name:
         raise InputError(f"name {name!r} cannot name a folder (runs/<name>)")
     workload_name = _string(data["workload"], "workload")
+    if base_dir is not None:
+        workload_name = absolute(workload_name, base_dir)
     options = data.get("workload_options", {})
     if not isinstance(options, Mapping):
         raise InputError("workload_options must be a table")
@@ -282,7 +298,7 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study") -> Study
         workload=workload_name,
         workload_options=tuple(sorted(options.items())),
         batch_sizes=_batch_sizes(data["batch_sizes"]),
-        optimizers=_optimizers(data["optimizers"]),
+        optimizers=_optimizers(data["optimizers"], base_dir),
         budget=_budget(data.get("budget", {}), workload.default_max_steps),
         trials=trials,
         tuning=tuning,
@@ -413,12 +429,21 @@ def _budget(value: Any, default_steps: int) -> Budget:
     return Budget(examples=examples, min_steps=min_steps, max_steps=max_steps)
 
 
-def _optimizers(value: Any) -> tuple[OptimizerEntry, ...]:
+def _optimizers(value: Any, base_dir: str | pathlib.Path | None) -> tuple[OptimizerEntry, ...]:
     if not isinstance(value, Mapping):
         raise InputError("optimizers must be a table of [optimizers.NAME] tables")
     if not value:
         raise InputError("optimizers must not be empty")
-    return tuple(_optimizer(name, body) for name, body in value.items())
+    names = {name: name if base_dir is None else _absolute_optimizer(name, base_dir) for name in value}
+    if len(set(names.values())) < len(names):
+        raise InputError("optimizers: two keys name the same optimizer")
+    return tuple(_optimizer(names[name], body) for name, body in value.items())
+
+
+def _absolute_optimizer(name: str, base_dir: str | pathlib.Path) -> str:
+    """``name`` with a relative file reference made absolute; the ``+ema`` suffix is split off first."""
+    base = name[: -len(EMA_SUFFIX)] if name.endswith(EMA_SUFFIX) else name
+    return absolute(base, base_dir) + name[len(base):]
 
 
 def _optimizer(name: str, body: Any) -> OptimizerEntry:
