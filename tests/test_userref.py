@@ -159,3 +159,21 @@ def test_spec_file_references_are_relative_to_its_folder(user_files, monkeypatch
     assert [o.name for o in spec.optimizers] == [f"{folder / 'my_opt.py'}:plain", f"{folder / 'my_opt.py'}:plain+ema"]
     with pytest.raises(InputError, match="cannot read my_work.py"):  # the CLI: relative to the current folder
         parse_spec(_spec("my_work.py:Digits", "sgd"))
+
+
+def test_moving_the_files_keeps_the_trial_ids(tmp_path_factory):
+    """A file reference enters the id as file name, object name and code digest, not its folder."""
+    import pathlib
+    import shutil
+
+    examples = pathlib.Path(__file__).resolve().parent.parent / "examples"
+    designs = []
+    for place in ("here", "there"):
+        folder = tmp_path_factory.mktemp(place)
+        for name in ("custom_workload.py", "custom_optimizer.py", "custom_study.toml"):
+            shutil.copy(examples / name, folder / name)
+        spec = load_spec(folder / "custom_study.toml")
+        assert str(folder) in spec.workload  # executed from where it is ...
+        designs.append(make_design(spec))
+    assert [t.id for t in designs[0]] == [t.id for t in designs[1]]  # ... identified by what it is
+    assert designs[0][0].config["workload"] != designs[1][0].config["workload"]

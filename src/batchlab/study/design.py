@@ -89,9 +89,26 @@ def derived_seed(*parts: Any) -> int:
 
 
 def trial_id(config: Mapping[str, Any]) -> str:
-    """First 16 hex digits of the SHA-256 of ``config`` as canonical JSON (sorted keys)."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """First 16 hex digits of the SHA-256 of ``config`` as canonical JSON (sorted keys).
+
+    A reference to user code (``path/to/file.py:Name``, which the config holds as an absolute path so
+    that any worker can load it) enters the id as its file name and object name only: its identity is
+    that and its code hash (``workload_code`` / ``optimizer_code``), so moving the files keeps the ids.
+    """
+    identity = dict(config)
+    for key in ("workload", "optimizer"):
+        if f"{key}_code" in identity and isinstance(identity[key], str):
+            identity[key] = _reference_identity(identity[key])
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _reference_identity(reference: str) -> str:
+    """``file.py:Name`` for a file reference ``/any/folder/file.py:Name`` (a module reference as it is)."""
+    target, colon, name = reference.rpartition(":")
+    if colon and (target.endswith(".py") or "/" in target or "\\" in target):
+        return f"{target.replace(chr(92), '/').rsplit('/', 1)[-1]}:{name}"
+    return reference
 
 
 def unit_points(kind: str, dim: int, count: int, seed: int) -> np.ndarray:
@@ -136,12 +153,13 @@ def _config(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mappi
 
 def _cell(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any]) -> list[Trial]:
     tuning = spec.protocol
+    identity = _reference_identity(entry.name)  # the seeds, like the ids, do not depend on where user code lies
     points = unit_points(spec.design, len(entry.search), tuning.explore,
-                         derived_seed("design", spec.seed, entry.name, batch_size))
+                         derived_seed("design", spec.seed, identity, batch_size))
     trials = []
     for i, u in enumerate(points):
         config, prepared = _config(spec, entry, batch_size, base, u,
-                                   derived_seed("train", spec.seed, entry.name, batch_size, i) % 2**31)
+                                   derived_seed("train", spec.seed, identity, batch_size, i) % 2**31)
         trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "explore",
                             explore_round(tuning, i), prepared=prepared))
     return trials
@@ -173,13 +191,14 @@ def refine_trials(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base:
     """The refinement trials of a cell: quasi-random points in boxes around ``centres`` (unit
     coordinates; see :func:`batchlab.study.protocol.refine_units`)."""
     tuning = spec.protocol
+    identity = _reference_identity(entry.name)
     points = unit_points(spec.design, len(entry.search), tuning.refine,
-                         derived_seed("refine", spec.seed, entry.name, batch_size))
+                         derived_seed("refine", spec.seed, identity, batch_size))
     units = refine_units(centres, points, tuning.refine_width)
     trials = []
     for i, u in enumerate(units):
         config, prepared = _config(spec, entry, batch_size, base, u,
-                                   derived_seed("train-refine", spec.seed, entry.name, batch_size, i) % 2**31)
+                                   derived_seed("train-refine", spec.seed, identity, batch_size, i) % 2**31)
         trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "refine", refine_round(tuning),
                             prepared=prepared))
     return trials
