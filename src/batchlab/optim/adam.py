@@ -20,21 +20,15 @@ import optax
 
 from batchlab.optim.base import HyperArrays
 from batchlab.optim.gradient import gradient_spec
-from batchlab.optim.hyperparameters import POSITIVE, UNIT_OPEN_RIGHT, Hyperparameter, learning_rate
+from batchlab.optim.hyperparameters import BETA2, beta1, epsilon, learning_rate
 
 __all__ = ["HYPERPARAMETERS", "SPEC", "transform"]
 
 HYPERPARAMETERS = (
     learning_rate(1e-3, (1e-5, 1e-1)),
-    Hyperparameter(
-        "beta1", 0.9, "one_minus_log", (0.5, 0.999), UNIT_OPEN_RIGHT,
-        "decay of the first moment β₁ (Adam's momentum); searched with 1 − β₁ log-uniform",
-    ),
-    Hyperparameter(
-        "beta2", 0.999, "one_minus_log", (0.9, 0.9999), UNIT_OPEN_RIGHT,
-        "decay of the second moment β₂", tunable=False,
-    ),
-    Hyperparameter("epsilon", 1e-8, "log", (1e-10, 1.0), POSITIVE, "denominator offset ε (> 0)"),
+    beta1("decay of the first moment β₁ (Adam's momentum)"),
+    BETA2,
+    epsilon(1e-8, (1e-10, 1.0), tunable=True),
 )
 
 

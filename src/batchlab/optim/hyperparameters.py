@@ -27,6 +27,7 @@ from typing import Any, Literal, Mapping
 from batchlab.errors import InputError
 
 __all__ = [
+    "BETA2",
     "EMA_DECAY",
     "Hyperparameter",
     "Interval",
@@ -36,6 +37,8 @@ __all__ = [
     "SCHEDULES",
     "SCHEDULE_HYPERPARAMETERS",
     "UNIT_OPEN_RIGHT",
+    "beta1",
+    "epsilon",
     "learning_rate",
     "unit_to_value",
     "unused_by",
@@ -200,6 +203,26 @@ def learning_rate(default: float, search: tuple[float, float]) -> Hyperparameter
     return Hyperparameter(
         "learning_rate", default, "log", search, POSITIVE, "initial learning rate α (> 0)"
     )
+
+
+def beta1(role: str = "decay of the first moment β₁") -> Hyperparameter:
+    """The ``beta1`` of Adam-type optimizers (default 0.9; ``1 − β₁`` searched log-uniform); ``role``
+    says what it does in that optimizer."""
+    return Hyperparameter(
+        "beta1", 0.9, "one_minus_log", (0.5, 0.999), UNIT_OPEN_RIGHT,
+        f"{role}; searched with 1 − β₁ log-uniform",
+    )
+
+
+BETA2 = Hyperparameter(
+    "beta2", 0.999, "one_minus_log", (0.9, 0.9999), UNIT_OPEN_RIGHT,
+    "decay of the second moment β₂", tunable=False,
+)
+
+
+def epsilon(default: float, search: tuple[float, float], *, tunable: bool = False) -> Hyperparameter:
+    """The denominator offset ``epsilon`` of Adam-type optimizers (log-uniform search space)."""
+    return Hyperparameter("epsilon", default, "log", search, POSITIVE, "denominator offset ε (> 0)", tunable=tunable)
 
 
 MOMENTUM = Hyperparameter(

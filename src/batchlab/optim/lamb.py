@@ -26,25 +26,18 @@ from __future__ import annotations
 
 import optax
 
-from batchlab.optim.base import POSITIVE, UNIT_OPEN_RIGHT, HyperArrays, Hyperparameter
+from batchlab.optim.base import HyperArrays
 from batchlab.optim.decay import weight_decay, weight_tensors
 from batchlab.optim.gradient import gradient_spec, learning_rate
+from batchlab.optim.hyperparameters import BETA2, beta1, epsilon
 
 __all__ = ["HYPERPARAMETERS", "SPEC", "transform"]
 
 HYPERPARAMETERS = (
     learning_rate(1e-2, (1e-4, 1.0)),
-    Hyperparameter(
-        "beta1", 0.9, "one_minus_log", (0.5, 0.999), UNIT_OPEN_RIGHT,
-        "decay of the first moment β₁; searched with 1 − β₁ log-uniform",
-    ),
-    Hyperparameter(
-        "beta2", 0.999, "one_minus_log", (0.9, 0.9999), UNIT_OPEN_RIGHT,
-        "decay of the second moment β₂", tunable=False,
-    ),
-    Hyperparameter(
-        "epsilon", 1e-6, "log", (1e-10, 1e-3), POSITIVE, "denominator offset ε (> 0)", tunable=False,
-    ),
+    beta1(),
+    BETA2,
+    epsilon(1e-6, (1e-10, 1e-3)),
     weight_decay(1e-4, (1e-6, 1.0)),
 )
 

@@ -42,17 +42,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from batchlab.optim.base import (
-    POSITIVE,
-    UNIT_OPEN_RIGHT,
-    HyperArrays,
-    Hyperparameter,
-    Model,
-    OptimizerSpec,
-    Stepper,
-)
+from batchlab.optim.base import HyperArrays, Model, OptimizerSpec, Stepper
 from batchlab.optim.decay import weight_decay, weight_tensors
 from batchlab.optim.gradient import GradientState, learning_rate
+from batchlab.optim.hyperparameters import BETA2, beta1, epsilon
 from batchlab.optim.schedules import SCHEDULE_HYPERPARAMETERS, learning_rate_factor
 
 __all__ = ["HYPERPARAMETERS", "SPEC", "ScheduleFreeState", "base_transform", "training_params"]
@@ -61,17 +54,9 @@ WEIGHT_LR_POWER = 2.0  # optax's and the paper's default: early (small, warming-
 
 HYPERPARAMETERS = (
     learning_rate(2.5e-3, (1e-5, 1e-1)),
-    Hyperparameter(
-        "beta1", 0.9, "one_minus_log", (0.5, 0.999), UNIT_OPEN_RIGHT,
-        "interpolation β₁: gradients are taken at y = β₁ x + (1 − β₁) z; searched with 1 − β₁ log-uniform",
-    ),
-    Hyperparameter(
-        "beta2", 0.999, "one_minus_log", (0.9, 0.9999), UNIT_OPEN_RIGHT,
-        "decay of the second moment β₂", tunable=False,
-    ),
-    Hyperparameter(
-        "epsilon", 1e-8, "log", (1e-10, 1e-3), POSITIVE, "denominator offset ε (> 0)", tunable=False,
-    ),
+    beta1("interpolation β₁: gradients are taken at y = β₁ x + (1 − β₁) z"),
+    BETA2,
+    epsilon(1e-8, (1e-10, 1e-3)),
     weight_decay(1e-4, (1e-6, 1.0)),
 )
 
