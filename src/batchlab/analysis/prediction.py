@@ -32,7 +32,7 @@ import pandas as pd
 from batchlab.critical import critical_batch_size
 from batchlab.errors import InputError
 
-__all__ = ["PREDICTION_PATH", "PredictedCurve", "Prediction", "load_prediction", "compare_critical"]
+__all__ = ["PREDICTION_PATH", "PredictedCurve", "Prediction", "load_prediction", "compare_critical", "within_factor"]
 
 PREDICTION_PATH = pathlib.Path("calibration") / "prediction.json"
 
@@ -102,17 +102,41 @@ def load_prediction(folder: str | pathlib.Path) -> Prediction | None:
     return Prediction(str(source or ""), curves, path)
 
 
-def compare_critical(prediction: Prediction, critical: pd.DataFrame) -> pd.DataFrame:
-    """Predicted vs measured critical batch size (hyperbola fit ``B_noise``) per optimizer, with
-    ``ratio = predicted / measured``; optimizers present in both."""
-    measured = dict(zip(critical["optimizer"], critical["b_noise"])) if not critical.empty else {}
-    overhead = dict(zip(critical["optimizer"], critical["overhead"])) if not critical.empty else {}
+def within_factor(predicted: float, low: float, high: float, factor: float = 2.0) -> str:
+    """Is ``predicted`` within ``factor`` of a measured value known to lie in ``[low, high]``?
+    ``supported`` if every value of the interval is (``predicted / high ≥ 1/factor`` and
+    ``predicted / low ≤ factor``), ``contradicted`` if none is (the interval lies wholly more than
+    ``factor`` above or below ``predicted``), else — or with an unknown end — ``inconclusive``."""
+    if not all(math.isfinite(v) and v > 0 for v in (predicted, low, high)) or low > high:
+        return "inconclusive"
+    if predicted / high >= 1 / factor and predicted / low <= factor:
+        return "supported"
+    if predicted / low < 1 / factor or predicted / high > factor:
+        return "contradicted"
+    return "inconclusive"
+
+
+def compare_critical(prediction: Prediction, critical: pd.DataFrame, *, factor: float = 2.0) -> pd.DataFrame:
+    """Predicted vs measured critical batch size (hyperbola fit ``B_noise``) per optimizer, for the
+    optimizers present in both: ``ratio = predicted / measured``, the ratio's interval from the
+    measurement's (``ratio_low = predicted / measured_high``, ``ratio_high = predicted / measured_low``)
+    and ``within`` — the verdict on "the prediction is within ``factor`` (2x) of the measurement"
+    (:func:`within_factor`; ``inconclusive`` when the study has no interval)."""
+    columns = ["optimizer", "predicted", "measured_b_noise", "measured_low", "measured_high",
+               "measured_overhead", "ratio", "ratio_low", "ratio_high", "within"]
     rows = []
-    for name, curve in prediction.curves.items():
-        if name not in measured:
+    for row in ([] if critical.empty else critical.to_dict("records")):
+        name = row["optimizer"]
+        if name not in prediction.curves:
             continue
-        value = float(measured[name])
-        ratio = curve.critical_batch_size / value if value > 0 and math.isfinite(value) else math.nan
-        rows.append({"optimizer": name, "predicted": curve.critical_batch_size, "measured_b_noise": value,
-                     "measured_overhead": float(overhead[name]), "ratio": ratio})
-    return pd.DataFrame(rows, columns=["optimizer", "predicted", "measured_b_noise", "measured_overhead", "ratio"])
+        predicted = prediction.curves[name].critical_batch_size
+        value = float(row["b_noise"])
+        low, high = float(row.get("b_noise_low", math.nan)), float(row.get("b_noise_high", math.nan))
+        ratio = predicted / value if value > 0 and math.isfinite(value) else math.nan
+        rows.append({"optimizer": name, "predicted": predicted, "measured_b_noise": value,
+                     "measured_low": low, "measured_high": high, "measured_overhead": float(row["overhead"]),
+                     "ratio": ratio,
+                     "ratio_low": predicted / high if high > 0 and math.isfinite(high) else math.nan,
+                     "ratio_high": predicted / low if low > 0 and math.isfinite(low) else math.nan,
+                     "within": within_factor(predicted, low, high, factor)})
+    return pd.DataFrame(rows, columns=columns)

@@ -187,9 +187,14 @@ def prediction_table(versus: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "optimizer": versus["optimizer"],
         "predicted B_crit (NQM)": versus["predicted"].map(lambda v: fmt_number(v, 4)),
-        "measured B_noise": versus["measured_b_noise"].map(lambda v: fmt_number(v, 4)),
+        "measured B_noise [95%]": [f"{fmt_number(v, 4)} [{fmt_number(lo, 4)}, {fmt_number(hi, 4)}]"
+                                   for v, lo, hi in zip(versus["measured_b_noise"], versus["measured_low"],
+                                                        versus["measured_high"])],
         "measured (20% overhead)": versus["measured_overhead"].map(fmt_steps),
-        "ratio predicted / measured": versus["ratio"].map(lambda v: fmt_number(v, 3)),
+        "ratio predicted / measured [95%]": [f"{fmt_number(v, 3)} [{fmt_number(lo, 3)}, {fmt_number(hi, 3)}]"
+                                             for v, lo, hi in zip(versus["ratio"], versus["ratio_low"],
+                                                                  versus["ratio_high"])],
+        "within 2x": versus["within"],
     })
 
 
