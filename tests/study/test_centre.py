@@ -218,3 +218,59 @@ def test_bad_centring_is_one_line_exit_2_and_creates_nothing(case, tmp_path):
     with pytest.raises(InputError):
         load_spec(spec)
 
+
+# --- the report: predicted vs winning hyperparameters ----------------------------------------------
+
+
+def _synthetic_study(folder, spec):
+    """Record every explore trial of ``spec``: trial ``i`` reaches the target in ``100 + 10 i`` steps, so
+    trial 0 wins every cell."""
+    from batchlab.store import TrackOutcome, TrialOutcome
+
+    trials = make_design(spec)
+    with open_store(folder, create=True) as store:
+        store.initialize(spec.to_dict(), "", trials)
+        for t in trials:
+            steps = 100 + 10 * t.index
+            curve = ((0, {"relative_risk": 1.0}), (steps, {"relative_risk": 0.01}))
+            store.record(TrialOutcome(t.id, "reached", steps, steps, None, None, {"relative_risk": 0.01}, 1.0, 0.1,
+                                      "host", "local:1", (TrackOutcome("main", None, "reached", steps, {}, curve),)))
+    return trials
+
+
+def test_report_shows_the_predicted_hyperparameters_in_optimizer_units_only(tmp_path):
+    from batchlab.analysis import analyze
+    from batchlab.plots.study_figures import learning_rate_figure
+    from batchlab.report import write_report
+
+    spec = parse_spec(_data(tuning={"explore": 3}, optimizers=SEARCH | {"adam": {}}))
+    folder = tmp_path / "study"
+    trials = _synthetic_study(folder, spec)
+    (folder / "calibration").mkdir()
+    (folder / "calibration" / "prediction.json").write_text(json.dumps(PREDICTION))
+    analysis = analyze(folder, resamples=10, critical_resamples=5)
+    table = analysis.hyperparameters_vs_prediction
+    assert sorted(set(table["optimizer"])) == ["momentum", "sgd"]  # adam's rates are a proxy's: left out
+    for row in table.itertuples():
+        winner = next(t for t in trials if (t.optimizer, t.batch_size, t.index) == (row.optimizer, row.batch_size, 0))
+        body = PREDICTION["optimizers"][row.optimizer]
+        predicted = _loglog(dict(zip(body["batch_sizes"], body["learning_rates"])), row.batch_size)
+        assert row.winning_learning_rate == winner.hyperparameters["learning_rate"]
+        assert row.predicted_learning_rate == pytest.approx(predicted, rel=1e-12)
+        assert row.ratio == pytest.approx(winner.hyperparameters["learning_rate"] / predicted, rel=1e-12)
+        if row.optimizer == "momentum":
+            beta = _loglog(dict(zip(body["batch_sizes"], body["momenta"])), row.batch_size, one_minus=True)
+            assert row.predicted_momentum == pytest.approx(beta, rel=1e-12)
+            assert row.winning_momentum == winner.hyperparameters["momentum"]
+        else:
+            assert math.isnan(row.predicted_momentum) and math.isnan(row.winning_momentum)
+    fig = learning_rate_figure(analysis.best, prediction=analysis.prediction)
+    dashed = {ax.get_ylabel(): sorted(line.get_label() for line in ax.lines if line.get_linestyle() == "--")
+              for ax in fig.axes}
+    assert dashed == {"optimal learning rate": ["NQM prediction: momentum", "NQM prediction: sgd"],
+                      "effective learning rate α/(1−β)": ["NQM prediction: momentum", "NQM prediction: sgd"],
+                      "1 − momentum β": ["NQM prediction: momentum"]}
+    sgd_line = next(line for line in fig.axes[0].lines if line.get_label() == "NQM prediction: sgd")
+    assert list(sgd_line.get_ydata()) == [0.2, 0.5, 1.0]
+    page = write_report(folder, resamples=10, critical_resamples=5).html.read_text()
+    assert "id='table-prediction_hyperparameters'" in page and "NQM-predicted vs winning hyperparameters" in page
