@@ -13,7 +13,7 @@ Example::
     result.critical[["optimizer", "b_noise", "overhead"]]
 """
 
-from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
+from batchlab.analysis.prediction import Prediction, compare_critical, compare_hyperparameters, load_prediction
 from batchlab.analysis.scaling import (
     MAX_RESAMPLES,
     best_per_cell,
@@ -35,6 +35,7 @@ __all__ = [
     "bootstrap_minimum",
     "check_resamples",
     "compare_critical",
+    "compare_hyperparameters",
     "critical_batch_sizes",
     "effective_rate",
     "ema_decay_table",

@@ -15,68 +15,61 @@ curves on the measured ones and compares critical batch sizes.  Format::
 Optimizer keys are matched to the study's optimizer names; ``steps`` may contain ``null`` for
 unreachable batch sizes; ``critical_batch_size`` is optional: a number, or an object whose
 ``"b_noise"`` is used (as ``batchlab calibrate`` writes it); default: the hyperbola fit's ``B_noise``
-of the predicted curve, :func:`batchlab.critical.critical_batch_size`.
+of the predicted curve, :func:`batchlab.critical.critical_batch_size`.  The file is parsed by
+:func:`batchlab.store.prediction.read_prediction` (shared with the study spec's ``centre``), which
+also reads the optional ``learning_rates``, ``momenta`` and the rule that says whether those are in
+the optimizer's own units (``precond`` 0 or ``"units": "optimizer"``); only such entries are compared
+with the winning hyperparameters (:func:`compare_hyperparameters`) and plotted against them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from batchlab.critical import critical_batch_size
-from batchlab.errors import InputError
+from batchlab.store.prediction import PREDICTION_PATH, PredictedOptimizer, PredictionFile, read_prediction
 
-__all__ = ["PREDICTION_PATH", "PredictedCurve", "Prediction", "load_prediction", "compare_critical", "within_factor"]
-
-PREDICTION_PATH = pathlib.Path("calibration") / "prediction.json"
+__all__ = ["PREDICTION_PATH", "PredictedCurve", "Prediction", "load_prediction", "compare_critical",
+           "compare_hyperparameters", "within_factor"]
 
 
 @dataclasses.dataclass(frozen=True)
 class PredictedCurve:
-    """Predicted steps to target vs batch size for one optimizer (``nan``: unreachable)."""
+    """Predicted steps to target vs batch size for one optimizer (``nan``: unreachable), and the NQM's
+    tuned learning rate and momentum per batch size (``nan``: none); ``optimizer_units``: whether those
+    learning rates are in the optimizer's own units (else a preconditioned proxy's: not comparable)."""
 
     batch_sizes: np.ndarray
     steps: np.ndarray
     critical_batch_size: float
+    learning_rates: np.ndarray | None = None
+    momenta: np.ndarray | None = None
+    optimizer_units: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """The parsed prediction file."""
+    """The parsed prediction file (``file``: as the shared reader parsed it)."""
 
     source: str
     curves: Mapping[str, PredictedCurve]
     path: pathlib.Path
+    file: PredictionFile | None = None
 
 
-def _curve(name: str, body: Any, path: pathlib.Path) -> PredictedCurve:
-    where = f"{path}: optimizers.{name}"
-    if not isinstance(body, Mapping) or "batch_sizes" not in body or "steps" not in body:
-        raise InputError(f"{where} needs batch_sizes and steps")
-    try:
-        sizes = np.asarray(body["batch_sizes"], dtype=np.float64)
-        steps = np.asarray([math.nan if s is None else s for s in body["steps"]], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: batch_sizes and steps must be lists of numbers") from None
-    if sizes.ndim != 1 or sizes.shape != steps.shape or sizes.size == 0:
-        raise InputError(f"{where}: batch_sizes and steps must be non-empty lists of equal length")
-    if not np.all(np.isfinite(sizes) & (sizes > 0)):
-        raise InputError(f"{where}: batch sizes must be > 0")
-    critical = body.get("critical_batch_size")
-    if isinstance(critical, Mapping):
-        critical = critical.get("b_noise")
+def _curve(entry: PredictedOptimizer) -> PredictedCurve:
+    critical = entry.critical_batch_size
     if critical is None:
-        fit = critical_batch_size(sizes, steps).fit
+        fit = critical_batch_size(entry.batch_sizes, entry.steps).fit
         critical = math.nan if fit is None else fit.b_noise
-    elif isinstance(critical, bool) or not isinstance(critical, (int, float)):
-        raise InputError(f"{where}: critical_batch_size must be a number")
-    return PredictedCurve(sizes, steps, float(critical))
+    return PredictedCurve(entry.batch_sizes, entry.steps, float(critical), entry.learning_rates, entry.momenta,
+                          entry.optimizer_units)
 
 
 def load_prediction(folder: str | pathlib.Path) -> Prediction | None:
@@ -88,18 +81,8 @@ def load_prediction(folder: str | pathlib.Path) -> Prediction | None:
     path = pathlib.Path(folder) / PREDICTION_PATH
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read {path}: {error}") from None
-    if not isinstance(data, Mapping) or not isinstance(data.get("optimizers"), Mapping):
-        raise InputError(f"{path}: expected an object with an 'optimizers' object")
-    curves = {str(name): _curve(str(name), body, path) for name, body in data["optimizers"].items()}
-    source = data.get("source")
-    if not source and data.get("workload"):  # batchlab calibrate's own format
-        source = (f"calibrated NQM of {data['workload']} ({data.get('curvature', 'curvature')} spectrum "
-                  f"measured after {data.get('checkpoint_step', '?')} reference steps)")
-    return Prediction(str(source or ""), curves, path)
+    file = read_prediction(path)
+    return Prediction(file.source, {name: _curve(entry) for name, entry in file.optimizers.items()}, path, file)
 
 
 def within_factor(predicted: float, low: float, high: float, factor: float = 2.0) -> str:
@@ -139,4 +122,35 @@ def compare_critical(prediction: Prediction, critical: pd.DataFrame, *, factor: 
                      "ratio_low": predicted / high if high > 0 and math.isfinite(high) else math.nan,
                      "ratio_high": predicted / low if low > 0 and math.isfinite(low) else math.nan,
                      "within": within_factor(predicted, low, high, factor)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def compare_hyperparameters(prediction: Prediction, best: pd.DataFrame) -> pd.DataFrame:
+    """The NQM's predicted learning rate and momentum (log–log interpolated at each batch size,
+    :func:`batchlab.store.prediction.interpolate`) next to each cell's winning ones.
+
+    Rows: the cells of ``best`` whose optimizer has a prediction entry (its own, or ``X``'s for ``X+ema``)
+    with learning rates in the optimizer's own units; ``ratio = winning / predicted`` learning rate;
+    momentum columns are ``nan`` where the optimizer has none or the prediction gives none.
+    """
+    columns = ["optimizer", "batch_size", "winning_learning_rate", "predicted_learning_rate", "ratio",
+               "winning_momentum", "predicted_momentum"]
+    rows = []
+    file = prediction.file
+    if file is None or best.empty:
+        return pd.DataFrame(rows, columns=columns)
+    for row in best.to_dict("records"):
+        entry = file.entry_for(str(row["optimizer"]))
+        if entry is None or not entry.optimizer_units:
+            continue
+        size = float(row["batch_size"])
+        winning = float(row.get("hp_learning_rate", math.nan))
+        predicted = entry.learning_rate_at(size)
+        momentum = row.get("hp_momentum", math.nan)
+        momentum = math.nan if momentum is None else float(momentum)
+        rows.append({"optimizer": row["optimizer"], "batch_size": int(row["batch_size"]),
+                     "winning_learning_rate": winning, "predicted_learning_rate": predicted,
+                     "ratio": winning / predicted if predicted > 0 else math.nan,
+                     "winning_momentum": momentum,
+                     "predicted_momentum": entry.momentum_at(size) if math.isfinite(momentum) else math.nan})
     return pd.DataFrame(rows, columns=columns)

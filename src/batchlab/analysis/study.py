@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from batchlab.analysis.replicated import is_replicated, replicated_cells, replicated_critical, verdicts
-from batchlab.analysis.prediction import Prediction, compare_critical, load_prediction
+from batchlab.analysis.prediction import Prediction, compare_critical, compare_hyperparameters, load_prediction
 from batchlab.analysis.scaling import best_per_cell, check_resamples, critical_batch_sizes, ema_decay_table
 from batchlab.store.frames import mark_interrupted, study_spec, trials_frame, tracks_frame
 from batchlab.store import FINISHED, open_store
@@ -33,6 +33,9 @@ class StudyAnalysis:
         prediction_vs_measured: predicted vs measured critical batch sizes (empty without one).
         verdicts: pairwise claims with supported / contradicted / inconclusive
             (:func:`batchlab.analysis.replicated.verdicts`; replicated studies only, else empty).
+        hyperparameters_vs_prediction: the NQM's predicted learning rate and momentum next to each
+            cell's winning ones (:func:`batchlab.analysis.prediction.compare_hyperparameters`; empty
+            without a prediction in the optimizers' own units).
     """
 
     folder: pathlib.Path
@@ -44,6 +47,7 @@ class StudyAnalysis:
     prediction: Prediction | None
     prediction_vs_measured: pd.DataFrame
     verdicts: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    hyperparameters_vs_prediction: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
     def replicated(self) -> bool:
@@ -92,6 +96,7 @@ def analyze(folder: str | pathlib.Path, *, confidence: float = 0.95, resamples: 
         judged = pd.DataFrame(columns=["a", "b", "batch_size", "claim", "verdict", "evidence"])
     prediction = load_prediction(folder)
     versus = compare_critical(prediction, critical) if prediction is not None else pd.DataFrame()
+    rates = compare_hyperparameters(prediction, best) if prediction is not None else pd.DataFrame()
     search = trials[trials["phase"] != "replicate"] if "phase" in trials else trials
     return StudyAnalysis(folder, spec, trials, best, critical, ema_decay_table(tracks[tracks["trial_id"].isin(search["id"])]),
-                         prediction, versus, judged)
+                         prediction, versus, judged, rates)

@@ -4,7 +4,9 @@
   bootstrap intervals and each optimizer's perfect-scaling line ``S(B₀)·B₀/B`` (the paper's main
   figure; ``X+ema`` dash-dotted with square markers in ``X``'s colour); an NQM prediction, when
   given, is overlaid dashed.
-* :func:`learning_rate_figure`: the winning learning rate and effective learning rate vs batch size.
+* :func:`learning_rate_figure`: the winning learning rate, effective learning rate and ``1 − β`` vs
+  batch size; an NQM prediction's tuned learning rates and momenta, when in the optimizer's own units,
+  are overlaid dashed.
 * :func:`ema_figure`: with vs without an EMA of the weights (``X`` dashed, ``X+ema`` solid), plus
   each tracked decay's best steps (thin).
 """
@@ -92,20 +94,59 @@ def steps_figure(best: pd.DataFrame, critical: pd.DataFrame | None = None, *, pr
     return fig
 
 
-def learning_rate_figure(best: pd.DataFrame, *, title: str = "") -> plt.Figure:
-    """The winning learning rate (left) and effective learning rate ``α/(1 − β)`` (right) vs batch size."""
+def _predicted_rates(prediction: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Prediction name → (batch sizes, learning rates, momenta) for the curves whose learning rates are
+    in the optimizer's own units (a preconditioned proxy's are not comparable: left out)."""
+    out = {}
+    for name, curve in ({} if prediction is None else prediction.curves).items():
+        rates = getattr(curve, "learning_rates", None)
+        if not getattr(curve, "optimizer_units", False) or rates is None or not np.isfinite(rates).any():
+            continue
+        momenta = getattr(curve, "momenta", None)
+        momenta = np.full(rates.shape, np.nan) if momenta is None else np.asarray(momenta, dtype=float)
+        out[name] = (np.asarray(curve.batch_sizes, dtype=float), np.asarray(rates, dtype=float), momenta)
+    return out
+
+
+def learning_rate_figure(best: pd.DataFrame, *, prediction: Any = None, title: str = "") -> plt.Figure:
+    """The winning learning rate (left), effective learning rate ``α/(1 − β)`` (middle) and, where an
+    optimizer has a momentum, ``1 − β`` (right) vs batch size.
+
+    Args:
+        best: :func:`batchlab.analysis.best_per_cell` rows (the winners: solid, with markers).
+        prediction: an :class:`~batchlab.analysis.prediction.Prediction`; its NQM-tuned learning rates
+            and momenta are overlaid dashed in the optimizer's colour, for entries whose learning rates
+            are in the optimizer's own units only (``precond`` 0 or ``"units": "optimizer"``).
+        title: the figure title.
+    """
     optimizers = list(dict.fromkeys(best["optimizer"])) if not best.empty else []
-    colors = color_map(optimizers)
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.5))
-    for ax, column, label in ((axes[0], "learning_rate", "optimal learning rate"),
-                              (axes[1], "effective_learning_rate", "effective learning rate α/(1−β)")):
+    predicted = _predicted_rates(prediction)
+    colors = color_map(optimizers + list(predicted))
+    with_momentum = ("hp_momentum" in best and np.isfinite(best["hp_momentum"].astype(float)).any()) or any(
+        np.isfinite(m).any() for _, _, m in predicted.values())
+    panels = [("learning_rate", "optimal learning rate"), ("effective_learning_rate", "effective learning rate α/(1−β)")]
+    if with_momentum:
+        panels.append(("one_minus_momentum", "1 − momentum β"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5))
+    frame = best.copy()
+    if with_momentum and "hp_momentum" in frame:
+        frame["one_minus_momentum"] = 1.0 - frame["hp_momentum"].astype(float)
+    for ax, (column, label) in zip(axes, panels):
         for name in optimizers:
-            if column not in best:
+            if column not in frame:
                 continue
-            rows = best[(best["optimizer"] == name)]
+            rows = frame[(frame["optimizer"] == name)]
             rows = rows[np.isfinite(rows[column].astype(float))]
             if not rows.empty:
                 ax.plot(rows["batch_size"], rows[column].astype(float), marker="o", color=colors[name], label=name)
+        for name, (sizes, rates, momenta) in predicted.items():
+            values = {"learning_rate": rates,
+                      "effective_learning_rate": np.where(np.isfinite(momenta), rates / (1.0 - momenta), rates),
+                      "one_minus_momentum": 1.0 - momenta}[column]
+            ok = np.isfinite(values)
+            if ok.any():
+                ax.plot(sizes[ok], values[ok], linestyle="--", linewidth=1.5, color=colors[name],
+                        label=f"NQM prediction: {name}")
         _log_axes(ax, xlabel="batch size", ylabel=label)
     fig.suptitle(title)
     fig.tight_layout()
@@ -161,7 +202,7 @@ def figures(best: pd.DataFrame, critical: pd.DataFrame, ema: pd.DataFrame, *, pr
             title: str = "") -> Mapping[str, plt.Figure]:
     """Every study figure by file stem (``ema`` only when the study has ``+ema`` optimizers)."""
     out = {"steps_vs_batch_size": steps_figure(best, critical, prediction=prediction, title=title),
-           "learning_rate_vs_batch_size": learning_rate_figure(best, title=title)}
+           "learning_rate_vs_batch_size": learning_rate_figure(best, prediction=prediction, title=title)}
     with_ema = ema_figure(best, ema, title=title)
     if with_ema is not None:
         out["ema"] = with_ema

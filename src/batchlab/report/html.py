@@ -42,8 +42,10 @@ _CAPTIONS = {
     "steps_vs_batch_size": "Steps to reach the target vs batch size (best of the quasi-random trials per "
                            "batch size; bars: upper end of the 95% bootstrap interval). Dotted: perfect "
                            "scaling from each optimizer's smallest batch size. Dashed: NQM prediction, if any.",
-    "learning_rate_vs_batch_size": "The winning trial's learning rate (left) and effective learning rate "
-                                   "α/(1 − β) (right) per batch size.",
+    "learning_rate_vs_batch_size": "The winning configuration's learning rate (left), effective learning rate "
+                                   "α/(1 − β) (middle) and, where the optimizer has a momentum, 1 − β (right) per "
+                                   "batch size. Dashed: the NQM prediction's tuned values, if any, for optimizers "
+                                   "whose predicted rates are in their own units (not a preconditioned proxy's).",
     "ema": "With vs without an exponential moving average of the weights: X dashed, X+ema (best tracked "
            "decay per trial) solid; thin lines: each tracked decay on its own.",
 }
@@ -96,7 +98,15 @@ def _search_html(spec: dict) -> str:
         decays = ", ".join(f"{d:g}" for d in entry.get("ema_decays", []))
         rows.append({"optimizer": entry["name"], "searched": space or "—", "fixed": fixed or "—",
                      "tracked EMA decays": decays or "—"})
-    return _table_html(pd.DataFrame(rows)) if rows else ""
+    table = _table_html(pd.DataFrame(rows)) if rows else ""
+    centre = spec.get("centre")
+    if centre:
+        source = (spec.get("calibration") or {}).get("path", "a calibrated prediction")
+        table += (f"<p class='note' id='centre'>Explore boxes centred on the NQM prediction in {html.escape(str(source))}: "
+                  f"learning rate (and momentum, in log(1 − β)) within ±{centre.get('width', 0):g} decades of the "
+                  "prediction interpolated at each batch size, clipped to the search box above; refinement uses "
+                  "the whole box.</p>")
+    return table
 
 
 def _banner(analysis: StudyAnalysis) -> list[str]:

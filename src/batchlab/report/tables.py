@@ -15,7 +15,8 @@ import pandas as pd
 from batchlab.store import FAILED, FINISHED
 
 __all__ = ["INCOMPLETE", "NOTES", "fmt_steps", "fmt_number", "scaling_table", "critical_table",
-           "hyperparameter_table", "ema_table", "compute_table", "status_table", "prediction_table", "report_tables",
+           "hyperparameter_table", "ema_table", "compute_table", "status_table", "prediction_table",
+           "predicted_hyperparameter_table", "report_tables",
            "unfinished_note"]
 
 INCOMPLETE = "*"
@@ -198,6 +199,23 @@ def prediction_table(versus: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def predicted_hyperparameter_table(versus: pd.DataFrame) -> pd.DataFrame:
+    """The NQM's predicted learning rate (and momentum) next to the winning ones, per cell."""
+    if versus.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({
+        "optimizer": versus["optimizer"],
+        "batch size": versus["batch_size"].map(lambda b: f"{int(b):,}"),
+        "winning learning rate": versus["winning_learning_rate"].map(fmt_number),
+        "predicted learning rate (NQM)": versus["predicted_learning_rate"].map(fmt_number),
+        "ratio winning / predicted": versus["ratio"].map(lambda v: fmt_number(v, 3)),
+    })
+    if versus["winning_momentum"].notna().any():
+        out["winning momentum"] = versus["winning_momentum"].map(fmt_number)
+        out["predicted momentum (NQM)"] = versus["predicted_momentum"].map(fmt_number)
+    return out
+
+
 NOTES = {
     "scaling": "Interval: 95% percentile bootstrap over the cell's trials (resample, take the minimum); "
                "its lower end is the best steps itself, an upper end — means more than 2.5% of resamples "
@@ -217,6 +235,12 @@ NOTES = {
     "verdicts": "Supported: the first optimizer's 95% interval lies wholly on the claimed side of the second's; "
                 "contradicted: wholly on the other side; inconclusive: the intervals overlap. Never a ranking of "
                 "point estimates.",
+    "prediction_hyperparameters": "Predicted: the calibrated NQM's tuned learning rate and momentum, interpolated "
+                                  "log-log at each batch size (log(1 − β) for the momentum; — outside the predicted "
+                                  "batch sizes). Only optimizers whose predicted learning rates are in their own "
+                                  "units are listed (precond 0, or \"units\": \"optimizer\"); a preconditioned "
+                                  "proxy's (Adam, K-FAC) are not comparable. Winning: the configuration that "
+                                  "answers the cell (the replicated candidate, or the best trial).",
     "compute": "Wall time includes compilation (first trial of each cell) and evaluation. Steps avoided by "
                "pruning: budget minus steps run of the pruned trials, an upper bound on the saving.",
 }
@@ -240,5 +264,7 @@ def report_tables(analysis: Any) -> dict[str, tuple[str, pd.DataFrame]]:
         "ema_decays": ("Best steps per tracked EMA decay", ema_table(analysis.ema, analysis.best)),
         "compute": ("Measured compute", compute_table(analysis.trials)),
         "prediction": ("NQM prediction vs measurement", prediction_table(analysis.prediction_vs_measured)),
+        "prediction_hyperparameters": ("NQM-predicted vs winning hyperparameters", predicted_hyperparameter_table(
+            getattr(analysis, "hyperparameters_vs_prediction", pd.DataFrame()))),
     }
     return {k: v for k, v in tables.items() if not v[1].empty}

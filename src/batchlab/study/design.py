@@ -1,7 +1,8 @@
 """The quasi-random design of a study: trial configurations and their stable ids.
 
 For each (optimizer, batch size) cell, trial ``i`` takes point ``i`` of a scrambled Sobol (or Halton)
-sequence over the optimizer's searched dimensions; the sequence is seeded from
+sequence over the optimizer's searched dimensions (with ``[tuning] centre``, over the cell's box centred
+on the calibrated prediction: :mod:`batchlab.study.centre`); the sequence is seeded from
 ``(seed, optimizer, batch size)`` alone, so trial ``i`` is the same whatever the number of trials,
 workers or the order of execution, and raising ``trials`` keeps the existing trials.  A trial's
 training seed is derived the same way from ``(seed, optimizer, batch size, i)``.
@@ -35,7 +36,7 @@ from scipy.stats import qmc
 from batchlab.optim import Prepared, get_optimizer, prepare
 from batchlab.optim.registry import optimizer_code
 from batchlab.study.protocol import explore_round, refine_round, refine_units
-from batchlab.study.spec import OptimizerEntry, StudySpec
+from batchlab.study.spec import OptimizerEntry, SearchDim, StudySpec
 
 __all__ = ["Trial", "derived_seed", "design_base", "make_design", "refine_trials", "replicate_trials", "trial_id",
            "unit_of", "unit_points"]
@@ -136,9 +137,11 @@ def _prepare(optimizer: str, hyperparameters: Mapping[str, Any], ema_decays: Any
 
 
 def _config(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any], unit: Any,
-            seed: int) -> tuple[dict[str, Any], Prepared]:
+            seed: int, search: tuple[SearchDim, ...] | None = None) -> tuple[dict[str, Any], Prepared]:
+    """A trial's configuration at ``unit`` of ``search`` (default: the optimizer's search box)."""
     fixed = dict(entry.fixed) | ({"ema_decay": entry.ema_decays[0]} if entry.ema_decays else {})
-    values = fixed | {dim.name: dim.from_unit(x) for dim, x in zip(entry.search, unit)}
+    dims = entry.search if search is None else search
+    values = fixed | {dim.name: dim.from_unit(x) for dim, x in zip(dims, unit)}
     prepared = _prepare(entry.name, values, entry.ema_decays)
     code = optimizer_code(entry.name)
     return dict(base) | ({} if code is None else {"optimizer_code": code}) | {
@@ -154,12 +157,13 @@ def _config(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mappi
 def _cell(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mapping[str, Any]) -> list[Trial]:
     tuning = spec.protocol
     identity = _reference_identity(entry.name)  # the seeds, like the ids, do not depend on where user code lies
-    points = unit_points(spec.design, len(entry.search), tuning.explore,
+    search = spec.explore_search(entry, batch_size)  # the search box, or the box centred on a prediction
+    points = unit_points(spec.design, len(search), tuning.explore,
                          derived_seed("design", spec.seed, identity, batch_size))
     trials = []
     for i, u in enumerate(points):
         config, prepared = _config(spec, entry, batch_size, base, u,
-                                   derived_seed("train", spec.seed, identity, batch_size, i) % 2**31)
+                                   derived_seed("train", spec.seed, identity, batch_size, i) % 2**31, search)
         trials.append(Trial(trial_id(config), entry.name, batch_size, i, config, "explore",
                             explore_round(tuning, i), prepared=prepared))
     return trials

@@ -29,6 +29,9 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     warm_start = true                 # ... and around the optimum predicted from neighbouring B
     candidates = 2                    # best configurations rerun with fresh seeds (omit: none)
     seeds = 3                         # seeds per candidate (>= 3); the cell's answer is their median
+    centre = "calibration"            # explore around the calibrated NQM's prediction (omit: whole box)
+    calibration = "cal/prediction.json"   # `batchlab calibrate`'s output, relative to the spec file
+    centre_width = 0.5                # half-width of the centred box, decades (default 0.5)
 
     [workload_options]                # the workload's options (fields of its dataclass)
     hidden_units = 128
@@ -55,6 +58,21 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
 A file reference (``path/to/file.py:Name``) in a spec file is relative to the spec file's folder;
 :func:`load_spec` makes it absolute, so the study records (and its trial ids hash) the absolute path.
 
+**Centred search** (``centre = "calibration"``, :mod:`batchlab.study.centre`): each cell's *explore*
+box of ``learning_rate`` is ``[η 10^-w, η 10^w]`` around the NQM's tuned rate ``η`` interpolated
+log–log at the cell's batch size, and of ``momentum`` ``1 − β ∈ [(1 − β) 10^-w, (1 − β) 10^w]``
+around the predicted ``β`` (``w = centre_width``), each clipped to the spec's search box of that
+hyperparameter; other hyperparameters keep the spec's box, and refinement, warm start and
+replication work in the spec's box as without centring.  ``calibration`` is required with it and is
+relative to the spec file's folder (to the working directory for a spec given as a dict); there is no
+default (the study folder is not known when the spec is read).  The prediction's values enter every
+explore trial's hyperparameters and so its id; specs without ``centre`` design exactly the trials
+they designed before.  Errors (one line): the file missing, unreadable or malformed, an optimizer
+without an entry (``X+ema`` may use ``X``'s), predicted rates in a preconditioned proxy's units
+(``precond`` > 0 without ``"units": "optimizer"``: Adam's and K-FAC's from ``batchlab calibrate``), a
+study batch size outside the predicted ones, a box that misses the search box, ``centre_width`` not
+in (0, 10].
+
 Validation rejects unknown keys and names and out-of-range values with one line naming the problem
 (:class:`~batchlab.errors.InputError`), before anything is written.  Limits: at most 100,000 trials
 per cell and in the whole design (trials × optimizers × batch sizes), budgets of at most 10^9 steps
@@ -75,6 +93,7 @@ from batchlab.optim import EMA_SUFFIX, get_optimizer
 from batchlab.userref import absolute
 from batchlab.optim.base import OptimizerSpec
 from batchlab.optim.hyperparameters import SCALINGS, unit_to_value, value_to_unit
+from batchlab.study.centre import CENTRE_SOURCES, DEFAULT_WIDTH, Centre, make_centre
 from batchlab.study.protocol import Tuning
 
 __all__ = [
@@ -90,7 +109,9 @@ __all__ = [
 DEFAULT_EMA_DECAYS = (0.9, 0.99, 0.999)
 _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes", "trials", "seed",
              "design", "target", "eval_every", "prune", "budget", "optimizers", "tuning")
-_TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds")
+_TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds", "centre",
+                "calibration", "centre_width")
+_CENTRE_KEYS = ("centre", "calibration", "centre_width")
 _DESIGNS = ("sobol", "halton")
 _MAX_TRIALS = 100_000  # per cell, and in the whole design
 _MAX_BATCH_SIZE = 2**20  # a batch is drawn in one piece: larger ones exhaust memory, not the study
@@ -197,6 +218,7 @@ class StudySpec:
     prune: bool = True
     description: str = ""
     tuning: Tuning | None = None
+    centre: Centre | None = None
 
     @property
     def protocol(self) -> Tuning:
@@ -216,7 +238,18 @@ class StudySpec:
         out["batch_sizes"] = list(self.batch_sizes)
         if self.tuning is None:
             out.pop("tuning")  # legacy specs keep their stored form (and so their folders)
+        if self.centre is None:
+            out.pop("centre")  # so do specs without a centred search
+        else:
+            out["centre"] = self.centre.to_dict()
+            out["calibration"] = self.centre.provenance()
         return out
+
+    def explore_search(self, entry: OptimizerEntry, batch_size: int) -> tuple[SearchDim, ...]:
+        """The dimensions a cell explores: the optimizer's search box, or with ``centre`` the box
+        centred on the prediction at ``batch_size`` (:mod:`batchlab.study.centre`)."""
+        centred = None if self.centre is None else self.centre.search(entry.name, batch_size)
+        return entry.search if centred is None else centred
 
     def make_workload(self) -> Any:
         """The workload instance (validates its options; loads no data)."""
@@ -229,6 +262,7 @@ class StudySpec:
         out = self.to_dict()
         out.pop("description")
         out.pop("prune")  # pruning changes the cost, not the trials
+        out.pop("calibration", None)  # where the prediction lies: its values (in "centre") decide the trials
         return out
 
 
@@ -264,8 +298,8 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
     Args:
         data: the spec.
         default_name: its name when ``data`` has none.
-        base_dir: the folder relative file references (``file.py:Name``) are resolved against
-            (default: the current directory, where they are left relative).
+        base_dir: the folder relative file references (``file.py:Name``) and ``tuning.calibration``
+            are resolved against (default: the current directory, where they are left relative).
 
     Raises:
         InputError: the first problem found, as one line.
@@ -292,13 +326,15 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
     if tuning is not None and "trials" in data:
         raise InputError("give either trials or [tuning] explore, not both")
     trials = tuning.explore if tuning is not None else _integer(data.get("trials", 8), "trials", 1, _MAX_TRIALS)
+    batch_sizes = _batch_sizes(data["batch_sizes"])
+    optimizers = _optimizers(data["optimizers"], base_dir)
     spec = StudySpec(
         name=name,
         description=_string(data.get("description", ""), "description"),
         workload=workload_name,
         workload_options=tuple(sorted(options.items())),
-        batch_sizes=_batch_sizes(data["batch_sizes"]),
-        optimizers=_optimizers(data["optimizers"], base_dir),
+        batch_sizes=batch_sizes,
+        optimizers=optimizers,
         budget=_budget(data.get("budget", {}), workload.default_max_steps),
         trials=trials,
         tuning=tuning,
@@ -307,6 +343,7 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
         target=None if "target" not in data else _target(data["target"], workload),
         eval_every=None if "eval_every" not in data else _integer(data["eval_every"], "eval_every", 1, 10**9),
         prune=_boolean(data.get("prune", True), "prune"),
+        centre=None if tuning is None else _centre(data["tuning"], base_dir, optimizers, batch_sizes),
     )
     _check_size(spec)
     return spec
@@ -353,6 +390,30 @@ def _tuning(table: Any) -> Tuning:
         candidates=candidates,
         seeds=_integer(table.get("seeds", 3), "tuning.seeds", 3, 1000) if candidates else 3,
     )
+
+
+def _centre(table: Mapping[str, Any], base_dir: str | pathlib.Path | None,
+            optimizers: tuple[OptimizerEntry, ...], batch_sizes: tuple[int, ...]) -> Centre | None:
+    """The ``centre``, ``calibration`` and ``centre_width`` keys of ``[tuning]``: every cell's centred box."""
+    if "centre" not in table:
+        given = [key for key in _CENTRE_KEYS if key in table]
+        if given:
+            raise InputError(f'tuning.{given[0]} needs tuning.centre = "calibration"')
+        return None
+    source = table["centre"]
+    if source not in CENTRE_SOURCES:
+        raise InputError(f"tuning.centre must be one of {', '.join(map(repr, CENTRE_SOURCES))}, got {source!r}")
+    if "calibration" not in table:
+        raise InputError('tuning.centre = "calibration" needs tuning.calibration (the path of a prediction.json, '
+                         "relative to the spec file)")
+    text = _string(table["calibration"], "tuning.calibration")
+    if not text.strip():
+        raise InputError("tuning.calibration must not be empty")
+    path = pathlib.Path(text)
+    if base_dir is not None and not path.is_absolute():
+        path = pathlib.Path(base_dir) / path
+    width = check_finite_number(table.get("centre_width", DEFAULT_WIDTH), "tuning.centre_width")
+    return make_centre(path.absolute(), width, [(o.name, o.search) for o in optimizers], batch_sizes)
 
 
 def _unknown(table: Mapping[str, Any], valid: tuple[str, ...], where: str) -> None:
