@@ -12,7 +12,8 @@ For each study folder given (a finished study with the explore / refine / replic
   batch sizes) against the measured cell answer (median over replication seeds) with its interval;
 * per (optimizer, batch size), the NQM's tuned learning rate (and momentum) against the measured
   winner's;
-* one figure per study: measured steps with intervals, predicted curves.
+* one figure per study: measured steps with intervals (an open marker where the interval is unbounded),
+  predicted curves.
 
 Writes ``OUT/table.md``, ``OUT/critical.csv``, ``OUT/cells.csv`` and ``OUT/<study name>.png``.
 
@@ -105,9 +106,12 @@ def figure(name: str, cells: pd.DataFrame, critical: pd.DataFrame, raw: dict, ou
     for k, (optimizer, group) in enumerate(cells.groupby("optimizer", sort=False)):
         color = colors[k % len(colors)]
         y = group["measured_steps"].to_numpy(float)
-        err = np.vstack([y - group["measured_low"].to_numpy(float), group["measured_high"].to_numpy(float) - y])
-        ax.errorbar(group["batch_size"], y, yerr=np.where(np.isfinite(err), err, 0), fmt="o", color=color,
+        low, high = group["measured_low"].to_numpy(float), group["measured_high"].to_numpy(float)
+        known = np.isfinite(low) & np.isfinite(high) & (low > 0)  # else the interval is unbounded: open marker
+        err = np.vstack([y - low, high - y])
+        ax.errorbar(group["batch_size"][known], y[known], yerr=err[:, known], fmt="o", color=color,
                     capsize=3, label=f"{optimizer} measured (median, 95%)")
+        ax.plot(group["batch_size"][~known], y[~known], "o", mfc="none", color=color)
         predicted = raw["optimizers"][optimizer]
         steps = np.array([math.nan if s is None else s for s in predicted["steps"]], float)
         ax.plot(predicted["batch_sizes"], steps, "--", color=color, label=f"{optimizer} NQM")
@@ -116,7 +120,7 @@ def figure(name: str, cells: pd.DataFrame, critical: pd.DataFrame, raw: dict, ou
             ax.axvline(row["predicted"].iloc[0], color=color, lw=0.6, ls=":")
     lo, hi = cells["batch_size"].min(), cells["batch_size"].max()
     ax.set(xscale="log", yscale="log", xlim=(lo / 2, hi * 2), xlabel="batch size", ylabel="steps to target",
-           title=f"{name}: calibrated NQM vs measured (dotted: predicted B_noise)")
+           title=f"{name}: NQM (dashed; dotted: its B_noise) vs measured")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
