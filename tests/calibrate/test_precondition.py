@@ -2,6 +2,9 @@
 K-FAC's blockwise ``P^{-1/2}`` against kfac-jax's own inverse and a dense Kronecker product, the
 preconditioned spectrum and noise against dense matrices, and the fitted exponent."""
 
+import dataclasses
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
+from batchlab.calibrate import CalibrationConfig, ModelConfig, ReferenceConfig, calibrate, write_calibration
 from batchlab.calibrate.exponent import fit_exponent, rank_function
 from batchlab.calibrate.lanczos import top_eigenpairs
 from batchlab.calibrate.measure import MeasureConfig, measure
@@ -22,7 +26,7 @@ from batchlab.errors import InputError
 from batchlab.optim.kfac import curvature_estimator
 from batchlab.train import TrainOptions, train
 
-from toys import ToyConvClassifier
+from toys import ToyClassifier, ToyConvClassifier
 
 from .conftest import dense_hessian
 
@@ -229,3 +233,46 @@ def test_fitted_exponent_recovers_an_exact_power(p, scale, k, atoms, seed):
     assert fit.r2 == pytest.approx(1.0, abs=1e-9)
     assert fit.intercept == pytest.approx(np.log(scale), abs=1e-6)
 
+
+@pytest.mark.slow
+def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mode(tmp_path):
+    """A whole calibration with measured adam and kfac on a tiny classifier: each gets its own run,
+    checkpoint, measurement in its coordinates, NQM (whose top-k are that measurement's) and exponent;
+    the files carry them; sgd and momentum (and the reference measurement) equal a proxy-mode run's."""
+    config = CalibrationConfig(
+        reference=ReferenceConfig(batch_size=32, tune_points=0, seeds=1, hyperparameters={"learning_rate": 0.5}),
+        measure=MeasureConfig(top_k=3, curvature_examples=64, noise_examples=64, chunk_size=64, slq_probes=2,
+                              slq_steps=12, sketches=4),
+        model=ModelConfig(initial="isotropic"),  # the fitted start is tested elsewhere and costs NQM searches
+        batch_sizes=(8.0, 64.0), loss_examples=64,
+        optimizer_hyperparameters={"adam": {"learning_rate": 0.03}, "kfac": {"learning_rate": 0.1}})
+    workload = ToyClassifier()
+    result = calibrate(workload, config, seed=0)
+    assert tuple(result.measured) == ("adam", "kfac")
+    files = write_calibration(result, tmp_path)
+    prediction = json.loads(files["prediction"].read_text())
+    spectra = json.loads(files["spectra"].read_text())
+    problems = json.loads(files["nqm_problem"].read_text())
+    assert files["preconditioned_figure"].read_bytes()[:4] == b"\x89PNG"
+    for name, measured in result.measured.items():
+        entry, run = prediction["optimizers"][name], measured.reference
+        assert entry["preconditioner"] == "measured" and entry["nqm_kind"] == "momentum" and entry["precond"] == 0.0
+        assert entry["reference"]["optimizer"] == name and entry["checkpoint_step"] == run.target_step
+        assert np.isfinite(entry["fitted_exponent"]) and np.isfinite(entry["fitted_exponent_top_k"])
+        assert all(s is not None and s > 0 for s in entry["steps"])
+        own = spectra["preconditioned"][name]
+        assert own["preconditioner"]["optimizer"] == name and own["exponent"]["exponent"] == entry["fitted_exponent"]
+        k = len(own["eigenvalues"])
+        np.testing.assert_array_equal(problems["preconditioned"][name]["h"][:k], own["eigenvalues"])
+        assert problems["preconditioned"][name]["target"] == entry["target"]["nqm_target"]
+        assert entry["anchor"]["steps"] == run.median_steps == run.target_step  # its own run (one seed)
+    proxy = calibrate(workload, dataclasses.replace(config, preconditioner="proxy", optimizer_hyperparameters={}),
+                      seed=0)
+    assert proxy.measured == {}
+    old = proxy.prediction_dict()
+    for name in ("sgd", "momentum"):
+        assert old["optimizers"][name] == prediction["optimizers"][name]
+    assert old["optimizers"]["adam"]["precond"] == 0.5 and "preconditioner" not in old["optimizers"]["adam"]
+    ours = {k: v for k, v in result.spectra_dict().items() if k not in ("timings", "preconditioned")}
+    assert ours == {k: v for k, v in proxy.spectra_dict().items() if k != "timings"}
+    assert proxy.nqm_dict() == {k: v for k, v in result.nqm_dict().items() if k != "preconditioned"}
