@@ -50,14 +50,16 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
 
   With measured preconditioners the ``adam`` and ``kfac`` entries are predictions of their own NQM
   (``nqm_kind`` ``"momentum"``, ``precond`` 0: plain in the optimizer's coordinates; ``learning_rates``
-  in the optimizer's units, see :mod:`.predict`) and add::
+  in the optimizer's units, see :mod:`.predict`) and add (digits-cnn, abridged)::
 
-        "adam": {..., "preconditioner": "measured", "fitted_exponent": 0.31, "fitted_exponent_top_k": 0.12,
-                 "checkpoint_step": 40, "target": {... as above, of its own run ...},
-                 "noise_scales": {"b_simple": ..., "b_noise": ...},     # in its coordinates
-                 "reference": {"optimizer": "adam", ... as above ...},
-                 "initial_exponent": 1.4, "initial_rule": "fit",
-                 "anchor": {"batch_size": 128.0, "steps": 40, "nqm_steps": 40.0}}
+        "adam": {..., "critical_batch_size": {"b_noise": 543.4, "overhead": 256.0},
+                 "preconditioner": "measured", "fitted_exponent": -0.124, "fitted_exponent_top_k": 0.039,
+                 "checkpoint_step": 63, "target": {... as above, of its own run ...},
+                 "noise_scales": {"b_simple": 699.3, "b_noise": 273.4},     # in its coordinates
+                 "reference": {"optimizer": "adam", "hyperparameters": {"learning_rate": 0.01, ...},
+                               "median_steps": 41, ...},
+                 "initial_exponent": 1.54, "initial_rule": "fit",
+                 "anchor": {"batch_size": 128.0, "steps": 41, "nqm_steps": 41.0}}
 
   ``fitted_exponent`` is :mod:`.exponent`'s rank-matched ``p`` (``fitted_exponent_top_k``: of the top-k
   alone).  Proxy entries (and every entry of a calibration without adam/kfac) are exactly as above.
