@@ -30,6 +30,8 @@ def test_parameter_count_from_shapes():
     (CalibrationConfig(reference=ReferenceConfig(checkpoint_step=101)), _Stub(), 0, "exceeds the reference budget 100"),
     (CalibrationConfig(reference=ReferenceConfig(seeds=3)), _Stub(), 2**32 - 2, "in [0, 4294967293]"),
     (CalibrationConfig(), _Stub(), True, "seed must be an integer"),
+    (CalibrationConfig(measure=MeasureConfig(top_k=4)), _Stub("quadratic"), 0,
+     "a measured kfac preconditioner needs a softmax_cross_entropy or squared_error loss, not loss kind 'quadratic'"),
 ])
 def test_check_workload_refuses(config, workload, seed, message):
     with pytest.raises(InputError) as info:
@@ -39,8 +41,39 @@ def test_check_workload_refuses(config, workload, seed, message):
 
 def test_check_workload_accepts_what_the_workload_allows():
     CalibrationConfig(measure=MeasureConfig(top_k=11)).check_workload(_Stub(), seed=2**32 - 3)
-    CalibrationConfig(measure=MeasureConfig(top_k=4, curvature="hessian")).check_workload(_Stub("hinge"))
-    CalibrationConfig(measure=MeasureConfig(top_k=4)).check_workload(_Stub("quadratic"))  # GGN = Hessian there
+    proxy = {"preconditioner": "proxy"}  # K-FAC cannot run on these losses: no measured kfac preconditioner
+    CalibrationConfig(measure=MeasureConfig(top_k=4, curvature="hessian"), **proxy).check_workload(_Stub("hinge"))
+    CalibrationConfig(measure=MeasureConfig(top_k=4), **proxy).check_workload(_Stub("quadratic"))  # GGN = Hessian
+    CalibrationConfig(measure=MeasureConfig(top_k=4), optimizers=("sgd", "adam")).check_workload(_Stub("quadratic"))
+
+
+@pytest.mark.parametrize("config, message", [
+    (CalibrationConfig(preconditioner="exact"), "preconditioner must be measured or proxy, got 'exact'"),
+    (CalibrationConfig(optimizer_hyperparameters={"adam": {"lr": 0.1}}), "unknown hyperparameter 'lr' for optimizer"),
+    (CalibrationConfig(optimizer_hyperparameters={"kfac": {"damping": -1.0}}), "damping"),
+    (CalibrationConfig(optimizers=("sgd", "kfac"), optimizer_hyperparameters={"adam": {"epsilon": 1e-3}}),
+     "hyperparameters given for the adam reference run, but adam is not measured (measured: kfac)"),
+    (CalibrationConfig(preconditioner="proxy", optimizer_hyperparameters={"adam": {"epsilon": 1e-3}}),
+     "adam is not measured (measured: none)"),
+    (CalibrationConfig(reference=ReferenceConfig(checkpoint_step=0)), "need a checkpoint after at least one update"),
+])
+def test_measured_preconditioner_settings_are_checked(config, message):
+    with pytest.raises(InputError) as info:
+        config.check()
+    assert message in str(info.value)
+
+
+def test_measured_optimizers_and_their_reference_runs():
+    config = CalibrationConfig(reference=ReferenceConfig(batch_size=64, checkpoint_step=5, tune_points=4),
+                               optimizer_hyperparameters={"kfac": {"damping": 0.1}})
+    assert config.measured == ("adam", "kfac")
+    kfac = config.optimizer_reference("kfac")
+    assert (kfac.optimizer, dict(kfac.hyperparameters), kfac.batch_size, kfac.checkpoint_step, kfac.tune_points) == \
+        ("kfac", {"damping": 0.1}, 64, 5, 4)
+    assert dict(config.optimizer_reference("adam").hyperparameters) == {}
+    assert CalibrationConfig(preconditioner="proxy").measured == ()
+    assert CalibrationConfig(optimizers=("kfac", "sgd")).measured == ("kfac",)
+    CalibrationConfig(preconditioner="proxy", reference=ReferenceConfig(checkpoint_step=0)).check()  # proxies: fine
 
 
 def test_output_checks_create_nothing_and_writing_errors_are_one_line(tmp_path, monkeypatch):

@@ -156,6 +156,12 @@ def _one_line_error(result, message: str) -> None:
     (("--workload", "digits-cnn", "--chunk-size", "0"), "chunk_size"),
     (("--workload", "digits-cnn", "--seed", "-1"), "seed must be an integer in [0, 4294967293]"),
     (("--workload", "digits-cnn", "--seed", "4294967295", "--reference-seeds", "2"), "4294967294"),
+    (("--workload", "digits-cnn", "--preconditioner", "exact"), "preconditioner must be measured or proxy"),
+    (("--workload", "digits-cnn", "--adam-hp", "beta1=1.5"), "beta1"),
+    (("--workload", "digits-cnn", "--kfac-hp", "x"), "--kfac-hp"),
+    (("--workload", "digits-cnn", "--optimizers", "sgd,adam", "--kfac-hp", "damping=0.1"), "kfac is not measured"),
+    (("--workload", "digits-cnn", "--at-step", "0"), "need a checkpoint after at least one update"),
+    (("--workload", "nqm-sampled", "--option", "dim=8"), "a measured kfac preconditioner needs"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, no_training, args, message):
     result = RUNNER.invoke(app, ["calibrate", "--out", str(tmp_path / "out"), *args])

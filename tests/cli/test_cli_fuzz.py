@@ -228,7 +228,7 @@ COMMANDS.update({
                                 ["csv", "parquet", "csv,parquet", "", "xlsx", ",", "csv,,csv"])}),
     "calibrate": Command(
         base=("calibrate", "--workload", "nqm-sampled", "--out", "{tmp}/calibration", "--option", "dim=8",
-              "--top-k", "2", "--batch-sizes", "4,64"),
+              "--top-k", "2", "--batch-sizes", "4,64", "--preconditioner", "proxy"),
         flags={"--workload": st.sampled_from(["nqm-sampled", "digits-cnn", "nope", ""]), "--out": OUT_PATHS,
                "--at-step": _ints(st.integers(-1, 100)), "--top-k": _ints(st.integers(-1, 10)),
                "--seed": _ints(st.integers(-1, 5)), "--batch-sizes": _lists(st.floats(0.5, 2.0**40)),
@@ -244,7 +244,10 @@ COMMANDS.update({
                "--loss-floor": _floats(st.floats(-1.0, 1.0)), "--slq-probes": _ints(st.integers(-1, 8)),
                "--slq-steps": _ints(st.integers(-1, 80)), "--curvature-examples": _ints(st.integers(-1, 4096)),
                "--noise-examples": _ints(st.integers(-1, 4096)), "--chunk-size": _ints(st.integers(-1, 512)),
-               "--option": st.sampled_from(["dim=8", "dim=0", "nope=1", "dim"]), "--json": FLAG},
+               "--option": st.sampled_from(["dim=8", "dim=0", "nope=1", "dim"]), "--json": FLAG,
+               "--preconditioner": st.sampled_from(["measured", "proxy", "nope", ""]),
+               "--adam-hp": st.sampled_from(["epsilon=0.001", "epsilon=-1", "nope=1", "x"]),
+               "--kfac-hp": st.sampled_from(["damping=0.1", "damping=0", "x"])},
         stubs={"batchlab.calibrate.pipeline.run_reference": _refuse, "batchlab.calibrate.pipeline.measure": _refuse}),
 })
 COMMANDS["study run"].flags["SPEC"] = SPECS

@@ -7,6 +7,13 @@ quadrature, and per-example gradient noise with McCandlish et al.'s noise scales
 :mod:`.operators`, :mod:`.lanczos`, :mod:`.noise`); an NQM problem and target from those
 (:mod:`.model`); tuned steps-versus-batch-size curves per study optimizer (:mod:`.predict`).
 
+Adam and K-FAC (``preconditioner = "measured"``, the default; ``"proxy"`` restores the guessed ``P = H^-p``):
+each gets its own tuned reference run, its actual preconditioner ``P`` is read from the optimizer state
+at that run's checkpoint (:mod:`.precondition`: Adam's ``√v̂ + ε``, K-FAC's damped Kronecker factors),
+``P^{-1/2} H P^{-1/2}`` and the noise ``P^{-1/2} Σ P^{-1/2}`` are measured the same way, an NQM is
+built from them (plain momentum in those coordinates) and the power ``p`` of ``H^{-p}`` that best
+matches the measured spectrum is reported as a diagnostic (:mod:`.exponent`).
+
 Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``):
 
 ``prediction.json`` — what a study report overlays (``STUDY_DIR/calibration/prediction.json``); from
@@ -41,20 +48,46 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
   where stopped early or diverged) and ``initial_exponent``/``initial_rule`` the fitted initial state
   (:mod:`.model`).  Required by studies: ``workload``, ``checkpoint_step``, ``target``, ``optimizers``.
 
+  With measured preconditioners the ``adam`` and ``kfac`` entries are predictions of their own NQM
+  (``nqm_kind`` ``"momentum"``, ``precond`` 0: plain in the optimizer's coordinates; ``learning_rates``
+  in the optimizer's units, see :mod:`.predict`) and add (digits-cnn, abridged)::
+
+        "adam": {..., "critical_batch_size": {"b_noise": 543.4, "overhead": 256.0},
+                 "preconditioner": "measured", "fitted_exponent": -0.124, "fitted_exponent_top_k": 0.039,
+                 "checkpoint_step": 63, "target": {... as above, of its own run ...},
+                 "noise_scales": {"b_simple": 699.3, "b_noise": 273.4},     # in its coordinates
+                 "reference": {"optimizer": "adam", "hyperparameters": {"learning_rate": 0.01, ...},
+                               "median_steps": 41, ...},
+                 "initial_exponent": 1.54, "initial_rule": "fit",
+                 "anchor": {"batch_size": 128.0, "steps": 41, "nqm_steps": 41.0}}
+
+  ``fitted_exponent`` is :mod:`.exponent`'s rank-matched ``p`` (``fitted_exponent_top_k``: of the top-k
+  alone).  Proxy entries (and every entry of a calibration without adam/kfac) are exactly as above.
+
 ``spectra.json`` — the measurements: ``"eigenvalues"`` (top-k, descending), ``"residuals"``,
 ``"noise"`` (``c_i`` along each eigenvector) and ``"noise_stderr"``, ``"gradient_projections"``,
 ``"trace"``, ``"bulk_density"`` (``{"dim", "nodes", "weights", "mean", "mean_stderr", "grid",
 "density"}``: per-probe SLQ nodes/weights of the deflated operator and a smoothed density on a grid),
 ``"gradient_noise"`` (``tr Σ``, ``|G|²``, ``tr(HΣ)`` with its standard error, ``GᵀHG``), ``"b_simple"``,
 ``"b_noise"``, plus ``"curvature"``, ``"dim"``, ``"top_k"``, ``"lanczos_steps"``, ``"curvature_examples"``,
-``"workload"``, ``"checkpoint_step"``, ``"seed"``, ``"timings"`` (seconds).
+``"workload"``, ``"checkpoint_step"``, ``"seed"``, ``"timings"`` (seconds).  With measured preconditioners
+also ``"preconditioned"``: per optimizer the same keys measured in its coordinates (``"optimizer"``,
+``"checkpoint_step"`` of its own run, ``"eigenvalues"``, ``"noise"``, ``"bulk_density"``, ``"gradient_noise"``,
+…), plus ``"preconditioner"`` (what was read: Adam's ``count``, ``beta2``, ``epsilon`` and quantiles of its
+diagonal; K-FAC's ``damping`` and blocks with their scales; ``eigenvalue_min``/``max`` of ``P``),
+``"exponent"`` (:class:`~batchlab.calibrate.exponent.ExponentFit`: ``exponent``, ``exponent_top_k``,
+``intercept``, ``r2``, ``max_rank``, ``points``) and ``"timings"`` (its ``reference``, ``preconditioner``,
+``measure`` and ``predict`` seconds).
 
 ``nqm_problem.json`` — the NQM (``h``, ``c``, ``s0``, ``weights``, ``initial_risk``, ``target``, the bulk
-noise ratio and rule); ``spectrum.png`` and ``prediction.png`` — figures (:mod:`.figures`).
+noise ratio and rule; with measured preconditioners ``"preconditioned"``: each optimizer's NQM, same keys);
+``spectrum.png``, ``prediction.png`` and (measured preconditioners only) ``preconditioned.png`` — figures
+(:mod:`.figures`).
 
 Every JSON file is strict JSON (non-finite numbers are written as ``null``).
 """
 
+from batchlab.calibrate.exponent import ExponentFit, fit_exponent, fitted_exponent
 from batchlab.calibrate.lanczos import (
     Eigenpairs, SpectralDensity, hutchinson_trace, lanczos, spectral_density, top_eigenpairs,
 )
@@ -62,20 +95,22 @@ from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
 from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem
 from batchlab.calibrate.noise import NoiseStats, gradient_noise
 from batchlab.calibrate.operators import (
-    CurvatureOperator, curvature_operator, ggn_operator, hessian_operator,
+    CurvatureOperator, curvature_operator, ggn_operator, hessian_operator, preconditioned_operator,
 )
 from batchlab.calibrate.pipeline import (
-    Calibration, CalibrationConfig, calibrate, check_output_dir, write_calibration,
+    Calibration, CalibrationConfig, MeasuredOptimizer, calibrate, check_output_dir, write_calibration,
 )
+from batchlab.calibrate.precondition import MEASURED, Preconditioner, extract_preconditioner
 from batchlab.calibrate.predict import PROXIES, Proxy, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, run_reference
 
 __all__ = [
-    "calibrate", "write_calibration", "check_output_dir", "Calibration", "CalibrationConfig",
+    "calibrate", "write_calibration", "check_output_dir", "Calibration", "CalibrationConfig", "MeasuredOptimizer",
     "ReferenceConfig", "ReferenceRun", "run_reference",
     "MeasureConfig", "Spectra", "measure",
-    "CurvatureOperator", "curvature_operator", "hessian_operator", "ggn_operator",
+    "CurvatureOperator", "curvature_operator", "hessian_operator", "ggn_operator", "preconditioned_operator",
+    "MEASURED", "Preconditioner", "extract_preconditioner", "ExponentFit", "fit_exponent", "fitted_exponent",
     "Eigenpairs", "SpectralDensity", "lanczos", "top_eigenpairs", "spectral_density", "hutchinson_trace",
     "NoiseStats", "gradient_noise",
     "ModelConfig", "CalibratedProblem", "build_problem",

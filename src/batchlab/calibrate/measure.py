@@ -11,6 +11,12 @@ One call of :func:`measure` does, at the given parameters (deterministically in 
    top eigenvector, ``tr Σ``, ``tr(HΣ)``, and the noise scales ``B_simple``, ``B_noise``
    (:mod:`batchlab.calibrate.noise`).
 
+With ``preconditioner=P`` (an optimizer's measured preconditioner, :mod:`batchlab.calibrate.precondition`)
+everything is measured in the optimizer's coordinates ``z = P^{1/2} θ``: the operator is
+``M = P^{-1/2} H P^{-1/2}`` (:func:`~batchlab.calibrate.operators.preconditioned_operator`) and the
+per-example gradients are ``P^{-1/2} g`` (noise covariance ``P^{-1/2} Σ P^{-1/2}``).  The same ``key``
+draws the same batches, start vector, probes and signs as without.
+
 Cost: ``lanczos_steps + slq_probes · slq_steps + sketches + 1`` operator products over the curvature
 batch, plus one per-example-gradient pass over the noise batch.  Memory: the Lanczos basis
 (``steps × d`` float64) and the ``sketches × d`` sketch, plus one chunk's forward/backward pass.
@@ -20,13 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 
 from batchlab.calibrate.lanczos import Eigenpairs, SpectralDensity, spectral_density, top_eigenpairs
 from batchlab.calibrate.noise import NoiseStats, gradient_noise
-from batchlab.calibrate.operators import Curvature, chunk_batch, curvature_operator
+from batchlab.calibrate.operators import Curvature, chunk_batch, curvature_operator, preconditioned_operator
+from batchlab.calibrate.precondition import Preconditioner
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.checks import check_integer
 from batchlab.errors import InputError
@@ -90,6 +97,8 @@ class Spectra:
         bulk: SLQ density of the other ``d − k`` eigenvalues (deflated by ``top.vectors``).
         noise: per-example gradient statistics (``noise.noise[i]`` along ``top.vectors[i]``).
         curvature_examples: size of the curvature batch.
+        preconditioner: description of the preconditioner ``P`` of a measurement in an optimizer's
+            coordinates (then ``top``, ``bulk`` and ``noise`` are of ``P^{-1/2} H P^{-1/2}``), else ``None``.
     """
 
     curvature: str
@@ -98,6 +107,7 @@ class Spectra:
     bulk: SpectralDensity
     noise: NoiseStats
     curvature_examples: int
+    preconditioner: Mapping[str, Any] | None = None
 
     @property
     def trace(self) -> float:
@@ -107,7 +117,8 @@ class Spectra:
     def as_dict(self) -> dict[str, Any]:
         """The spectra JSON (see :mod:`batchlab.calibrate`)."""
         noise = self.noise.as_dict()
-        return {
+        extra = {} if self.preconditioner is None else {"preconditioner": dict(self.preconditioner)}
+        return extra | {
             "curvature": self.curvature,
             "dim": self.dim,
             "top_k": int(self.top.values.shape[0]),
@@ -127,7 +138,7 @@ class Spectra:
 
 
 def measure(workload: Any, params: Any, config: MeasureConfig = MeasureConfig(), *, key: jax.Array,
-            stages: Stages = no_progress) -> Spectra:
+            stages: Stages = no_progress, preconditioner: Preconditioner | None = None) -> Spectra:
     """Measure the curvature spectrum and gradient noise of ``workload`` at ``params``.
 
     Args:
@@ -136,6 +147,7 @@ def measure(workload: Any, params: Any, config: MeasureConfig = MeasureConfig(),
         config: sizes and the curvature kind.
         key: PRNG key; equal keys give identical results.
         stages: progress hook (see :mod:`batchlab.calibrate.progress`).
+        preconditioner: measure in this optimizer preconditioner's coordinates (module docstring).
 
     Returns:
         :class:`Spectra`.
@@ -155,6 +167,12 @@ def measure(workload: Any, params: Any, config: MeasureConfig = MeasureConfig(),
     noise_n, noise_chunk = config.rounded(config.noise_examples)
     curv_batch = workload.sample_batch(key=k_curv, batch_size=curv_n)
     op = curvature_operator(config.curvature, workload, params, curv_batch, chunk_size=curv_chunk)
+    transform = None
+    if preconditioner is not None:
+        if preconditioner.dim != op.dim:
+            raise InputError(f"the preconditioner has {preconditioner.dim} parameters, the model {op.dim}")
+        transform = preconditioner.matrix_power(-0.5)
+        op = preconditioned_operator(op, transform)
     if config.top_k >= op.dim:
         raise InputError(f"top_k must be < the number of parameters ({op.dim}), got {config.top_k}")
     steps = config.lanczos_steps or min(op.dim, max(3 * config.top_k, config.top_k + 40))
@@ -164,6 +182,7 @@ def measure(workload: Any, params: Any, config: MeasureConfig = MeasureConfig(),
                             tick=stages("bulk density (SLQ)", probes * width))
     noise_batch = workload.sample_batch(key=k_noise, batch_size=noise_n)
     noise = gradient_noise(workload, params, chunk_batch(noise_batch, noise_chunk), top, op, key=k_sketch,
-                           sketches=config.sketches,
+                           sketches=config.sketches, transform=transform,
                            tick=stages("gradient noise", noise_n // noise_chunk + config.sketches + 1))
-    return Spectra(config.curvature, op.dim, top, bulk, noise, curv_n)
+    described = None if preconditioner is None else preconditioner.as_dict()
+    return Spectra(config.curvature, op.dim, top, bulk, noise, curv_n, described)

@@ -90,8 +90,12 @@ def variance_stderr(samples: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(m4 - s2**2 * (n - 3) / (n - 1), 0.0) / n)
 
 
-def chunk_stats(workload: Any, params: Any) -> tuple[Any, Callable]:
+def chunk_stats(workload: Any, params: Any, transform: Callable[[jax.Array], jax.Array] | None = None
+                ) -> tuple[Any, Callable]:
     """Per-example gradient sums of one chunk, the building block of :func:`gradient_noise`.
+
+    With ``transform`` (a linear map on flat gradients, e.g. ``P^{-1/2}``) every per-example gradient
+    is transformed first: the statistics are those of ``transform(g)``.
 
     Returns:
         ``(model, stats)``: the flat model at ``params`` (:func:`~batchlab.calibrate.operators.flat_model`)
@@ -108,13 +112,16 @@ def chunk_stats(workload: Any, params: Any) -> tuple[Any, Callable]:
     @jax.jit
     def stats(theta, chunk, directions, signs):
         g = per_example(theta, chunk)
+        if transform is not None:
+            g = jax.vmap(transform)(g)
         return g.sum(axis=0), jnp.sum(g * g), g @ directions.T, signs.T @ g
 
     return model, stats
 
 
 def gradient_noise(workload: Any, params: Any, chunks: list[Any], top: Eigenpairs, op: CurvatureOperator, *,
-                   key: jax.Array, sketches: int = 32, tick: Tick | None = None) -> NoiseStats:
+                   key: jax.Array, sketches: int = 32, tick: Tick | None = None,
+                   transform: Callable[[jax.Array], jax.Array] | None = None) -> NoiseStats:
     """Per-example gradient-noise statistics of the examples in ``chunks`` at ``params``.
 
     Args:
@@ -128,6 +135,9 @@ def gradient_noise(workload: Any, params: Any, chunks: list[Any], top: Eigenpair
         key: PRNG key of the sketch signs.
         sketches: number ``R`` of random-sign sketches for ``tr(HΣ)`` (≥ 2).
         tick: called after every chunk and every operator product.
+        transform: a linear map ``T`` on flat gradients: the statistics are those of the gradients
+            ``T g`` (``T = P^{-1/2}`` gives the noise in an optimizer's preconditioned coordinates,
+            covariance ``T Σ Tᵀ``; then ``top`` and ``op`` must be of ``T H Tᵀ``).
 
     Returns:
         :class:`NoiseStats`.
@@ -140,7 +150,7 @@ def gradient_noise(workload: Any, params: Any, chunks: list[Any], top: Eigenpair
     if n < 4 or sketches < 2:
         raise InputError(f"noise statistics need >= 4 examples and >= 2 sketches, got {n} and {sketches}")
     directions = top.vectors
-    model, stats = chunk_stats(workload, params)
+    model, stats = chunk_stats(workload, params, transform)
     dtype = model.theta.dtype
     dirs = jnp.asarray(directions, dtype)
     total, total_sq = np.zeros(model.dim), 0.0

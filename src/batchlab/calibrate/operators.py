@@ -15,6 +15,9 @@ For a fixed measurement batch of ``n`` examples split into equal chunks ``b_1 �
   ``jax.vjp`` of ``f``.  ``G`` is positive semi-definite.  For the softmax cross-entropy it equals the
   (true, model-sampled) Fisher information matrix.  For ``loss_kind = "quadratic"`` (``nqm-sampled``)
   the loss is quadratic in θ, so the GGN is the Hessian itself.
+- **Preconditioned** (:func:`preconditioned_operator`): ``M v = P^{-1/2} H P^{-1/2} v`` for an optimizer's
+  preconditioner ``P`` (:mod:`batchlab.calibrate.precondition`), the curvature in the coordinates
+  ``z = P^{1/2} θ`` in which the optimizer is plain gradient descent.
 
 Example:
     >>> op = hessian_operator(workload, params, batch, chunk_size=256)   # doctest: +SKIP
@@ -35,7 +38,7 @@ from batchlab.errors import InputError
 from batchlab.workloads.layers import softmax_cross_entropy
 
 __all__ = ["Curvature", "CurvatureOperator", "FlatModel", "flat_model", "chunk_batch", "hessian_operator",
-           "ggn_operator", "curvature_operator", "output_loss"]
+           "ggn_operator", "curvature_operator", "output_loss", "preconditioned_operator"]
 
 Curvature = Literal["hessian", "ggn"]
 MatVec = Callable[[np.ndarray], np.ndarray]
@@ -195,3 +198,20 @@ def curvature_operator(kind: Curvature, workload: Any, params: Any, batch: Any, 
     if kind not in builders:
         raise InputError(f"unknown curvature {kind!r}; valid: {', '.join(builders)}")
     return builders[kind](workload, params, batch, chunk_size=chunk_size)
+
+
+def preconditioned_operator(op: CurvatureOperator, inverse_root: Callable[[jax.Array], jax.Array]
+                            ) -> CurvatureOperator:
+    """``v ↦ P^{-1/2} M P^{-1/2} v`` for ``op = M`` and ``inverse_root = (v ↦ P^{-1/2} v)``.
+
+    ``inverse_root`` is a linear, jittable map on flat float32 vectors (e.g.
+    :meth:`batchlab.calibrate.precondition.Preconditioner.matrix_power` with ``-1/2``), applied in
+    float32 like the curvature products; the result is float64.  Symmetric when ``P`` is.
+    """
+    apply = jax.jit(inverse_root)
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        inner = np.asarray(apply(jnp.asarray(v, jnp.float32)), np.float64)
+        return np.asarray(apply(jnp.asarray(op.matvec(inner), jnp.float32)), np.float64)
+
+    return CurvatureOperator(matvec, op.dim, op.kind)

@@ -1,9 +1,17 @@
 """The whole calibration: reference run → measurement at the checkpoint → NQM → predicted curves → files.
 
-Keys: the reference run follows ``train``'s seed convention (see :mod:`batchlab.calibrate.reference`);
-every measurement key derives from ``fold_in(PRNGKey(seed), 1)``: the loss-measurement batch, then the
-curvature batch, noise batch, Lanczos start, SLQ probes and sketch signs (see
-:func:`batchlab.calibrate.measure.measure`).  Equal arguments give identical files (up to timings).
+With measured preconditioners (``preconditioner = "measured"``, the default) each of ``adam`` and
+``kfac`` among the optimizers adds: its own tuned reference run (the reference settings with that
+optimizer and its ``optimizer_hyperparameters``), its preconditioner at that run's checkpoint
+(:mod:`batchlab.calibrate.precondition`), a measurement in its coordinates, its own NQM (anchored to
+its own run) and the fitted power ``p`` (:mod:`batchlab.calibrate.exponent`).
+
+Keys: the reference runs follow ``train``'s seed convention (see :mod:`batchlab.calibrate.reference`;
+every reference run uses ``seed``); every measurement key derives from ``fold_in(PRNGKey(seed), 1)``: the
+loss-measurement batch, then the curvature batch, noise batch, Lanczos start, SLQ probes and sketch
+signs (see :func:`batchlab.calibrate.measure.measure`) — the same for every measurement, so the
+preconditioned ones use the same batches, start and probes.  Equal arguments give identical files (up to
+timings).
 """
 
 from __future__ import annotations
@@ -13,27 +21,31 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 
-from batchlab.calibrate.figures import prediction_figure, spectrum_figure
+from batchlab.calibrate.exponent import ExponentFit, fitted_exponent
+from batchlab.calibrate.figures import exponent_figure, prediction_figure, spectrum_figure
 from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
 from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem
 from batchlab.calibrate.operators import chunk_batch, output_loss
-from batchlab.calibrate.predict import PROXIES, optimizer_entry, predict
+from batchlab.calibrate.precondition import MEASURED, extract_preconditioner
+from batchlab.calibrate.predict import PROXIES, Proxy, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
-from batchlab.checks import check_at_least, check_integer
+from batchlab.checks import check_at_least, check_integer, finite_or_none
 from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 
-__all__ = ["CalibrationConfig", "Calibration", "calibrate", "write_calibration", "check_output_dir",
-           "DEFAULT_BATCH_SIZES", "OUTPUT_FILES"]
+__all__ = ["CalibrationConfig", "Calibration", "MeasuredOptimizer", "calibrate", "write_calibration",
+           "check_output_dir", "DEFAULT_BATCH_SIZES", "OUTPUT_FILES", "PRECONDITIONERS"]
 
 DEFAULT_BATCH_SIZES = tuple(float(2**k) for k in range(2, 15, 2))  # 4, 16, …, 16384
-OUTPUT_FILES = ("spectra.json", "nqm_problem.json", "prediction.json", "spectrum.png", "prediction.png")
+OUTPUT_FILES = ("spectra.json", "nqm_problem.json", "prediction.json", "spectrum.png", "prediction.png",
+                "preconditioned.png")
+PRECONDITIONERS = ("measured", "proxy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +59,11 @@ class CalibrationConfig:
         batch_sizes: batch sizes of the predicted curves (examples per step).
         optimizers: study optimizer names to predict (keys of :data:`~batchlab.calibrate.predict.PROXIES`).
         loss_examples: size of the batch on which losses are measured.
+        preconditioner: ``"measured"`` (default): ``adam`` and ``kfac`` get their own reference run and
+            an NQM in their preconditioned coordinates; ``"proxy"``: the reference NQM with ``P = H^-p``
+            (:mod:`batchlab.calibrate.predict`).
+        optimizer_hyperparameters: measured optimizer name → hyperparameters of its reference run
+            (defaults fill the rest; its learning rate is tuned like the reference's).
     """
 
     reference: ReferenceConfig = ReferenceConfig()
@@ -55,6 +72,18 @@ class CalibrationConfig:
     batch_sizes: tuple[float, ...] = DEFAULT_BATCH_SIZES
     optimizers: tuple[str, ...] = tuple(PROXIES)
     loss_examples: int = 4096
+    preconditioner: str = "measured"
+    optimizer_hyperparameters: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def measured(self) -> tuple[str, ...]:
+        """The optimizers calibrated in their own preconditioned coordinates (in ``optimizers`` order)."""
+        return tuple(name for name in self.optimizers if name in MEASURED) if self.preconditioner == "measured" else ()
+
+    def optimizer_reference(self, name: str) -> ReferenceConfig:
+        """The reference run of measured optimizer ``name``: the reference settings with that optimizer."""
+        return dataclasses.replace(self.reference, optimizer=name,
+                                   hyperparameters=dict(self.optimizer_hyperparameters.get(name, {})))
 
     def check(self) -> None:
         """Raise :class:`InputError` on the first invalid setting (before any work is done)."""
@@ -64,7 +93,18 @@ class CalibrationConfig:
                              f"valid: {', '.join(PROXIES)}")
         check_batch_sizes(self.batch_sizes)
         check_at_least(self.loss_examples, "loss_examples", 1)
+        if self.preconditioner not in PRECONDITIONERS:
+            raise InputError(f"preconditioner must be {' or '.join(PRECONDITIONERS)}, got {self.preconditioner!r}")
         self.reference.check()
+        for name in self.optimizer_hyperparameters:
+            if name not in self.measured:
+                raise InputError(f"hyperparameters given for the {name} reference run, but {name} is not measured "
+                                 f"(measured: {', '.join(self.measured) or 'none'})")
+        for name in self.measured:
+            self.optimizer_reference(name).check()
+        if self.measured and self.reference.checkpoint_step == 0:
+            raise InputError(f"measured preconditioners ({', '.join(self.measured)}) need a checkpoint after at "
+                             "least one update (--at-step >= 1), or --preconditioner proxy")
         self.measure.check()
         self.model.check()
 
@@ -84,6 +124,13 @@ class CalibrationConfig:
                              f"({ref.target_loss:g})")
         if self.measure.curvature == "ggn" and workload.loss_kind != "quadratic":
             output_loss(workload.loss_kind)  # raises for a loss without an output-space (Gauss-Newton) form
+        if "kfac" in self.measured:
+            from batchlab.optim.kfac import SUPPORTED_LOSSES  # kfac-jax loads only when needed
+
+            if workload.loss_kind not in SUPPORTED_LOSSES:
+                raise InputError(f"a measured kfac preconditioner needs a {' or '.join(SUPPORTED_LOSSES)} loss, "
+                                 f"not loss kind {workload.loss_kind!r} (leave kfac out or use the proxy "
+                                 "preconditioner)")
         dim = parameter_count(workload)
         if self.measure.top_k >= dim:
             raise InputError(f"top_k must be < the number of parameters ({dim}), got {self.measure.top_k}")
@@ -123,8 +170,60 @@ def check_output_dir(out: Path) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeasuredOptimizer:
+    """One optimizer calibrated in its own preconditioned coordinates (see :func:`calibrate`).
+
+    Attributes:
+        name: the study optimizer (``"adam"`` or ``"kfac"``).
+        config: its reference run's settings.
+        reference: its tuned reference run (checkpoint, optimizer state, losses, steps).
+        spectra: the measurement in its coordinates (``P^{-1/2} H P^{-1/2}``, ``P^{-1/2} Σ P^{-1/2}``).
+        nqm: its NQM (plain; anchored to its own reference run).
+        exponent: the fitted power ``p`` of ``H^{-p}`` (:mod:`batchlab.calibrate.exponent`).
+        timings: seconds of its reference run(s), extraction and measurement, and prediction.
+    """
+
+    name: str
+    config: ReferenceConfig
+    reference: ReferenceRun
+    spectra: Spectra
+    nqm: CalibratedProblem
+    exponent: ExponentFit
+    timings: dict[str, float]
+
+
+def _reference_dict(config: ReferenceConfig, run: ReferenceRun) -> dict[str, Any]:
+    return {"optimizer": config.optimizer, "batch_size": config.batch_size,
+            "hyperparameters": dict(run.hyperparameters), "median_steps": run.median_steps, "seeds": config.seeds,
+            "tuning": [{"learning_rate": rate, "steps": steps} for rate, steps in run.trials]}
+
+
+def _target_dict(workload: Any, run: ReferenceRun, nqm: CalibratedProblem) -> dict[str, Any]:
+    return {"metric": workload.target_metric, "value": float(workload.target_value), "nqm_target": nqm.target,
+            "relative": nqm.relative_target, "initial_loss": run.initial_loss, "target_loss": run.target_loss,
+            "target_step": run.target_step}
+
+
+def _measured_entry(workload: Any, measured: MeasuredOptimizer) -> dict[str, Any]:
+    """The extra fields of a measured optimizer's ``prediction.json`` entry."""
+    run, noise = measured.reference, measured.spectra.noise.as_dict()
+    return {"preconditioner": "measured", "fitted_exponent": finite_or_none(measured.exponent.exponent),
+            "fitted_exponent_top_k": finite_or_none(measured.exponent.exponent_top_k),
+            "checkpoint_step": run.checkpoint_step, "target": _target_dict(workload, run, measured.nqm),
+            "noise_scales": {"b_simple": noise["b_simple"], "b_noise": noise["b_noise"]},
+            "reference": _reference_dict(measured.config, run),
+            "initial_exponent": measured.nqm.initial_exponent, "initial_rule": measured.nqm.initial_rule,
+            "anchor": {"batch_size": float(measured.config.batch_size), "steps": run.median_steps,
+                       "nqm_steps": measured.nqm.as_dict()["anchor_steps"]}}
+
+
+@dataclasses.dataclass(frozen=True)
 class Calibration:
-    """A finished calibration (see :func:`calibrate`)."""
+    """A finished calibration (see :func:`calibrate`).
+
+    ``measured`` holds the optimizers calibrated in their own coordinates (empty in proxy mode or
+    without ``adam``/``kfac``): their ``curves`` come from their own NQM.
+    """
 
     workload: Any
     config: CalibrationConfig
@@ -134,24 +233,22 @@ class Calibration:
     nqm: CalibratedProblem
     curves: dict[str, ScalingCurve]
     timings: dict[str, float]
+    measured: Mapping[str, MeasuredOptimizer] = dataclasses.field(default_factory=dict)
 
     def prediction_dict(self) -> dict[str, Any]:
         """The ``prediction.json`` object (format in :mod:`batchlab.calibrate`)."""
         w, ref = self.workload, self.reference
         noise = self.spectra.noise
+        entries = {name: optimizer_entry(curve) for name, curve in self.curves.items()}
+        for name, measured in self.measured.items():
+            entries[name] |= _measured_entry(w, measured)
         return {
             "workload": w.name,
             "checkpoint_step": ref.checkpoint_step,
-            "target": {"metric": w.target_metric, "value": float(w.target_value), "nqm_target": self.nqm.target,
-                       "relative": self.nqm.relative_target, "initial_loss": ref.initial_loss,
-                       "target_loss": ref.target_loss, "target_step": ref.target_step},
-            "optimizers": {name: optimizer_entry(curve) for name, curve in self.curves.items()},
+            "target": _target_dict(w, ref, self.nqm),
+            "optimizers": entries,
             "noise_scales": {"b_simple": noise.as_dict()["b_simple"], "b_noise": noise.as_dict()["b_noise"]},
-            "reference": {"optimizer": self.config.reference.optimizer,
-                          "batch_size": self.config.reference.batch_size,
-                          "hyperparameters": dict(ref.hyperparameters), "median_steps": ref.median_steps,
-                          "seeds": self.config.reference.seeds,
-                          "tuning": [{"learning_rate": rate, "steps": steps} for rate, steps in ref.trials]},
+            "reference": _reference_dict(self.config.reference, ref),
             "initial_exponent": self.nqm.initial_exponent, "initial_rule": self.nqm.initial_rule,
             "anchor": {"batch_size": float(self.config.reference.batch_size), "steps": ref.median_steps,
                        "nqm_steps": self.nqm.as_dict()["anchor_steps"]},
@@ -161,8 +258,56 @@ class Calibration:
 
     def spectra_dict(self) -> dict[str, Any]:
         """The ``spectra.json`` object (format in :mod:`batchlab.calibrate`)."""
-        return {"workload": self.workload.name, "checkpoint_step": self.reference.checkpoint_step,
-                "seed": self.seed, **self.spectra.as_dict(), "timings": self.timings}
+        out = {"workload": self.workload.name, "checkpoint_step": self.reference.checkpoint_step,
+               "seed": self.seed, **self.spectra.as_dict(), "timings": self.timings}
+        if self.measured:
+            out["preconditioned"] = {
+                name: {"optimizer": name, "checkpoint_step": m.reference.checkpoint_step, **m.spectra.as_dict(),
+                       "exponent": m.exponent.as_dict(), "timings": m.timings}
+                for name, m in self.measured.items()}
+        return out
+
+    def nqm_dict(self) -> dict[str, Any]:
+        """The ``nqm_problem.json`` object (format in :mod:`batchlab.calibrate`)."""
+        out = self.nqm.as_dict()
+        if self.measured:
+            out["preconditioned"] = {name: m.nqm.as_dict() for name, m in self.measured.items()}
+        return out
+
+
+def _prefixed(stages: Stages, prefix: str) -> Stages:
+    return lambda name, total: stages(f"{prefix}: {name}", total)
+
+
+def _measure_optimizer(workload: Any, config: CalibrationConfig, name: str, *, seed: int, loss_chunks: list[Any],
+                       key: jax.Array, reference: Spectra, shared: tuple[ReferenceConfig, ReferenceRun],
+                       stages: Stages) -> MeasuredOptimizer:
+    """Reference run of ``name`` (reused if it is the calibration's own), its preconditioner, the
+    measurement in its coordinates, its NQM and the fitted exponent."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    ref_config = config.optimizer_reference(name)
+    stages = _prefixed(stages, name)
+    if ref_config == shared[0]:
+        run = shared[1]
+    else:
+        run = run_reference(workload, ref_config, seed=seed, loss_chunks=loss_chunks, stages=stages)
+    timings["reference"] = time.perf_counter() - start
+    start = time.perf_counter()
+    batch = workload.sample_batch(key=jax.random.fold_in(jax.random.PRNGKey(seed), 2),
+                                  batch_size=ref_config.batch_size)
+    preconditioner = extract_preconditioner(name, workload, run.checkpoint, run.checkpoint_state,
+                                            hyperparameters=run.hyperparameters, batch=batch)
+    timings["preconditioner"] = time.perf_counter() - start
+    start = time.perf_counter()
+    spectra = measure(workload, run.checkpoint, config.measure, key=key, stages=stages,
+                      preconditioner=preconditioner)
+    timings["measure"] = time.perf_counter() - start
+    anchor = reference_anchor(ref_config, run, Proxy(PROXIES[name].kind, 0.0))
+    nqm = build_problem(spectra, initial_loss=run.initial_loss, target_loss=run.target_loss, anchor=anchor,
+                        config=config.model)
+    exponent = fitted_exponent(reference, spectra, min_curvature=config.model.min_curvature)
+    return MeasuredOptimizer(name, ref_config, run, spectra, nqm, exponent, timings)
 
 
 def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *, seed: int = 0,
@@ -172,7 +317,7 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     Args:
         workload: a :class:`~batchlab.workloads.base.Workload`.
         config: the settings (validated first).
-        seed: the seed of the reference run and of every measurement.
+        seed: the seed of the reference runs and of every measurement.
         stages: progress hook (see :mod:`batchlab.calibrate.progress`).
 
     Returns:
@@ -201,17 +346,30 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     timings["measure"] = time.perf_counter() - start - timings["reference"]
     nqm = build_problem(spectra, initial_loss=reference.initial_loss, target_loss=reference.target_loss,
                         anchor=reference_anchor(config.reference, reference), config=config.model)
+    measured = {name: _measure_optimizer(workload, config, name, seed=seed, loss_chunks=loss_chunks, key=k_measure,
+                                         reference=spectra, shared=(config.reference, reference), stages=stages)
+                for name in config.measured}
+    started = time.perf_counter()
     tick = stages("NQM predictions", len(config.optimizers) * len(check_batch_sizes(config.batch_sizes)))
-    curves = predict(nqm.problem, target=nqm.target, batch_sizes=config.batch_sizes,
-                     optimizers={name: PROXIES[name] for name in config.optimizers}, progress=lambda _: tick())
-    timings["predict"] = time.perf_counter() - start - timings["reference"] - timings["measure"]
+    curves = {}
+    for name in config.optimizers:
+        problem, target = (measured[name].nqm.problem, measured[name].nqm.target) if name in measured \
+            else (nqm.problem, nqm.target)
+        proxy = Proxy(PROXIES[name].kind, 0.0) if name in measured else PROXIES[name]
+        began = time.perf_counter()
+        curves |= predict(problem, target=target, batch_sizes=config.batch_sizes, optimizers={name: proxy},
+                          progress=lambda _: tick())
+        if name in measured:
+            measured[name].timings["predict"] = time.perf_counter() - began
+    timings["predict"] = time.perf_counter() - started
     timings["total"] = time.perf_counter() - start
-    return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings)
+    return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings, measured)
 
 
 def write_calibration(calibration: Calibration, out: Path) -> dict[str, Path]:
     """Write ``spectra.json``, ``nqm_problem.json``, ``prediction.json``, ``spectrum.png`` and
-    ``prediction.png`` into ``out`` (created if needed).
+    ``prediction.png`` (and ``preconditioned.png`` with measured preconditioners) into ``out``
+    (created if needed).
 
     Returns:
         File role → path.
@@ -227,17 +385,30 @@ def write_calibration(calibration: Calibration, out: Path) -> dict[str, Path]:
         raise InputError(f"output folder {out}: cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
 
 
+def _label(name: str, curve: ScalingCurve, measured: MeasuredOptimizer | None) -> str:
+    if measured is None:
+        return f"{name} (NQM {curve.kind}, p = {curve.precond:g})"
+    fit = measured.exponent.exponent
+    return f"{name} (NQM {curve.kind}, measured P, fit p = {fit:.2f})"
+
+
 def _write(calibration: Calibration, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for role, payload in (("spectra", calibration.spectra_dict()), ("nqm_problem", calibration.nqm.as_dict()),
+    for role, payload in (("spectra", calibration.spectra_dict()), ("nqm_problem", calibration.nqm_dict()),
                           ("prediction", calibration.prediction_dict())):
         path = out / f"{role}.json"
         path.write_text(dumps(payload, indent=1) + "\n")
         files[role] = path
     files["spectrum_figure"] = spectrum_figure(calibration.spectra, out / "spectrum.png",
                                                bulk_noise_ratio=calibration.nqm.bulk_noise_ratio)
+    labels = {name: _label(name, curve, calibration.measured.get(name)) for name, curve in calibration.curves.items()}
     files["prediction_figure"] = prediction_figure(
         calibration.curves, out / "prediction.png",
-        title=f"{calibration.workload.name}: calibrated NQM (checkpoint {calibration.reference.checkpoint_step})")
+        title=f"{calibration.workload.name}: calibrated NQM (checkpoint {calibration.reference.checkpoint_step})",
+        labels=labels)
+    if calibration.measured:
+        files["preconditioned_figure"] = exponent_figure(
+            calibration.spectra, {name: (m.spectra, m.exponent) for name, m in calibration.measured.items()},
+            out / "preconditioned.png", min_curvature=calibration.config.model.min_curvature)
     return files

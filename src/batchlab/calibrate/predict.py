@@ -1,9 +1,22 @@
 """Predicted steps to target versus batch size for the study's optimizers, from a calibrated NQM.
 
-Each study optimizer is proxied by an NQM optimizer kind and a preconditioner power ``p`` (``P = H^-p``):
+Each study optimizer is an NQM optimizer kind on an NQM problem.  ``sgd`` and ``momentum`` run on the NQM
+of the reference run (plain coordinates, ``p = 0``).  ``adam`` and ``kfac`` have two modes
+(``CalibrationConfig.preconditioner``, ``batchlab calibrate --preconditioner``):
+
+- ``measured`` (default): the NQM is built in the optimizer's own coordinates ``z = P^{1/2} θ`` from
+  a tuned reference run of that optimizer — ``P`` is its actual preconditioner at the checkpoint
+  (:mod:`batchlab.calibrate.precondition`), the curvature ``P^{-1/2} H P^{-1/2}`` and noise
+  ``P^{-1/2} Σ P^{-1/2}`` are measured there — and predicted with the plain momentum kind (``p = 0``
+  in those coordinates).  The NQM's learning rate is then in the optimizer's units: K-FAC's ``α``
+  itself; for Adam, whose ``m`` is an average, ``α = lr (1 − β)``, i.e. Adam's rate is the NQM's
+  effective rate ``α / (1 − β)``.  The power ``p`` of ``H^{-p}`` that best matches the measured
+  spectrum is reported as a diagnostic (:mod:`batchlab.calibrate.exponent`).
+- ``proxy``: the reference run's NQM preconditioned with a guessed power ``p`` (``P = H^-p``), the
+  table below (:data:`PROXIES`; the only mode before measured preconditioners):
 
 =========  ==========  =====  =============================================================================
-study      NQM kind    p      why
+study      NQM kind    p      why (proxy mode; in measured mode adam and kfac keep the kind, p = 0)
 =========  ==========  =====  =============================================================================
 sgd        sgd         0      exact: SGD on a quadratic is the NQM's SGD
 momentum   momentum    0      exact: heavy ball in velocity form (``batchlab.optim.momentum``)
@@ -16,7 +29,7 @@ kfac       momentum    0.75   K-FAC approximates ``(F + λI)^-1``: Newton-like (
 =========  ==========  =====  =============================================================================
 
 Every curve is :func:`batchlab.nqm.scaling.scaling_curve` (tuned hyperparameters at each batch size,
-exact certified steps) on the calibrated problem, so a prediction equals the engine's numbers.  Batch
+exact certified steps) on its calibrated problem, so a prediction equals the engine's numbers.  Batch
 sizes are in examples per step, the unit of the NQM's ``C / B`` and of studies.
 """
 

@@ -100,6 +100,8 @@ class ReferenceRun:
             for rates stopped early or diverged).
         median_steps: median over the reference seeds of the steps to target at the chosen
             hyperparameters (``target_step`` with one seed): the anchor of the NQM fit.
+        checkpoint_state: the optimizer state at the checkpoint (e.g. Adam's moments, K-FAC's
+            curvature estimate: :mod:`batchlab.calibrate.precondition` reads the preconditioner there).
     """
 
     checkpoint: Any
@@ -111,6 +113,7 @@ class ReferenceRun:
     hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     trials: tuple[tuple[float, float], ...] = ()
     median_steps: int | None = None
+    checkpoint_state: Any = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def measured_loss(workload: Any, params: Any, chunks: list[Any]) -> float:
@@ -232,29 +235,33 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     initial_loss = measured_loss(workload, kept[0].params, loss_chunks)
     chosen = dict(base.prepared.values)
     if not want_target:
-        return ReferenceRun(kept[config.checkpoint_step].params, int(config.checkpoint_step), initial_loss,
-                            float(config.target_loss), None, {}, chosen, trials)
+        snapshot = kept[config.checkpoint_step]
+        return ReferenceRun(snapshot.params, int(config.checkpoint_step), initial_loss, float(config.target_loss),
+                            None, {}, chosen, trials, checkpoint_state=snapshot.state)
     hit = kept[result.steps_to_target]
     if median is None:  # untuned: the median over seeds at the given hyperparameters
         median = hit.step if len(seeds) == 1 else _median_steps(base, seeds, budget)
-    checkpoint = hit.params if config.checkpoint_step is None else kept[config.checkpoint_step].params
-    step = hit.step if config.checkpoint_step is None else config.checkpoint_step
+    snapshot = hit if config.checkpoint_step is None else kept[config.checkpoint_step]
+    checkpoint, step = snapshot.params, snapshot.step
     metrics = {k: v for k, v in result.final_metrics.items() if k != "train_loss"}  # the evaluation's own
     return ReferenceRun(checkpoint, step, initial_loss, measured_loss(workload, hit.evaluated, loss_chunks),
-                        hit.step, metrics, chosen, trials, int(median) if math.isfinite(median) else hit.step)
+                        hit.step, metrics, chosen, trials, int(median) if math.isfinite(median) else hit.step,
+                        snapshot.state)
 
 
-def reference_anchor(config: ReferenceConfig, run: ReferenceRun) -> Anchor | None:
+def reference_anchor(config: ReferenceConfig, run: ReferenceRun, proxy: Proxy | None = None) -> Anchor | None:
     """The tuned reference run as an NQM anchor, or ``None`` when the NQM has no counterpart.
 
-    The reference optimizer maps to its study proxy (:data:`batchlab.calibrate.predict.PROXIES`;
-    Nesterov to the NQM's Nesterov); weight averaging (``+ema``), learning-rate schedules and runs
-    without a measured target step give no anchor.
+    The reference optimizer maps to ``proxy`` if given (a run measured in its own preconditioned
+    coordinates: the plain NQM kind), else to its study proxy
+    (:data:`batchlab.calibrate.predict.PROXIES`; Nesterov to the NQM's Nesterov); weight averaging
+    (``+ema``), learning-rate schedules and runs without a measured target step give no anchor.
     """
     values = run.hyperparameters or prepare(get_optimizer(config.optimizer), config.hyperparameters).values
     if run.target_step is None or "+" in config.optimizer or values.get("lr_schedule", "constant") != "constant":
         return None
-    proxy = Proxy("nesterov", 0.0) if config.optimizer == "nesterov" else PROXIES.get(config.optimizer)
+    if proxy is None:
+        proxy = Proxy("nesterov", 0.0) if config.optimizer == "nesterov" else PROXIES.get(config.optimizer)
     if proxy is None:
         return None
     return Anchor(proxy.kind, proxy.precond, float(config.batch_size), int(run.median_steps or run.target_step))

@@ -71,9 +71,22 @@ def calibrate_command(
     noise_examples: int = typer.Option(1024, "--noise-examples"),
     chunk_size: int = typer.Option(256, "--chunk-size", help="examples per jitted call (bounds memory)"),
     option: list[str] = typer.Option([], "--option", help="workload option NAME=VALUE (repeatable)"),
+    preconditioner: str = typer.Option(
+        "measured", "--preconditioner",
+        help="adam and kfac: measured (their own tuned reference run; the NQM in their preconditioned "
+             "coordinates P^-1/2 H P^-1/2, P read from the optimizer state) or proxy (the reference NQM with "
+             "P = H^-p, p = 0.5 adam, 0.75 kfac)"),
+    adam_hp: list[str] = typer.Option([], "--adam-hp",
+                                      help="hyperparameter NAME=VALUE of the measured adam reference run"),
+    kfac_hp: list[str] = typer.Option([], "--kfac-hp",
+                                      help="hyperparameter NAME=VALUE of the measured kfac reference run"),
     as_json: bool = typer.Option(False, "--json", help="print prediction.json on stdout"),
 ) -> None:
-    """Measure curvature and gradient-noise spectra at a checkpoint, build an NQM and predict steps vs batch size."""
+    """Measure curvature and gradient-noise spectra at a checkpoint, build an NQM and predict steps vs batch size.
+
+    With measured preconditioners (the default) adam and kfac each get their own tuned reference run (same
+    batch size, budget, checkpoint rule, tuning and seeds as the reference run) and are measured in their own
+    preconditioned coordinates; the fitted power p of H^-p that matches their spectrum is reported."""
     from batchlab.calibrate import (
         CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, check_output_dir, write_calibration,
     )
@@ -91,6 +104,10 @@ def calibrate_command(
         model=ModelConfig(initial=initial, bulk_noise=bulk_noise, loss_floor=loss_floor),
         batch_sizes=tuple(parse_float_list(batch_sizes, name="--batch-sizes")),
         optimizers=_names(optimizers),
+        preconditioner=preconditioner,
+        optimizer_hyperparameters={name: values for name, values in (
+            ("adam", parse_assignments(adam_hp, flag="--adam-hp")),
+            ("kfac", parse_assignments(kfac_hp, flag="--kfac-hp"))) if values},
     )
     config.check()
     check_output_dir(out)  # a result that cannot be written fails now, not after the training
@@ -125,17 +142,34 @@ def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
         console.print(f"[yellow]warning:[/] the NQM could not reproduce the reference run ({anchor['steps']} steps "
                       f"at batch {anchor['batch_size']:g}); its closest takes {_num(anchor['nqm_steps'])}. "
                       "Try more --slq-steps and --curvature-examples, or another --at-step.")
+    for name, measured in result.measured.items():
+        entry, run = prediction["optimizers"][name], measured.reference
+        fit = measured.exponent
+        console.print(f"{name}: measured at step {run.checkpoint_step} of its own tuned run (learning rate "
+                      f"{run.hyperparameters.get('learning_rate', float('nan')):.3g}, median "
+                      f"{_num(entry['reference']['median_steps'])} steps to target); fitted p = {_num(fit.exponent)} "
+                      f"(top-k {_num(fit.exponent_top_k)}, r² {_num(fit.r2)}); B_noise = "
+                      f"{_num(entry['noise_scales']['b_noise'])} in its coordinates")
+        if measured.nqm.initial_rule == "fit (closest)":
+            console.print(f"[yellow]warning:[/] {name}'s NQM could not reproduce its reference run "
+                          f"({entry['anchor']['steps']} steps); its closest takes "
+                          f"{_num(entry['anchor']['nqm_steps'])}.")
     table = Table(title="predicted steps to target")
     table.add_column("batch size", justify="right")
     entries = prediction["optimizers"]
     for name, entry in entries.items():
-        table.add_column(f"{name} (p={entry['precond']:g})", justify="right")
+        measured = entry.get("preconditioner") == "measured"
+        table.add_column(f"{name} (measured P)" if measured else f"{name} (p={entry['precond']:g})", justify="right")
     sizes = next(iter(entries.values()))["batch_sizes"]
     for i, size in enumerate(sizes):
         table.add_row(f"{size:g}", *[_num(entry["steps"][i]) for entry in entries.values()])
     table.add_row("critical (fit)", *[_num(e["critical_batch_size"]["b_noise"]) for e in entries.values()])
     table.add_row("critical (20%)", *[_num(e["critical_batch_size"]["overhead"]) for e in entries.values()])
     console.print(table)
+    stages = [f"reference {result.timings['reference']:.1f}", f"measure {result.timings['measure']:.1f}"]
+    for name, measured in result.measured.items():
+        stages += [f"{name} {stage} {seconds:.1f}" for stage, seconds in measured.timings.items()]
+    console.print(f"seconds: {', '.join(stages)}, predict {result.timings['predict']:.1f}")
     console.print("wrote " + ", ".join(str(path) for path in files.values()))
     sys.stdout.flush()
 

@@ -52,7 +52,8 @@ from batchlab.optim.hyperparameters import (
 from batchlab.optim.kfac_rows import row_block_ctors
 from batchlab.optim.schedules import learning_rate_factor
 
-__all__ = ["HYPERPARAMETERS", "KfacConfig", "KfacState", "SPEC", "kfac_stepper", "split_batch"]
+__all__ = ["HYPERPARAMETERS", "KfacConfig", "KfacState", "SPEC", "SUPPORTED_LOSSES", "curvature_estimator",
+           "kfac_stepper", "split_batch"]
 
 HYPERPARAMETERS = (
     learning_rate(0.03, (1e-3, 3.0)),
@@ -82,7 +83,8 @@ class KfacConfig:
     fast_conv_statistics: bool = True
 
 
-_SUPPORTED = ("softmax_cross_entropy", "squared_error")
+SUPPORTED_LOSSES = ("softmax_cross_entropy", "squared_error")
+_SUPPORTED = SUPPORTED_LOSSES
 
 
 class KfacState(NamedTuple):
@@ -159,6 +161,31 @@ def _check_loss(model: Model, value: Callable, params: Any, batch: Any) -> None:
         )
 
 
+def _optimizer(model: Model, value: Callable, *, adaptive: bool, config: KfacConfig) -> kfac_jax.Optimizer:
+    """The kfac-jax optimizer of :func:`kfac_stepper` (its estimator is finalized by ``init``)."""
+    blocks = dict(row_block_ctors())
+    if config.fast_conv_statistics:
+        from batchlab.optim.kfac_conv import conv_block_ctors
+
+        blocks.update(conv_block_ctors())
+    return kfac_jax.Optimizer(
+        value_and_grad_func=jax.value_and_grad(value),
+        l2_reg=0.0,
+        use_adaptive_learning_rate=adaptive,
+        use_adaptive_momentum=adaptive,
+        use_adaptive_damping=adaptive,
+        initial_damping=1.0 if adaptive else None,
+        damping_adaptation_interval=1,
+        num_burnin_steps=0,
+        estimation_mode=config.estimation_mode,
+        curvature_ema=config.curvature_ema,
+        inverse_update_period=config.inverse_update_period,
+        layer_tag_to_block_ctor=blocks,
+        batch_size_extractor=_loss_rows(model),
+        multi_device=False,
+    )
+
+
 def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacConfig) -> Stepper:
     """Bind K-FAC to ``model`` (see module docstring for the update).
 
@@ -181,27 +208,7 @@ def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacCon
             f"got loss_kind {model.loss_kind!r}"
         )
     value = _registered_loss(model)
-    blocks = dict(row_block_ctors())
-    if config.fast_conv_statistics:
-        from batchlab.optim.kfac_conv import conv_block_ctors
-
-        blocks.update(conv_block_ctors())
-    optimizer = kfac_jax.Optimizer(
-        value_and_grad_func=jax.value_and_grad(value),
-        l2_reg=0.0,
-        use_adaptive_learning_rate=adaptive,
-        use_adaptive_momentum=adaptive,
-        use_adaptive_damping=adaptive,
-        initial_damping=1.0 if adaptive else None,
-        damping_adaptation_interval=1,
-        num_burnin_steps=0,
-        estimation_mode=config.estimation_mode,
-        curvature_ema=config.curvature_ema,
-        inverse_update_period=config.inverse_update_period,
-        layer_tag_to_block_ctor=blocks,
-        batch_size_extractor=_loss_rows(model),
-        multi_device=False,
-    )
+    optimizer = _optimizer(model, value, adaptive=adaptive, config=config)
 
     checked = []  # the model is checked once per bound optimizer, not per trial
 
@@ -240,6 +247,26 @@ def kfac_stepper(model: Model, *, adaptive: bool, schedule: str, config: KfacCon
         return params, KfacState(state.count + 1, hyper, inner), stats["loss"]
 
     return Stepper(init, step, lambda params, state: params, traces_model=True)
+
+
+def curvature_estimator(model: Model, params: Any, batch: Any, *, key: jax.Array, adaptive: bool = False,
+                        config: KfacConfig = KfacConfig()) -> Any:
+    """The kfac-jax curvature estimator that :func:`kfac_stepper` builds for ``model``, finalized.
+
+    Its ``blocks`` (per layer: a Kronecker-factored or a diagonal block, in kfac-jax's order) read a
+    :class:`KfacState`'s ``inner.estimator_state.blocks_states``: calibrations use it to extract the
+    preconditioner K-FAC applies at a checkpoint (:mod:`batchlab.calibrate.precondition`).  Tracing
+    the model with ``batch`` is deterministic, so the blocks match those of every run of ``model``.
+
+    Raises:
+        InputError: an unsupported ``loss_kind``.
+    """
+    if model.loss_kind not in _SUPPORTED:
+        raise InputError(f"kfac needs a network workload with a {' or '.join(_SUPPORTED)} loss; "
+                         f"got loss_kind {model.loss_kind!r}")
+    optimizer = _optimizer(model, _registered_loss(model), adaptive=adaptive, config=config)
+    optimizer.init(params, key, batch)  # traces the model and finalizes the estimator
+    return optimizer._estimator  # noqa: SLF001 (pinned kfac-jax 0.0.8: no public accessor)
 
 
 def _bind(model: Model, static: tuple[tuple[str, str], ...]) -> Stepper:

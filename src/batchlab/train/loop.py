@@ -23,9 +23,9 @@ the divergence is replayed, so a target met before the blow-up still counts.
 ``TrainOptions.prune_at_step`` stops once that many steps pass without reaching the target: both give
 ``pruned``.
 
-**Checkpoints.**  ``TrainOptions.checkpoints`` keeps the raw parameters after those numbers of updates
-(the run trains on to the last of them even once the target is reached) and ``keep_hit`` keeps the
-parameters at the first hit: :attr:`TrainResult.checkpoints`.
+**Checkpoints.**  ``TrainOptions.checkpoints`` keeps the raw parameters and the optimizer state after
+those numbers of updates (the run trains on to the last of them even once the target is reached) and
+``keep_hit`` keeps them at the first hit: :attr:`TrainResult.checkpoints`.
 
 **Validated once.**  :func:`setup` validates a run into a :class:`TrainSetup` and :func:`run` trains
 one without checking it again (``train = run(setup(...))``); hyperparameters already validated where
@@ -100,10 +100,12 @@ class _Run:
         return self.workload.reached(metrics, self.target)
 
     def snapshot(self, carry: Carry, step: int) -> None:
-        """Keep copies of the raw and evaluated parameters after ``step`` updates (the carry is donated)."""
+        """Keep copies of the raw and evaluated parameters and the optimizer state after ``step`` updates
+        (the carry is donated)."""
         params = jax.tree.map(lambda a: a.copy(), carry.params)
         evaluated = jax.tree.map(lambda a: a.copy(), self.compiled.views(carry)[0])
-        self.snapshots[step] = Snapshot(step, params, evaluated)
+        state = jax.tree.map(lambda a: a.copy() if hasattr(a, "copy") else a, carry.opt_state)
+        self.snapshots[step] = Snapshot(step, params, evaluated, state)
 
     def hit(self, i: int, step: int, metrics: Mapping[str, float], carry: Carry) -> None:
         """Track ``i`` first met the target after ``step`` updates (``carry``: the state there)."""

@@ -31,11 +31,14 @@ class Snapshot(NamedTuple):
         params: the raw parameters.
         evaluated: the parameters the workload evaluates (the weight average for ``+ema``
             optimizers, else ``params``).
+        state: the optimizer state after those updates (e.g. Adam's moments, K-FAC's curvature
+            estimate), as the next step would read it.
     """
 
     step: int
     params: Any
     evaluated: Any
+    state: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +74,7 @@ class TrainOptions:
             else device (see :func:`batchlab.train.compiled.choose_loop`).
         replay: find the exact first step meeting the target by replaying from the previous
             evaluation (else report the cadence evaluation's step).
-        checkpoints: keep the parameters after these numbers of updates (each in
+        checkpoints: keep the parameters (and the optimizer state) after these numbers of updates (each in
             ``[0, max_steps]``) in :attr:`TrainResult.checkpoints`; a run that ends earlier (reached,
             pruned) trains on, without evaluating, to the last of them (``steps_run`` counts those
             steps); a diverged run keeps only those taken before it stopped.
