@@ -266,6 +266,11 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
         np.testing.assert_array_equal(problems["preconditioned"][name]["h"][:k], own["eigenvalues"])
         assert problems["preconditioned"][name]["target"] == entry["target"]["nqm_target"]
         assert entry["anchor"]["steps"] == run.median_steps == run.target_step  # its own run (one seed)
+        assert entry["units"] == "optimizer"
+        curve = result.curves[name]  # the rates are the optimizer's: K-FAC's α, Adam's lr = α / (1 − β)
+        expected = [r.learning_rate / (1.0 - r.momentum) if name == "adam" else r.learning_rate for r in curve.rows]
+        np.testing.assert_allclose(entry["learning_rates"], expected, rtol=1e-12)
+        assert entry.get("nqm_learning_rates", entry["learning_rates"]) == [r.learning_rate for r in curve.rows]
     proxy = calibrate(workload, dataclasses.replace(config, preconditioner="proxy", optimizer_hyperparameters={}),
                       seed=0)
     assert proxy.measured == {}
@@ -273,6 +278,8 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
     for name in ("sgd", "momentum"):
         assert old["optimizers"][name] == prediction["optimizers"][name]
     assert old["optimizers"]["adam"]["precond"] == 0.5 and "preconditioner" not in old["optimizers"]["adam"]
+    assert old["optimizers"]["adam"]["units"] == old["optimizers"]["kfac"]["units"] == "proxy"
+    assert old["optimizers"]["sgd"]["units"] == old["optimizers"]["momentum"]["units"] == "optimizer"
     ours = {k: v for k, v in result.spectra_dict().items() if k not in ("timings", "preconditioned")}
     assert ours == {k: v for k, v in proxy.spectra_dict().items() if k != "timings"}
     assert proxy.nqm_dict() == {k: v for k, v in result.nqm_dict().items() if k != "preconditioned"}

@@ -38,9 +38,10 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
      "initial_exponent": 1.29, "initial_rule": "fit", "curvature": "ggn", "seed": 0}
 
   ``steps[i]`` is the NQM's fewest steps to ``nqm_target`` at ``batch_sizes[i]`` (examples per step, the
-  study's unit), ``null`` if unreachable; ``learning_rates``/``momenta`` are the NQM's tuned values
-  (for the preconditioned proxies ``adam`` and ``kfac`` they are in the proxy's units, not the
-  optimizer's); ``b_noise`` is the hyperbola-fit critical batch size and ``overhead`` the largest batch
+  study's unit), ``null`` if unreachable; ``learning_rates``/``momenta`` are the NQM's tuned values,
+  and ``units`` says whether those rates are the optimizer's own (``"optimizer"``: sgd, momentum, and
+  measured adam/kfac — Adam's ``learning_rates`` are its ``lr = α / (1 − β₁)``, the NQM's ``α`` kept in
+  ``nqm_learning_rates``) or a preconditioned proxy's (``"proxy"``, not comparable with the optimizer's); ``b_noise`` is the hyperbola-fit critical batch size and ``overhead`` the largest batch
   size within 20 % of perfect scaling (:mod:`batchlab.critical`), both ``null`` when undefined.
   ``nqm_target = relative × NQM initial risk`` in loss units; ``checkpoint_step`` is where the spectra
   were measured (by default the reference run's first step meeting the target, ``target_step``);

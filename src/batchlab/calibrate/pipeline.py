@@ -242,6 +242,13 @@ class Calibration:
         entries = {name: optimizer_entry(curve) for name, curve in self.curves.items()}
         for name, measured in self.measured.items():
             entries[name] |= _measured_entry(w, measured)
+            if name == "adam":  # Adam averages m = (1 - β)·Σ β^k g: its rate is the NQM's α / (1 - β)
+                entry = entries[name]
+                entry["nqm_learning_rates"] = entry["learning_rates"]
+                entry["learning_rates"] = [None if a is None else a / (1.0 - (b or 0.0))
+                                           for a, b in zip(entry["learning_rates"], entry["momenta"])]
+        for entry in entries.values():
+            entry["units"] = "optimizer" if entry["precond"] == 0.0 else "proxy"
         return {
             "workload": w.name,
             "checkpoint_step": ref.checkpoint_step,
