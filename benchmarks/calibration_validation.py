@@ -15,6 +15,9 @@ For each study folder given (a finished study with the explore / refine / replic
 * one figure per study: measured steps with intervals (an open marker where the interval is unbounded),
   predicted curves.
 
+Each ``STUDY=CALIBRATION_DIR`` is one row set, named "study (calibration folder)", so one study can
+be compared with several calibrations (variants of one assumption at a time).
+
 Writes ``OUT/table.md``, ``OUT/critical.csv``, ``OUT/cells.csv`` and ``OUT/<study name>.png``.
 
 Usage::
@@ -74,6 +77,8 @@ def validate(study: pathlib.Path, calibration: pathlib.Path | None) -> tuple[str
         raise SystemExit(f"{study}: no calibration/prediction.json (give STUDY=CALIBRATION_DIR)")
     raw = json.loads((folder / PREDICTION_PATH).read_text())
     name = result.spec.get("name", study.name)
+    if calibration is not None:  # one study may be compared with several calibrations: name the row by both
+        name = f"{name} ({calibration.name})"
     critical = result.prediction_vs_measured.assign(study=name, workload=result.spec.get("workload"))
     rows = []
     for cell in result.best.itertuples():
@@ -159,7 +164,7 @@ def main() -> None:
     for item in args.studies:
         study, _, calibration = item.partition("=")
         name, critical, cells, raw = validate(pathlib.Path(study), pathlib.Path(calibration) if calibration else None)
-        figure(name, cells, critical, raw, args.out / f"{name}.png")
+        figure(name, cells, critical, raw, args.out / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}.png")
         criticals.append(critical)
         all_cells.append(cells)
     critical, cells = pd.concat(criticals, ignore_index=True), pd.concat(all_cells, ignore_index=True)

@@ -28,6 +28,28 @@ def test_pruning_bounds_come_from_earlier_rounds_only():
     assert bound_for(results, 2) == 20
 
 
+def test_pruning_slack_multiplies_the_incumbent_and_rounds_up():
+    results = [Result((0.1,), 25, 0, 0), Result((0.3,), 40, 0, 1)]
+    assert bound_for(results, 1, 1.0) == 25
+    assert bound_for(results, 1, 1.5) == 38      # ceil(37.5)
+    assert bound_for(results, 1, 2.0) == 50
+    assert bound_for(results, 0, 2.0) is None
+    with pytest.raises(InputError, match="prune_slack"):
+        Tuning(prune_slack=0.9)
+
+
+def test_a_slack_keeps_the_stored_spec_without_it_and_the_identity_with_it():
+    from batchlab.study.spec import parse_spec
+    base = {"name": "s", "workload": "nqm-sampled", "batch_sizes": [16], "seed": 0,
+            "budget": {"steps": 50}, "optimizers": {"sgd": {}}, "tuning": {"explore": 4}}
+    plain = parse_spec(base)
+    slack = parse_spec({**base, "tuning": {"explore": 4, "prune_slack": 1.5}})
+    assert "prune_slack" not in plain.to_dict()["tuning"]          # stored form as before the key
+    assert slack.to_dict()["tuning"]["prune_slack"] == 1.5
+    assert slack.identity() == plain.identity()                      # resumable with another slack
+    assert slack.protocol.prune_slack == 1.5
+
+
 def test_candidates_are_the_best_distinct_reached_configurations():
     results = [Result((0.5,), 30, 0, 0), Result((0.1,), 20, 1, 1), Result((0.1,), 20, 2, 0),
                Result((0.7,), math.inf, 0, 2), Result((0.9,), 20, 0, 3)]

@@ -64,6 +64,10 @@ BAD_SPECS = {
                                           "tuning.refine_width must be in (0, 0.5]"),
     "tuning: more rounds than trials": (_with(trials=None, tuning={"explore": 2, "rounds": 3}), "tuning.rounds"),
     "tuning: unknown key": (_with(trials=None, tuning={"explore": 4, "replicas": 3}), "replicas"),
+    "tuning: prune slack below 1": (_with(trials=None, tuning={"explore": 4, "prune_slack": 0.5}),
+                                    "tuning.prune_slack must be in [1, 10], got 0.5"),
+    "tuning: prune slack not a number": (_with(trials=None, tuning={"explore": 4, "prune_slack": "x"}),
+                                         "tuning.prune_slack"),
     "tuning with trials": (_with(tuning={"explore": 4}, trials=4), "either trials or [tuning] explore"),
 }
 

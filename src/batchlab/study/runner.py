@@ -245,7 +245,7 @@ def _bounds(spec: StudySpec, store: StudyStore, round_: int) -> dict[tuple[str, 
     bounds = {}
     for entry in spec.optimizers:
         for size, results in _results(store.results(entry.name), entry, ("explore", "refine")).items():
-            bound = bound_for(results, round_)
+            bound = bound_for(results, round_, spec.protocol.prune_slack)
             if bound is not None:
                 bounds[(entry.name, size)] = bound
     return bounds

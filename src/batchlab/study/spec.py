@@ -29,6 +29,7 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     warm_start = true                 # ... and around the optimum predicted from neighbouring B
     candidates = 2                    # best configurations rerun with fresh seeds (omit: none)
     seeds = 3                         # seeds per candidate (>= 3); the cell's answer is their median
+    prune_slack = 1.0                 # prune at this x the incumbent's steps (>= 1; default 1)
     centre = "calibration"            # explore around the calibrated NQM's prediction (omit: whole box)
     calibration = "cal/prediction.json"   # `batchlab calibrate`'s output, relative to the spec file
     centre_width = 0.5                # half-width of the centred box, decades (default 0.5)
@@ -109,8 +110,8 @@ __all__ = [
 DEFAULT_EMA_DECAYS = (0.9, 0.99, 0.999)
 _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes", "trials", "seed",
              "design", "target", "eval_every", "prune", "budget", "optimizers", "tuning")
-_TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds", "centre",
-                "calibration", "centre_width")
+_TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds", "prune_slack",
+                "centre", "calibration", "centre_width")
 _CENTRE_KEYS = ("centre", "calibration", "centre_width")
 _DESIGNS = ("sobol", "halton")
 _MAX_TRIALS = 100_000  # per cell, and in the whole design
@@ -238,6 +239,8 @@ class StudySpec:
         out["batch_sizes"] = list(self.batch_sizes)
         if self.tuning is None:
             out.pop("tuning")  # legacy specs keep their stored form (and so their folders)
+        elif self.tuning.prune_slack == 1.0:
+            out["tuning"].pop("prune_slack")  # the default keeps the stored form from before the key
         if self.centre is None:
             out.pop("centre")  # so do specs without a centred search
         else:
@@ -262,6 +265,8 @@ class StudySpec:
         out = self.to_dict()
         out.pop("description")
         out.pop("prune")  # pruning changes the cost, not the trials
+        if "tuning" in out:
+            out["tuning"] = {k: v for k, v in out["tuning"].items() if k != "prune_slack"}  # nor does its slack
         out.pop("calibration", None)  # where the prediction lies: its values (in "centre") decide the trials
         return out
 
@@ -389,6 +394,7 @@ def _tuning(table: Any) -> Tuning:
         warm_start=_boolean(table.get("warm_start", True), "tuning.warm_start"),
         candidates=candidates,
         seeds=_integer(table.get("seeds", 3), "tuning.seeds", 3, 1000) if candidates else 3,
+        prune_slack=check_finite_number(table.get("prune_slack", 1.0), "tuning.prune_slack"),
     )
 
 
