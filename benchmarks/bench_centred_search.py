@@ -22,6 +22,7 @@ Usage::
 
     PYTHONPATH=src python benchmarks/bench_centred_search.py [--spec SPEC.toml --prediction prediction.json]
         [--centred-explore N] [--width 0.5] [--out DIR]
+    PYTHONPATH=src python benchmarks/bench_centred_search.py --compare NORMAL_DIR CENTRED_DIR
 """
 
 from __future__ import annotations
@@ -74,10 +75,20 @@ def measure(spec_data: dict[str, Any], base_dir: pathlib.Path, folder: pathlib.P
     started = time.perf_counter()
     summary = run_study(spec, folder)
     wall = time.perf_counter() - started
+    return summarize(folder, wall_s=wall, ran=summary.ran, total=summary.total)
+
+
+def summarize(folder: pathlib.Path, *, wall_s: float = math.nan, ran: int = 0, total: int | None = None,
+              optimizers: set[str] | None = None) -> dict[str, Any]:
+    """Per cell of a finished study folder its answer and what the search spent (``optimizers``: only these)."""
     analysis = analyze(folder, resamples=500, critical_resamples=50)
     trials = trials_frame(folder)
+    if optimizers is not None:
+        trials = trials[trials["optimizer"].isin(optimizers)]
     cells = {}
     for row in analysis.best.itertuples():
+        if optimizers is not None and row.optimizer not in optimizers:
+            continue
         rows = trials[(trials["optimizer"] == row.optimizer) & (trials["batch_size"] == row.batch_size)]
         search = rows[rows["phase"] != "replicate"]
         cells[f"{row.optimizer}@{int(row.batch_size)}"] = {
@@ -85,7 +96,7 @@ def measure(spec_data: dict[str, Any], base_dir: pathlib.Path, folder: pathlib.P
             "trials": len(rows), "search_trials": len(search), "steps": int(rows["steps_run"].fillna(0).sum()),
             "search_steps": int(search["steps_run"].fillna(0).sum()),
             "learning_rate": _num(getattr(row, "learning_rate", math.nan))}
-    return {"folder": str(folder), "wall_s": wall, "ran": summary.ran, "trials": summary.total,
+    return {"folder": str(folder), "wall_s": wall_s, "ran": ran, "trials": len(trials) if total is None else total,
             "steps": int(trials["steps_run"].fillna(0).sum()), "cells": cells}
 
 
@@ -117,7 +128,16 @@ def main() -> None:
     parser.add_argument("--centred-explore", type=int, help="explore trials of the centred run (default: the spec's)")
     parser.add_argument("--width", type=float, default=0.5, help="centre_width, decades (default 0.5)")
     parser.add_argument("--out", type=pathlib.Path, help="output folder (default: a temporary one)")
+    parser.add_argument("--compare", nargs=2, type=pathlib.Path, metavar=("NORMAL", "CENTRED"),
+                        help="only compare two finished study folders (the normal one restricted to the "
+                             "centred one's optimizers)")
     args = parser.parse_args()
+    if args.compare:
+        normal_dir, centred_dir = args.compare
+        centred = summarize(centred_dir)
+        names = {key.split("@")[0] for key in centred["cells"]}
+        print(report(summarize(normal_dir, optimizers=names), centred))
+        return
     out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="bench-centred-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.spec is None:

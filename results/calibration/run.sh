@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Reproduces results/calibration/ (issue 15): the seed-replicated digits-cnn study, the calibrations
+# (the default pipeline and one changed assumption at a time), the validation table and figures.
+# Run from the repository root after ./dev.sh setup (or with the venv active); under `nice` on a
+# shared machine.  Wall times on the 2 shared cores: study ~40 min, each sgd/momentum calibration
+# 3-8 min, the default (measured adam/kfac) calibration ~20 min, mnist1d-cnn ~40 min.
+set -euo pipefail
+B=".venv/bin/batchlab"
+R=results/calibration
+
+# 1. the measurement: SGD, momentum, Adam, K-FAC on digits-cnn, 7 batch sizes, 5 replication seeds per cell
+$B study run studies/calibration-digits.toml --out runs/calibration-digits
+mkdir -p $R/digits/study && sqlite3 runs/calibration-digits/study.sqlite ".backup $R/digits/study/study.sqlite"
+$B study export runs/calibration-digits --out $R/digits/study-export && rm $R/digits/study-export/curves.csv
+
+# 2. the calibrated NQM, default pipeline (measured Adam and K-FAC preconditioners), seed 0
+$B calibrate --workload digits-cnn --out $R/digits/default
+# ... the former H^-p proxies for Adam and K-FAC
+$B calibrate --workload digits-cnn --preconditioner proxy --out $R/digits/proxy
+# one assumption at a time (sgd and momentum)
+C="$B calibrate --workload digits-cnn --optimizers sgd,momentum"
+$C --seed 1 --out $R/digits/seed1                          # the calibration's own seed noise
+$C --bulk-noise total --out $R/digits/bulk-total             # bulk noise model c = r h, r from tr Σ
+$C --bulk-noise top-k --out $R/digits/bulk-topk              # ... r from the top-k ratio
+$C --at-step 12 --out $R/digits/at-step-12                   # an earlier checkpoint
+$C --at-step 24 --out $R/digits/at-step-24
+$C --reference-optimizer momentum --out $R/digits/reference-momentum   # momentum's own trajectory and target loss
+$C --curvature hessian --out $R/digits/hessian               # Hessian instead of Gauss-Newton
+# sharpness along the SGD reference trajectory (lr 0.464, B 128): top eigenvalues at steps 0 and 4
+for s in 0 4; do
+  $B calibrate --workload digits-cnn --optimizers sgd --at-step $s --reference-tune 0 \
+    --reference-hp learning_rate=0.464158883361278 --reference-seeds 1 --top-k 4 --slq-probes 2 --slq-steps 16 \
+    --out $R/digits/trajectory-step-$s
+done
+# a stability cap from a sharper direction (zero-risk), on the default NQM
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_stability_cap.py $R/digits/default/nqm_problem.json 8 16.7 33.7 \
+  > $R/digits/stability_cap.txt
+
+# 3. mnist1d-cnn (the paper-mnist1d study's workload and target) — the study itself: studies/paper-mnist1d.toml
+$B calibrate --workload mnist1d-cnn --option num_samples=20000 --preconditioner proxy \
+  --batch-sizes 4,16,64,256,1024,2048,4096,16384 --out $R/mnist1d/proxy
+
+# 4. the table and figures (digits; add runs/paper-mnist1d=$R/mnist1d/... once that study has finished)
+V=""
+for c in default proxy seed1 bulk-total bulk-topk at-step-12 at-step-24 reference-momentum hessian; do
+  V="$V $R/digits/study=$R/digits/$c"
+done
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R
