@@ -46,3 +46,9 @@ for c in default proxy seed1 bulk-total bulk-topk at-step-12 at-step-24 referenc
   V="$V $R/digits/study=$R/digits/$c"
 done
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R
+
+# 5. item 4: the search centred on the prediction (sgd, adam; explore 4 in the centred box) vs the whole box
+$B study run $R/digits/centred.toml --out runs/calibration-digits-centred
+sqlite3 runs/calibration-digits-centred/study.sqlite ".backup $R/digits/centred-study/study.sqlite"
+PYTHONPATH=src .venv/bin/python benchmarks/bench_centred_search.py --compare $R/digits/study $R/digits/centred-study \
+  > $R/digits/centred_vs_normal.txt
