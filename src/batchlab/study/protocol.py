@@ -51,10 +51,12 @@ class Tuning:
         seeds: fresh training seeds per replicated configuration (``>= 3`` when replicating).
         prune_slack: a pruned trial stops once it can no longer reach the target within
             ``prune_slack`` × the cell's incumbent steps (``>= 1``; 1: within the incumbent's).  The
-            incumbent is one seed's luck: with replication, a slack lets configurations within seed
-            noise of it finish, so that the candidates are ranked rather than cut at a lucky bound
-            (calibration-digits, momentum at B = 1024: explore's incumbent reached in 25 steps; all 4
-            refine trials were pruned at 25; its 5 replicates took 31-86 steps, median 75).
+            incumbent is one seed's luck (calibration-digits, momentum at B = 1024: explore's incumbent
+            reached in 25 steps, all 4 refine trials were pruned at 25, its 5 replicates took 31-86
+            steps, median 75); a slack lets configurations within seed noise of it finish, so that
+            with ``candidates >= 2`` the runners-up can be replicated and the bootstrap sees their
+            steps.  It never changes the best single trial, so with ``candidates = 1`` the replicated
+            configuration is the same (measured: results/protocol-digits/).
     """
 
     explore: int = 6
