@@ -44,11 +44,14 @@ import pandas as pd  # noqa: E402
 
 from batchlab.analysis import analyze  # noqa: E402
 from batchlab.analysis.prediction import PREDICTION_PATH  # noqa: E402
+from batchlab.store.prediction import interpolate  # noqa: E402
 
 
-def interpolate(sizes: np.ndarray, values: np.ndarray, at: float) -> float:
-    """``values`` at batch size ``at``, linear in log-log between the two bracketing sizes; ``nan``
-    outside the predicted range or next to an unreachable (``nan``) point."""
+def interpolate_steps(sizes: np.ndarray, values: np.ndarray, at: float) -> float:
+    """Predicted steps at batch size ``at``, linear in log-log between the two bracketing sizes; ``nan``
+    outside the predicted range or next to an unreachable (``nan``) point — unlike
+    :func:`batchlab.store.prediction.interpolate` (used for the hyperparameters), which skips missing
+    points: an unreachable batch size must not be bridged."""
     sizes, values = np.asarray(sizes, float), np.asarray(values, float)
     if not sizes[0] <= at <= sizes[-1]:
         return math.nan
@@ -91,11 +94,12 @@ def validate(study: pathlib.Path, calibration: pathlib.Path | None) -> tuple[str
         momenta = np.array([math.nan if s is None else s for s in predicted.get("momenta", [None] * len(sizes))], float)
         rows.append({"study": name, "optimizer": cell.optimizer, "batch_size": int(cell.batch_size),
                      "measured_steps": cell.best_steps, "measured_low": cell.steps_low,
-                     "measured_high": cell.steps_high, "predicted_steps": interpolate(sizes, steps, cell.batch_size),
+                     "measured_high": cell.steps_high,
+                     "predicted_steps": interpolate_steps(sizes, steps, cell.batch_size),
                      "measured_learning_rate": cell.hp_learning_rate,
                      "predicted_learning_rate": interpolate(sizes, rates, cell.batch_size),
                      "measured_momentum": getattr(cell, "hp_momentum", math.nan),
-                     "predicted_momentum": interpolate(sizes, momenta, cell.batch_size)
+                     "predicted_momentum": interpolate(sizes, momenta, cell.batch_size, one_minus=True)
                      if np.isfinite(momenta).any() else math.nan,
                      "learning_rate_units": "optimizer" if predicted.get("precond", 0.0) == 0.0
                      or predicted.get("units") == "optimizer" else "proxy"})
