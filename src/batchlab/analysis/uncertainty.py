@@ -169,6 +169,27 @@ def _as_cell(cell: Cell | Candidates) -> Cell:
     return Cell(tuple(np.asarray(c, dtype=np.float64) for c in cell))
 
 
+def _keep_reaching(reaching: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """The m-out-of-n subsamples (each trial kept with probability 1/2), conditioned on keeping a reaching trial.
+
+    ``reaching`` marks the trials with a finite centre; the cell's search saw at least one of them (it
+    has a candidate).  A subsample that drops them all replays a search that saw *no* reaching
+    configuration: an artefact of subsampling, not a draw of the estimator.  Left in, such draws make
+    up ``2^-f`` of all draws (``f`` reaching trials) -- half of them for a cell with one -- and put the
+    cell's interval on the knife edge of :func:`_pivot`'s "fewer than half finite" rule, so that the
+    resample count alone decided between a finite interval and ``(0, inf)``.  Rejection sampling
+    redraws those rows until each keeps a reaching trial (``P = 1 − 2^-f ≥ 1/2`` per try).
+    """
+    keep = rng.random((resamples, reaching.size)) < 0.5
+    if not reaching.any():
+        return keep
+    redo = ~(keep & reaching).any(axis=1)
+    while redo.any():
+        keep[redo] = rng.random((int(redo.sum()), reaching.size)) < 0.5
+        redo = ~(keep & reaching).any(axis=1)
+    return keep
+
+
 def _search_draws(cell: Cell, pool: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Bootstrap-world log estimates of a cell, search included, and the bootstrap world's log truth.
 
@@ -176,7 +197,8 @@ def _search_draws(cell: Cell, pool: np.ndarray, resamples: int, rng: np.random.G
     own log steps.  A draw keeps each trial with probability 1/2 — an m-out-of-n bootstrap with
     m = n/2, the standard remedy for bootstrapping an extreme (the full n-out-of-n bootstrap of a
     minimum is inconsistent; on the synthetic studies of ``benchmarks/bench_protocol.py`` keeping
-    1 − 1/e of the trials covered the truth in 87–91% of cells, keeping 1/2 in 92–95%) — redraws each kept trial's single seed ``μ_t + r``, takes the
+    1 − 1/e of the trials covered the truth in 87–91% of cells, keeping 1/2 in 92–95%), conditioned on
+    keeping at least one trial that reached the target (:func:`_keep_reaching`) — redraws each kept trial's single seed ``μ_t + r``, takes the
     ``len(candidates)`` best as candidates, redraws their seeds, and answers the smallest median —
     the protocol itself, replayed on the configurations the search saw.  The truth is the best
     centre among them.
@@ -189,7 +211,7 @@ def _search_draws(cell: Cell, pool: np.ndarray, resamples: int, rng: np.random.G
         centre[t], share[t] = _centre(np.asarray(c, dtype=np.float64))
     seeds = max(np.asarray(c).size for c in cell.candidates)
     k = len(cell.candidates)
-    keep = rng.random((resamples, trials.size)) < 0.5  # m-out-of-n, m = n/2
+    keep = _keep_reaching(np.isfinite(centre), resamples, rng)
     single = centre + pool[rng.integers(0, pool.size, size=(resamples, trials.size))]
     single = np.where(keep & np.isfinite(centre), single, np.inf)
     chosen = np.argsort(single, axis=1, kind="stable")[:, :k]  # (R, k)
