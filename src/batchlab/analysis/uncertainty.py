@@ -17,7 +17,9 @@ several training seeds.  Conventions (``inf`` = a seed that did not reach the ta
   the errors ``e* = log θ̂* − log θ*`` against the bootstrap world's truth
   ``θ* = min_c exp(μ_c + median(pool))``, the interval is ``θ̂ · exp(−q_{1−α/2}(e*)) …
   θ̂ · exp(−q_{α/2}(e*))``.  Reselection in every draw carries the winner's curse of picking the
-  luckiest candidate into the interval.
+  luckiest candidate into the interval.  With the search replayed (a :class:`Cell` with its trials),
+  each draw keeps a random half of the search trials, conditioned on keeping one that reached the
+  target, so the interval does not depend on the number of resamples (:func:`_keep_reaching`).
 * **critical batch size**: the hyperbola ``S(B) = S_min (1 + B_noise/B)`` (:mod:`batchlab.critical`)
   fitted to the cell estimates; its interval from the same bootstrap, all cells of an optimizer drawn
   jointly, again pivotal in log space.
