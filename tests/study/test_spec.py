@@ -69,6 +69,18 @@ BAD_SPECS = {
     "tuning: prune slack not a number": (_with(trials=None, tuning={"explore": 4, "prune_slack": "x"}),
                                          "tuning.prune_slack"),
     "tuning with trials": (_with(tuning={"explore": 4}, trials=4), "either trials or [tuning] explore"),
+    "optimizer budget: empty": (_with(_set_optimizer("sgd", {"budget": {}})),
+                                "optimizers.sgd.budget must be a non-empty table"),
+    "optimizer budget: unknown key": (_with(_set_optimizer("sgd", {"budget": {"min_step": 9}})), "min_step"),
+    "optimizer budget: min_steps over fixed steps": (_with(_set_optimizer("sgd", {"budget": {"min_steps": 200}})),
+                                                     "optimizers.sgd.budget: min_steps/max_steps need examples"),
+    "optimizer budget: zero steps": (_with(_set_optimizer("sgd", {"budget": {"steps": 0}})),
+                                     "optimizers.sgd.budget.steps must be in [1, 1000000000], got 0"),
+    "optimizer budget: max below min": (_with(_set_optimizer("sgd", {"budget": {"min_steps": 900}}),
+                                              budget={"examples": 6400, "max_steps": 500}),
+                                        "optimizers.sgd.budget.max_steps (500) must be >= optimizers.sgd.budget.min_steps (900)"),
+    "optimizer budget beyond 10^9 steps": (_with(_set_optimizer("sgd", {"budget": {"examples": 1e15}})),
+                                           "set optimizers.sgd.budget.max_steps"),
 }
 
 # exact messages of the range checks (the target's range is the target metric's: error rate in [0, 1])
@@ -192,3 +204,29 @@ def test_bad_run_options_are_one_line_and_create_nothing(flags, needle, tmp_path
 def test_every_shipped_preset_is_valid(path):
     spec = load_spec(path)
     assert spec.name == path.stem and len(make_design(spec)) == len(spec.optimizers) * len(spec.batch_sizes) * spec.trials
+
+
+def test_an_optimizer_budget_overrides_the_study_budget_for_its_trials_only():
+    """``budget = {...}`` in an optimizer's table: its keys over the study's ``[budget]`` (``steps``
+    alone replaces it); the other optimizers' trials, ids included, do not change, and a spec without
+    the key keeps its stored form."""
+    study_budget = {"examples": 6400, "min_steps": 50, "max_steps": 300}
+    plain = parse_spec(tiny_data(budget=study_budget))
+    data = tiny_data(budget=study_budget)
+    data["optimizers"]["sgd"] = dict(data["optimizers"]["sgd"], budget={"min_steps": 120})
+    own = parse_spec(data)
+    expected = {32: 200, 128: 120}  # ceil(6400 / B) clipped to [120, 300] for sgd ...
+    study = {32: 200, 128: 50}  # ... and to [50, 300] for the others
+    by_id = {t.id: t for t in make_design(plain)}
+    for trial in make_design(own):
+        if trial.optimizer == "sgd":
+            assert trial.max_steps == expected[trial.batch_size]
+            assert (trial.id in by_id) == (expected[trial.batch_size] == study[trial.batch_size])
+        else:
+            assert trial.max_steps == study[trial.batch_size] and trial.id in by_id
+    assert "budget" not in plain.to_dict()["optimizers"][0]
+    assert own.to_dict()["optimizers"][0]["budget"] == {"steps": None, "examples": 6400.0, "min_steps": 120,
+                                                        "max_steps": 300}
+    data["optimizers"]["sgd"]["budget"] = {"steps": 77}
+    assert {t.max_steps for t in make_design(parse_spec(data)) if t.optimizer == "sgd"} == {77}
+

@@ -70,13 +70,18 @@ def _table_html(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _spec_summary(spec: dict) -> str:
-    budget = spec.get("budget", {})
+def _budget_rule(budget: dict) -> str:
     if budget.get("steps") is not None:
-        rule = f"{budget['steps']:,} steps"
-    else:
-        rule = (f"ceil({budget.get('examples', 0):,.0f} / B) steps, clipped to "
-                f"[{budget.get('min_steps')}, {budget.get('max_steps') or '∞'}]")
+        return f"{budget['steps']:,} steps"
+    return (f"ceil({budget.get('examples', 0):,.0f} / B) steps, clipped to "
+            f"[{budget.get('min_steps')}, {budget.get('max_steps') or '∞'}]")
+
+
+def _spec_summary(spec: dict) -> str:
+    rule = _budget_rule(spec.get("budget", {}))
+    own = [f"{o['name']}: {_budget_rule(o['budget'])}" for o in spec.get("optimizers", []) if o.get("budget")]
+    if own:
+        rule += "; own budgets: " + "; ".join(own)
     target = "the workload's" if spec.get("target") is None else fmt_number(spec["target"], 4)
     items = [
         ("workload", f"{spec.get('workload')} {json.dumps(spec.get('workload_options', {}))}"),

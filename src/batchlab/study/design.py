@@ -149,7 +149,7 @@ def _config(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base: Mappi
         "hyperparameters": dict(prepared.values),
         "ema_decays": list(entry.ema_decays),
         "batch_size": batch_size,
-        "max_steps": spec.budget.steps_for(batch_size),
+        "max_steps": (spec.budget if entry.budget is None else entry.budget).steps_for(batch_size),
         "seed": seed,
     }, prepared
 

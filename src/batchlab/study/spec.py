@@ -53,6 +53,7 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
 
     [optimizers."momentum+ema"]
     ema_decays = [0.9, 0.99, 0.999]   # decays tracked in one run (see batchlab.study.design)
+    budget = { min_steps = 2000 }     # its own step budget: these keys over the study's [budget]
 
     [optimizers."my_optim.py:my_optimizer+ema"]   # a reference to user code (see batchlab.userref)
 
@@ -161,12 +162,15 @@ class OptimizerEntry:
         search: the searched dimensions, in the optimizer's declaration order.
         ema_decays: for ``+ema`` optimizers, the decays every trial tracks (the first is the
             optimizer's own ``ema_decay``); empty otherwise.
+        budget: the optimizer's own step budget (its ``budget`` key over the study's ``[budget]``), or
+            ``None``: the study's.
     """
 
     name: str
     fixed: tuple[tuple[str, float | str], ...]
     search: tuple[SearchDim, ...]
     ema_decays: tuple[float, ...] = ()
+    budget: "Budget | None" = None
 
     @property
     def optimizer(self) -> OptimizerSpec:
@@ -234,6 +238,7 @@ class StudySpec:
         out["optimizers"] = [
             {"name": o.name, "fixed": dict(o.fixed), "ema_decays": list(o.ema_decays),
              "search": [dataclasses.asdict(d) for d in o.search]}
+            | ({} if o.budget is None else {"budget": dataclasses.asdict(o.budget)})  # absent: the stored form before the key
             for o in self.optimizers
         ]
         out["batch_sizes"] = list(self.batch_sizes)
@@ -332,7 +337,9 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
         raise InputError("give either trials or [tuning] explore, not both")
     trials = tuning.explore if tuning is not None else _integer(data.get("trials", 8), "trials", 1, _MAX_TRIALS)
     batch_sizes = _batch_sizes(data["batch_sizes"])
-    optimizers = _optimizers(data["optimizers"], base_dir)
+    budget_table = data.get("budget", {})
+    budget = _budget(budget_table, workload.default_max_steps)
+    optimizers = _optimizers(data["optimizers"], base_dir, budget_table, workload.default_max_steps)
     spec = StudySpec(
         name=name,
         description=_string(data.get("description", ""), "description"),
@@ -340,7 +347,7 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
         workload_options=tuple(sorted(options.items())),
         batch_sizes=batch_sizes,
         optimizers=optimizers,
-        budget=_budget(data.get("budget", {}), workload.default_max_steps),
+        budget=budget,
         trials=trials,
         tuning=tuning,
         seed=_integer(data.get("seed", 0), "seed", 0, 2**63 - 1),
@@ -362,10 +369,12 @@ def _check_size(spec: StudySpec) -> None:
         raise InputError(f"the design has up to {size:,} trials (per cell × optimizers × batch sizes = {per_cell} × "
                          f"{len(spec.optimizers)} × {len(spec.batch_sizes)}); at most {_MAX_TRIALS:,}")
     smallest = min(spec.batch_sizes)
-    steps = spec.budget.steps_for(smallest)
-    if steps > _MAX_STEPS:
-        raise InputError(f"budget: {steps:.3g} steps at batch size {smallest} (examples / B); at most {_MAX_STEPS:,}; "
-                         "set budget.max_steps")
+    for where, budget in [("budget", spec.budget)] + [(f"optimizers.{o.name}.budget", o.budget)
+                                                      for o in spec.optimizers if o.budget is not None]:
+        steps = budget.steps_for(smallest)
+        if steps > _MAX_STEPS:
+            raise InputError(f"{where}: {steps:.3g} steps at batch size {smallest} (examples / B); at most "
+                             f"{_MAX_STEPS:,}; set {where}.max_steps")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -474,29 +483,42 @@ def _batch_sizes(value: Any) -> tuple[int, ...]:
     return tuple(sorted(sizes))
 
 
-def _budget(value: Any, default_steps: int) -> Budget:
+def _budget(value: Any, default_steps: int, where: str = "budget") -> Budget:
     if not isinstance(value, Mapping):
-        raise InputError("budget must be a table")
-    _unknown(value, ("steps", "examples", "min_steps", "max_steps"), "budget")
+        raise InputError(f"{where} must be a table")
+    _unknown(value, ("steps", "examples", "min_steps", "max_steps"), where)
     if "steps" in value:
         if len(value) > 1:
-            raise InputError("budget: give either steps or examples (with min_steps/max_steps), not both")
-        return Budget(steps=_integer(value["steps"], "budget.steps", 1, 10**9))
+            raise InputError(f"{where}: give either steps or examples (with min_steps/max_steps), not both")
+        return Budget(steps=_integer(value["steps"], f"{where}.steps", 1, 10**9))
     if "examples" not in value:
         if value:
-            raise InputError("budget: min_steps/max_steps need examples")
+            raise InputError(f"{where}: min_steps/max_steps need examples")
         return Budget(steps=default_steps)
-    examples = check_finite_number(value["examples"], "budget.examples")
+    examples = check_finite_number(value["examples"], f"{where}.examples")
     if examples <= 0:
-        raise InputError(f"budget.examples must be > 0, got {examples:g}")
-    min_steps = _integer(value.get("min_steps", 1), "budget.min_steps", 1, 10**9)
-    max_steps = None if "max_steps" not in value else _integer(value["max_steps"], "budget.max_steps", 1, 10**9)
+        raise InputError(f"{where}.examples must be > 0, got {examples:g}")
+    min_steps = _integer(value.get("min_steps", 1), f"{where}.min_steps", 1, 10**9)
+    max_steps = None if "max_steps" not in value else _integer(value["max_steps"], f"{where}.max_steps", 1, 10**9)
     if max_steps is not None and max_steps < min_steps:
-        raise InputError(f"budget.max_steps ({max_steps}) must be >= budget.min_steps ({min_steps})")
+        raise InputError(f"{where}.max_steps ({max_steps}) must be >= {where}.min_steps ({min_steps})")
     return Budget(examples=examples, min_steps=min_steps, max_steps=max_steps)
 
 
-def _optimizers(value: Any, base_dir: str | pathlib.Path | None) -> tuple[OptimizerEntry, ...]:
+def _optimizer_budget(value: Any, study: Mapping[str, Any], default_steps: int, where: str) -> Budget:
+    """An optimizer's ``budget``: its keys over the study's ``[budget]`` (``steps`` alone replaces an
+    example budget; example keys replace a fixed ``steps``)."""
+    if not isinstance(value, Mapping) or not value:
+        raise InputError(f"{where} must be a non-empty table (e.g. {{ min_steps = 2000 }})")
+    if "steps" in value:
+        merged = dict(value)
+    else:
+        merged = {k: v for k, v in study.items() if k != "steps"} | dict(value)
+    return _budget(merged, default_steps, where)
+
+
+def _optimizers(value: Any, base_dir: str | pathlib.Path | None, budget: Any = None,
+                default_steps: int = 1) -> tuple[OptimizerEntry, ...]:
     if not isinstance(value, Mapping):
         raise InputError("optimizers must be a table of [optimizers.NAME] tables")
     if not value:
@@ -504,7 +526,8 @@ def _optimizers(value: Any, base_dir: str | pathlib.Path | None) -> tuple[Optimi
     names = {name: name if base_dir is None else _absolute_optimizer(name, base_dir) for name in value}
     if len(set(names.values())) < len(names):
         raise InputError("optimizers: two keys name the same optimizer")
-    return tuple(_optimizer(names[name], body) for name, body in value.items())
+    study_budget = budget if isinstance(budget, Mapping) else {}
+    return tuple(_optimizer(names[name], body, study_budget, default_steps) for name, body in value.items())
 
 
 def _absolute_optimizer(name: str, base_dir: str | pathlib.Path) -> str:
@@ -513,12 +536,13 @@ def _absolute_optimizer(name: str, base_dir: str | pathlib.Path) -> str:
     return absolute(base, base_dir) + name[len(base):]
 
 
-def _optimizer(name: str, body: Any) -> OptimizerEntry:
+def _optimizer(name: str, body: Any, study_budget: Mapping[str, Any] | None = None,
+               default_steps: int = 1) -> OptimizerEntry:
     spec = get_optimizer(name)  # InputError naming the valid optimizers
     where = f"optimizers.{name}"
     if not isinstance(body, Mapping):
         raise InputError(f"{where} must be a table")
-    _unknown(body, ("search", "fixed", "ema_decays"), where)
+    _unknown(body, ("search", "fixed", "ema_decays", "budget"), where)
     fixed = body.get("fixed", {})
     search = body.get("search", {})
     for key, table in (("fixed", fixed), ("search", search)):
@@ -545,7 +569,9 @@ def _optimizer(name: str, body: Any) -> OptimizerEntry:
     default_space = [hp for hp in spec.search_space(values) if hp.name != "ema_decay"]
     dims = [overrides.pop(hp.name, None) or SearchDim(hp.name, *hp.search, hp.scaling) for hp in default_space]
     dims += [overrides[hp.name] for hp in spec.hyperparameters if hp.name in overrides]
-    return OptimizerEntry(name=name, fixed=fixed_pairs, search=tuple(dims), ema_decays=ema_decays)
+    budget = (None if "budget" not in body
+              else _optimizer_budget(body["budget"], study_budget or {}, default_steps, f"{where}.budget"))
+    return OptimizerEntry(name=name, fixed=fixed_pairs, search=tuple(dims), ema_decays=ema_decays, budget=budget)
 
 
 def _ema_decays(value: Any, where: str) -> tuple[float, ...]:
