@@ -25,7 +25,7 @@ With ``--budget-search`` it instead measures how B_noise stability across design
 study budget (batch-size grid, trials per phase, replicate seeds, per-run seed noise); output in
 ``results/protocol-synthetic/budget_search.txt``::
 
-    PYTHONPATH=src python benchmarks/bench_protocol.py --budget-search --studies 30
+    PYTHONPATH=src python benchmarks/bench_protocol.py --budget-search --studies 60
 
 ``--fit-floor`` prints how precisely each cell must be known for the hyperbola fit's B_noise to agree
 within 1.3x (output in ``results/protocol-synthetic/fit_floor.txt``).
@@ -117,6 +117,7 @@ def _within(x: float, y: float, factor: float = 1.3) -> bool:
 
 QUICK = Tuning(explore=6, rounds=2, refine=4, candidates=2, seeds=3)
 DENSE_GRID = (16, 32, 64, 128, 256, 512, 1024)
+FINE_GRID = tuple(int(round(16 * 2 ** (k / 2))) for k in range(13))  # 16 ... 1024 in steps of sqrt(2)
 
 # Budgets tried by --budget-search, cheapest first: (name, batch sizes, tuning per cell, seed noise).
 # Seed noise 0.25 is the size measured on digits-cnn with its error target; 0.10 asks what a smoother
@@ -128,6 +129,9 @@ BUDGETS = [
     ("7 B, 8+8, 2x8", DENSE_GRID, Tuning(explore=8, rounds=2, refine=8, candidates=2, seeds=8), 0.25),
     ("7 B, 16+16, 2x8", DENSE_GRID, Tuning(explore=16, rounds=2, refine=16, candidates=2, seeds=8), 0.25),
     ("7 B, 32+32, 3x16", DENSE_GRID, Tuning(explore=32, rounds=2, refine=32, candidates=3, seeds=16), 0.25),
+    ("7 B, 48+48, 3x24", DENSE_GRID, Tuning(explore=48, rounds=2, refine=48, candidates=3, seeds=24), 0.25),
+    ("7 B, 64+64, 3x32", DENSE_GRID, Tuning(explore=64, rounds=2, refine=64, candidates=3, seeds=32), 0.25),
+    ("13 B, 64+64, 3x32", FINE_GRID, Tuning(explore=64, rounds=2, refine=64, candidates=3, seeds=32), 0.25),
     ("7 B, 16+16, 1x64", DENSE_GRID, Tuning(explore=16, rounds=2, refine=16, candidates=1, seeds=64), 0.25),
     ("quick, seed noise 0.10", BATCH_SIZES, QUICK, 0.10),
     ("7 B, 16+16, 2x8, noise 0.10", DENSE_GRID, Tuning(explore=16, rounds=2, refine=16, candidates=2, seeds=8), 0.10),
