@@ -222,3 +222,23 @@ def test_a_replicated_study_frame_gives_the_estimates_of_its_cells_and_verdicts(
     assert claim["claim"] == "fast's critical batch size is larger than slow's"
     assert claim["verdict"] == compare_intervals((fast_row["b_noise_low"], fast_row["b_noise_high"]),
                                                  (slow_row["b_noise_low"], slow_row["b_noise_high"]), smaller=False)
+
+
+def test_every_entry_point_uses_the_same_resample_count():
+    """``study report``, ``study compare``, :func:`analyze`, :func:`write_report` and ``api.load`` share
+    one default, so one study's outputs give the same intervals and verdicts (a verdict whose intervals
+    nearly touch could otherwise differ between the report and ``compare`` by Monte Carlo error alone)."""
+    import inspect
+
+    import typer
+
+    from batchlab import api
+    from batchlab.analysis import DEFAULT_RESAMPLES, analyze
+    from batchlab.cli import study as cli_study
+    from batchlab.report.html import write_report
+
+    for function in (analyze, write_report, api.load):
+        assert inspect.signature(function).parameters["resamples"].default == DEFAULT_RESAMPLES
+    for command in (cli_study.report_command, cli_study.compare_command):
+        option = inspect.signature(command).parameters["resamples"].default
+        assert isinstance(option, typer.models.OptionInfo) and option.default == DEFAULT_RESAMPLES

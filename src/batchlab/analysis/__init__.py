@@ -15,6 +15,7 @@ Example::
 
 from batchlab.analysis.prediction import Prediction, compare_critical, compare_hyperparameters, load_prediction
 from batchlab.analysis.scaling import (
+    DEFAULT_RESAMPLES,
     MAX_RESAMPLES,
     best_per_cell,
     bootstrap_minimum,
@@ -27,6 +28,7 @@ from batchlab.analysis.replicated import is_replicated, replicated_cells, replic
 from batchlab.analysis.study import StudyAnalysis, analyze
 
 __all__ = [
+    "DEFAULT_RESAMPLES",
     "MAX_RESAMPLES",
     "Prediction",
     "StudyAnalysis",

@@ -37,11 +37,13 @@ from batchlab.checks import check_integer
 from batchlab.errors import InputError
 from batchlab.store import FAILED, FINISHED
 
-__all__ = ["MAX_RESAMPLES", "MIN_FIT_POINTS", "bootstrap_minimum", "best_per_cell", "check_resamples",
+__all__ = ["DEFAULT_RESAMPLES", "MAX_RESAMPLES", "MIN_FIT_POINTS", "bootstrap_minimum", "best_per_cell", "check_resamples",
            "critical_batch_sizes", "ema_decay_table", "effective_rate"]
 
 MIN_FIT_POINTS = 3
 MAX_RESAMPLES = 100_000
+DEFAULT_RESAMPLES = 2000  # every entry point (analyze, report, compare, api.load) uses the same count,
+# so that one study's outputs give the same intervals and verdicts
 _BLOCK = 1 << 22  # resampled indices held at once (32 MiB)
 
 
@@ -90,7 +92,7 @@ def _steps(cell: pd.DataFrame) -> np.ndarray:
     return np.where(finished["status"] == "reached", finished["steps_to_target"], np.inf).astype(np.float64)
 
 
-def best_per_cell(trials: pd.DataFrame, *, confidence: float = 0.95, resamples: int = 1000,
+def best_per_cell(trials: pd.DataFrame, *, confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
                   seed: int = 0, order: list[str] | None = None) -> pd.DataFrame:
     """One row per (optimizer, batch size): counts, best steps with its bootstrap interval, and the
     winning trial's hyperparameters (``hp_*``), learning rate and effective learning rate.

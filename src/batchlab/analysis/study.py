@@ -10,7 +10,7 @@ import pandas as pd
 
 from batchlab.analysis.replicated import is_replicated, replicated_cells, replicated_critical, verdicts
 from batchlab.analysis.prediction import Prediction, compare_critical, compare_hyperparameters, load_prediction
-from batchlab.analysis.scaling import best_per_cell, check_resamples, critical_batch_sizes, ema_decay_table
+from batchlab.analysis.scaling import DEFAULT_RESAMPLES, best_per_cell, check_resamples, critical_batch_sizes, ema_decay_table
 from batchlab.store.frames import mark_interrupted, study_spec, trials_frame, tracks_frame
 from batchlab.store import FINISHED, open_store
 
@@ -69,7 +69,7 @@ class StudyAnalysis:
         return [o["name"] for o in self.spec.get("optimizers", [])] or list(dict.fromkeys(self.trials["optimizer"]))
 
 
-def analyze(folder: str | pathlib.Path, *, confidence: float = 0.95, resamples: int = 1000,
+def analyze(folder: str | pathlib.Path, *, confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
             critical_resamples: int = 200, tolerance: float = 0.2, seed: int = 0) -> StudyAnalysis:
     """Analyse the study in ``folder`` (see :mod:`batchlab.analysis.scaling` for definitions).
 

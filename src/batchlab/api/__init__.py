@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from batchlab.analysis import StudyAnalysis, analyze
+from batchlab.analysis import DEFAULT_RESAMPLES, StudyAnalysis, analyze
 
 __all__ = ["Study", "load", "run"]
 
@@ -83,7 +83,7 @@ class Study:
                             title=str(analysis.spec.get("name", ""))))
 
 
-def load(folder: str | pathlib.Path, *, resamples: int = 1000, seed: int = 0) -> Study:
+def load(folder: str | pathlib.Path, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Study:
     """Read and analyse the study in ``folder`` (no JAX).
 
     Raises:

@@ -72,7 +72,7 @@ def status_command(folder: str = typer.Argument(..., help="study folder")) -> No
 @guarded
 def report_command(
     folder: str = typer.Argument(..., help="study folder"),
-    resamples: int = typer.Option(1000, "--resamples", help="bootstrap resamples per batch size (1 to 100,000)"),
+    resamples: int = typer.Option(2000, "--resamples", help="bootstrap resamples per batch size (1 to 100,000)"),
 ) -> None:
     """Figures, tables and one self-contained HTML report in FOLDER/report (plus CSV/Parquet exports)."""
     from batchlab.analysis import MAX_RESAMPLES

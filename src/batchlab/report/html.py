@@ -17,7 +17,7 @@ import pathlib
 
 import pandas as pd
 
-from batchlab.analysis import StudyAnalysis, analyze, check_resamples
+from batchlab.analysis import DEFAULT_RESAMPLES, StudyAnalysis, analyze, check_resamples
 from batchlab.errors import InputError
 from batchlab.plots.study_figures import figures, save_png
 from batchlab.report.tables import NOTES, fmt_number, report_tables, unfinished_note
@@ -151,7 +151,7 @@ def render_html(analysis: StudyAnalysis, images: dict[str, bytes], tables: dict[
     return "\n".join(parts)
 
 
-def write_report(folder: str | pathlib.Path, *, resamples: int = 1000, critical_resamples: int = 200,
+def write_report(folder: str | pathlib.Path, *, resamples: int = DEFAULT_RESAMPLES, critical_resamples: int = 200,
                  seed: int = 0) -> ReportFiles:
     """Analyse the study in ``folder`` and write its report (see the module docstring).
 
