@@ -129,7 +129,7 @@ def figure(name: str, cells: pd.DataFrame, critical: pd.DataFrame, raw: dict, ou
             ax.axvline(row["predicted"].iloc[0], color=color, lw=0.6, ls=":")
     lo, hi = cells["batch_size"].min(), cells["batch_size"].max()
     ax.set(xscale="log", yscale="log", xlim=(lo / 2, hi * 2), xlabel="batch size", ylabel="steps to target",
-           title=f"{name}: NQM (dashed; dotted: its B_noise) vs measured")
+           title=f"{name}\nNQM (dashed; dotted: its B_noise) vs measured")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -50,6 +50,16 @@ $B calibrate --workload mnist1d-cnn --option num_samples=20000 --reference-tune 
   --kfac-hp learning_rate=0.028106095837193416 \
   --batch-sizes 4,16,64,256,1024,2048,4096,16384 --out $R/mnist1d/measured
 
+#    sharpness along the mnist1d SGD reference (lr 0.464, B 128): top eigenvalues at steps 0, 10, 50, 150
+for s in 0 10 50 150; do
+  $B calibrate --workload mnist1d-cnn --option num_samples=20000 --optimizers sgd --at-step $s --reference-tune 0 \
+    --reference-hp learning_rate=0.464158883361278 --reference-seeds 1 --top-k 4 --slq-probes 2 --slq-steps 16 \
+    --batch-sizes 16,64,256,1024,2048 --out $R/mnist1d/trajectory-step-$s
+done
+#    the stability cap on the second workload (λ₁ at init 12.4, the largest seen 16.8)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_stability_cap.py $R/mnist1d/measured/nqm_problem.json 6.2 12.4 16.8 \
+  > $R/mnist1d/stability_cap.txt
+
 # 4. the table and figures: digits-cnn (every variant) and mnist1d-cnn (measured and proxy)
 V=""
 for c in default proxy seed1 bulk-total bulk-topk at-step-12 at-step-24 reference-momentum hessian; do
@@ -57,6 +67,10 @@ for c in default proxy seed1 bulk-total bulk-topk at-step-12 at-step-24 referenc
 done
 V="$V results/paper-mnist1d/study=$R/mnist1d/measured results/paper-mnist1d/study=$R/mnist1d/proxy"
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R
+
+#    the digits study's report with the default calibration overlaid (digits/report/)
+T=$(mktemp -d) && cp $R/digits/study/study.sqlite $T/ && mkdir $T/calibration && cp $R/digits/default/prediction.json $T/calibration/
+$B study report $T && rm -rf $R/digits/report && cp -r $T/report $R/digits/report && rm -rf $T
 
 # 5. item 4: the search centred on the prediction (sgd, adam; explore 4 in the centred box) vs the whole box
 $B study run $R/digits/centred.toml --out runs/calibration-digits-centred
