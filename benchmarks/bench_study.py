@@ -18,11 +18,18 @@ processes (wall-time ratio, identical answers).  ``--out DIR`` writes the summar
 Usage (quick preset: about 2-3 minutes per seed on the 2 shared cores)::
 
     PYTHONPATH=src python benchmarks/bench_study.py [--preset quick] [--seeds 0,1,2] [--pruning] [--dask] [--out DIR]
+
+A long preset (``studies/stability-digits.toml``: the budget the synthetic benchmark says the 1.3x
+criterion needs) runs across sessions with ``--work``: rerun the same command to resume::
+
+    PYTHONPATH=src nice python benchmarks/bench_study.py --preset studies/stability-digits.toml \
+        --work runs/stability-digits --out results/stability-digits
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -81,13 +88,18 @@ def main() -> None:
     parser.add_argument("--pruning", action="store_true")
     parser.add_argument("--dask", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--work", default=None,
+                        help="keep each run's store in WORK/seed<N> and resume it when rerun (long presets run "
+                             "across sessions; wall times then cover the last invocation only); default: a "
+                             "temporary folder and a warm-up run")
     args = parser.parse_args()
 
     base = load_spec(resolve_spec(args.preset))
     seeds = [int(s) for s in args.seeds.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory()) as tmp:
         root = pathlib.Path(tmp)
-        run_study(dataclasses.replace(base, seed=seeds[0]), root / "warmup")  # fills the compilation cache
+        if not args.work:
+            run_study(dataclasses.replace(base, seed=seeds[0]), root / "warmup")  # fills the compilation cache
         runs = [_run(dataclasses.replace(base, seed=s), root / f"seed{s}") for s in seeds]
         extra = {}
         if args.pruning:
@@ -120,7 +132,7 @@ def main() -> None:
         payload = {"preset": base.name, "seeds": seeds, "runs": runs, "stability": summary, **extra,
                    "command": f"PYTHONPATH=src python benchmarks/bench_study.py --preset {args.preset} "
                               f"--seeds {args.seeds}" + " --pruning" * args.pruning + " --dask" * args.dask
-                              + f" --out {args.out}"}
+                              + (f" --work {args.work}" if args.work else "") + f" --out {args.out}"}
         (out / "stability.json").write_text(json.dumps(payload, indent=1))
         print(f"wrote {out / 'stability.json'}")
 
