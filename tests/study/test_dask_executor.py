@@ -156,6 +156,42 @@ def test_a_killed_worker_beyond_allowed_failures_is_a_failed_trial_the_next_run_
     assert frame.loc[trial_id, "attempts"] == 2 and (frame.drop(index=trial_id)["attempts"] == 1).all()
 
 
+USER_OPTIMIZER = """
+import optax
+from batchlab.optim import gradient_spec
+from batchlab.optim.hyperparameters import learning_rate
+
+def transform(hyper):
+    return optax.scale(-hyper["learning_rate"])
+
+plain = gradient_spec("plain", (learning_rate(0.1, (0.05, 3.0)),), transform, "plain SGD, from a user file")
+"""
+
+
+def test_a_user_optimizer_file_runs_on_the_workers_and_stores_what_the_local_executor_stores(cluster, tmp_path):
+    """Bring-your-own code on a cluster: the spec names ``my_opt.py:plain`` relative to its own folder,
+    which is on nobody's ``sys.path``; the worker processes resolve the same file (the study records its
+    absolute path and code digest) and store the results the local executor stores."""
+    cluster, _ = cluster
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "my_opt.py").write_text(USER_OPTIMIZER)
+    spec_path = code / "user.toml"
+    spec_path.write_text(to_toml(nqm_data(name="user", batch_sizes=[64], trials=4,
+                                          optimizers={"my_opt.py:plain": {}})))
+    spec = load_spec(spec_path)
+    assert spec.optimizers[0].name == f"{code / 'my_opt.py'}:plain"
+    run_study(spec, tmp_path / "local")
+    local = trials_frame(tmp_path / "local").set_index("id")
+    assert (local["status"] == "reached").sum() >= 2 and (local["optimizer"] == spec.optimizers[0].name).all()
+    summary = run_study(spec, tmp_path / "dask", executor=DaskExecutor(scheduler=cluster.scheduler_address))
+    assert (summary.ran, summary.failed) == (4, 0)
+    remote = trials_frame(tmp_path / "dask").set_index("id")
+    assert sorted(remote.index) == sorted(local.index)
+    assert local.loc[remote.index, COMPARED].equals(remote[COMPARED])
+    assert remote["worker"].str.fullmatch(r"tcp://127\.0\.0\.1:\d+").all()
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--scheduler", "notanaddress"],
      "invalid Dask scheduler address 'notanaddress' (missing port number in address 'notanaddress'); "
