@@ -517,8 +517,8 @@ def _optimizer_budget(value: Any, study: Mapping[str, Any], default_steps: int, 
     return _budget(merged, default_steps, where)
 
 
-def _optimizers(value: Any, base_dir: str | pathlib.Path | None, budget: Any = None,
-                default_steps: int = 1) -> tuple[OptimizerEntry, ...]:
+def _optimizers(value: Any, base_dir: str | pathlib.Path | None, budget: Mapping[str, Any],
+                default_steps: int) -> tuple[OptimizerEntry, ...]:
     if not isinstance(value, Mapping):
         raise InputError("optimizers must be a table of [optimizers.NAME] tables")
     if not value:
@@ -526,8 +526,7 @@ def _optimizers(value: Any, base_dir: str | pathlib.Path | None, budget: Any = N
     names = {name: name if base_dir is None else _absolute_optimizer(name, base_dir) for name in value}
     if len(set(names.values())) < len(names):
         raise InputError("optimizers: two keys name the same optimizer")
-    study_budget = budget if isinstance(budget, Mapping) else {}
-    return tuple(_optimizer(names[name], body, study_budget, default_steps) for name, body in value.items())
+    return tuple(_optimizer(names[name], body, budget, default_steps) for name, body in value.items())
 
 
 def _absolute_optimizer(name: str, base_dir: str | pathlib.Path) -> str:
@@ -536,8 +535,7 @@ def _absolute_optimizer(name: str, base_dir: str | pathlib.Path) -> str:
     return absolute(base, base_dir) + name[len(base):]
 
 
-def _optimizer(name: str, body: Any, study_budget: Mapping[str, Any] | None = None,
-               default_steps: int = 1) -> OptimizerEntry:
+def _optimizer(name: str, body: Any, study_budget: Mapping[str, Any], default_steps: int) -> OptimizerEntry:
     spec = get_optimizer(name)  # InputError naming the valid optimizers
     where = f"optimizers.{name}"
     if not isinstance(body, Mapping):
@@ -570,7 +568,7 @@ def _optimizer(name: str, body: Any, study_budget: Mapping[str, Any] | None = No
     dims = [overrides.pop(hp.name, None) or SearchDim(hp.name, *hp.search, hp.scaling) for hp in default_space]
     dims += [overrides[hp.name] for hp in spec.hyperparameters if hp.name in overrides]
     budget = (None if "budget" not in body
-              else _optimizer_budget(body["budget"], study_budget or {}, default_steps, f"{where}.budget"))
+              else _optimizer_budget(body["budget"], study_budget, default_steps, f"{where}.budget"))
     return OptimizerEntry(name=name, fixed=fixed_pairs, search=tuple(dims), ema_decays=ema_decays, budget=budget)
 
 
