@@ -79,6 +79,11 @@ BAD_SPECS = {
     "optimizer budget: max below min": (_with(_set_optimizer("sgd", {"budget": {"min_steps": 900}}),
                                               budget={"examples": 6400, "max_steps": 500}),
                                         "optimizers.sgd.budget.max_steps (500) must be >= optimizers.sgd.budget.min_steps (900)"),
+    "unknown target metric": (_with(target_metric="accuracy"),
+                              "target_metric: digits-cnn offers error, loss, train_set_loss, got 'accuracy'"),
+    "target metric without a target": (_with(target_metric="train_set_loss", target=None),
+                                        "target_metric train_set_loss needs a target"),
+    "loss target below 0": (_with(target_metric="loss", target=-0.1), "target: loss must be a finite number > 0"),
     "optimizer budget beyond 10^9 steps": (_with(_set_optimizer("sgd", {"budget": {"examples": 1e15}})),
                                            "set optimizers.sgd.budget.max_steps"),
 }
@@ -230,3 +235,18 @@ def test_an_optimizer_budget_overrides_the_study_budget_for_its_trials_only():
     data["optimizers"]["sgd"]["budget"] = {"steps": 77}
     assert {t.max_steps for t in make_design(parse_spec(data)) if t.optimizer == "sgd"} == {77}
 
+
+
+def test_a_target_metric_changes_only_the_trials_target_and_keeps_old_specs_stored_form():
+    """``target_metric``: recorded in every trial's configuration (so its ids differ from the default
+    metric's), absent from the stored form of specs without it (their ids are unchanged)."""
+    plain = parse_spec(tiny_data())
+    assert plain.target_metric is None and "target_metric" not in plain.to_dict()
+    assert {t.config["target_metric"] for t in make_design(plain)} == {"error"}
+    loss = parse_spec(tiny_data(target_metric="train_set_loss", target=0.07))
+    assert loss.to_dict()["target_metric"] == "train_set_loss"
+    design = make_design(loss)
+    assert {(t.config["target_metric"], t.config["target"]) for t in design} == {("train_set_loss", 0.07)}
+    assert not {t.id for t in design} & {t.id for t in make_design(plain)}
+    same = parse_spec(tiny_data(target_metric="error"))  # the default metric named: the same study
+    assert same.to_dict() == plain.to_dict() and [t.id for t in make_design(same)] == [t.id for t in make_design(plain)]

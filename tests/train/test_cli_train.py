@@ -145,3 +145,17 @@ def test_every_workloads_default_target_passes_its_own_check():
 
     for name, cls in WORKLOADS.items():
         assert get_workload(name).check_target(cls.target_value) == cls.target_value, name
+
+
+def test_target_metric_flag_puts_the_target_on_another_metric():
+    base = ("train", "--workload", "digits-cnn", "--optimizer", "sgd", "--batch-size", "64", "--lr", "0.3",
+            "--max-steps", "60", "--seed", "1")
+    result = _run(*base, "--target-metric", "train_set_loss", "--target", "0.3", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["status"], out["target_metric"], out["target"]) == ("reached", "train_set_loss", 0.3)
+    assert out["final_metrics"]["train_set_loss"] <= 0.3
+    for extra, message in ((("--target-metric", "train_set_loss"), "needs a target value"),
+                           (("--target-metric", "top5", "--target", "0.1"), "target_metric: digits-cnn offers")):
+        bad = _run(*base, *extra)
+        assert bad.exit_code == 2 and message in bad.stderr and bad.stderr.count("\n") == 1

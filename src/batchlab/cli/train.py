@@ -95,6 +95,9 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="training seed, 0 to 2^32 - 1"),
     target: Optional[float] = typer.Option(None, "--target", help="target value of the workload's metric "
                                            "(default: the workload's): an error rate in [0, 1], a loss > 0"),
+    target_metric: Optional[str] = typer.Option(None, "--target-metric",
+                                                help="the metric the target is on (default: the workload's; "
+                                                     "classifiers: error, loss, train_set_loss; needs --target)"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="evaluation cadence in steps, >= 1"),
     hp: list[str] = typer.Option([], "--hp", help="any hyperparameter, NAME=VALUE (repeatable)"),
     option: list[str] = typer.Option([], "--option", help="workload option, NAME=VALUE (repeatable)"),
@@ -116,7 +119,7 @@ def train_command(
     steps = task.default_max_steps if max_steps is None else max_steps
     options = TrainOptions(ema_decays=extra)
     checked = setup(task, name, values, batch_size, steps, seed, target=target, eval_every=eval_every,
-                    options=options, check_target=True)  # validated once, here
+                    options=options, check_target=True, target_metric=target_metric)  # validated once, here
     task.load()  # a missing data set fails here, before any progress bar is drawn
     if compilation_cache:
         enable_compilation_cache()
@@ -124,7 +127,7 @@ def train_command(
     if not console.is_terminal:  # no bar in logs and pipes: stderr keeps one-line errors only
         result = run(checked)
     else:
-        bar, update = _progress_bar(console, steps, task.target_metric)
+        bar, update = _progress_bar(console, steps, checked.target_metric)
         with bar:
             result = run(checked, progress=update)
     if as_json:
@@ -168,7 +171,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="print as JS
 
     workloads = {
         name: dict(target_metric=cls.target_metric, target_value=cls.target_value,
-                   default_max_steps=cls.default_max_steps, default_eval_every=cls.default_eval_every,
+                   target_metrics=list(cls.target_metrics()), default_max_steps=cls.default_max_steps, default_eval_every=cls.default_eval_every,
                    loss_kind=cls.loss_kind, description=cls.description, options=workload_options(name))
         for name, cls in WORKLOADS.items()
     }
@@ -184,11 +187,11 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="print as JS
         return
     console = Console()
     table = Table(title="workloads")
-    for column in ("name", "target", "max steps", "eval every", "description"):
+    for column in ("name", "target", "other targets", "max steps", "eval every", "description"):
         table.add_column(column, no_wrap=column != "description")
     for name, w in workloads.items():
-        table.add_row(name, f"{w['target_metric']} <= {w['target_value']:g}", str(w["default_max_steps"]),
-                      str(w["default_eval_every"]), w["description"])
+        table.add_row(name, f"{w['target_metric']} <= {w['target_value']:g}", ", ".join(w["target_metrics"][1:]),
+                      str(w["default_max_steps"]), str(w["default_eval_every"]), w["description"])
     console.print(table)
     table = Table(title="optimizers (every one also as NAME+ema, adding ema_decay)")
     for column in ("optimizer", "hyperparameter", "default", "valid", "search space"):

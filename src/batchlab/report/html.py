@@ -83,6 +83,8 @@ def _spec_summary(spec: dict) -> str:
     if own:
         rule += "; own budgets: " + "; ".join(own)
     target = "the workload's" if spec.get("target") is None else fmt_number(spec["target"], 4)
+    if spec.get("target_metric"):
+        target = f"{spec['target_metric']} <= {target}"
     items = [
         ("workload", f"{spec.get('workload')} {json.dumps(spec.get('workload_options', {}))}"),
         ("optimizers", ", ".join(o["name"] for o in spec.get("optimizers", []))),

@@ -184,7 +184,7 @@ def design_base(spec: StudySpec, workload: Any | None = None) -> dict[str, Any]:
         "workload": spec.workload,
         "workload_version": str(workload.version),
         "workload_options": {f.name: getattr(workload, f.name) for f in dataclasses.fields(workload)},
-        "target_metric": workload.target_metric,
+        "target_metric": workload.target_metric if spec.target_metric is None else spec.target_metric,
         "target": float(workload.target_value if spec.target is None else spec.target),
         "eval_every": int(workload.default_eval_every if spec.eval_every is None else spec.eval_every),
     }

@@ -18,6 +18,8 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     design = "sobol"                  # or "halton" (both scrambled)
     target = 0.03                     # default: the workload's target value; within the target
                                       # metric's range (error: [0, 1]; loss, relative_risk: > 0)
+    target_metric = "train_set_loss"  # default: the workload's; one of its target metrics
+                                      # (classifiers: error, loss, train_set_loss); needs `target`
     eval_every = 5                    # default: the workload's evaluation cadence
     prune = true                      # incumbent pruning (see batchlab.study.runner)
 
@@ -110,7 +112,7 @@ __all__ = [
 
 DEFAULT_EMA_DECAYS = (0.9, 0.99, 0.999)
 _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes", "trials", "seed",
-             "design", "target", "eval_every", "prune", "budget", "optimizers", "tuning")
+             "design", "target", "target_metric", "eval_every", "prune", "budget", "optimizers", "tuning")
 _TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds", "prune_slack",
                 "centre", "calibration", "centre_width")
 _CENTRE_KEYS = ("centre", "calibration", "centre_width")
@@ -221,6 +223,7 @@ class StudySpec:
     target: float | None = None
     eval_every: int | None = None
     prune: bool = True
+    target_metric: str | None = None
     description: str = ""
     tuning: Tuning | None = None
     centre: Centre | None = None
@@ -246,6 +249,8 @@ class StudySpec:
             out.pop("tuning")  # legacy specs keep their stored form (and so their folders)
         elif self.tuning.prune_slack == 1.0:
             out["tuning"].pop("prune_slack")  # the default keeps the stored form from before the key
+        if self.target_metric is None:
+            out.pop("target_metric")  # the workload's metric keeps the stored form from before the key
         if self.centre is None:
             out.pop("centre")  # so do specs without a centred search
         else:
@@ -337,6 +342,7 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
         raise InputError("give either trials or [tuning] explore, not both")
     trials = tuning.explore if tuning is not None else _integer(data.get("trials", 8), "trials", 1, _MAX_TRIALS)
     batch_sizes = _batch_sizes(data["batch_sizes"])
+    metric = _target_metric(data, workload)
     budget_table = data.get("budget", {})
     budget = _budget(budget_table, workload.default_max_steps)
     optimizers = _optimizers(data["optimizers"], base_dir, budget_table, workload.default_max_steps)
@@ -352,7 +358,8 @@ def parse_spec(data: Mapping[str, Any], *, default_name: str = "study",
         tuning=tuning,
         seed=_integer(data.get("seed", 0), "seed", 0, 2**63 - 1),
         design=_design(data.get("design", "sobol")),
-        target=None if "target" not in data else _target(data["target"], workload),
+        target=None if "target" not in data else _target(data["target"], workload, metric),
+        target_metric=metric,
         eval_every=None if "eval_every" not in data else _integer(data["eval_every"], "eval_every", 1, 10**9),
         prune=_boolean(data.get("prune", True), "prune"),
         centre=None if tuning is None else _centre(data["tuning"], base_dir, optimizers, batch_sizes),
@@ -453,10 +460,22 @@ def _integer(value: Any, name: str, low: int, high: int) -> int:
     return check_range(check_integer(value, name), name, low, high)
 
 
-def _target(value: Any, workload: Any) -> float:
+def _target(value: Any, workload: Any, metric: str | None) -> float:
     """The spec's target, checked by the workload (the owner of its metric's range)."""
     check_finite_number(value, "target")
-    return workload.check_target(value)
+    return workload.check_target(value, metric)
+
+
+def _target_metric(data: Mapping[str, Any], workload: Any) -> str | None:
+    """The spec's ``target_metric``, one of the workload's target metrics (None: the workload's
+    default, also when named); another than the default needs a ``target``."""
+    if "target_metric" not in data:
+        return None
+    metric = workload.check_target_metric(data["target_metric"])
+    if "target" not in data and metric != workload.target_metric:
+        raise InputError(f"target_metric {metric} needs a target (the workload's default "
+                         f"{workload.target_value:g} is on {workload.target_metric})")
+    return None if metric == workload.target_metric else metric  # naming the default changes nothing
 
 
 def _design(value: Any) -> str:

@@ -137,7 +137,7 @@ def _attempt(trial_id: str, config: Mapping[str, Any], prune_at_step: int | None
             _enable_cache(cache)
         result = training()
         if result.target_metric != config["target_metric"]:
-            raise RuntimeError(f"workload target metric changed: {result.target_metric} != {config['target_metric']}")
+            raise RuntimeError(f"target metric changed: {result.target_metric} != {config['target_metric']}")
         return outcome_from_result(trial_id, config, prune_at_step, result, host=host, worker=worker)
     except Exception as error:  # noqa: BLE001 (recorded as a failed trial, rerun next time)
         last = traceback.format_exception_only(type(error), error)[-1].strip()
@@ -154,7 +154,7 @@ def run_task(task: TrialTask) -> TrialOutcome:
 
         return train(task.workload, trial.prepared or trial.optimizer, trial.hyperparameters, trial.batch_size,
                      trial.max_steps, trial.seed, target=float(config["target"]), eval_every=int(config["eval_every"]),
-                     options=_options(config, task.prune_at_step))
+                     options=_options(config, task.prune_at_step), target_metric=config["target_metric"])
 
     return _attempt(task.id, config, task.prune_at_step, task.compilation_cache, training)
 
@@ -175,6 +175,7 @@ def execute(task: Mapping[str, Any]) -> dict[str, Any]:
         workload = _workload(config["workload"], json.dumps(config["workload_options"], sort_keys=True))
         return train(workload, config["optimizer"], config["hyperparameters"], int(config["batch_size"]),
                      int(config["max_steps"]), int(config["seed"]), target=float(config["target"]),
-                     eval_every=int(config["eval_every"]), options=_options(config, task["prune_at_step"]))
+                     eval_every=int(config["eval_every"]), options=_options(config, task["prune_at_step"]),
+                     target_metric=config["target_metric"])
 
     return _attempt(task["id"], config, task["prune_at_step"], task.get("compilation_cache"), training).to_dict()

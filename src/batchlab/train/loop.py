@@ -88,16 +88,18 @@ class _Run:
     pending: list[int] = dataclasses.field(default_factory=list)  # checkpoint steps still to take, ascending
     keep_hit: bool = False
     snapshots: dict[int, Snapshot] = dataclasses.field(default_factory=dict)
+    metric: str = ""  # the target's metric
 
     def evaluate(self, carry: Carry, which: list[int]) -> dict[int, dict[str, float]]:
         start = time.perf_counter()
         views = self.compiled.views(carry)
-        out = {i: dict(self.workload.evaluate(views[i])) for i in which}
+        out = {i: dict(self.workload.evaluate(views[i]) if self.metric == self.workload.target_metric
+                       else self.workload.evaluate_for(views[i], self.metric)) for i in which}
         self.eval_time += time.perf_counter() - start
         return out
 
     def met(self, metrics: Mapping[str, float]) -> bool:
-        return self.workload.reached(metrics, self.target)
+        return self.workload.reached(metrics, self.target, self.metric)
 
     def snapshot(self, carry: Carry, step: int) -> None:
         """Keep copies of the raw and evaluated parameters and the optimizer state after ``step`` updates
@@ -203,9 +205,10 @@ class TrainSetup:
         workload: the workload.
         prepared: the validated hyperparameters (:func:`batchlab.optim.prepare`), EMA decays included.
         batch_size, max_steps, seed: as in :func:`train`.
-        target: the target value of ``workload.target_metric`` (the workload's default filled in).
+        target: the target value of ``target_metric`` (the workload's default filled in).
         eval_every: the evaluation cadence (the workload's default filled in).
         options: the less common settings.
+        target_metric: the metric the target is on (the workload's ``target_metric`` filled in).
     """
 
     workload: Any
@@ -216,11 +219,13 @@ class TrainSetup:
     target: float
     eval_every: int
     options: TrainOptions = TrainOptions()
+    target_metric: str = ""
 
 
 def _check_limits(
     workload: Any, batch_size: int, max_steps: int, eval_every: int, seed: int, options: TrainOptions,
     target: float | None,
+    metric: str | None = None,
 ) -> None:
     limits = (("batch_size", batch_size, 1, MAX_BATCH_SIZE), ("max_steps", max_steps, 0, MAX_STEPS),
               ("eval_every", eval_every, 1, MAX_STEPS), ("seed", seed, 0, MAX_SEED))
@@ -234,7 +239,7 @@ def _check_limits(
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= max_steps:
             raise InputError(f"checkpoints must be integers in [0, max_steps = {max_steps}], got {step!r}")
     if target is not None:
-        workload.check_target(target)
+        workload.check_target(target, metric)
     if options.loop not in ("auto", "device", "python"):
         raise InputError(f"loop must be auto, device or python, got {options.loop!r}")
 
@@ -251,6 +256,7 @@ def setup(
     eval_every: int | None = None,
     options: TrainOptions | None = None,
     check_target: bool = False,
+    target_metric: str | None = None,
 ) -> TrainSetup:
     """Validate the arguments of :func:`train` (cheap; loads no data) into a :class:`TrainSetup`.
 
@@ -260,7 +266,9 @@ def setup(
     ``0 ≤ seed ≤ 2^32 − 1``, checkpoints in ``[0, max_steps]``; with ``check_target`` a given
     ``target`` must be valid for the workload's metric
     (:meth:`~batchlab.workloads.base.Workload.check_target`; :func:`train` does not check it, so that
-    e.g. ``-1`` runs the whole budget).
+    e.g. ``-1`` runs the whole budget).  ``target_metric`` (default: the workload's) must be one of
+    the workload's :meth:`~batchlab.workloads.base.Workload.target_metrics`; another than the default
+    needs a ``target``.
 
     Raises:
         InputError: the first problem found, as one line.
@@ -273,10 +281,14 @@ def setup(
     """
     options = options or TrainOptions()
     cadence = workload.default_eval_every if eval_every is None else eval_every
-    _check_limits(workload, batch_size, max_steps, cadence, seed, options, target if check_target else None)
+    metric = workload.target_metric if target_metric is None else workload.check_target_metric(target_metric)
+    if target is None and metric != workload.target_metric:
+        raise InputError(f"target_metric {metric} needs a target value (the workload's default "
+                         f"{workload.target_value:g} is on {workload.target_metric})")
+    _check_limits(workload, batch_size, max_steps, cadence, seed, options, target if check_target else None, metric)
     prepared = _prepared(optimizer, hyperparameters, options)
     goal = workload.target_value if target is None else float(target)
-    return TrainSetup(workload, prepared, batch_size, max_steps, seed, goal, cadence, options)
+    return TrainSetup(workload, prepared, batch_size, max_steps, seed, goal, cadence, options, metric)
 
 
 def check_arguments(
@@ -290,6 +302,7 @@ def check_arguments(
     options: TrainOptions | None = None,
     seed: int | None = None,
     target: float | None = None,
+    target_metric: str | None = None,
 ) -> Prepared:
     """Validate the arguments of :func:`train` without training (cheap; loads no data).
 
@@ -302,7 +315,8 @@ def check_arguments(
         InputError: the first problem found, as one line.
     """
     return setup(workload, optimizer, hyperparameters, batch_size, max_steps, 0 if seed is None else seed,
-                 target=target, eval_every=eval_every, options=options, check_target=True).prepared
+                 target=target, eval_every=eval_every, options=options, check_target=True,
+                 target_metric=target_metric).prepared
 
 
 def train(
@@ -318,6 +332,7 @@ def train(
     progress: ProgressFn | None = None,
     stop: StopFn | None = None,
     options: TrainOptions | None = None,
+    target_metric: str | None = None,
 ) -> TrainResult:
     """Train ``workload`` with ``optimizer`` until it reaches the target, diverges or runs out.
 
@@ -347,6 +362,8 @@ def train(
         stop: ``stop(step, metrics) -> bool`` after every evaluation; ``True`` ends the run as
             ``pruned``.
         options: less common settings (extra EMA decays, step-limit pruning, checkpoints, …).
+        target_metric: the metric the target is on (default: the workload's ``target_metric``; one of
+            its :meth:`~batchlab.workloads.base.Workload.target_metrics`, another needs a ``target``).
 
     Returns:
         A :class:`~batchlab.train.result.TrainResult`.
@@ -362,7 +379,7 @@ def train(
         ('reached', 412)
     """
     checked = setup(workload, optimizer, hyperparameters, batch_size, max_steps, seed,
-                    target=target, eval_every=eval_every, options=options)
+                    target=target, eval_every=eval_every, options=options, target_metric=target_metric)
     return run(checked, progress=progress, stop=stop)
 
 
@@ -382,7 +399,8 @@ def run(config: TrainSetup, *, progress: ProgressFn | None = None, stop: StopFn 
     )
     num_tracks = 1 + len(prepared.ema_decays) - (1 if spec.ema else 0)
     job = _Run(workload, compiled, config.target, [_Track() for _ in range(num_tracks)], workload.train_data(),
-               pending=sorted({int(step) for step in options.checkpoints}), keep_hit=options.keep_hit)
+               pending=sorted({int(step) for step in options.checkpoints}), keep_hit=options.keep_hit,
+               metric=config.target_metric or workload.target_metric)
     carry = _start(job, prepared, config.batch_size, config.max_steps, config.seed)
     steps_run = _loop(job, carry, config.max_steps, config.eval_every, progress, stop, options)
     tracks = [track.freeze() for track in job.tracks]
@@ -399,7 +417,7 @@ def run(config: TrainSetup, *, progress: ProgressFn | None = None, stop: StopFn 
         steps_run=steps_run,
         diverged_at=job.diverged_at,
         target=config.target,
-        target_metric=workload.target_metric,
+        target_metric=job.metric,
         ema_results=ema_results,
         checkpoints=dict(sorted(job.snapshots.items())),
     )
@@ -412,7 +430,7 @@ def _record(run: _Run, step: int, metrics: dict[int, dict[str, float]]) -> list[
         track = run.tracks[i]
         track.curve.append(EvalPoint(step, values))
         track.final = values
-        if not math.isfinite(values[run.workload.target_metric]):
+        if not math.isfinite(values[run.metric]):
             track.status = "diverged"
             run.diverged_at = step if run.diverged_at is None else run.diverged_at
         elif run.met(values):

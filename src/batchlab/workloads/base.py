@@ -60,6 +60,21 @@ class Workload(abc.ABC):
     loss_kind: ClassVar[LossKind]
     install_hint: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: metrics a study or run may put its target on (``target_metric`` first); a workload that offers
+    #: more than :meth:`evaluate` returns computes the others in :meth:`evaluate_for`
+    extra_target_metrics: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def target_metrics(cls) -> tuple[str, ...]:
+        """The metrics a target may be set on: :attr:`target_metric`, then :attr:`extra_target_metrics`."""
+        return (cls.target_metric, *(m for m in cls.extra_target_metrics if m != cls.target_metric))
+
+    def check_target_metric(self, metric: Any) -> str:
+        """``metric`` if a target may be set on it (:meth:`target_metrics`), else a one-line InputError."""
+        allowed = self.target_metrics()
+        if metric not in allowed:
+            raise InputError(f"target_metric: {self.name} offers {', '.join(allowed)}, got {metric!r}")
+        return metric
 
     # --- data -------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -124,6 +139,13 @@ class Workload(abc.ABC):
         Must contain :attr:`target_metric`.  Deterministic.
         """
 
+    def evaluate_for(self, params: Params, metric: str) -> Mapping[str, float]:
+        """:meth:`evaluate`'s metrics, plus ``metric`` when a target is set on one of
+        :attr:`extra_target_metrics` that :meth:`evaluate` does not compute (the training loop calls
+        this; only runs targeting such a metric pay for it)."""
+        del metric
+        return self.evaluate(params)
+
     # --- per-instance memo ----------------------------------------------------------------------------
     def _memo(self, name: str, make: Callable[[], _T]) -> _T:
         """Per-instance memo for loaded data and jitted helpers.
@@ -141,22 +163,25 @@ class Workload(abc.ABC):
         state.pop("_memo_", None)  # device arrays and compiled functions are rebuilt on demand
         return state
 
-    def check_target(self, target: Any) -> float:
-        """``target`` as a float if it is a valid value of :attr:`target_metric`, else InputError.
+    def check_target(self, target: Any, metric: str | None = None) -> float:
+        """``target`` as a float if it is a valid value of ``metric`` (default :attr:`target_metric`),
+        else InputError.
 
         Losses and risks are ``> 0`` (finite); workloads whose metric is a fraction narrow this
         (classification: an error rate in ``[0, 1]``).
         """
+        metric = self.target_metric if metric is None else metric
         value = finite_or_none(target)
         if value is None or value <= 0:
-            raise InputError(f"target: {self.target_metric} must be a finite number > 0, got {target!r}")
+            raise InputError(f"target: {metric} must be a finite number > 0, got {target!r}")
         return value
 
-    def reached(self, metrics: Mapping[str, float], target: float | None = None) -> bool:
+    def reached(self, metrics: Mapping[str, float], target: float | None = None, metric: str | None = None) -> bool:
         """Whether ``metrics`` meet ``target`` (default: the workload's ``target_value``): a finite
-        :attr:`target_metric` ``<= target``.  The training loop asks this; it does not re-implement it."""
+        ``metric`` (default :attr:`target_metric`) ``<= target``.  The training loop asks this; it does
+        not re-implement it."""
         goal = self.target_value if target is None else target
-        value = float(metrics[self.target_metric])
+        value = float(metrics[self.target_metric if metric is None else metric])
         return math.isfinite(value) and value <= goal
 
 
