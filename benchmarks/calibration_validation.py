@@ -80,6 +80,8 @@ def validate(study: pathlib.Path, calibration: pathlib.Path | None) -> tuple[str
         raise SystemExit(f"{study}: no calibration/prediction.json (give STUDY=CALIBRATION_DIR)")
     raw = json.loads((folder / PREDICTION_PATH).read_text())
     name = result.spec.get("name", study.name)
+    if result.spec.get("seed", 0):  # design seeds of one preset (bench_study.py --work) get their own rows
+        name = f"{name} seed {result.spec['seed']}"
     if calibration is not None:  # one study may be compared with several calibrations: name the row by both
         name = f"{name} ({calibration.name})"
     critical = result.prediction_vs_measured.assign(study=name, workload=result.spec.get("workload"))
