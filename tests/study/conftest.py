@@ -22,6 +22,8 @@ def tiny_data(**overrides) -> dict:
     2 explore trials (no refinement or replication), 100-step budget, no pruning."""
     data = copy.deepcopy(quick_data())
     data.pop("tuning", None)  # plain exploration: the protocol's phases are tested on nqm-sampled
+    data.pop("target_metric", None)  # the workload's own target (error): test_target_metric tests the others
+    data.pop("target", None)
     data.update(name="tiny", batch_sizes=[32, 128], trials=2, prune=False, budget={"steps": 100})
     data["optimizers"] = {"sgd": data["optimizers"]["sgd"],
                           "momentum+ema": dict(data["optimizers"]["momentum"], ema_decays=[0.9, 0.99])}
