@@ -100,3 +100,21 @@ def test_every_workload_offers_its_default_metric_first():
         cls = workload_class(name)
         assert cls.target_metrics()[0] == cls.target_metric
         assert len(set(cls.target_metrics())) == len(cls.target_metrics())
+
+
+def test_a_study_trial_on_train_set_loss_runs_the_same_locally_and_as_a_dask_task(digits):
+    """A spec's ``target_metric`` reaches training on both executors' paths: the local ``run_task``
+    and the Dask worker's ``execute`` (which rebuilds the workload from the configuration)."""
+    from batchlab.study import parse_spec
+    from batchlab.study.design import make_design
+    from batchlab.study.trial import TrialTask, execute, run_task
+    from tests.study.conftest import tiny_data
+
+    spec = parse_spec(tiny_data(target_metric="train_set_loss", target=0.5, budget={"steps": 60},
+                                optimizers={"sgd": {"search": {"learning_rate": [0.2, 0.4]}}}))
+    trial = make_design(spec)[0]
+    local = run_task(TrialTask(trial, digits))
+    remote = execute(TrialTask(trial, digits).to_dict())
+    assert local.status == remote["status"] == "reached"
+    assert local.steps_to_target == remote["steps_to_target"] > 0
+    assert local.tracks[0].final_metrics["train_set_loss"] <= 0.5
