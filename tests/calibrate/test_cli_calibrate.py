@@ -147,6 +147,11 @@ def _one_line_error(result, message: str) -> None:
     (("--workload", "digits-cnn", "--target-loss", "0.1", "--at-step", "3", "--loss-floor", "0.2"),
      "the loss floor (0.2) must be below the loss at the target (0.1)"),
     (("--workload", "digits-cnn", "--loss-floor", "inf"), "loss_floor must be finite"),
+    (("--workload", "digits-cnn", "--target-metric", "accuracy", "--target", "0.1"),
+     "target_metric: digits-cnn offers error, loss, train_set_loss, got 'accuracy'"),
+    (("--workload", "digits-cnn", "--target-metric", "train_set_loss"), "target_metric train_set_loss needs a target"),
+    (("--workload", "digits-cnn", "--target", "1.5"), "target: error is a fraction"),
+    (("--workload", "digits-cnn", "--target-metric", "loss", "--target", "-1"), "target: loss must be a finite number > 0"),
     (("--workload", "digits-cnn", "--initial", "random"), "initial"),
     (("--workload", "digits-cnn", "--bulk-noise", "some"), "bulk_noise"),
     (("--workload", "digits-cnn", "--slq-probes", "0"), "slq_probes"),
@@ -234,3 +239,18 @@ def test_real_calibrate_output_feeds_the_study_report(digits_run, tmp_path):
     assert reported.exit_code == 0, reported.output
     page = (study / "report" / "report.html").read_text()
     assert "NQM prediction from" in page and "prediction.json" in page
+
+
+def test_calibrating_for_a_training_loss_target_runs_the_reference_to_it(tmp_path):
+    """``--target-metric train_set_loss --target T`` (a study's target): the reference run stops at the
+    first step whose training-split loss is <= T, so the measured training loss there (on the
+    calibration's own measurement batch, an independent sample of the training split) is close to T,
+    and prediction.json records the study's target."""
+    out = tmp_path / "cal"
+    result = RUNNER.invoke(app, ["calibrate", "--workload", "digits-cnn", "--out", str(out), "--optimizers", "sgd",
+                                 "--batch-sizes", "16,256", "--target-metric", "train_set_loss", "--target", "0.2",
+                                 *SMALL])
+    assert result.exit_code == 0, result.output
+    target = _strict((out / "prediction.json").read_text())["target"]
+    assert (target["metric"], target["value"]) == ("train_set_loss", 0.2)
+    assert target["target_step"] > 0 and abs(target["target_loss"] / 0.2 - 1) < 0.25

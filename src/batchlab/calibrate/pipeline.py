@@ -119,6 +119,11 @@ class CalibrationConfig:
         budget = ref.max_steps or workload.default_max_steps
         if ref.checkpoint_step is not None and ref.checkpoint_step > budget:
             raise InputError(f"checkpoint step {ref.checkpoint_step} exceeds the reference budget {budget}")
+        if ref.target is not None or ref.target_metric is not None:  # the target as a study gives it
+            from batchlab.train import check_arguments
+
+            check_arguments(workload, ref.optimizer, ref.hyperparameters, ref.batch_size, budget,
+                            target=ref.target, target_metric=ref.target_metric)
         if ref.target_loss is not None and not self.model.loss_floor < ref.target_loss:
             raise InputError(f"the loss floor ({self.model.loss_floor:g}) must be below the loss at the target "
                              f"({ref.target_loss:g})")
@@ -198,8 +203,10 @@ def _reference_dict(config: ReferenceConfig, run: ReferenceRun) -> dict[str, Any
             "tuning": [{"learning_rate": rate, "steps": steps} for rate, steps in run.trials]}
 
 
-def _target_dict(workload: Any, run: ReferenceRun, nqm: CalibratedProblem) -> dict[str, Any]:
-    return {"metric": workload.target_metric, "value": float(workload.target_value), "nqm_target": nqm.target,
+def _target_dict(workload: Any, run: ReferenceRun, nqm: CalibratedProblem, config: ReferenceConfig) -> dict[str, Any]:
+    metric = config.target_metric or workload.target_metric
+    value = workload.target_value if config.target is None else config.target
+    return {"metric": metric, "value": float(value), "nqm_target": nqm.target,
             "relative": nqm.relative_target, "initial_loss": run.initial_loss, "target_loss": run.target_loss,
             "target_step": run.target_step}
 
@@ -209,7 +216,7 @@ def _measured_entry(workload: Any, measured: MeasuredOptimizer) -> dict[str, Any
     run, noise = measured.reference, measured.spectra.noise.as_dict()
     return {"preconditioner": "measured", "fitted_exponent": finite_or_none(measured.exponent.exponent),
             "fitted_exponent_top_k": finite_or_none(measured.exponent.exponent_top_k),
-            "checkpoint_step": run.checkpoint_step, "target": _target_dict(workload, run, measured.nqm),
+            "checkpoint_step": run.checkpoint_step, "target": _target_dict(workload, run, measured.nqm, measured.config),
             "noise_scales": {"b_simple": noise["b_simple"], "b_noise": noise["b_noise"]},
             "reference": _reference_dict(measured.config, run),
             "initial_exponent": measured.nqm.initial_exponent, "initial_rule": measured.nqm.initial_rule,
@@ -252,7 +259,7 @@ class Calibration:
         return {
             "workload": w.name,
             "checkpoint_step": ref.checkpoint_step,
-            "target": _target_dict(w, ref, self.nqm),
+            "target": _target_dict(w, ref, self.nqm, self.config.reference),
             "optimizers": entries,
             "noise_scales": {"b_simple": noise.as_dict()["b_simple"], "b_noise": noise.as_dict()["b_noise"]},
             "reference": _reference_dict(self.config.reference, ref),

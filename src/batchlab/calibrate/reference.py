@@ -50,6 +50,9 @@ class ReferenceConfig:
         max_steps: step budget for reaching the target (default: the workload's).
         eval_every: evaluation cadence for the target (default: the workload's).
         target_loss: skip running to the target and use this measured loss at the target instead.
+        target: the target value (default: the workload's); ``target_metric``: the metric it is on
+            (default: the workload's; another, e.g. a classifier's ``train_set_loss``, needs ``target``),
+            as in a study spec: calibrate for the study's target.
         tune_points: tune the learning rate over this many log-spaced rates of the optimizer's search
             space before the reference run (0: use ``hyperparameters`` as given).  The NQM's predictions
             are of tuned optimizers, and the fitted initial state (:mod:`batchlab.calibrate.model`) makes
@@ -66,6 +69,8 @@ class ReferenceConfig:
     max_steps: int | None = None
     eval_every: int | None = None
     target_loss: float | None = None
+    target: float | None = None
+    target_metric: str | None = None
     tune_points: int = 13
     seeds: int = 3
 
@@ -167,7 +172,7 @@ def _sweep(workload: Any, config: ReferenceConfig, budget: int, seeds: list[int]
         values = {**config.hyperparameters, "learning_rate": float(rate)}
         limit = budget if best is None else int(best[0])
         base = setup(workload, config.optimizer, values, config.batch_size, budget, seeds[0],
-                     eval_every=config.eval_every)
+                     eval_every=config.eval_every, target=config.target, target_metric=config.target_metric)
         steps = _median_steps(base, seeds, limit)
         trials.append((float(rate), steps))
         if math.isfinite(steps) and (best is None or steps < best[0]):
@@ -223,14 +228,15 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     values, trials, median = dict(config.hyperparameters), (), None
     if want_target and config.tune_points > 0:
         values, trials, median = _sweep(workload, config, budget, seeds, stages("reference tuning", config.tune_points))
-    base = setup(workload, config.optimizer, values, config.batch_size, budget, seed, eval_every=config.eval_every)
+    base = setup(workload, config.optimizer, values, config.batch_size, budget, seed, eval_every=config.eval_every,
+                 target=config.target, target_metric=config.target_metric)
     result = _reference_run(base, config.checkpoint_step, want_target, stages("reference run", budget))
     kept = result.checkpoints
     name = f"the reference run ({config.optimizer}, batch {config.batch_size})"
     if result.status == "diverged" and (want_target or config.checkpoint_step not in kept):
         raise InputError(f"{name} diverged; lower its learning rate")
     if want_target and result.status != "reached":
-        raise InputError(f"{name} did not reach {workload.target_metric} <= {workload.target_value:g} in {budget} "
+        raise InputError(f"{name} did not reach {base.target_metric} <= {base.target:g} in {budget} "
                          "steps; raise the reference budget or give the loss at the target")
     initial_loss = measured_loss(workload, kept[0].params, loss_chunks)
     chosen = dict(base.prepared.values)

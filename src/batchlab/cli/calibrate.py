@@ -61,6 +61,11 @@ def calibrate_command(
                                         help="seeds per reference rate; the anchor takes the median steps"),
     target_loss: Optional[float] = typer.Option(None, "--target-loss",
                                                 help="loss at the target (skips running to it; needs --at-step)"),
+    target: Optional[float] = typer.Option(None, "--target", help="the reference runs' target value (default: "
+                                           "the workload's); give a study's target to calibrate for it"),
+    target_metric: Optional[str] = typer.Option(None, "--target-metric",
+                                                help="the metric --target is on (default: the workload's; "
+                                                     "classifiers: error, loss, train_set_loss)"),
     initial: str = typer.Option("fit", "--initial", help="initial state: fit, isotropic or equal-risk"),
     bulk_noise: str = typer.Option("curvature-weighted", "--bulk-noise",
                                    help="bulk noise c = r h, r from: curvature-weighted, total or top-k"),
@@ -96,7 +101,8 @@ def calibrate_command(
         reference=ReferenceConfig(optimizer=reference_optimizer,
                                   hyperparameters=parse_assignments(reference_hp, flag="--reference-hp"),
                                   batch_size=reference_batch_size, checkpoint_step=at_step,
-                                  max_steps=reference_steps, target_loss=target_loss, tune_points=reference_tune,
+                                  max_steps=reference_steps, target_loss=target_loss, target=target,
+                                  target_metric=target_metric, tune_points=reference_tune,
                                   seeds=reference_seeds),
         measure=MeasureConfig(top_k=top_k, curvature=curvature, slq_probes=slq_probes, slq_steps=slq_steps,
                               curvature_examples=curvature_examples, noise_examples=noise_examples,
