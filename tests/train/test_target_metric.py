@@ -118,3 +118,41 @@ def test_a_study_trial_on_train_set_loss_runs_the_same_locally_and_as_a_dask_tas
     assert local.status == remote["status"] == "reached"
     assert local.steps_to_target == remote["steps_to_target"] > 0
     assert local.tracks[0].final_metrics["train_set_loss"] <= 0.5
+
+
+OLD_STYLE = """
+import dataclasses
+from batchlab.errors import InputError
+from tests.toys import ToyQuadratic
+
+
+@dataclasses.dataclass(frozen=True)
+class OldStyle(ToyQuadratic):
+    def check_target(self, target):
+        if not 0 < target < 1:
+            raise InputError(f"target: risk must be in (0, 1), got {target!r}")
+        return float(target)
+
+    def reached(self, metrics, target=None):
+        return metrics["risk"] <= (self.target_value if target is None else target)
+"""
+
+
+def test_workloads_written_against_the_one_metric_interface_still_train_and_parse(tmp_path):
+    """A user workload overriding ``check_target(self, target)`` and ``reached(self, metrics, target)``
+    with the old signatures: its default target still works in ``train``, ``check_arguments`` and a
+    spec (the metric argument is passed only when another metric is asked for)."""
+    from batchlab.study import load_spec
+    from batchlab.workloads.registry import get_workload
+
+    (tmp_path / "old_style.py").write_text(OLD_STYLE)
+    (tmp_path / "spec.toml").write_text('workload = "old_style.py:OldStyle"\nbatch_sizes = [8]\ntrials = 1\n'
+                                        'target = 0.2\n[budget]\nsteps = 20\n[optimizers.sgd]\n')
+    assert load_spec(tmp_path / "spec.toml").target == 0.2
+    workload = get_workload(str(tmp_path / "old_style.py") + ":OldStyle")
+    check_arguments(workload, "sgd", {"learning_rate": 0.5}, 8, 50, target=0.2)
+    with pytest.raises(InputError, match="risk must be in"):
+        check_arguments(workload, "sgd", {"learning_rate": 0.5}, 8, 50, target=2.0)
+    result = train(workload, "sgd", {"learning_rate": 0.5}, 8, 200, 0, target=0.2, eval_every=1)
+    risks = [p.metrics["risk"] for p in result.curve]
+    assert result.status == "reached" and risks[-1] <= 0.2 and min(risks[:-1]) > 0.2

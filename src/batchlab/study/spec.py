@@ -463,7 +463,7 @@ def _integer(value: Any, name: str, low: int, high: int) -> int:
 def _target(value: Any, workload: Any, metric: str | None) -> float:
     """The spec's target, checked by the workload (the owner of its metric's range)."""
     check_finite_number(value, "target")
-    return workload.check_target(value, metric)
+    return workload.check_target(value) if metric is None else workload.check_target(value, metric)
 
 
 def _target_metric(data: Mapping[str, Any], workload: Any) -> str | None:

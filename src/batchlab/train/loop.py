@@ -95,10 +95,16 @@ class _Run:
         views = self.compiled.views(carry)
         out = {i: dict(self.workload.evaluate(views[i]) if self.metric == self.workload.target_metric
                        else self.workload.evaluate_for(views[i], self.metric)) for i in which}
+        for metrics in out.values():
+            if self.metric not in metrics:
+                raise InputError(f"workload {self.workload.name}: its evaluation has no {self.metric!r} "
+                                 f"(it returned {', '.join(sorted(metrics))})")
         self.eval_time += time.perf_counter() - start
         return out
 
     def met(self, metrics: Mapping[str, float]) -> bool:
+        if self.metric == self.workload.target_metric:  # the old two-argument call (user workloads may override it)
+            return self.workload.reached(metrics, self.target)
         return self.workload.reached(metrics, self.target, self.metric)
 
     def snapshot(self, carry: Carry, step: int) -> None:
@@ -238,8 +244,8 @@ def _check_limits(
     for step in options.checkpoints:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= max_steps:
             raise InputError(f"checkpoints must be integers in [0, max_steps = {max_steps}], got {step!r}")
-    if target is not None:
-        workload.check_target(target, metric)
+    if target is not None:  # the default metric's check keeps the old one-argument call (user workloads)
+        workload.check_target(target) if metric in (None, workload.target_metric) else workload.check_target(target, metric)
     if options.loop not in ("auto", "device", "python"):
         raise InputError(f"loop must be auto, device or python, got {options.loop!r}")
 

@@ -74,7 +74,7 @@ class ClassificationWorkload(Workload, abc.ABC):
 
     def check_target(self, target: Any, metric: str | None = None) -> float:
         """An error rate: a finite number in ``[0, 1]``; a loss: a finite number ``> 0``."""
-        if metric not in (None, "error"):
+        if (self.target_metric if metric is None else metric) != "error":
             return super().check_target(target, metric)
         value = finite_or_none(target)
         if value is None or not 0.0 <= value <= 1.0:
