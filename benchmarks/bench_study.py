@@ -8,12 +8,21 @@ asks for:
 
 * **verdicts**: for each claim, the verdicts of all runs; *stable* when they agree (inconclusive in
   every run counts as agreeing);
-* **B_noise**: per optimizer, the largest ratio between the runs' estimates (target ≤ 1.3).
+* **reversed**: the claims *supported* in one run and *contradicted* in another (a decided verdict
+  that another design seed overturns; agreement can also fail between *inconclusive* and a decided
+  verdict, when an effect sits near the edge of what the intervals resolve);
+* **B_noise**: per optimizer, the largest ratio between the runs' estimates (target ≤ 1.3);
+* **cells**: the largest / smallest estimate of each cell's steps across runs (median and maximum
+  over cells), and how often one run's 95% interval contains another run's estimate (for calibrated
+  intervals and two equally noisy estimates about 83%: their difference has √2 times the spread).
 
 ``--pruning`` also reruns the first seed without pruning and prints the steps saved and whether
 every cell's answer is identical; ``--dask`` reruns it on a loopback LocalCluster of 2 worker
 processes (wall-time ratio, identical answers).  ``--out DIR`` writes the summary as JSON
-(``DIR/stability.json``) so that documentation can cite a committed file.
+(``DIR/stability.json``) so that documentation can cite a committed file, and the figure
+``DIR/stability.png`` (every run's B_noise and steps per cell with their 95% intervals);
+``--replot DIR`` redraws the figure and recomputes the summary (the runs untouched) of a committed
+``DIR/stability.json`` without running anything.
 
 Usage (quick preset: about 2-3 minutes per seed on the 2 shared cores)::
 
@@ -37,6 +46,8 @@ import math
 import pathlib
 import tempfile
 import time
+
+import numpy as np
 
 from batchlab.analysis import analyze
 from batchlab.study import RunOptions, load_spec, resolve_spec, run_study
@@ -75,10 +86,88 @@ def stability(runs: list[dict]) -> dict:
         finite = [v for v in values if v is not None and v > 0]
         spread[name] = max(a / b for a, b in itertools.permutations(finite, 2)) if len(finite) == len(values) \
             and len(finite) > 1 else None
+    reversed_ = [c for c, v in verdicts.items() if {"supported", "contradicted"} <= set(v)]
+    ratios, inside, pairs = [], 0, 0
+    for key in runs[0]["cells"]:
+        points = [run["cells"][key][0] for run in runs]
+        if all(p is not None for p in points) and len(points) > 1:
+            ratios.append(max(points) / min(points))
+        for run, other in itertools.permutations(runs, 2):
+            point, (_, low, high) = other["cells"][key][0], run["cells"][key]
+            if point is not None:
+                pairs += 1
+                inside += (low or 0.0) <= point <= (math.inf if high is None else high)
     return {"verdicts": {c: {"runs": v, "stable": len(set(v)) == 1} for c, v in verdicts.items()},
             "stable_verdicts": sum(len(set(v)) == 1 for v in verdicts.values()), "claims": len(claims),
+            "reversed_verdicts": reversed_,
+            "cell_ratio_median": float(np.median(ratios)) if ratios else None,
+            "cell_ratio_max": max(ratios) if ratios else None,
+            "other_points_inside": [inside, pairs],
             "b_noise_ratio": spread,
             "b_noise_within_1.3": all(r is not None and r <= 1.3 for r in spread.values())}
+
+
+def _print_cells(summary: dict) -> None:
+    if summary["cell_ratio_median"] is not None:
+        inside, pairs = summary["other_points_inside"]
+        print(f"steps per cell, largest / smallest across runs: median {summary['cell_ratio_median']:.2f}, "
+              f"max {summary['cell_ratio_max']:.2f}; another run's estimate inside a run's 95% interval: "
+              f"{inside}/{pairs} ({inside / max(pairs, 1):.0%}; ~83% expected for calibrated intervals of "
+              "two equally noisy estimates)")
+
+
+def plot_stability(payload: dict, path: pathlib.Path) -> None:
+    """Every run's steps per cell (one panel per optimizer) and B_noise, with 95% intervals."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = payload["runs"]
+    optimizers = list(runs[0]["b_noise"])
+    fig, axes = plt.subplots(1, len(optimizers) + 1, figsize=(4 * (len(optimizers) + 1), 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    offsets = [1.0 + 0.06 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]
+    for ax, name in zip(axes, optimizers):
+        for k, run in enumerate(runs):
+            cells = [(int(key.split("@")[1]), v) for key, v in run["cells"].items() if key.split("@")[0] == name]
+            cells = [(b * offsets[k], v) for b, v in sorted(cells) if v[0] is not None]
+            if not cells:
+                continue
+            b = [c[0] for c in cells]
+            mid = [c[1][0] for c in cells]
+            low = [m - (c[1][1] if c[1][1] is not None else m) for m, c in zip(mid, cells)]
+            high = [(c[1][2] if c[1][2] is not None else m) - m for m, c in zip(mid, cells)]
+            ax.errorbar(b, mid, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1, color=colors[k],
+                        label=f"design seed {run['seed']}")
+        ax.set(yscale="log", xlabel="batch size", title=name)
+        ax.set_xscale("log", base=2)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0].set_ylabel("steps to target (median over seeds)")
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    for k, run in enumerate(runs):
+        for j, name in enumerate(optimizers):
+            b, low, high = run["b_noise"][name]
+            if b is None:
+                continue
+            low = b if low is None else low
+            high = b if high is None else high
+            ax.errorbar([j + 0.15 * (k - (len(runs) - 1) / 2)], [b], yerr=[[b - low], [high - b]], marker="o",
+                        ms=4, capsize=3, color=colors[k], label=f"design seed {run['seed']}" if j == 0 else None)
+    ax.set(yscale="log", xticks=range(len(optimizers)), xticklabels=optimizers, ylabel="B_noise [95%]",
+           title="critical batch size")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    summary = payload["stability"]
+    fig.suptitle(f"{payload['preset']}: {summary['stable_verdicts']}/{summary['claims']} verdicts agree; "
+                 "B_noise largest ratio " + ", ".join(f"{n} {r:.2f}" if r is not None else f"{n} —"
+                                                      for n, r in summary["b_noise_ratio"].items()), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -92,7 +181,19 @@ def main() -> None:
                         help="keep each run's store in WORK/seed<N> and resume it when rerun (long presets run "
                              "across sessions; wall times then cover the last invocation only); default: a "
                              "temporary folder and a warm-up run")
+    parser.add_argument("--replot", default=None, metavar="DIR",
+                        help="recompute the summary and redraw DIR/stability.png from DIR/stability.json, then exit")
     args = parser.parse_args()
+    if args.replot:
+        folder = pathlib.Path(args.replot)
+        payload = json.loads((folder / "stability.json").read_text())
+        payload["stability"] = stability(payload["runs"])  # derived only: the runs are kept as they are
+        (folder / "stability.json").write_text(json.dumps(payload, indent=1))
+        _print_cells(payload["stability"])
+        print(f"decided verdicts reversed between runs: {len(payload['stability']['reversed_verdicts'])}")
+        plot_stability(payload, folder / "stability.png")
+        print(f"wrote {folder / 'stability.png'}")
+        return
 
     base = load_spec(resolve_spec(args.preset))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -122,6 +223,8 @@ def main() -> None:
     print(f"verdicts stable across seeds {seeds}: {summary['stable_verdicts']}/{summary['claims']}")
     for claim, entry in summary["verdicts"].items():
         print(f"  {'=' if entry['stable'] else '≠'} {claim}: {' / '.join(entry['runs'])}")
+    print(f"decided verdicts reversed between runs: {len(summary['reversed_verdicts'])}")
+    _print_cells(summary)
     for name, ratio in summary["b_noise_ratio"].items():
         print(f"B_noise {name}: largest ratio between runs {'—' if ratio is None else f'{ratio:.2f}'}")
     for key, value in extra.items():
@@ -134,7 +237,8 @@ def main() -> None:
                               f"--seeds {args.seeds}" + " --pruning" * args.pruning + " --dask" * args.dask
                               + (f" --work {args.work}" if args.work else "") + f" --out {args.out}"}
         (out / "stability.json").write_text(json.dumps(payload, indent=1))
-        print(f"wrote {out / 'stability.json'}")
+        plot_stability(payload, out / "stability.png")
+        print(f"wrote {out / 'stability.json'} and {out / 'stability.png'}")
 
 
 if __name__ == "__main__":
