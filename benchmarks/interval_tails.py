@@ -1,0 +1,63 @@
+"""Where do a cell interval's long lower ends come from?  Their width against the search's reaching trials.
+
+For every cell of one or more committed stability stores (``results/stability-digits-loss/seed<N>.sqlite``
+and its ``stability.json``), the lower and upper half-widths of the cell's 95% interval in log steps
+(``log(steps / low)``, ``log(high / steps)``) against how many of its explore and refine trials
+reached the target (the others were pruned, diverged or ran out of budget).  The search replay of
+:mod:`batchlab.analysis.uncertainty` keeps a random half of those trials and counts a pruned one as
+never reaching, so a cell with few reaching trials often loses all its good ones in a draw.
+
+Usage (seconds; output in ``results/stability-digits-loss/interval_tails.txt``)::
+
+    PYTHONPATH=src python benchmarks/interval_tails.py results/stability-digits-loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sqlite3
+
+import numpy as np
+import pandas as pd
+
+
+def tails(folder: pathlib.Path) -> pd.DataFrame:
+    summary = json.loads((folder / "stability.json").read_text())
+    rows = []
+    for run in summary["runs"]:
+        store = folder / f"seed{run['seed']}.sqlite"
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+            trials = pd.read_sql("select optimizer, batch_size, status from trials "
+                                 "where phase in ('explore', 'refine')", con)
+        for (optimizer, batch_size), group in trials.groupby(["optimizer", "batch_size"]):
+            steps, low, high = run["cells"][f"{optimizer}@{batch_size}"]
+            if steps is None or not low or high is None:
+                continue
+            rows.append({"seed": run["seed"], "cell": f"{optimizer}@{batch_size}", "search": len(group),
+                         "reached": int((group["status"] == "reached").sum()),
+                         "pruned": int((group["status"] == "pruned").sum()),
+                         "low_tail": math.log(steps / low), "high_tail": math.log(high / steps)})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=pathlib.Path)
+    args = parser.parse_args()
+    frame = tails(args.folder)
+    bins = pd.cut(frame["reached"], [0, 4, 6, 8, 12, 1000], labels=["1-4", "5-6", "7-8", "9-12", "13+"])
+    table = frame.groupby(bins, observed=True)[["low_tail", "high_tail"]].median().round(2)
+    table["cells"] = frame.groupby(bins, observed=True).size()
+    print(f"{len(frame)} cells of {args.folder}: interval half-widths in log steps (median) "
+          "by the number of search trials that reached the target")
+    print(table.to_string())
+    print(f"all cells: lower {frame['low_tail'].median():.2f}, upper {frame['high_tail'].median():.2f}; "
+          f"correlation(reached, lower) {np.corrcoef(frame['reached'], frame['low_tail'])[0, 1]:.2f}; "
+          f"pruned share of search trials {frame['pruned'].sum() / frame['search'].sum():.2f}")
+
+
+if __name__ == "__main__":
+    main()
