@@ -27,6 +27,14 @@ study budget (batch-size grid, trials per phase, replicate seeds, per-run seed n
 
     PYTHONPATH=src python benchmarks/bench_protocol.py --budget-search --studies 60
 
+``--pruned-replay`` compares the interval's treatments of a pruned search trial
+(``estimate_cells(pruned=...)``: never reaching, hot-deck imputed, censored at its bound) by cell
+coverage, median lower half-width (log steps), median width (high / low), B_noise coverage, and the
+share of pairwise "fewer steps" verdicts that are decided and that are wrong (against the known
+truth); output in ``results/protocol-synthetic/pruned_replay.txt``::
+
+    PYTHONPATH=src python benchmarks/bench_protocol.py --pruned-replay --studies 60
+
 ``--fit-floor`` prints how precisely each cell must be known for the hyperbola fit's B_noise to agree
 within 1.3x (output in ``results/protocol-synthetic/fit_floor.txt``).
 """
@@ -39,7 +47,7 @@ import math
 
 import numpy as np
 
-from batchlab.analysis.uncertainty import critical_interval, estimate_cells, fit_b_noise
+from batchlab.analysis.uncertainty import compare_intervals, critical_interval, estimate_cells, fit_b_noise
 from batchlab.study.protocol import Tuning
 from batchlab.analysis.synthetic import SyntheticOptimizer, simulate_study
 
@@ -60,10 +68,11 @@ PROTOCOLS = {
 
 
 def evaluate(tuning: Tuning, studies: int, search_noise: bool = True,
-             batch_sizes: tuple[int, ...] = BATCH_SIZES, sigma: float = 0.25) -> dict[str, float]:
+             batch_sizes: tuple[int, ...] = BATCH_SIZES, sigma: float = 0.25, pruned: str = "never") -> dict[str, float]:
     n = len(batch_sizes)
     rng = np.random.default_rng(0)
     errors, covered, b_covered, widths, cost = [], [], [], [], 0
+    lower, decided, wrong = [], [], []
     b_noise: dict[float, list[float]] = {b: [] for b in B_NOISES}
     for seed in range(studies):
         per_optimizer = []
@@ -74,7 +83,16 @@ def evaluate(tuning: Tuning, studies: int, search_noise: bool = True,
             per_optimizer.append((model, cells))
         if tuning.replicated:
             flat = [c.as_cell() if search_noise else list(c.candidates) for _, cells in per_optimizer for c in cells]
-            estimates = estimate_cells(flat, rng=rng, resamples=400)
+            estimates = estimate_cells(flat, rng=rng, resamples=400, pruned=pruned)
+            for (i, (m1, c1)), (j, (m2, c2)) in itertools.combinations(enumerate(per_optimizer), 2):
+                for q, (x, y) in enumerate(zip(c1, c2)):
+                    t1, t2 = m1.truth(x.batch_size), m2.truth(y.batch_size)
+                    if abs(math.log(t1 / t2)) < 0.01:
+                        continue
+                    e1, e2 = estimates[n * i + q], estimates[n * j + q]
+                    verdict = compare_intervals((e1.low, e1.high), (e2.low, e2.high), smaller=t1 < t2)
+                    decided.append(verdict != "inconclusive")
+                    wrong.append(verdict == "contradicted")
             for k, (model, cells) in enumerate(per_optimizer):
                 mine = estimates[n * k:n * k + n]
                 for e, c in zip(mine, cells):
@@ -82,6 +100,7 @@ def evaluate(tuning: Tuning, studies: int, search_noise: bool = True,
                     errors.append(math.log(e.steps / truth))
                     covered.append(e.low <= truth <= e.high)
                     widths.append(e.high / e.low if e.low > 0 else math.inf)
+                    lower.append(math.log(e.steps / e.low) if e.low > 0 else math.inf)
                 point, low, high = critical_interval(batch_sizes, mine)
                 b_noise[model.b_noise].append(point)
                 b_covered.append(low <= model.b_noise <= high)
@@ -108,7 +127,10 @@ def evaluate(tuning: Tuning, studies: int, search_noise: bool = True,
             "bias": float(np.median(errors)), "cover": float(np.mean(covered)) if covered else math.nan,
             "agree": float(np.mean(agree)), "triples": float(np.mean(triples)) if triples else math.nan,
             "b_cover": float(np.mean(b_covered)) if b_covered else math.nan,
-            "width": float(np.median(widths)) if widths else math.nan, "b_err": float(np.nanmedian(b_err))}
+            "width": float(np.median(widths)) if widths else math.nan, "b_err": float(np.nanmedian(b_err)),
+            "lower": float(np.median(lower)) if lower else math.nan,
+            "decided": float(np.mean(decided)) if decided else math.nan,
+            "wrong": float(np.mean(wrong)) if wrong else math.nan}
 
 
 def _within(x: float, y: float, factor: float = 1.3) -> bool:
@@ -151,6 +173,21 @@ def budget_search(studies: int, only: str | None = None) -> None:
               f"{r['b_cover']:8.0%} {r['cover']:11.0%}")
 
 
+def pruned_replay(studies: int) -> None:
+    """The search replay's two treatments of a pruned trial (``estimate_cells(pruned=...)``), compared."""
+    print(f"{'budget':30s} {'pruned':>9s} {'cell cover':>11s} {'lower':>6s} {'width':>6s} {'B cover':>8s} "
+          f"{'decided':>8s} {'wrong':>6s}")
+    for name, grid, tuning, sigma in [b for b in BUDGETS if b[0] in PRUNED_BUDGETS]:
+        for pruned in ("never", "hotdeck", "censored"):
+            r = evaluate(tuning, studies, batch_sizes=grid, sigma=sigma, pruned=pruned)
+            print(f"{name:30s} {pruned:>9s} {r['cover']:11.1%} {r['lower']:6.2f} {r['width']:6.2f} "
+                  f"{r['b_cover']:8.0%} {r['decided']:8.0%} {r['wrong']:6.1%}")
+
+
+PRUNED_BUDGETS = ("quick (4 B, 6+4, 2x3)", "7 B, 16+16, 2x8", "quick, seed noise 0.10",
+                  "7 B, 16+16, 2x8, noise 0.10")
+
+
 def fit_floor(curves: int = 3000) -> None:
     """How precisely must each cell be known for B_noise to agree within 1.3x?  Exact hyperbolas
     ``S = 200 (1 + B_noise / B)`` plus Gaussian noise of the given sd on ``log S``, fitted by
@@ -175,7 +212,12 @@ def main() -> None:
                         help="B_noise stability against study budget instead of the protocol comparison")
     parser.add_argument("--fit-floor", action="store_true",
                         help="the cell precision a stable B_noise fit needs (exact curves plus noise)")
+    parser.add_argument("--pruned-replay", action="store_true",
+                        help="compare the replay's treatments of pruned trials (never reaching / censored)")
     args = parser.parse_args()
+    if args.pruned_replay:
+        pruned_replay(args.studies)
+        return
     if args.fit_floor:
         fit_floor()
         return

@@ -7,7 +7,14 @@ reached the target (the others were pruned, diverged or ran out of budget).  The
 :mod:`batchlab.analysis.uncertainty` keeps a random half of those trials and counts a pruned one as
 never reaching, so a cell with few reaching trials often loses all its good ones in a draw.
 
-Usage (seconds; output in ``results/stability-digits-loss/interval_tails.txt``)::
+Then the same stores analysed with each of the replay's treatments of a pruned trial
+(``estimate_cells(pruned=...)``: ``never`` reaching, the default; ``hotdeck``, drawn from the outcomes
+the search observed beyond its bound; ``censored``, at its bound or the best centre, the optimistic
+end): the median lower half-width, how many verdicts are decided, how many agree across the runs and
+how many are reversed, and every optimizer's B_noise per run.  Their coverage on synthetic studies
+is ``benchmarks/bench_protocol.py --pruned-replay``.
+
+Usage (about a minute; output in ``results/stability-digits-loss/interval_tails.txt``)::
 
     PYTHONPATH=src python benchmarks/interval_tails.py results/stability-digits-loss
 """
@@ -18,10 +25,16 @@ import argparse
 import json
 import math
 import pathlib
+import shutil
 import sqlite3
+import tempfile
 
 import numpy as np
 import pandas as pd
+
+from batchlab.analysis.replicated import replicated_cells, replicated_critical, verdicts
+from batchlab.analysis.uncertainty import PRUNED_REPLAYS
+from batchlab.store.frames import trials_frame
 
 
 def tails(folder: pathlib.Path) -> pd.DataFrame:
@@ -43,6 +56,36 @@ def tails(folder: pathlib.Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def replays(folder: pathlib.Path) -> None:
+    seeds = [run["seed"] for run in json.loads((folder / "stability.json").read_text())["runs"]]
+    frames = {}
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp:  # a store is opened in its own study folder
+            shutil.copy(folder / f"seed{seed}.sqlite", pathlib.Path(tmp) / "study.sqlite")
+            frames[seed] = trials_frame(tmp)
+    print(f"\nthe replay's treatments of a pruned trial, on the same {len(seeds)} stores:")
+    for pruned in PRUNED_REPLAYS:
+        runs, lower, b_noise = [], [], {}
+        for seed in seeds:
+            cells, estimates = replicated_cells(frames[seed], pruned=pruned)
+            critical = replicated_critical(cells, estimates)
+            table = verdicts(cells, critical)
+            runs.append(dict(zip(table["claim"], table["verdict"])))
+            lower += [math.log(c.steps / c.steps_low) for c in cells.itertuples() if c.steps_low > 0]
+            for row in critical.itertuples():
+                b_noise.setdefault(row.optimizer, []).append(
+                    f"{row.b_noise:.0f} [{row.b_noise_low:.0f}, {row.b_noise_high:.0f}]")
+        claims = list(runs[0])
+        values = [[run[c] for run in runs] for c in claims]
+        decided = sum(v != "inconclusive" for vs in values for v in vs)
+        agree = sum(len(set(vs)) == 1 for vs in values)
+        reversed_ = sum({"supported", "contradicted"} <= set(vs) for vs in values)
+        print(f"  {pruned:9s} lower half-width {np.median(lower):.2f}; decided {decided}/{len(claims) * len(runs)}; "
+              f"agree across runs {agree}/{len(claims)}; reversed {reversed_}")
+        for name, entries in b_noise.items():
+            print(f"            B_noise {name}: {' / '.join(entries)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=pathlib.Path)
@@ -57,6 +100,7 @@ def main() -> None:
     print(f"all cells: lower {frame['low_tail'].median():.2f}, upper {frame['high_tail'].median():.2f}; "
           f"correlation(reached, lower) {np.corrcoef(frame['reached'], frame['low_tail'])[0, 1]:.2f}; "
           f"pruned share of search trials {frame['pruned'].sum() / frame['search'].sum():.2f}")
+    replays(args.folder)
 
 
 if __name__ == "__main__":

@@ -180,10 +180,12 @@ def _frame_of(optimizer, cells):
     for cell in cells:
         ids = [f"{optimizer}-{cell.batch_size}-s{i}" for i in range(cell.search.size)]
         for i, steps in enumerate(cell.search):
+            pruned = np.isfinite(cell.pruned_at[i])
             rows.append({"id": ids[i], "optimizer": optimizer, "batch_size": cell.batch_size, "phase": "explore",
                          "round": 0, "trial_index": i, "origin": None, "hp_learning_rate": 0.1 * (i + 1),
-                         "status": "reached" if np.isfinite(steps) else "budget",
-                         "steps_to_target": steps if np.isfinite(steps) else np.nan})
+                         "status": "reached" if np.isfinite(steps) else "pruned" if pruned else "budget",
+                         "steps_to_target": steps if np.isfinite(steps) else np.nan,
+                         "steps_run": cell.pruned_at[i] if pruned else steps if np.isfinite(steps) else 20_000})
         for k, (origin, seeds) in enumerate(zip(cell.origins, cell.candidates)):
             for j, steps in enumerate(seeds):
                 rows.append({"id": f"{ids[origin]}-r{j}", "optimizer": optimizer, "batch_size": cell.batch_size,
@@ -242,3 +244,73 @@ def test_every_entry_point_uses_the_same_resample_count():
     for command in (cli_study.report_command, cli_study.compare_command):
         option = inspect.signature(command).parameters["resamples"].default
         assert isinstance(option, typer.models.OptionInfo) and option.default == DEFAULT_RESAMPLES
+
+
+def test_a_replicated_study_frame_hands_its_pruning_steps_to_the_replay():
+    """A store's pruned trials (status ``pruned``, stopped at ``steps_run``) reach the replay as
+    :attr:`Cell.pruned_at`: every treatment gives the intervals of the synthetic cells themselves."""
+    from batchlab.analysis.replicated import replicated_cells
+
+    tuning = Tuning(explore=6, rounds=2, refine=4, candidates=2, seeds=3)
+    cells = simulate_study(SyntheticOptimizer(b_noise=100), tuning, (16, 64, 256, 1024), budget=20_000, seed=3)
+    assert sum(np.isfinite(c.pruned_at).sum() for c in cells) >= 4  # the protocol pruned some trials
+    frame = _frame_of("sgd", cells)
+    for pruned in ("never", "hotdeck", "censored"):
+        table, _ = replicated_cells(frame, resamples=300, seed=0, pruned=pruned)
+        direct = estimate_cells([c.as_cell() for c in cells], rng=np.random.default_rng(0), resamples=300,
+                                pruned=pruned)
+        np.testing.assert_allclose(table["steps_low"], [e.low for e in direct])
+        np.testing.assert_allclose(table["steps_high"], [e.high for e in direct])
+
+
+def test_the_replay_imputes_a_pruned_trial_from_what_the_search_observed_beyond_its_bound():
+    """Search: a replicated trial (centre log 40), trials at 100 and 300 steps, one that ran out of
+    budget, and two pruned at step 45.  ``censored`` puts a pruned trial at max(its bound, the best
+    centre) = 45 steps; ``hotdeck`` draws it from the trials that finished above 45 steps (100, 300
+    and the unreached one, equally often); ``never`` leaves it unreachable."""
+    from batchlab.analysis.uncertainty import _pruned_centres
+
+    inf, nan = math.inf, math.nan
+    cell = Cell(candidates=(np.array([38.0, 40.0, 42.0]),), trials=np.array([41.0, 100.0, 300.0, inf, inf, inf]),
+                origins=(0,), pruned_at=np.array([nan, nan, nan, nan, 45.0, 45.0]))
+    centre = np.log(cell.trials)
+    centre[0] = np.mean(np.log([38.0, 40.0, 42.0]))
+    finite = np.isfinite(centre)
+    rng = np.random.default_rng(0)
+    same, floor = _pruned_centres(cell, centre, finite, "never", 100, rng)
+    assert np.array_equal(same, centre) and np.all(floor == -inf)
+    censored, floor = _pruned_centres(cell, centre, finite, "censored", 100, rng)
+    np.testing.assert_allclose(censored[4:], math.log(45.0))
+    np.testing.assert_array_equal(censored[:4], centre[:4])
+    np.testing.assert_allclose(floor[4:], math.log(45.0))
+    imputed, floor = _pruned_centres(cell, centre, finite, "hotdeck", 30_000, rng)
+    assert imputed.shape == (30_000, 6) and np.all(imputed[:, :4] == centre[:4])
+    values, counts = np.unique(imputed[:, 4:], return_counts=True)
+    np.testing.assert_allclose(values, [math.log(100.0), math.log(300.0), inf])
+    np.testing.assert_allclose(counts / counts.sum(), 1 / 3, atol=0.01)
+
+
+def test_the_replay_treatments_agree_without_pruning_and_order_their_lower_ends():
+    """No pruned trial: every treatment is the default, draw for draw.  On synthetic studies with
+    pruning the optimistic ``censored`` replay has the shortest lower ends and ``never`` the longest
+    (``benchmarks/bench_protocol.py --pruned-replay``: coverage 91-97% never, 90-92% hotdeck,
+    73-78% censored)."""
+    tuning = Tuning(explore=6, rounds=2, refine=4, candidates=2, seeds=3)
+    model = SyntheticOptimizer(b_noise=100)
+    plain = simulate_study(model, tuning, (16, 64, 256, 1024), budget=20_000, seed=5, prune=False)
+    runs = {p: estimate_cells([c.as_cell() for c in plain], rng=np.random.default_rng(1), resamples=300, pruned=p)
+            for p in ("never", "hotdeck", "censored")}
+    for p in ("hotdeck", "censored"):
+        assert [(e.low, e.high) for e in runs[p]] == [(e.low, e.high) for e in runs["never"]]
+    lower = {}
+    for p in ("never", "hotdeck", "censored"):
+        widths = []
+        for seed in range(8):
+            cells = simulate_study(model, tuning, (16, 64, 256, 1024), budget=20_000, seed=seed)
+            estimates = estimate_cells([c.as_cell() for c in cells], rng=np.random.default_rng(seed), resamples=300,
+                                       pruned=p)
+            widths += [math.log(e.steps / e.low) for e in estimates if e.low > 0]
+        lower[p] = np.median(widths)
+    assert lower["never"] > lower["hotdeck"] > lower["censored"]
+    with pytest.raises(ValueError, match="pruned must be one of"):
+        estimate_cells([c.as_cell() for c in plain], rng=np.random.default_rng(0), pruned="dropped")

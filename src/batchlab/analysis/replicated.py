@@ -41,13 +41,18 @@ def _cell(rows: pd.DataFrame) -> tuple[Cell, pd.DataFrame, list[str]]:
     position = {trial_id: i for i, trial_id in enumerate(search["id"])}
     origins = [o for o in dict.fromkeys(replicas.sort_values("trial_index", kind="stable")["origin"]) if o in position]
     candidates = tuple(_steps(replicas[replicas["origin"] == o]) for o in origins)
-    cell = Cell(candidates, _steps(search), tuple(position[o] for o in origins))
+    stopped = search["steps_run"] if "steps_run" in search.columns else np.nan
+    pruned_at = np.where(search["status"] == "pruned", stopped, np.nan).astype(np.float64)
+    cell = Cell(candidates, _steps(search), tuple(position[o] for o in origins), pruned_at)
     return cell, search, origins
 
 
 def replicated_cells(trials: pd.DataFrame, *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0,
-                     order: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+                     order: list[str] | None = None, pruned: str = "never") -> tuple[pd.DataFrame, dict]:
     """One row per (optimizer, batch size): the cell's answer and interval, and the chosen configuration.
+
+    ``pruned`` is how the interval's search replay treats a pruned trial (stopped at its
+    ``steps_run``): see :func:`batchlab.analysis.uncertainty.estimate_cells`.
 
     Returns:
         ``(frame, estimates)``: the frame has ``optimizer``, ``batch_size``, ``trials``, ``finished``,
@@ -68,7 +73,8 @@ def replicated_cells(trials: pd.DataFrame, *, confidence: float = 0.95, resample
             keys.append((optimizer, int(batch_size)))
             cells.append(cell)
             extras.append((rows, search, origins))
-    estimates = estimate_cells(cells, confidence=confidence, resamples=resamples, rng=np.random.default_rng(seed))
+    estimates = estimate_cells(cells, confidence=confidence, resamples=resamples, rng=np.random.default_rng(seed),
+                               pruned=pruned)
     out = []
     for (optimizer, batch_size), cell, estimate, (rows, search, origins) in zip(keys, cells, estimates, extras):
         counts = search["status"].value_counts()

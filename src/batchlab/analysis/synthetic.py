@@ -81,6 +81,7 @@ class SyntheticCell:
         candidates: per replicated configuration, its seeds' steps (inf = not reached).
         search: recorded steps of the explore and refine trials (inf = not reached or pruned).
         origins: for each candidate, its index in ``search``.
+        pruned_at: per search trial, the step pruning stopped it at (``nan``: not pruned).
         steps_run: training steps the cell cost (pruned and unreached trials at their stopping step).
         trials: trials run.
     """
@@ -92,10 +93,11 @@ class SyntheticCell:
     origins: tuple[int, ...]
     steps_run: int
     trials: int
+    pruned_at: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def as_cell(self) -> Cell:
         """The data :func:`batchlab.analysis.uncertainty.estimate_cells` takes."""
-        return Cell(self.candidates, self.search, self.origins)
+        return Cell(self.candidates, self.search, self.origins, self.pruned_at)
 
 
 def _draw(model: SyntheticOptimizer, unit: np.ndarray, batch_size: float, budget: int,
@@ -106,13 +108,13 @@ def _draw(model: SyntheticOptimizer, unit: np.ndarray, batch_size: float, budget
     return np.where(steps > budget, np.inf, steps)
 
 
-def _cost(steps: float, bound: int | None, budget: int) -> tuple[float, int]:
-    """``(recorded steps, steps run)`` of one trial under a pruning bound."""
+def _cost(steps: float, bound: int | None, budget: int) -> tuple[float, int, float]:
+    """``(recorded steps, steps run, pruned at or nan)`` of one trial under a pruning bound."""
     if bound is not None and steps > bound:
-        return math.inf, bound
+        return math.inf, bound, float(bound)
     if math.isinf(steps):
-        return math.inf, budget
-    return steps, int(steps)
+        return math.inf, budget, math.nan
+    return steps, int(steps), math.nan
 
 
 def simulate_study(model: SyntheticOptimizer, tuning: Tuning, batch_sizes: Sequence[int], *, budget: int,
@@ -122,14 +124,16 @@ def simulate_study(model: SyntheticOptimizer, tuning: Tuning, batch_sizes: Seque
     rng = np.random.default_rng(derived_seed("synthetic", seed))
     results: dict[int, list[Result]] = {}
     cost = {b: 0 for b in batch_sizes}
+    pruned_at: dict[int, list[float]] = {b: [] for b in batch_sizes}
     for b in batch_sizes:
         units = unit_points(design, dims, tuning.explore, derived_seed("design", seed, "synthetic", b))
         steps = _draw(model, units, b, budget, rng)
         cell: list[Result] = []
         for i in range(tuning.explore):
             round_ = explore_round(tuning, i)
-            recorded, ran = _cost(float(steps[i]), bound_for(cell, round_) if prune else None, budget)
+            recorded, ran, stopped = _cost(float(steps[i]), bound_for(cell, round_) if prune else None, budget)
             cell.append(Result(tuple(units[i]), recorded, round_, i))
+            pruned_at[b].append(stopped)
             cost[b] += ran
         results[b] = cell
     bests = [getattr(best(results[b]), "unit", None) for b in batch_sizes]
@@ -146,8 +150,9 @@ def simulate_study(model: SyntheticOptimizer, tuning: Tuning, batch_sizes: Seque
             round_ = refine_round(tuning)
             bound = bound_for(results[b], round_) if prune else None
             for i in range(units.shape[0]):
-                recorded, ran = _cost(float(steps[i]), bound, budget)
+                recorded, ran, stopped = _cost(float(steps[i]), bound, budget)
                 results[b].append(Result(tuple(units[i]), recorded, round_, i))
+                pruned_at[b].append(stopped)
                 cost[b] += ran
     cells = []
     for b in batch_sizes:
@@ -162,5 +167,5 @@ def simulate_study(model: SyntheticOptimizer, tuning: Tuning, batch_sizes: Seque
         origins = tuple(next(i for i, r in enumerate(results[b]) if r is c) for c in candidates)
         search = np.array([r.steps for r in results[b]], dtype=np.float64)
         cells.append(SyntheticCell(b, min(finite) if finite else math.inf, tuple(replicas), search, origins,
-                                   cost[b], trials))
+                                   cost[b], trials, np.array(pruned_at[b], dtype=np.float64)))
     return cells
