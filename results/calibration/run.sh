@@ -90,3 +90,12 @@ PYTHONPATH=src .venv/bin/python benchmarks/bench_study.py --preset quick --seeds
 V="$R/digits/loss-study=$R/digits/default $R/digits/loss-study=$R/digits/proxy"
 for c in default proxy; do for s in 0 1 2; do V="$V runs/quick-stability/seed$s=$R/digits/$c"; done; done
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/loss-target
+
+# 7. the same calibrations against the seed-replicated ~4x quick study on the training-loss target
+#    (results/stability-digits-loss/: 7 batch sizes, explore 16 + refine 16, 2 candidates x 8 seeds,
+#    design seeds 0, 1, 2; its committed stores), analysis only
+for s in 0 1 2; do mkdir -p runs/stability-digits-loss-stores/seed$s
+  cp results/stability-digits-loss/seed$s.sqlite runs/stability-digits-loss-stores/seed$s/study.sqlite; done
+V=""
+for s in 0 1 2; do for c in default proxy; do V="$V runs/stability-digits-loss-stores/seed$s=$R/digits/$c"; done; done
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/stability-digits-loss
