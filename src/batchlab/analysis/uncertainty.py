@@ -165,7 +165,8 @@ class Cell:
             reached, pruned included).  Empty: the interval carries seed noise and reselection only.
         origins: for each candidate, the index in ``trials`` of the run that selected it.
         pruned_at: per search trial, the step at which pruning stopped it (``nan``: not pruned);
-            empty: none known.  Used only by the censored replay (``pruned="censored"``).
+            empty: none known.  Used only by the ``hotdeck`` and ``censored`` replays
+            (:func:`estimate_cells`'s ``pruned``).
     """
 
     candidates: tuple[np.ndarray, ...]
