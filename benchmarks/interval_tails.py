@@ -32,6 +32,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from bench_study import stability  # the same agreement and reversal counts as the stability benchmark
 from batchlab.analysis.replicated import replicated_cells, replicated_critical, verdicts
 from batchlab.analysis.uncertainty import PRUNED_REPLAYS
 from batchlab.store.frames import trials_frame
@@ -75,13 +76,11 @@ def replays(folder: pathlib.Path) -> None:
             for row in critical.itertuples():
                 b_noise.setdefault(row.optimizer, []).append(
                     f"{row.b_noise:.0f} [{row.b_noise_low:.0f}, {row.b_noise_high:.0f}]")
-        claims = list(runs[0])
-        values = [[run[c] for run in runs] for c in claims]
-        decided = sum(v != "inconclusive" for vs in values for v in vs)
-        agree = sum(len(set(vs)) == 1 for vs in values)
-        reversed_ = sum({"supported", "contradicted"} <= set(vs) for vs in values)
-        print(f"  {pruned:9s} lower half-width {np.median(lower):.2f}; decided {decided}/{len(claims) * len(runs)}; "
-              f"agree across runs {agree}/{len(claims)}; reversed {reversed_}")
+        summary = stability([{"verdicts": run, "b_noise": {}, "cells": {}} for run in runs])
+        decided = sum(v != "inconclusive" for run in runs for v in run.values())
+        print(f"  {pruned:9s} lower half-width {np.median(lower):.2f}; decided {decided}/{summary['claims'] * len(runs)}; "
+              f"agree across runs {summary['stable_verdicts']}/{summary['claims']}; "
+              f"reversed {len(summary['reversed_verdicts'])}")
         for name, entries in b_noise.items():
             print(f"            B_noise {name}: {' / '.join(entries)}")
 

@@ -226,7 +226,7 @@ def _pruned_centres(cell: Cell, centre: np.ndarray, finite: np.ndarray, pruned: 
     floor = np.where(stopped, bound, floor)
     if pruned == "censored":
         return np.where(stopped, np.maximum(bound, centre[finite].min()), centre), floor
-    finished = ~np.isnan(centre) & ~stopped & ~np.isfinite(cell.pruned_at)
+    finished = ~np.isfinite(cell.pruned_at)  # reached, ran out of budget or diverged
     imputed = np.broadcast_to(centre, (resamples, centre.size)).copy()
     for t in np.flatnonzero(stopped):
         donors = centre[finished & (centre > bound[t])]
