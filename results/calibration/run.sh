@@ -99,3 +99,26 @@ for s in 0 1 2; do mkdir -p runs/stability-digits-loss-stores/seed$s
 V=""
 for s in 0 1 2; do for c in default proxy; do V="$V runs/stability-digits-loss-stores/seed$s=$R/digits/$c"; done; done
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/stability-digits-loss
+
+# 8. the NQM predicts what a study measures: one run's median first hit of the target (evaluated every
+#    eval_every steps, the stretch before the first hit replayed, as the training loop does), the
+#    default of `batchlab calibrate` since this section was added (batchlab.nqm.first_hit).
+#    a) the digits calibration for the studies' own training-loss target (Adam's and K-FAC's reference
+#       runs then stop at the same target as the studies; ~11 min)
+$B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --out $R/digits/loss-target
+#    b) the default (error-target) calibration of section 2 re-predicted as a first hit, nothing measured
+#       again (the same NQMs; the expected-risk counts stay under expected_* in prediction.json)
+PYTHONPATH=src .venv/bin/python benchmarks/first_hit_prediction.py $R/digits/default --every 5 \
+  --out $R/digits/default-first-hit
+#    c) both against the ~4x study (3 design seeds) and calibration-digits-loss (the one with K-FAC)
+V=""
+for c in loss-target default-first-hit; do
+  for s in 0 1 2; do V="$V runs/stability-digits-loss-stores/seed$s=$R/digits/$c"; done
+  V="$V $R/digits/loss-study=$R/digits/$c"
+done
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/first-hit
+#    d) the first hit against the expected risk on the default NQM, per batch size (sgd, momentum)
+PYTHONPATH=src .venv/bin/python benchmarks/nqm_first_hit.py $R/digits/default \
+  --cells $R/stability-digits-loss/cells.csv --eval-every 5 > $R/first-hit/nqm_first_hit.txt
+#    e) Adam's NQM with a preconditioner per batch size (not adopted; ~16 min)
+PYTHONPATH=src .venv/bin/python benchmarks/adam_batch_preconditioner.py --out $R/adam-per-batch

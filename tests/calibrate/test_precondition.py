@@ -267,10 +267,15 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
         assert problems["preconditioned"][name]["target"] == entry["target"]["nqm_target"]
         assert entry["anchor"]["steps"] == run.median_steps == run.target_step  # its own run (one seed)
         assert entry["units"] == "optimizer"
-        curve = result.curves[name]  # the rates are the optimizer's: K-FAC's α, Adam's lr = α / (1 − β)
-        expected = [r.learning_rate / (1.0 - r.momentum) if name == "adam" else r.learning_rate for r in curve.rows]
-        np.testing.assert_allclose(entry["learning_rates"], expected, rtol=1e-12)
-        assert entry.get("nqm_learning_rates", entry["learning_rates"]) == [r.learning_rate for r in curve.rows]
+        # the rates are the optimizer's: K-FAC's α, Adam's lr = α / (1 − β); those of the first hit
+        # (the steps a study measures) and of the expected risk's optimum
+        for key, rows in (("learning_rates", result.first_hits[name]), ("expected_learning_rates",
+                                                                        result.curves[name].rows)):
+            expected = [r.learning_rate / (1.0 - r.momentum) if name == "adam" else r.learning_rate for r in rows]
+            np.testing.assert_allclose(entry[key], expected, rtol=1e-12)
+        assert entry.get("nqm_learning_rates", entry["learning_rates"]) == [
+            h.learning_rate for h in result.first_hits[name]]
+        assert [h.expected_steps for h in result.first_hits[name]] == list(result.curves[name].steps)
     proxy = calibrate(workload, dataclasses.replace(config, preconditioner="proxy", optimizer_hyperparameters={}),
                       seed=0)
     assert proxy.measured == {}

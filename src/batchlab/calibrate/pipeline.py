@@ -37,6 +37,7 @@ from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, referenc
 from batchlab.checks import check_at_least, check_integer, finite_or_none
 from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
+from batchlab.nqm.first_hit import FirstHit, tuned_first_hit
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 
 __all__ = ["CalibrationConfig", "Calibration", "MeasuredOptimizer", "calibrate", "write_calibration",
@@ -64,6 +65,11 @@ class CalibrationConfig:
             (:mod:`batchlab.calibrate.predict`).
         optimizer_hyperparameters: measured optimizer name → hyperparameters of its reference run
             (defaults fill the rest; its learning rate is tuned like the reference's).
+        first_hit_every: predict what a study measures: the median over runs of one run's first hit
+            of the target, checked every this many steps (:mod:`batchlab.nqm.first_hit`; a study's
+            ``eval_every``); ``None`` (default): the reference run's ``eval_every`` (the workload's
+            default unless set); ``0``: predict the expected risk's crossing only.
+        first_hit_runs: Monte Carlo runs per learning rate for the first hit.
     """
 
     reference: ReferenceConfig = ReferenceConfig()
@@ -74,6 +80,14 @@ class CalibrationConfig:
     loss_examples: int = 4096
     preconditioner: str = "measured"
     optimizer_hyperparameters: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    first_hit_every: int | None = None
+    first_hit_runs: int = 400
+
+    def first_hit_cadence(self, workload: Any) -> int:
+        """The evaluation cadence of the first-hit prediction (0: off)."""
+        if self.first_hit_every is not None:
+            return int(self.first_hit_every)
+        return int(self.reference.eval_every or workload.default_eval_every)
 
     @property
     def measured(self) -> tuple[str, ...]:
@@ -93,6 +107,9 @@ class CalibrationConfig:
                              f"valid: {', '.join(PROXIES)}")
         check_batch_sizes(self.batch_sizes)
         check_at_least(self.loss_examples, "loss_examples", 1)
+        if self.first_hit_every is not None:
+            check_integer(self.first_hit_every, "first_hit_every", 0)
+        check_integer(self.first_hit_runs, "first_hit_runs", 2)
         if self.preconditioner not in PRECONDITIONERS:
             raise InputError(f"preconditioner must be {' or '.join(PRECONDITIONERS)}, got {self.preconditioner!r}")
         self.reference.check()
@@ -224,6 +241,28 @@ def _measured_entry(workload: Any, measured: MeasuredOptimizer) -> dict[str, Any
                        "nqm_steps": measured.nqm.as_dict()["anchor_steps"]}}
 
 
+def first_hit_entry(entry: dict[str, Any], hits: tuple[FirstHit, ...], every: int, runs: int,
+                     seed: int) -> dict[str, Any]:
+    """An optimizer's entry with ``steps``, ``learning_rates`` and ``critical_batch_size`` of the
+    median first hit, the expected-risk ones kept under ``expected_*`` (format in :mod:`batchlab.calibrate`)."""
+    from batchlab.critical import critical_batch_size
+
+    steps = [h.steps for h in hits]
+    critical = critical_batch_size(entry["batch_sizes"], steps)
+    out = dict(entry)
+    out |= {"expected_steps": entry["steps"], "expected_learning_rates": entry["learning_rates"],
+            "expected_critical_batch_size": entry["critical_batch_size"],
+            "steps": [None if finite_or_none(s) is None else int(s) for s in steps],
+            "learning_rates": [h.learning_rate for h in hits],
+            "critical_batch_size": {
+                "b_noise": finite_or_none(None if critical.fit is None else critical.fit.b_noise),
+                "overhead": finite_or_none(critical.overhead)},
+            "first_hit": {"every": every, "runs": runs, "seed": seed,
+                          "multipliers": [h.multiplier for h in hits],
+                          "hit_fractions": [h.hit_fraction for h in hits]}}
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """A finished calibration (see :func:`calibrate`).
@@ -241,19 +280,26 @@ class Calibration:
     curves: dict[str, ScalingCurve]
     timings: dict[str, float]
     measured: Mapping[str, MeasuredOptimizer] = dataclasses.field(default_factory=dict)
+    first_hits: Mapping[str, tuple[FirstHit, ...]] = dataclasses.field(default_factory=dict)
+    first_hit_every: int = 0
 
     def prediction_dict(self) -> dict[str, Any]:
         """The ``prediction.json`` object (format in :mod:`batchlab.calibrate`)."""
         w, ref = self.workload, self.reference
         noise = self.spectra.noise
         entries = {name: optimizer_entry(curve) for name, curve in self.curves.items()}
+        for name, hits in self.first_hits.items():
+            entries[name] = first_hit_entry(entries[name], hits, self.first_hit_every,
+                                             self.config.first_hit_runs, self.seed)
         for name, measured in self.measured.items():
             entries[name] |= _measured_entry(w, measured)
             if name == "adam":  # Adam averages m = (1 - β)·Σ β^k g: its rate is the NQM's α / (1 - β)
                 entry = entries[name]
                 entry["nqm_learning_rates"] = entry["learning_rates"]
-                entry["learning_rates"] = [None if a is None else a / (1.0 - (b or 0.0))
-                                           for a, b in zip(entry["learning_rates"], entry["momenta"])]
+                for key in ("learning_rates", "expected_learning_rates"):
+                    if key in entry:
+                        entry[key] = [None if a is None else a / (1.0 - (b or 0.0))
+                                      for a, b in zip(entry[key], entry["momenta"])]
         for entry in entries.values():
             entry["units"] = "optimizer" if entry["precond"] == 0.0 else "proxy"
         return {
@@ -375,9 +421,25 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
                           progress=lambda _: tick())
         if name in measured:
             measured[name].timings["predict"] = time.perf_counter() - began
+    every = config.first_hit_cadence(workload)
+    first_hits = {}
+    if every:
+        began = time.perf_counter()
+        tick = stages("NQM first hits (Monte Carlo)", sum(len(curve.rows) for curve in curves.values()))
+        for name, curve in curves.items():
+            problem, target = (measured[name].nqm.problem, measured[name].nqm.target) if name in measured \
+                else (nqm.problem, nqm.target)
+            hits = []
+            for row in curve.rows:
+                hits.append(tuned_first_hit(problem, curve.kind, batch_size=row.batch_size, target=target,
+                                            eval_every=every, precond=curve.precond, runs=config.first_hit_runs,
+                                            seed=seed, optimum=row))
+                tick()
+            first_hits[name] = tuple(hits)
+        timings["first_hit"] = time.perf_counter() - began
     timings["predict"] = time.perf_counter() - started
     timings["total"] = time.perf_counter() - start
-    return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings, measured)
+    return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings, measured, first_hits, every)
 
 
 def write_calibration(calibration: Calibration, out: Path) -> dict[str, Path]:

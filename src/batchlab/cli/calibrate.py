@@ -85,6 +85,11 @@ def calibrate_command(
                                       help="hyperparameter NAME=VALUE of the measured adam reference run"),
     kfac_hp: list[str] = typer.Option([], "--kfac-hp",
                                       help="hyperparameter NAME=VALUE of the measured kfac reference run"),
+    first_hit_every: Optional[int] = typer.Option(
+        None, "--first-hit-every",
+        help="predict one run's median first hit of the target checked every N steps, what a study with "
+             "eval_every N measures (default: the reference's evaluation cadence; 0: the expected risk's crossing)"),
+    first_hit_runs: int = typer.Option(400, "--first-hit-runs", help="Monte Carlo runs per learning rate"),
     as_json: bool = typer.Option(False, "--json", help="print prediction.json on stdout"),
 ) -> None:
     """Measure curvature and gradient-noise spectra at a checkpoint, build an NQM and predict steps vs batch size.
@@ -114,6 +119,8 @@ def calibrate_command(
         optimizer_hyperparameters={name: values for name, values in (
             ("adam", parse_assignments(adam_hp, flag="--adam-hp")),
             ("kfac", parse_assignments(kfac_hp, flag="--kfac-hp"))) if values},
+        first_hit_every=first_hit_every,
+        first_hit_runs=first_hit_runs,
     )
     config.check()
     check_output_dir(out)  # a result that cannot be written fails now, not after the training
@@ -160,7 +167,9 @@ def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
             console.print(f"[yellow]warning:[/] {name}'s NQM could not reproduce its reference run "
                           f"({entry['anchor']['steps']} steps); its closest takes "
                           f"{_num(entry['anchor']['nqm_steps'])}.")
-    table = Table(title="predicted steps to target")
+    every = result.first_hit_every
+    table = Table(title=f"predicted steps to target (median first hit, checked every {every} steps)" if every
+                  else "predicted steps to target (expected risk)")
     table.add_column("batch size", justify="right")
     entries = prediction["optimizers"]
     for name, entry in entries.items():
