@@ -70,7 +70,8 @@ def test_ema_helps_at_small_batch_not_at_large(sgd_curves):
 
 def test_optimized_schedule_moves_small_batch_steps_toward_the_lower_bound(sgd_curves):
     const = sgd_curves[0.0].rows[0].steps
-    sched = optimize_piecewise(PROBLEM, batch_size=4, target=TARGET, pieces=10)
+    # 4 pieces already reach 0.17 × the constant rate's steps (10 pieces: 0.14, at 2.7 × the time)
+    sched = optimize_piecewise(PROBLEM, batch_size=4, target=TARGET, pieces=4)
     bound = PROBLEM.lower_bound_steps(4, TARGET)
     assert bound <= sched.steps <= 0.5 * const
     assert sched.risk <= TARGET
@@ -79,10 +80,13 @@ def test_optimized_schedule_moves_small_batch_steps_toward_the_lower_bound(sgd_c
 def test_search_beats_the_100_point_learning_rate_grid():
     B = 64.0
     grid = np.logspace(-4, math.log10(2.0), 100, endpoint=False)
-    grid_steps = search_steps(PROBLEM, sgd(grid), batch_size=B, target=TARGET)
+    opt = optimize(PROBLEM, "sgd", batch_size=B, target=TARGET).steps
+    # points slower than twice the optimum cannot compete: they report inf at once (no galloping)
+    grid_steps = search_steps(PROBLEM, sgd(grid), batch_size=B, target=TARGET, cap=2 * opt)
+    assert np.isfinite(grid_steps).any()
     i = int(np.argmin(grid_steps))
     best_grid = steps_to_target(PROBLEM, sgd(float(grid[i])), batch_size=B, target=TARGET).steps
-    assert optimize(PROBLEM, "sgd", batch_size=B, target=TARGET).steps <= best_grid
+    assert opt <= best_grid
 
 
 def test_search_beats_the_learning_rate_momentum_grid():
@@ -94,7 +98,10 @@ def test_search_beats_the_learning_rate_momentum_grid():
     mom = 1 - np.logspace(-5, 0, 20)
     L, M = np.meshgrid(lr, mom, indexing="ij")
     near = np.abs(np.log10(L / (1 - M)) - math.log10(opt.effective_learning_rate)) < 0.4
-    steps = search_steps(PROBLEM, heavy_ball(L[near], M[near]), batch_size=B, target=TARGET)
+    # only points that reach the target within twice the optimum's steps can compete: the others report
+    # inf at once instead of galloping to their (irrelevant) answer (same best point, 40 s → 12 s)
+    steps = search_steps(PROBLEM, heavy_ball(L[near], M[near]), batch_size=B, target=TARGET, cap=2 * opt.steps)
+    assert np.isfinite(steps).any()
     i = int(np.argmin(steps))
     best_grid = steps_to_target(PROBLEM, heavy_ball(float(L[near][i]), float(M[near][i])), batch_size=B,
                                 target=TARGET).steps
@@ -135,7 +142,11 @@ def test_search_beats_the_100_by_20_grid_elsewhere(kind, p, B):
     def dyn(lr, v):
         return make_dynamics(kind, learning_rate=lr, **{other: v}, precond=p)
 
-    ranked = search_steps(compress(PROBLEM, 128), dyn(L, M), batch_size=B, target=TARGET)
+    opt = optimize(PROBLEM, kind, batch_size=B, target=TARGET, precond=p).steps
+    # ranked among the points that reach the target within twice the optimum's steps (the others, which
+    # cannot compete, report inf at once instead of galloping): the same top four as an uncapped ranking
+    ranked = search_steps(compress(PROBLEM, 128), dyn(L, M), batch_size=B, target=TARGET, cap=2 * opt)
+    assert np.isfinite(ranked).sum() >= 4
     best_grid = min(steps_to_target(PROBLEM, dyn(float(L[i]), float(M[i])), batch_size=B, target=TARGET).steps
                     for i in np.argsort(ranked)[:4])
-    assert optimize(PROBLEM, kind, batch_size=B, target=TARGET, precond=p).steps <= best_grid
+    assert opt <= best_grid

@@ -26,7 +26,9 @@ def test_piecewise_schedule_beats_constant_and_respects_the_bound(constant):
 
 
 def test_linear_decay_is_exact_at_its_horizon_and_no_worse_than_constant(constant):
-    opt = optimize_linear_decay(PROBLEM, batch_size=16, target=TARGET)
+    # the search's staircase (default 64 pieces) only approximates the decay; the reported horizon's risk is
+    # exact at step resolution whatever it is.  16 pieces: 6,700 steps (64: 6,444; constant: 29,048), 3 × faster
+    opt = optimize_linear_decay(PROBLEM, batch_size=16, target=TARGET, staircase=16)
     r = scheduled_risk(PROBLEM, sgd(opt.learning_rate), opt.schedule(), batch_size=16, steps=[int(opt.steps)])
     assert r[0] <= TARGET and r[0] == pytest.approx(opt.risk, rel=1e-12)
     assert PROBLEM.lower_bound_steps(16, TARGET) <= opt.steps <= constant.steps * 1.01
