@@ -122,3 +122,11 @@ PYTHONPATH=src .venv/bin/python benchmarks/nqm_first_hit.py $R/digits/default \
   --cells $R/stability-digits-loss/cells.csv --eval-every 5 > $R/first-hit/nqm_first_hit.txt
 #    e) Adam's NQM with a preconditioner per batch size (not adopted; ~16 min)
 PYTHONPATH=src .venv/bin/python benchmarks/adam_batch_preconditioner.py --out $R/adam-per-batch
+
+# 9. the second workload on a training-loss target: fashion-mnist-mlp against the finished paper-fashion-mnist
+#    study (results/paper-fashion-mnist/: train_set_loss <= 0.3, eval_every 20, 3 seeds per candidate), first hit
+#    checked as that study evaluates (~80 min on 2 shared cores)
+$B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --target 0.3 \
+  --batch-sizes 16,64,256,1024,4096,16384 --first-hit-every 20 --out $R/fashion-mnist/measured
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
+  results/paper-fashion-mnist/study=$R/fashion-mnist/measured --out $R/fashion-mnist/validation
