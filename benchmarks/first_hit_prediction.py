@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlab.calibrate.pipeline import first_hit_entry
+from batchlab.calibrate.pipeline import adam_optimizer_units, first_hit_entry
 from batchlab.jsonsafe import dumps
 from batchlab.nqm.first_hit import tuned_first_hit
 from batchlab.nqm.optimize import Optimum
@@ -54,9 +54,7 @@ def repredict(folder: Path, *, every: int, runs: int, seed: int | None) -> dict:
         base = dict(entry, learning_rates=rates)
         new = first_hit_entry(base, tuple(hits), every, runs, seed)
         if "nqm_learning_rates" in entry:  # Adam: the optimizer's lr = α / (1 − β), as the pipeline writes it
-            new["nqm_learning_rates"] = new["learning_rates"]
-            for key in ("learning_rates", "expected_learning_rates"):
-                new[key] = [None if a is None else a / (1.0 - (m or 0.0)) for a, m in zip(new[key], entry["momenta"])]
+            adam_optimizer_units(new)
         prediction["optimizers"][name] = new
     return prediction
 

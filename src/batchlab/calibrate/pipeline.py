@@ -31,10 +31,11 @@ from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
 from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem
 from batchlab.calibrate.operators import chunk_batch, output_loss
 from batchlab.calibrate.precondition import MEASURED, extract_preconditioner
-from batchlab.calibrate.predict import PROXIES, Proxy, optimizer_entry, predict
+from batchlab.calibrate.predict import PROXIES, Proxy, critical_entry, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
 from batchlab.checks import check_at_least, check_integer, finite_or_none
+from batchlab.critical import critical_batch_size
 from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
 from batchlab.nqm.first_hit import FirstHit, tuned_first_hit
@@ -245,22 +246,26 @@ def first_hit_entry(entry: dict[str, Any], hits: tuple[FirstHit, ...], every: in
                      seed: int) -> dict[str, Any]:
     """An optimizer's entry with ``steps``, ``learning_rates`` and ``critical_batch_size`` of the
     median first hit, the expected-risk ones kept under ``expected_*`` (format in :mod:`batchlab.calibrate`)."""
-    from batchlab.critical import critical_batch_size
-
     steps = [h.steps for h in hits]
-    critical = critical_batch_size(entry["batch_sizes"], steps)
     out = dict(entry)
     out |= {"expected_steps": entry["steps"], "expected_learning_rates": entry["learning_rates"],
             "expected_critical_batch_size": entry["critical_batch_size"],
             "steps": [None if finite_or_none(s) is None else int(s) for s in steps],
             "learning_rates": [h.learning_rate for h in hits],
-            "critical_batch_size": {
-                "b_noise": finite_or_none(None if critical.fit is None else critical.fit.b_noise),
-                "overhead": finite_or_none(critical.overhead)},
+            "critical_batch_size": critical_entry(critical_batch_size(entry["batch_sizes"], steps)),
             "first_hit": {"every": every, "runs": runs, "seed": seed,
                           "multipliers": [h.multiplier for h in hits],
                           "hit_fractions": [h.hit_fraction for h in hits]}}
     return out
+
+
+def adam_optimizer_units(entry: dict[str, Any]) -> None:
+    """Adam averages ``m = (1 − β)·Σ βᵏ g``, so its rate is the NQM's ``α / (1 − β)``: keep the NQM's
+    rates in ``nqm_learning_rates`` and convert ``learning_rates`` (and ``expected_learning_rates``)."""
+    entry["nqm_learning_rates"] = entry["learning_rates"]
+    for key in ("learning_rates", "expected_learning_rates"):
+        if key in entry:
+            entry[key] = [None if a is None else a / (1.0 - (b or 0.0)) for a, b in zip(entry[key], entry["momenta"])]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,13 +298,8 @@ class Calibration:
                                              self.config.first_hit_runs, self.seed)
         for name, measured in self.measured.items():
             entries[name] |= _measured_entry(w, measured)
-            if name == "adam":  # Adam averages m = (1 - β)·Σ β^k g: its rate is the NQM's α / (1 - β)
-                entry = entries[name]
-                entry["nqm_learning_rates"] = entry["learning_rates"]
-                for key in ("learning_rates", "expected_learning_rates"):
-                    if key in entry:
-                        entry[key] = [None if a is None else a / (1.0 - (b or 0.0))
-                                      for a, b in zip(entry[key], entry["momenta"])]
+            if name == "adam":
+                adam_optimizer_units(entries[name])
         for entry in entries.values():
             entry["units"] = "optimizer" if entry["precond"] == 0.0 else "proxy"
         return {
@@ -412,9 +412,12 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     started = time.perf_counter()
     tick = stages("NQM predictions", len(config.optimizers) * len(check_batch_sizes(config.batch_sizes)))
     curves = {}
+    def nqm_of(name: str) -> tuple[Any, float]:  # a measured optimizer's own NQM, else the reference's
+        own = measured[name].nqm if name in measured else nqm
+        return own.problem, own.target
+
     for name in config.optimizers:
-        problem, target = (measured[name].nqm.problem, measured[name].nqm.target) if name in measured \
-            else (nqm.problem, nqm.target)
+        problem, target = nqm_of(name)
         proxy = Proxy(PROXIES[name].kind, 0.0) if name in measured else PROXIES[name]
         began = time.perf_counter()
         curves |= predict(problem, target=target, batch_sizes=config.batch_sizes, optimizers={name: proxy},
@@ -427,8 +430,7 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
         began = time.perf_counter()
         tick = stages("NQM first hits (Monte Carlo)", sum(len(curve.rows) for curve in curves.values()))
         for name, curve in curves.items():
-            problem, target = (measured[name].nqm.problem, measured[name].nqm.target) if name in measured \
-                else (nqm.problem, nqm.target)
+            problem, target = nqm_of(name)
             hits = []
             for row in curve.rows:
                 hits.append(tuned_first_hit(problem, curve.kind, batch_size=row.batch_size, target=target,

@@ -39,12 +39,13 @@ import dataclasses
 from typing import Callable, Mapping, Sequence
 
 from batchlab.checks import check_positive, finite_or_none
+from batchlab.critical import CriticalBatchSize
 from batchlab.errors import InputError
 from batchlab.nqm.optimize import SearchConfig
 from batchlab.nqm.scaling import ScalingCurve, scaling_curve
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Proxy", "PROXIES", "predict", "optimizer_entry"]
+__all__ = ["Proxy", "PROXIES", "predict", "optimizer_entry", "critical_entry"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +108,11 @@ def optimizer_entry(curve: ScalingCurve) -> dict:
         "steps": [None if finite_or_none(s) is None else int(s) for s in curve.steps],
         "learning_rates": [r.learning_rate for r in curve.rows],
         "momenta": [r.momentum for r in curve.rows],
-        "critical_batch_size": {
-            "b_noise": finite_or_none(None if critical.fit is None else critical.fit.b_noise),
-            "overhead": finite_or_none(critical.overhead),
-        },
+        "critical_batch_size": critical_entry(critical),
     }
+
+
+def critical_entry(critical: CriticalBatchSize) -> dict:
+    """``{"b_noise", "overhead"}`` of a curve's critical batch size (``null`` where undefined)."""
+    return {"b_noise": finite_or_none(None if critical.fit is None else critical.fit.b_noise),
+            "overhead": finite_or_none(critical.overhead)}
