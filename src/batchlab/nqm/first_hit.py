@@ -7,8 +7,9 @@ stretch before the first evaluation that meets it, :mod:`batchlab.train.loop`), 
 learning rate for the median of that over seeds.  Near the noise floor a run's loss fluctuates around its
 expectation, so it dips below a target the expectation only approaches, and a larger learning rate
 (a higher floor, reached sooner) pays off; at large batch sizes the fluctuations vanish and both
-counts agree.  On the calibrated digits-cnn NQM the median first hit is
-0.75x the expected crossing at B = 16 and 1.0x at B = 1024 (``benchmarks/nqm_first_hit.py``).
+counts agree.  On the calibrated digits-cnn NQM SGD's median first hit is
+0.74x the expected crossing at B = 16 and 0.97x at B = 1024 (``benchmarks/nqm_first_hit.py``,
+``results/calibration/first-hit/nqm_first_hit.txt``).
 
 Model of a run: the entries with weight 1 (single directions: a calibrated NQM's top-k eigenpairs)
 are simulated as written (:func:`batchlab.nqm.simulate.simulate`: Gaussian start ``N(0, s0)``,
@@ -51,7 +52,7 @@ class FirstHit:
     """The fewest median first-hit steps of one NQM optimizer kind at one batch size.
 
     Attributes:
-        steps: median over runs of the first evaluation step with risk ≤ target (``inf``: the median
+        steps: median over runs of the first hit as :func:`first_hits` reports it (``inf``: the median
             run never hits within the horizon).
         learning_rate: the learning rate that gives it (``multiplier`` × the expected-risk optimum's).
         momentum: the expected-risk optimum's momentum (kept), ``None`` for kinds without one.
