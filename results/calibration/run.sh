@@ -130,3 +130,20 @@ $B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --targe
   --batch-sizes 16,64,256,1024,4096,16384 --first-hit-every 20 --out $R/fashion-mnist/measured
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
   results/paper-fashion-mnist/study=$R/fashion-mnist/measured --out $R/fashion-mnist/validation
+
+# 10. large batches: steps versus effective learning rate, network (every configuration the studies tried) against
+#     the NQM (~1 min), and the NQM with every effective rate capped at its reference's (not adopted; ~6 min)
+S=results/stability-digits-loss
+PYTHONPATH=src .venv/bin/python benchmarks/large_batch_plateau.py --calibration $R/digits/loss-target \
+  --study $S/seed0.sqlite --study $S/seed1.sqlite --study $S/seed2.sqlite --study $R/digits/loss-study/study.sqlite \
+  --batch-sizes 32,128,1024 --out $R/plateau/digits
+PYTHONPATH=src .venv/bin/python benchmarks/large_batch_plateau.py --calibration $R/fashion-mnist/measured \
+  --study results/paper-fashion-mnist/study/study.sqlite --batch-sizes 64,256,4096 --beta-box 0.5,0.95 \
+  --out $R/plateau/fashion-mnist
+mkdir -p $R/rate-cap
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/digits/loss-target \
+  --batch-sizes 16,32,64,128,256,512,1024 > $R/rate-cap/digits.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/fashion-mnist/measured \
+  --batch-sizes 64,256,1024,4096 > $R/rate-cap/fashion-mnist.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/mnist1d/measured \
+  --batch-sizes 16,64,256,1024,2048 > $R/rate-cap/mnist1d.txt

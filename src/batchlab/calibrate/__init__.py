@@ -181,6 +181,22 @@ batch size in the coordinates of the reference's ``ν`` with its noise part resc
 ``ν`` of an Adam run at B itself, predicts B_noise 351 and 506 where the fixed ``P`` gives 373 and the
 study ~105 (``benchmarks/adam_batch_preconditioner.py``): the preconditioner's batch dependence is not
 the miss.
+
+**Large batches: a floor, not a valley (diagnosed; the cap tested is not adopted).**  Steps against
+the effective rate ``α / (1 − β)`` at one batch size (``benchmarks/large_batch_plateau.py``, every
+configuration the studies tried) show where the large-batch end goes wrong.  On digits-cnn the NQM is
+right where the rate limits progress (measured / NQM 0.85-1.07 for SGD, 1.02-1.21 for momentum at rates
+up to half its best), but the network trains on a flat floor beyond the NQM's stability limit: SGD at
+B = 1024 takes about 34 steps at every rate from 0.30 to 0.81 (2.6-3.4x the NQM's largest stable rate;
+the NQM's best, 28, sits at its wall), momentum about 21 at every effective rate from 0.58 to 2.85 where
+the NQM's valley reaches 11.  Capping every effective rate at its reference run's
+(``benchmarks/calibration_rate_cap.py``: the curvature holds only up to the rate it was measured at)
+brings digits' expected-risk B_noise to momentum 95, adam 212, kfac 54 (measured 92-117, 104-109 and
+103; from 237, 379 and 326), with the capped steps on the measured floor, but is contradicted on
+fashion-mnist-mlp (capped momentum 981 steps at B = 4096, measured 114): there the reference batch (128)
+is far below the gradient noise scale (1,061), so its rate is set by noise, not by curvature.  A cap
+needs the rate at which the curvature adapts, measured where curvature limits it (a short large-batch
+rate scan); ``results/calibration/`` section "Large batches" has the tables.
 """
 
 from batchlab.calibrate.exponent import ExponentFit, fit_exponent, fitted_exponent
