@@ -147,3 +147,8 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/fashion-mn
   --batch-sizes 64,256,1024,4096 > $R/rate-cap/fashion-mnist.txt
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/mnist1d/measured \
   --batch-sizes 16,64,256,1024,2048 > $R/rate-cap/mnist1d.txt
+#     the initial state anchored at a measured large-batch SGD cell instead of the reference (not adopted)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_large_anchor.py $R/fashion-mnist/measured \
+  --batch-size 4096 --steps 428 --batch-sizes 64,256,1024,4096 > $R/rate-cap/large-anchor-fashion-mnist.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_large_anchor.py $R/digits/loss-target \
+  --batch-size 1024 --steps 36 --batch-sizes 16,32,64,128,256,512,1024 > $R/rate-cap/large-anchor-digits.txt
