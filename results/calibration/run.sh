@@ -152,3 +152,8 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_large_anchor.py $R/fashio
   --batch-size 4096 --steps 428 --batch-sizes 64,256,1024,4096 > $R/rate-cap/large-anchor-fashion-mnist.txt
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_large_anchor.py $R/digits/loss-target \
   --batch-size 1024 --steps 36 --batch-sizes 16,32,64,128,256,512,1024 > $R/rate-cap/large-anchor-digits.txt
+#     the NQM tuned inside each study's search box (not adopted)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_study_box.py $R/fashion-mnist/measured \
+  studies/paper-fashion-mnist.toml 64,256,1024,4096 > $R/rate-cap/study-box-fashion-mnist.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_study_box.py $R/digits/loss-target \
+  studies/stability-digits-loss.toml 16,32,64,128,256,512,1024 > $R/rate-cap/study-box-digits.txt
