@@ -27,6 +27,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from batchlab.calibrate.model import _initial
+from batchlab.calibrate.pipeline import read_nqm
 from batchlab.critical import fit_hyperbola
 from batchlab.nqm.optimize import optimize
 from batchlab.nqm.spectrum import Problem
@@ -39,10 +40,9 @@ def main() -> None:
     parser.add_argument("--steps", type=float, required=True, help="its measured SGD steps")
     parser.add_argument("--batch-sizes", required=True)
     args = parser.parse_args()
-    body = json.loads((args.calibration / "nqm_problem.json").read_text())
     prediction = json.loads((args.calibration / "prediction.json").read_text())
-    h, c, w = (np.array(body[k], float) for k in ("h", "c", "weights"))
-    risk0, target = float(body["initial_risk"]), float(body["target"])
+    stored, target = read_nqm(args.calibration)
+    h, c, w, risk0 = stored.h, stored.c, stored.weights, stored.initial_risk()
     sizes = [float(b) for b in args.batch_sizes.split(",")]
 
     def steps(a: float, kind: str, batch_size: float) -> float:

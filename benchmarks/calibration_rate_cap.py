@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batchlab.calibrate.pipeline import read_nqm
 from batchlab.critical import fit_hyperbola
 from batchlab.nqm.optimize import make_dynamics
 from batchlab.nqm.search import search_steps
@@ -73,7 +74,6 @@ def main() -> None:
     parser.add_argument("--batch-sizes", required=True)
     args = parser.parse_args()
     prediction = json.loads((args.calibration / "prediction.json").read_text())
-    problems = json.loads((args.calibration / "nqm_problem.json").read_text())
     sizes = [float(b) for b in args.batch_sizes.split(",")]
     noise = prediction.get("noise_scales", {}).get("b_noise")
     print(f"# {args.calibration}: reference batch size {prediction['reference']['batch_size']}, "
@@ -84,12 +84,10 @@ def main() -> None:
         if cap is None:
             print(f"{name:9s} proxy entry (P = H^-{entry['precond']}): skipped")
             continue
-        body = problems["preconditioned"][name] if entry.get("preconditioner") == "measured" else problems
-        problem = Problem(h=np.array(body["h"]), c=np.array(body["c"]), s0=np.array(body["s0"]),
-                          weights=np.array(body["weights"]))
+        problem, target = read_nqm(args.calibration, name)
         print(f"{name:9s} effective-rate cap {cap:.4g}")
         for label, c in (("free", np.inf), ("capped", cap)):
-            steps = [fewest_steps(problem, float(body["target"]), entry["nqm_kind"], b, c) for b in sizes]
+            steps = [fewest_steps(problem, target, entry["nqm_kind"], b, c) for b in sizes]
             fit = fit_hyperbola(sizes, steps)
             b_noise = "—" if fit is None else f"{fit.b_noise:.0f}"
             print(f"   {label:6s} steps {[int(s) if np.isfinite(s) else None for s in steps]}  B_noise {b_noise}",

@@ -19,20 +19,19 @@ import warnings
 import numpy as np
 
 warnings.simplefilter("ignore")
-from batchlab.nqm.spectrum import Problem
+from batchlab.calibrate.pipeline import read_nqm
 from batchlab.nqm.optimize import make_dynamics
 from batchlab.nqm.search import search_steps
 from batchlab.critical import fit_hyperbola
 from batchlab.study import load_spec
 folder, spec_path = sys.argv[1], sys.argv[2]; sizes = [float(b) for b in sys.argv[3].split(",")]
-pred = json.load(open(f"{folder}/prediction.json")); P = json.load(open(f"{folder}/nqm_problem.json"))
+pred = json.load(open(f"{folder}/prediction.json"))
 spec = load_spec(spec_path)
 boxes = {o.name: {d.name: (d.low, d.high) for d in o.search} for o in spec.optimizers}
 for name, e in pred["optimizers"].items():
     if name not in boxes: continue
-    body = P["preconditioned"][name] if e.get("preconditioner") == "measured" else P
-    pb = Problem(h=np.array(body["h"]), c=np.array(body["c"]), s0=np.array(body["s0"]), weights=np.array(body["weights"]))
-    tgt = float(body["target"]); box = boxes[name]
+    pb, tgt = read_nqm(folder, name)
+    box = boxes[name]
     lo, hi = box["learning_rate"]
     bkey = "beta1" if name == "adam" else "momentum"
     out = {}

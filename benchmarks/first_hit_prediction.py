@@ -23,27 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlab.calibrate.pipeline import adam_optimizer_units, first_hit_entry
+from batchlab.calibrate.pipeline import adam_optimizer_units, first_hit_entry, read_nqm
 from batchlab.jsonsafe import dumps
 from batchlab.nqm.first_hit import tuned_first_hit
 from batchlab.nqm.optimize import Optimum
-from batchlab.nqm.spectrum import Problem
-
-
-def _problem(body: dict) -> tuple[Problem, float]:
-    return Problem(h=np.array(body["h"]), c=np.array(body["c"]), s0=np.array(body["s0"]),
-                   weights=np.array(body["weights"])), float(body["target"])
 
 
 def repredict(folder: Path, *, every: int, runs: int, seed: int | None) -> dict:
     prediction = json.loads((folder / "prediction.json").read_text())
-    problems = json.loads((folder / "nqm_problem.json").read_text())
     seed = prediction.get("seed", 0) if seed is None else seed
     for name, entry in prediction["optimizers"].items():
         if "first_hit" in entry:
             raise SystemExit(f"{folder}: {name} already has a first-hit prediction")
-        measured = entry.get("preconditioner") == "measured"
-        problem, target = _problem(problems["preconditioned"][name] if measured else problems)
+        problem, target = read_nqm(folder, name)
         rates = entry.get("nqm_learning_rates", entry["learning_rates"])
         hits = []
         for b, steps, rate, momentum in zip(entry["batch_sizes"], entry["steps"], rates, entry["momenta"]):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batchlab.calibrate.pipeline import read_nqm
 from batchlab.nqm.optimize import make_dynamics
 from batchlab.nqm.search import search_steps
 from batchlab.nqm.spectrum import Problem
@@ -125,7 +126,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     prediction = json.loads((args.calibration / "prediction.json").read_text())
-    problems = json.loads((args.calibration / "nqm_problem.json").read_text())
     names = args.optimizers.split(",") if args.optimizers else list(prediction["optimizers"])
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     lo, hi = (float(v) for v in args.beta_box.split(","))
@@ -141,16 +141,14 @@ def main() -> None:
     panels = []
     for name in names:
         entry = prediction["optimizers"][name]
-        body = problems["preconditioned"][name] if entry.get("preconditioner") == "measured" else problems
-        problem = Problem(h=np.array(body["h"]), c=np.array(body["c"]), s0=np.array(body["s0"]),
-                          weights=np.array(body["weights"]))
+        problem, target = read_nqm(args.calibration, name)
         kind = entry["nqm_kind"]
         for B in sizes:
             rates, steps = measured_points(args.study, name, B)
             if rates.size == 0:
                 continue
             grid = np.geomspace(rates.min() / 10, rates.max() * 10, 121)
-            nqm_steps, nqm_beta = nqm_curve(problem, float(body["target"]), kind, float(B), grid, betas)
+            nqm_steps, nqm_beta = nqm_curve(problem, target, kind, float(B), grid, betas)
             mb, mlo, mhi = plateau(rates, steps, args.within)
             nb, nlo, nhi = plateau(grid, nqm_steps, args.within)
             slow, wall = side_ratios(rates, steps, grid, nqm_steps)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax.numpy as jnp
 import pytest
 
@@ -84,3 +86,28 @@ def test_output_checks_create_nothing_and_writing_errors_are_one_line(tmp_path, 
     monkeypatch.setattr(pipeline, "check_output_dir", lambda out: None)  # a failure the check did not foresee
     with pytest.raises(InputError, match="^output folder .*file/sub: cannot write .*file/sub: Not a directory$"):
         pipeline.write_calibration(None, tmp_path / "file" / "sub")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"nqm_problem\.json: not found \(a `batchlab calibrate --out` folder\?\)$"),
+    ("{", r"nqm_problem\.json: not a calibration's NQM \(JSONDecodeError: "),
+    ('{"h": [1.0], "c": [1.0]}', r"nqm_problem\.json: not a calibration's NQM \(KeyError: 's0'\)$"),
+    ('[1, 2]', r"nqm_problem\.json: not a calibration's NQM \(AttributeError: "),
+])
+def test_reading_an_nqm_back_refuses_what_is_not_one_in_one_line(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "nqm_problem.json").write_text(content)
+    with pytest.raises(InputError, match=message) as info:
+        pipeline.read_nqm(tmp_path, "adam")
+    assert "\n" not in str(info.value)
+
+
+def test_reading_an_nqm_back_picks_the_optimizers_own_or_the_reference(tmp_path):
+    reference = {"h": [2.0, 1.0], "c": [0.5, 0.25], "s0": [1.0, 3.0], "weights": [1.0, 10.0], "target": 0.1}
+    own = {"h": [4.0], "c": [1.0], "s0": [0.5], "weights": [1.0], "target": 0.2}
+    (tmp_path / "nqm_problem.json").write_text(json.dumps({**reference, "preconditioned": {"adam": own}}))
+    for name, body in ((None, reference), ("sgd", reference), ("adam", own), ("kfac", reference)):
+        problem, target = pipeline.read_nqm(tmp_path, name)
+        assert target == body["target"]
+        for key in ("h", "c", "s0", "weights"):
+            assert getattr(problem, key).tolist() == body[key]

@@ -90,6 +90,11 @@ def test_calibrate_predicts_real_curves_on_the_measured_problem(digits_run):
                       weights=np.array(stored["weights"]))
     target = prediction["target"]
     assert stored["target"] == target["nqm_target"]
+    for name in (None, "sgd", "momentum"):  # read back: the reference's NQM for every optimizer here
+        read, read_target = pipeline.read_nqm(out, name)
+        for key in ("h", "c", "s0", "weights"):
+            np.testing.assert_array_equal(getattr(read, key), getattr(problem, key))
+        assert read_target == target["nqm_target"]
     # the NQM starts at the measured initial loss (loss floor 0) and its target is the measured target loss
     assert problem.initial_risk() == pytest.approx(target["initial_loss"], rel=1e-9)
     assert target["nqm_target"] == pytest.approx(target["target_loss"], rel=1e-9)

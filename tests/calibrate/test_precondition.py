@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
-from batchlab.calibrate import CalibrationConfig, ModelConfig, ReferenceConfig, calibrate, write_calibration
+from batchlab.calibrate import CalibrationConfig, ModelConfig, ReferenceConfig, calibrate, read_nqm, write_calibration
 from batchlab.calibrate.exponent import fit_exponent, rank_function
 from batchlab.calibrate.lanczos import top_eigenpairs
 from batchlab.calibrate.measure import MeasureConfig, measure
@@ -265,6 +265,10 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
         k = len(own["eigenvalues"])
         np.testing.assert_array_equal(problems["preconditioned"][name]["h"][:k], own["eigenvalues"])
         assert problems["preconditioned"][name]["target"] == entry["target"]["nqm_target"]
+        own_problem, own_target = read_nqm(tmp_path, name)  # read back: its own NQM, not the reference's
+        for key in ("h", "c", "s0", "weights"):
+            np.testing.assert_array_equal(getattr(own_problem, key), problems["preconditioned"][name][key])
+        assert own_target == entry["target"]["nqm_target"] and own_target == measured.nqm.target
         assert entry["anchor"]["steps"] == run.median_steps == run.target_step  # its own run (one seed)
         assert entry["units"] == "optimizer"
         # the rates are the optimizer's: K-FAC's α, Adam's lr = α / (1 − β); those of the first hit

@@ -89,7 +89,8 @@ diagonal; K-FAC's ``damping`` and blocks with their scales; ``eigenvalue_min``/`
 ``measure`` and ``predict`` seconds).
 
 ``nqm_problem.json`` — the NQM (``h``, ``c``, ``s0``, ``weights``, ``initial_risk``, ``target``, the bulk
-noise ratio and rule; with measured preconditioners ``"preconditioned"``: each optimizer's NQM, same keys);
+noise ratio and rule; with measured preconditioners ``"preconditioned"``: each optimizer's NQM, same keys;
+read back as a problem and target by :func:`~batchlab.calibrate.pipeline.read_nqm`);
 ``spectrum.png``, ``prediction.png`` and (measured preconditioners only) ``preconditioned.png`` — figures
 (:mod:`.figures`).
 
@@ -213,7 +214,7 @@ from batchlab.calibrate.operators import (
     CurvatureOperator, curvature_operator, ggn_operator, hessian_operator, preconditioned_operator,
 )
 from batchlab.calibrate.pipeline import (
-    Calibration, CalibrationConfig, MeasuredOptimizer, calibrate, check_output_dir, write_calibration,
+    Calibration, CalibrationConfig, MeasuredOptimizer, calibrate, check_output_dir, read_nqm, write_calibration,
 )
 from batchlab.calibrate.precondition import MEASURED, Preconditioner, extract_preconditioner
 from batchlab.calibrate.predict import PROXIES, Proxy, predict
@@ -221,7 +222,7 @@ from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, run_reference
 
 __all__ = [
-    "calibrate", "write_calibration", "check_output_dir", "Calibration", "CalibrationConfig", "MeasuredOptimizer",
+    "calibrate", "write_calibration", "read_nqm", "check_output_dir", "Calibration", "CalibrationConfig", "MeasuredOptimizer",
     "ReferenceConfig", "ReferenceRun", "run_reference",
     "MeasureConfig", "Spectra", "measure",
     "CurvatureOperator", "curvature_operator", "hessian_operator", "ggn_operator", "preconditioned_operator",

@@ -17,6 +17,7 @@ timings).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 
 from batchlab.calibrate.exponent import ExponentFit, fitted_exponent
 from batchlab.calibrate.figures import exponent_figure, prediction_figure, spectrum_figure
@@ -40,8 +42,9 @@ from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
 from batchlab.nqm.first_hit import FirstHit, tuned_first_hit
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
+from batchlab.nqm.spectrum import Problem
 
-__all__ = ["CalibrationConfig", "Calibration", "MeasuredOptimizer", "calibrate", "write_calibration",
+__all__ = ["CalibrationConfig", "Calibration", "MeasuredOptimizer", "calibrate", "write_calibration", "read_nqm",
            "check_output_dir", "DEFAULT_BATCH_SIZES", "OUTPUT_FILES", "PRECONDITIONERS"]
 
 DEFAULT_BATCH_SIZES = tuple(float(2**k) for k in range(2, 15, 2))  # 4, 16, …, 16384
@@ -461,6 +464,30 @@ def write_calibration(calibration: Calibration, out: Path) -> dict[str, Path]:
         return _write(calibration, out)
     except OSError as exc:
         raise InputError(f"output folder {out}: cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
+
+
+def read_nqm(folder: Path, optimizer: str | None = None) -> tuple[Problem, float]:
+    """The NQM problem and target risk of a calibration folder's ``nqm_problem.json``: ``optimizer``'s own
+    NQM where it was calibrated in its preconditioned coordinates (measured Adam or K-FAC, the file's
+    ``"preconditioned"`` entries), else the reference run's (``None``, sgd, momentum, proxies).
+
+    Raises:
+        InputError: the file is missing or is not a calibration's NQM (one line naming it).
+
+    Example:
+        >>> problem, target = read_nqm("results/calibration/digits/loss-target", "adam")  # doctest: +SKIP
+    """
+    path = Path(folder) / "nqm_problem.json"
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        body = stored.get("preconditioned", {}).get(optimizer, stored)
+        problem = Problem(h=np.array(body["h"], float), c=np.array(body["c"], float),
+                          s0=np.array(body["s0"], float), weights=np.array(body["weights"], float))
+        return problem, float(body["target"])
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found (a `batchlab calibrate --out` folder?)") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: not a calibration's NQM ({type(exc).__name__}: {exc})") from None
 
 
 def _label(name: str, curve: ScalingCurve, measured: MeasuredOptimizer | None) -> str:
