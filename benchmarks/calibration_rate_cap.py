@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from batchlab.calibrate.pipeline import read_nqm
 from batchlab.critical import fit_hyperbola
-from batchlab.nqm.optimize import make_dynamics
-from batchlab.nqm.search import search_steps
 from batchlab.nqm.spectrum import Problem
+from large_batch_plateau import grid_steps  # the same grid of expected-risk steps as the plateau benchmark
 
 RATES = np.geomspace(1e-6, 1e3, 181)
 BETAS = 1.0 - np.geomspace(0.5, 0.01, 15)
@@ -44,15 +42,7 @@ BETAS = 1.0 - np.geomspace(0.5, 0.01, 15)
 
 def fewest_steps(problem: Problem, target: float, kind: str, batch_size: float, cap: float) -> float:
     """Fewest expected-risk steps over the grid of effective rates ``≤ cap`` (and β for momentum)."""
-    rates = RATES[RATES <= cap]
-    if kind == "sgd":
-        dyn = make_dynamics("sgd", learning_rate=rates)
-    else:
-        R, Bt = np.meshgrid(rates, BETAS, indexing="ij")
-        dyn = make_dynamics("momentum", learning_rate=R * (1.0 - Bt), momentum=Bt)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(np.min(search_steps(problem, dyn, batch_size=batch_size, target=target)))
+    return float(np.min(grid_steps(problem, target, kind, batch_size, RATES[RATES <= cap], BETAS)))
 
 
 def reference_cap(prediction: dict, name: str) -> float | None:

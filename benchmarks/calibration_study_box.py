@@ -12,42 +12,57 @@ Usage::
         studies/paper-fashion-mnist.toml 64,256,1024,4096
 """
 
+from __future__ import annotations
+
+import argparse
 import json
-import sys
-import warnings
+from pathlib import Path
 
 import numpy as np
 
-warnings.simplefilter("ignore")
 from batchlab.calibrate.pipeline import read_nqm
-from batchlab.nqm.optimize import make_dynamics
-from batchlab.nqm.search import search_steps
 from batchlab.critical import fit_hyperbola
 from batchlab.study import load_spec
-folder, spec_path = sys.argv[1], sys.argv[2]; sizes = [float(b) for b in sys.argv[3].split(",")]
-pred = json.load(open(f"{folder}/prediction.json"))
-spec = load_spec(spec_path)
-boxes = {o.name: {d.name: (d.low, d.high) for d in o.search} for o in spec.optimizers}
-for name, e in pred["optimizers"].items():
-    if name not in boxes: continue
-    pb, tgt = read_nqm(folder, name)
-    box = boxes[name]
-    lo, hi = box["learning_rate"]
-    bkey = "beta1" if name == "adam" else "momentum"
-    out = {}
-    for lab in ("free", "box"):
-        st = []
-        for B in sizes:
-            if lab == "free":
-                lrs = np.geomspace(1e-6, 1e3, 181); betas = 1 - np.geomspace(0.5, 0.001, 19)
-            else:
-                lrs = np.geomspace(lo, hi, 61); b0, b1 = box.get(bkey, (0, 0)); betas = 1 - np.geomspace(1 - b0, 1 - b1, 19) if bkey in box else np.zeros(1)
-            if e["nqm_kind"] == "sgd":
-                s = search_steps(pb, make_dynamics("sgd", learning_rate=lrs), batch_size=B, target=tgt)
-            else:
-                R, Bt = np.meshgrid(lrs, betas, indexing="ij")
-                alpha = R * (1 - Bt) if name == "adam" else R
-                s = search_steps(pb, make_dynamics("momentum", learning_rate=alpha, momentum=Bt), batch_size=B, target=tgt)
-            st.append(float(np.min(s)))
-        f = fit_hyperbola(sizes, st); out[lab] = (st, f.b_noise if f else None)
-    print(f"{name:9s} box {box}\n   free {[int(x) for x in out['free'][0]]} B_noise {out['free'][1]:.0f}\n   box  {[int(x) for x in out['box'][0]]} B_noise {out['box'][1]:.0f}", flush=True)
+from large_batch_plateau import grid_steps  # the same grid of expected-risk steps as the plateau benchmark
+
+FREE_RATES = np.geomspace(1e-6, 1e3, 181)
+FREE_BETAS = 1.0 - np.geomspace(0.5, 0.001, 19)
+
+
+def box_grid(box: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The study box's rates (61, log-spaced) and momenta (19, ``1 − β`` log-spaced; ``[0]`` if not searched)."""
+    low, high = box["learning_rate"]
+    key = "beta1" if name == "adam" else "momentum"
+    if key not in box:
+        return np.geomspace(low, high, 61), np.zeros(1)
+    b0, b1 = box[key]
+    return np.geomspace(low, high, 61), 1.0 - np.geomspace(1.0 - b0, 1.0 - b1, 19)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("calibration", type=Path)
+    parser.add_argument("spec", type=Path, help="the study spec whose search box constrains the NQM")
+    parser.add_argument("batch_sizes")
+    args = parser.parse_args()
+    sizes = [float(b) for b in args.batch_sizes.split(",")]
+    prediction = json.loads((args.calibration / "prediction.json").read_text())
+    boxes = {o.name: {d.name: (d.low, d.high) for d in o.search} for o in load_spec(args.spec).optimizers}
+    for name, entry in prediction["optimizers"].items():
+        if name not in boxes:
+            continue
+        problem, target = read_nqm(args.calibration, name)
+        box = boxes[name]
+        grids = {"free": (FREE_RATES, FREE_BETAS), "box": box_grid(box, name)}
+        lines = [f"{name:9s} box {box}"]
+        for label, (rates, betas) in grids.items():
+            # Adam's lr is already an effective rate; momentum's and K-FAC's learning_rate is the NQM's α
+            steps = [float(np.min(grid_steps(problem, target, entry["nqm_kind"], b, rates, betas,
+                                             effective=name == "adam"))) for b in sizes]
+            fit = fit_hyperbola(sizes, steps)
+            lines.append(f"   {label:4s} {[int(s) for s in steps]} B_noise {fit.b_noise if fit else None:.0f}")
+        print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()

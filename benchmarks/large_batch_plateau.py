@@ -67,17 +67,27 @@ def measured_points(stores: list[Path], optimizer: str, batch_size: int) -> tupl
     return np.array(rates), np.array(steps, float)
 
 
+def grid_steps(problem: Problem, target: float, kind: str, batch_size: float, rates: np.ndarray,
+               betas: np.ndarray, *, effective: bool = True) -> np.ndarray:
+    """Expected-risk steps to ``target`` on a grid (``inf`` where unstable or out of reach): per rate for
+    ``kind`` ``"sgd"``, per (rate, β) for momentum-type NQMs.  ``effective``: the rates are ``α / (1 − β)``
+    (and Adam's ``lr``); otherwise they are the NQM's ``α`` itself (momentum's and K-FAC's ``learning_rate``)."""
+    if kind == "sgd":
+        dyn = make_dynamics("sgd", learning_rate=rates)
+    else:
+        R, Bt = np.meshgrid(rates, betas, indexing="ij")
+        dyn = make_dynamics("momentum", learning_rate=R * (1.0 - Bt) if effective else R, momentum=Bt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return search_steps(problem, dyn, batch_size=batch_size, target=target)
+
+
 def nqm_curve(problem: Problem, target: float, kind: str, batch_size: float, rates: np.ndarray,
               betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fewest expected-risk steps at each effective rate (β tuned over ``betas``) and the β chosen."""
+    steps = grid_steps(problem, target, kind, batch_size, rates, betas)
     if kind == "sgd":
-        dyn = make_dynamics("sgd", learning_rate=rates)
-        return search_steps(problem, dyn, batch_size=batch_size, target=target), np.zeros_like(rates)
-    R, Bt = np.meshgrid(rates, betas, indexing="ij")
-    dyn = make_dynamics("momentum", learning_rate=R * (1.0 - Bt), momentum=Bt)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        steps = search_steps(problem, dyn, batch_size=batch_size, target=target)
+        return steps, np.zeros_like(rates)
     best = np.argmin(steps, axis=1)
     return steps[np.arange(len(rates)), best], betas[best]
 
