@@ -10,8 +10,8 @@ import pytest
 from batchlab.analysis.synthetic import SyntheticOptimizer, simulate_study
 from batchlab.analysis.uncertainty import critical_interval, estimate_cells
 from batchlab.errors import InputError
-from batchlab.study.protocol import (Result, Tuning, bound_for, distinct_centres, explore_round, refine_round,
-                                     refine_units, replicate_candidates, warm_centre)
+from batchlab.study.protocol import (Result, Tuning, bound_for, distinct_centres, explore_round, fallback_candidates,
+                                     refine_round, refine_units, replicate_candidates, replicate_round, warm_centre)
 
 
 def test_explore_rounds_split_the_trials_evenly_and_refine_comes_last():
@@ -48,6 +48,30 @@ def test_a_slack_keeps_the_stored_spec_without_it_and_the_identity_with_it():
     assert slack.to_dict()["tuning"]["prune_slack"] == 1.5
     assert slack.identity() == plain.identity()                      # resumable with another slack
     assert slack.protocol.prune_slack == 1.5
+
+
+def test_fallback_replicates_the_next_configurations_only_when_every_candidate_failed():
+    search = [Result((0.5,), 30, 0, 0, "a"), Result((0.1,), 20, 1, 1, "b"), Result((0.1,), 20, 2, 0, "c"),
+              Result((0.7,), math.inf, 0, 2, "d"), Result((0.9,), 7, 0, 3, "e"), Result((0.3,), 40, 0, 4, "f")]
+    inf = math.inf
+    # e and b were replicated: e diverged on 3 of 4 seeds, b on 2 of 4 (median = mean of 20 and inf)
+    failed = {"e": [7, inf, inf, inf], "b": [20, 21, inf, inf]}
+    chosen = fallback_candidates(search, failed, 2)
+    # the next best distinct configurations: not c (b's configuration), not d (never reached)
+    assert [r.key for r in chosen] == ["a", "f"]
+    assert [r.key for r in fallback_candidates(search, failed, 5)] == ["a", "f"]
+    # one candidate that reached on at least half its seeds (3 of 5: median 24): no fallback
+    assert fallback_candidates(search, {"e": [inf] * 4, "b": [20, 24, 30, inf, inf]}, 2) == []
+    assert fallback_candidates(search, {}, 2) == []                        # nothing replicated yet
+    # every distinct reached configuration failed: nothing is left to replicate
+    assert [r.key for r in fallback_candidates(search, failed | {"a": [inf] * 3, "f": [inf] * 3}, 2)] == []
+    tuning = Tuning(explore=6, rounds=2, refine=4, candidates=2, seeds=3, fallback=2)
+    assert [replicate_round(tuning, k) for k in range(3)] == [3, 4, 5]
+    assert tuning.trials_per_cell() == 6 + 4 + 2 * 3 * 3
+    with pytest.raises(InputError, match="tuning.fallback needs tuning.candidates"):
+        Tuning(fallback=1)
+    with pytest.raises(InputError, match=r"tuning.fallback must be in \[0, 10\], got 11"):
+        Tuning(candidates=1, fallback=11)
 
 
 def test_candidates_are_the_best_distinct_reached_configurations():

@@ -166,3 +166,49 @@ def test_compare_command_prints_the_verdicts(reference, tmp_path):
     assert report.exit_code == 0, report.output
     page = (folder / "report" / "report.html").read_text()
     assert "median over seeds" in page and "verdicts" in page.lower()
+
+
+def test_fallback_reruns_the_next_configurations_of_a_cell_whose_candidates_all_failed(reference, tmp_path):
+    """Resuming a finished study with ``fallback = 1`` and another pruning slack (neither changes its
+    trials, so the folder is the same study) replicates the next best configurations of exactly the
+    cells whose every candidate failed, and the analysis answers from them."""
+    import shutil
+    import sqlite3
+
+    folder, _, before = reference
+    shutil.copy(folder / "study.sqlite", tmp_path / "study.sqlite")
+    with sqlite3.connect(tmp_path / "study.sqlite") as db:  # every replicate of one cell diverged
+        db.execute("UPDATE trials SET status = 'diverged', steps_to_target = NULL WHERE phase = 'replicate' "
+                   "AND optimizer = 'momentum' AND batch_size = 64")
+    data = _data()
+    data["tuning"] = TUNING | {"fallback": 1, "prune_slack": 1.5}
+    path = tmp_path / "replicated.toml"
+    path.write_text(to_toml(data))
+    run_study(load_spec(path), tmp_path)
+    trials = trials_frame(tmp_path).set_index("id")
+    new = trials[~trials.index.isin(before.index)]
+
+    cell = before[(before["optimizer"] == "momentum") & (before["batch_size"] == 64)]
+    search = cell[cell["phase"] != "replicate"]
+    ranked = search[search["status"] == "reached"].sort_values(["steps_to_target", "round", "trial_index"])
+    key = ["hp_learning_rate", "hp_momentum"]
+    replicated = {tuple(search.loc[o, key]) for o in cell.loc[cell["phase"] == "replicate", "origin"]}
+    expected = []
+    for origin, row in ranked.iterrows():  # the next distinct reached configurations, best first
+        if tuple(row[key]) not in replicated | {tuple(search.loc[e, key]) for e in expected}:
+            expected.append(origin)
+    expected = expected[:2]
+    assert expected, "the cell needs a reached configuration that was not replicated"
+    assert len(new) == 3 * len(expected)
+    assert set(new["optimizer"]) == {"momentum"} and set(new["batch_size"]) == {64}
+    assert (new["phase"] == "replicate").all() and (new["round"] == 4).all() and new["prune_at_step"].isna().all()
+    assert list(dict.fromkeys(new.sort_values("trial_index")["origin"])) == expected
+    assert sorted(new["trial_index"]) == list(range(6, 6 + 3 * len(expected)))
+
+    row = analyze(tmp_path, resamples=200).best.set_index(["optimizer", "batch_size"]).loc[("momentum", 64)]
+    assert row["best_trial"] in expected  # the failed candidates' medians are inf: a fallback one answers
+    runs = new[new["origin"] == row["best_trial"]]
+    assert row["steps"] == float(np.median(np.where(runs["status"] == "reached", runs["steps_to_target"], np.inf)))
+    assert np.isfinite(row["steps"])
+    # resuming again adds nothing (the stored spec now has a slack and a fallback: the same study)
+    assert run_study(load_spec(path), tmp_path).ran == 0

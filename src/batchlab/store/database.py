@@ -213,12 +213,14 @@ class StudyStore:
 
     def results(self, optimizer: str) -> list[dict[str, Any]]:
         """The trials of ``optimizer`` as the tuning protocol reads them: id, batch size, phase, round,
-        index, status, steps to target, best EMA decay and configuration (decoded)."""
+        index, status, steps to target, best EMA decay, origin (a replicate's rerun trial) and
+        configuration (decoded)."""
         with self._reading():
             rows = self._db.execute(
-                "SELECT id, batch_size, phase, round, trial_index, status, steps_to_target, best_ema_decay, config"
-                " FROM trials WHERE optimizer = ?", (optimizer,)).fetchall()
-        keys = ("id", "batch_size", "phase", "round", "index", "status", "steps_to_target", "best_ema_decay")
+                "SELECT id, batch_size, phase, round, trial_index, status, steps_to_target, best_ema_decay, origin,"
+                " config FROM trials WHERE optimizer = ?", (optimizer,)).fetchall()
+        keys = ("id", "batch_size", "phase", "round", "index", "status", "steps_to_target", "best_ema_decay",
+                "origin")
         return [dict(zip(keys, row[:-1]), config=self.decode_config(row[-1], row[0])) for row in rows]
 
     # --- trials ---------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from scipy.stats import qmc
 
 from batchlab.optim import Prepared, get_optimizer, prepare
 from batchlab.optim.registry import optimizer_code
-from batchlab.study.protocol import explore_round, refine_round, refine_units
+from batchlab.study.protocol import explore_round, refine_round, refine_units, replicate_round
 from batchlab.study.spec import OptimizerEntry, SearchDim, StudySpec
 
 __all__ = ["Trial", "derived_seed", "design_base", "make_design", "refine_trials", "replicate_trials", "trial_id",
@@ -208,13 +208,17 @@ def refine_trials(spec: StudySpec, entry: OptimizerEntry, batch_size: int, base:
     return trials
 
 
-def replicate_trials(spec: StudySpec, origins: list[tuple[str, Mapping[str, Any], float | None]]) -> list[Trial]:
+def replicate_trials(spec: StudySpec, origins: list[tuple[str, Mapping[str, Any], float | None]], *,
+                     fallback: int = 0) -> list[Trial]:
     """``seeds`` reruns of each origin ``(trial id, configuration, best EMA decay)`` with fresh
     training seeds.  A ``+ema`` origin is rerun tracking only the decay it won with.  The origins'
-    configurations come from the store, so their hyperparameters are validated here."""
+    configurations come from the store, so their hyperparameters are validated here.  ``fallback``:
+    the fallback round they belong to (0: the replicate round); its candidates are numbered after
+    the ``candidates`` of each earlier round."""
     tuning = spec.protocol
     trials = []
-    for k, (origin, config, decay) in enumerate(origins):
+    for i, (origin, config, decay) in enumerate(origins):
+        k = fallback * tuning.candidates + i
         shared = dict(config)
         if config["ema_decays"] and decay is not None:
             shared["ema_decays"] = [float(decay)]
@@ -223,7 +227,7 @@ def replicate_trials(spec: StudySpec, origins: list[tuple[str, Mapping[str, Any]
         for j in range(tuning.seeds):
             rerun = shared | {"seed": derived_seed("replicate", origin, j) % 2**31}
             trials.append(Trial(trial_id(rerun), str(config["optimizer"]), int(config["batch_size"]),
-                                k * tuning.seeds + j, rerun, "replicate", refine_round(tuning) + 1, origin,
+                                k * tuning.seeds + j, rerun, "replicate", replicate_round(tuning, fallback), origin,
                                 prepared=prepared))
     return trials
 

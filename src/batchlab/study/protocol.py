@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from batchlab.checks import check_at_least
 from batchlab.errors import InputError
 
-__all__ = ["Tuning", "Result", "best", "bound_for", "distinct_centres", "explore_round", "refine_round",
-           "refine_units", "replicate_candidates", "warm_centre"]
+__all__ = ["Tuning", "Result", "best", "bound_for", "distinct_centres", "explore_round", "fallback_candidates",
+           "refine_round", "refine_units", "replicate_candidates", "replicate_round", "warm_centre"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Tuning:
     candidates: int = 0
     seeds: int = 3
     prune_slack: float = 1.0
+    fallback: int = 0
 
     def __post_init__(self) -> None:
         check_at_least(self.explore, "tuning.explore", 1)
@@ -78,6 +79,10 @@ class Tuning:
         check_at_least(self.candidates, "tuning.candidates", 0)
         if not (math.isfinite(self.prune_slack) and 1.0 <= self.prune_slack <= 10.0):
             raise InputError(f"tuning.prune_slack must be in [1, 10], got {self.prune_slack}")
+        if not 0 <= self.fallback <= 10:
+            raise InputError(f"tuning.fallback must be in [0, 10], got {self.fallback}")
+        if self.fallback and not self.candidates:
+            raise InputError("tuning.fallback needs tuning.candidates (it replicates more of them)")
         if self.candidates and self.seeds < 3:
             raise InputError(f"tuning.seeds must be >= 3 to replicate (a median needs 3), got {self.seeds}")
 
@@ -86,8 +91,8 @@ class Tuning:
         return self.candidates > 0
 
     def trials_per_cell(self) -> int:
-        """Most trials a cell can take (explore + refine + candidates × seeds)."""
-        return self.explore + self.refine + self.candidates * self.seeds
+        """Most trials a cell can take (explore + refine + candidates × seeds × (1 + fallback))."""
+        return self.explore + self.refine + self.candidates * self.seeds * (1 + self.fallback)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +124,11 @@ def refine_round(tuning: Tuning) -> int:
     return tuning.rounds
 
 
+def replicate_round(tuning: Tuning, fallback: int = 0) -> int:
+    """The pruning round of the replicates (``fallback = 0``) or of fallback round ``fallback``."""
+    return refine_round(tuning) + 1 + fallback
+
+
 def bound_for(results: Sequence[Result], round_: int, slack: float = 1.0) -> int | None:
     """Pruning bound of a trial in ``round_``: the best steps of the cell's results of earlier rounds,
     times ``slack`` (rounded up)."""
@@ -143,6 +153,34 @@ def replicate_candidates(results: Sequence[Result], count: int) -> list[Result]:
     chosen: list[Result] = []
     for result in _ranked(results):
         if all(result.unit != c.unit for c in chosen):
+            chosen.append(result)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def fallback_candidates(results: Sequence[Result], replicated: Mapping[str, Sequence[float]],
+                        count: int) -> list[Result]:
+    """The next configurations to replicate when every replicated one failed, best first.
+
+    Args:
+        results: the cell's finished search results (explore and refine).
+        replicated: per replicated search result (its ``key``), its seeds' steps (``inf``: not reached).
+        count: how many to pick (the spec's ``candidates``).
+
+    Returns:
+        ``[]`` if nothing was replicated or some replicated candidate's median over its seeds is finite
+        (it reached on at least half of them; an even count takes the mean of the middle two);
+        otherwise the ``count`` best reached results whose configurations differ from every
+        replicated one and from each other (fewer if fewer remain).
+    """
+    if not replicated or any(math.isfinite(float(np.median(np.asarray(s, dtype=np.float64))))
+                             for s in replicated.values() if len(s)):
+        return []
+    done = {r.unit for r in results if r.key in replicated}
+    chosen: list[Result] = []
+    for result in _ranked(results):
+        if result.unit not in done and all(result.unit != c.unit for c in chosen):
             chosen.append(result)
         if len(chosen) == count:
             break

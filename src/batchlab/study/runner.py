@@ -7,7 +7,8 @@ when a previous run was killed, failed) run again.  A folder holds one study: a 
 (other than in its description or pruning) is rejected.
 
 **Rounds** (:mod:`batchlab.study.protocol`): the explore trials run in ``rounds`` rounds, then the
-refine trials, then the replicates.  A round starts when the previous one has finished, and the
+refine trials, then the replicates, then up to ``fallback`` rounds of further replicates for cells
+whose replicated candidates all failed.  A round starts when the previous one has finished, and the
 trials of a later phase are designed from the finished results of the earlier ones, so every
 trial — its configuration, its pruning bound and so its result — is the same whatever the order
 of execution, the number of workers or an interruption.  A round with a failed trial (an exception,
@@ -35,10 +36,10 @@ from typing import Any, Callable, Iterator
 
 from batchlab.errors import InputError
 from batchlab.study.design import Trial, design_base, make_design, refine_trials, replicate_trials, unit_of
-from batchlab.study.protocol import (Result, best, bound_for, distinct_centres, refine_round, replicate_candidates,
-                                     warm_centre)
+from batchlab.study.protocol import (Result, best, bound_for, distinct_centres, fallback_candidates, refine_round,
+                                     replicate_candidates, replicate_round, warm_centre)
 from batchlab.study.executors import DaskExecutor, Executor, LocalExecutor
-from batchlab.study.spec import StudySpec
+from batchlab.study.spec import StudySpec, identity_tuning
 from batchlab.store import (
     DB_NAME,
     FINISHED,
@@ -164,9 +165,12 @@ def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool 
 def _check_same_study(stored: dict[str, Any], spec: StudySpec, folder: pathlib.Path) -> None:
     wanted = json.loads(json.dumps(spec.identity()))  # tuples → lists, as stored
     for key, value in wanted.items():
-        if stored.get(key) != value:
+        have = stored.get(key)
+        if key == "tuning" and isinstance(have, dict):
+            have = identity_tuning(have)  # a stored slack or fallback may differ
+        if have != value:
             raise InputError(
-                f"{folder} holds a different study ({key} differs: stored {stored.get(key)!r}, spec {value!r}); "
+                f"{folder} holds a different study ({key} differs: stored {have!r}, spec {value!r}); "
                 "use another --out folder")
 
 
@@ -237,6 +241,27 @@ def _design_replicates(spec: StudySpec, store: StudyStore) -> list[Trial]:
             chosen = replicate_candidates(cells.get(size, []), spec.protocol.candidates)
             trials += replicate_trials(spec, [(c.key, by_id[c.key]["config"], by_id[c.key]["best_ema_decay"])
                                               for c in chosen])
+    return trials
+
+
+def _design_fallback(spec: StudySpec, store: StudyStore, fallback: int) -> list[Trial]:
+    """Fallback round ``fallback``'s reruns: for every cell whose replicated candidates all failed, its
+    next best search configurations (see the protocol), from the finished trials of earlier rounds."""
+    trials = []
+    for entry in spec.optimizers:
+        rows = store.results(entry.name)
+        by_id = {row["id"]: row for row in rows}
+        cells = _results(rows, entry, ("explore", "refine"))
+        replicated: dict[int, dict[str, list[float]]] = {}
+        for row in rows:
+            if row["phase"] == "replicate" and row["status"] in FINISHED and row["round"] < replicate_round(
+                    spec.protocol, fallback):
+                steps = float(row["steps_to_target"]) if row["status"] == "reached" else float("inf")
+                replicated.setdefault(int(row["batch_size"]), {}).setdefault(row["origin"], []).append(steps)
+        for size in spec.batch_sizes:
+            chosen = fallback_candidates(cells.get(size, []), replicated.get(size, {}), spec.protocol.candidates)
+            trials += replicate_trials(spec, [(c.key, by_id[c.key]["config"], by_id[c.key]["best_ema_decay"])
+                                              for c in chosen], fallback=fallback)
     return trials
 
 
@@ -358,8 +383,9 @@ def run_study(
     prune = spec.prune if options.prune is None else options.prune
     tuning = spec.protocol
     cells = len(spec.optimizers) * len(spec.batch_sizes)
-    later = {refine_round(tuning): tuning.refine * cells,
-             refine_round(tuning) + 1: tuning.candidates * tuning.seeds * cells}
+    later = {refine_round(tuning): tuning.refine * cells}
+    for fallback in range(tuning.fallback + 1):
+        later[replicate_round(tuning, fallback)] = tuning.candidates * tuning.seeds * cells
     base = design_base(spec, workload)
     executor.start()  # before any write: an unreachable scheduler leaves the folder untouched
     with contextlib.closing(executor), _exclusive(folder), open_store(folder, create=True) as store:
@@ -369,10 +395,14 @@ def run_study(
         known = books.add(trials, store.statuses())
         if progress is not None:
             progress(books.snapshot())
-        for round_ in range(refine_round(tuning) + 2):
+        for round_ in range(replicate_round(tuning, tuning.fallback) + 1):
             if round_ in later and later[round_]:
-                design = _design_refine(spec, store, base) if round_ == refine_round(tuning) \
-                    else _design_replicates(spec, store)
+                if round_ == refine_round(tuning):
+                    design = _design_refine(spec, store, base)
+                elif round_ == replicate_round(tuning):
+                    design = _design_replicates(spec, store)
+                else:
+                    design = _design_fallback(spec, store, round_ - replicate_round(tuning))
                 store.add_trials(design)
                 known += books.add(design, store.statuses(), replaces=later[round_])
             todo = _round_robin([t for t in known if t.round == round_], spec)

@@ -32,6 +32,8 @@ Format (every key except ``workload``, ``batch_sizes`` and ``[optimizers.*]`` is
     candidates = 2                    # best configurations rerun with fresh seeds (omit: none)
     seeds = 3                         # seeds per candidate (>= 3); the cell's answer is their median
     prune_slack = 1.0                 # prune at this x the incumbent's steps (>= 1; default 1)
+    fallback = 1                      # rounds replicating the next candidates of a cell whose
+                                      # candidates all failed on half their seeds (0-10; default 0)
     centre = "calibration"            # explore around the calibrated NQM's prediction (omit: whole box)
     calibration = "cal/prediction.json"   # `batchlab calibrate`'s output, relative to the spec file
     centre_width = 0.5                # half-width of the centred box, decades (default 0.5)
@@ -114,7 +116,7 @@ DEFAULT_EMA_DECAYS = (0.9, 0.99, 0.999)
 _TOP_KEYS = ("name", "description", "workload", "workload_options", "batch_sizes", "trials", "seed",
              "design", "target", "target_metric", "eval_every", "prune", "budget", "optimizers", "tuning")
 _TUNING_KEYS = ("explore", "rounds", "refine", "refine_width", "warm_start", "candidates", "seeds", "prune_slack",
-                "centre", "calibration", "centre_width")
+                "fallback", "centre", "calibration", "centre_width")
 _CENTRE_KEYS = ("centre", "calibration", "centre_width")
 _DESIGNS = ("sobol", "halton")
 _MAX_TRIALS = 100_000  # per cell, and in the whole design
@@ -247,8 +249,11 @@ class StudySpec:
         out["batch_sizes"] = list(self.batch_sizes)
         if self.tuning is None:
             out.pop("tuning")  # legacy specs keep their stored form (and so their folders)
-        elif self.tuning.prune_slack == 1.0:
-            out["tuning"].pop("prune_slack")  # the default keeps the stored form from before the key
+        else:
+            if self.tuning.prune_slack == 1.0:
+                out["tuning"].pop("prune_slack")  # the default keeps the stored form from before the key
+            if self.tuning.fallback == 0:
+                out["tuning"].pop("fallback")  # so does no fallback
         if self.target_metric is None:
             out.pop("target_metric")  # the workload's metric keeps the stored form from before the key
         if self.centre is None:
@@ -276,7 +281,7 @@ class StudySpec:
         out.pop("description")
         out.pop("prune")  # pruning changes the cost, not the trials
         if "tuning" in out:
-            out["tuning"] = {k: v for k, v in out["tuning"].items() if k != "prune_slack"}  # nor does its slack
+            out["tuning"] = identity_tuning(out["tuning"])
         out.pop("calibration", None)  # where the prediction lies: its values (in "centre") decide the trials
         return out
 
@@ -387,6 +392,13 @@ def _check_size(spec: StudySpec) -> None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
+def identity_tuning(tuning: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored ``tuning`` table without the keys that do not change a study's trials: the pruning
+    slack (cost only) and ``fallback`` (its rounds only add trials after the others, so a finished
+    study can be extended by resuming with more of them)."""
+    return {k: v for k, v in tuning.items() if k not in ("prune_slack", "fallback")}
+
+
 def _tuning(table: Any) -> Tuning:
     """The ``[tuning]`` table.  A phase left out is skipped; a phase given must have a budget."""
     if not isinstance(table, Mapping):
@@ -397,8 +409,9 @@ def _tuning(table: Any) -> Tuning:
     explore = _integer(table["explore"], "tuning.explore", 1, _MAX_TRIALS)
     refine = _integer(table["refine"], "tuning.refine", 1, _MAX_TRIALS) if "refine" in table else 0
     candidates = _integer(table["candidates"], "tuning.candidates", 1, 100) if "candidates" in table else 0
-    if "seeds" in table and not candidates:
-        raise InputError("tuning.seeds needs tuning.candidates (the configurations to rerun)")
+    for key in ("seeds", "fallback"):
+        if key in table and not candidates:
+            raise InputError(f"tuning.{key} needs tuning.candidates (the configurations to rerun)")
     for key in ("refine_width", "warm_start"):
         if key in table and not refine:
             raise InputError(f"tuning.{key} needs tuning.refine")
@@ -411,6 +424,7 @@ def _tuning(table: Any) -> Tuning:
         candidates=candidates,
         seeds=_integer(table.get("seeds", 3), "tuning.seeds", 3, 1000) if candidates else 3,
         prune_slack=check_finite_number(table.get("prune_slack", 1.0), "tuning.prune_slack"),
+        fallback=_integer(table.get("fallback", 0), "tuning.fallback", 0, 10),
     )
 
 
