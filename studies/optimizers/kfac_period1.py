@@ -1,0 +1,25 @@
+"""K-FAC with its factor inverses recomputed every step (``inverse_update_period = 1``), as an import
+reference for study specs in ``studies/``: ``[optimizers."optimizers/kfac_period1.py:SPEC"]`` (relative to the
+spec file).
+
+The registry's ``kfac`` recomputes them every 5 steps.  At large batch sizes on digits-cnn a run reaches
+the target in about 10 steps, so half of them use inverses from initialisation or step 5; the
+calibrated NQM of K-FAC holds the checkpoint's factors fixed from step 0.  This variant measures what
+the stale inverses cost (``benchmarks/kfac_inverse_period.py``, ``studies/stability-digits-loss-kfac-period1.toml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from batchlab.optim import kfac
+
+
+def _bind(model, static):
+    choices = dict(static)
+    return kfac.kfac_stepper(model, adaptive=choices["adaptive"] == "on", schedule=choices["lr_schedule"],
+                             config=kfac.KfacConfig(inverse_update_period=1))
+
+
+SPEC = dataclasses.replace(kfac.SPEC, name="kfac-period1", bind=_bind,
+                           description="K-FAC (kfac-jax) with its factor inverses recomputed every step")
