@@ -17,10 +17,14 @@ their rates are not the optimizer's.  It also prints the reference batch size ag
 noise scale B_noise measured at the checkpoint: a reference above it runs where the curvature, not the
 noise, limits the rate.
 
+``--cap NAME=RATE`` (repeatable) replaces an optimizer's cap by a given effective rate, for example the
+lowest rate of the network's measured floor at the largest batch size (``large_batch_plateau.py``'s
+``plateau [lo, hi]``): what a short rate scan at a large batch size could at best give the NQM.
+
 Usage::
 
     PYTHONPATH=src python benchmarks/calibration_rate_cap.py results/calibration/digits/loss-target \\
-        --batch-sizes 16,32,64,128,256,512,1024
+        --batch-sizes 16,32,64,128,256,512,1024 [--cap momentum=0.5847 ...]
 """
 
 from __future__ import annotations
@@ -62,7 +66,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("calibration", type=Path)
     parser.add_argument("--batch-sizes", required=True)
+    parser.add_argument("--cap", action="append", default=[], metavar="NAME=RATE",
+                        help="this effective-rate cap for NAME instead of its reference run's rate")
     args = parser.parse_args()
+    given = {}
+    for item in args.cap:
+        name, _, rate = item.partition("=")
+        try:
+            given[name] = float(rate)
+        except ValueError:
+            parser.error(f"--cap wants NAME=RATE, got {item!r}")
     prediction = json.loads((args.calibration / "prediction.json").read_text())
     sizes = [float(b) for b in args.batch_sizes.split(",")]
     noise = prediction.get("noise_scales", {}).get("b_noise")
@@ -70,12 +83,14 @@ def main() -> None:
           f"gradient noise scale B_noise at the checkpoint {noise:.0f}" if noise else f"# {args.calibration}")
     print(f"# expected-risk steps at batch sizes {[int(b) for b in sizes]}")
     for name, entry in prediction["optimizers"].items():
-        cap = reference_cap(prediction, name)
+        cap = given.get(name, reference_cap(prediction, name))
+        if given and name not in given:
+            continue
         if cap is None:
             print(f"{name:9s} proxy entry (P = H^-{entry['precond']}): skipped")
             continue
         problem, target = read_nqm(args.calibration, name)
-        print(f"{name:9s} effective-rate cap {cap:.4g}")
+        print(f"{name:9s} effective-rate cap {cap:.4g}" + (" (given)" if name in given else ""))
         for label, c in (("free", np.inf), ("capped", cap)):
             steps = [fewest_steps(problem, target, entry["nqm_kind"], b, c) for b in sizes]
             fit = fit_hyperbola(sizes, steps)

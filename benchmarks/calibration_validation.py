@@ -33,6 +33,7 @@ import json
 import math
 import pathlib
 import shutil
+import sqlite3
 import tempfile
 
 import matplotlib
@@ -65,16 +66,24 @@ def interpolate_steps(sizes: np.ndarray, values: np.ndarray, at: float) -> float
     return float(math.exp(math.log(v0) + t * (math.log(v1) - math.log(v0))))
 
 
-def validate(study: pathlib.Path, calibration: pathlib.Path | None) -> tuple[str, pd.DataFrame, pd.DataFrame, dict]:
+def validate(study: pathlib.Path, calibration: pathlib.Path | None,
+             rename: dict[str, str] | None = None) -> tuple[str, pd.DataFrame, pd.DataFrame, dict]:
     folder = study
-    if calibration is not None:  # analyse a copy whose calibration/ is the given one; the study is not touched
+    if calibration is not None or rename:  # analyse a copy (its calibration/ the given one); the study is not touched
         scratch = pathlib.Path(tempfile.mkdtemp())
         folder = scratch / study.name
         folder.mkdir()
         for name in ("study.sqlite",):
             shutil.copy2(study / name, folder / name)
-        (folder / PREDICTION_PATH).parent.mkdir()
-        shutil.copy2(calibration / "prediction.json", folder / PREDICTION_PATH)
+        if calibration is not None:
+            (folder / PREDICTION_PATH).parent.mkdir()
+            shutil.copy2(calibration / "prediction.json", folder / PREDICTION_PATH)
+        with sqlite3.connect(folder / "study.sqlite") as db:  # the copy names the optimizer as the calibration does
+            for old, new in (rename or {}).items():
+                db.execute("UPDATE trials SET optimizer = ?, config = replace(config, ?, ?) WHERE optimizer = ?",
+                           (new, json.dumps(old), json.dumps(new), old))
+                db.execute("UPDATE meta SET value = replace(value, ?, ?) WHERE key = 'spec'",
+                           (json.dumps(old), json.dumps(new)))
     result = analyze(folder)
     if result.prediction is None:
         raise SystemExit(f"{study}: no calibration/prediction.json (give STUDY=CALIBRATION_DIR)")
@@ -164,12 +173,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("studies", nargs="+", help="STUDY or STUDY=CALIBRATION_DIR")
     parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--rename", action="append", default=[], metavar="STUDY_NAME=CALIBRATION_NAME",
+                        help="compare a study's optimizer (e.g. an import reference to a K-FAC variant) with the "
+                             "calibration's entry of another name")
     args = parser.parse_args()
+    rename = dict(item.split("=", 1) for item in args.rename if "=" in item)
+    if len(rename) != len(args.rename):
+        parser.error("--rename wants STUDY_NAME=CALIBRATION_NAME")
     args.out.mkdir(parents=True, exist_ok=True)
     criticals, all_cells = [], []
     for item in args.studies:
         study, _, calibration = item.partition("=")
-        name, critical, cells, raw = validate(pathlib.Path(study), pathlib.Path(calibration) if calibration else None)
+        name, critical, cells, raw = validate(pathlib.Path(study), pathlib.Path(calibration) if calibration else None,
+                                              rename)
         figure(name, cells, critical, raw, args.out / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}.png")
         criticals.append(critical)
         all_cells.append(cells)

@@ -157,3 +157,49 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_study_box.py $R/fashion-m
   studies/paper-fashion-mnist.toml 64,256,1024,4096 > $R/rate-cap/study-box-fashion-mnist.txt
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_study_box.py $R/digits/loss-target \
   studies/stability-digits-loss.toml 16,32,64,128,256,512,1024 > $R/rate-cap/study-box-digits.txt
+#     the cap at the network's own floor onset at the largest batch size (plateau [lo, ...] of section 10's
+#     plateau.txt files: the best a short large-batch rate scan could give the NQM; not adopted)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/digits/loss-target \
+  --batch-sizes 16,32,64,128,256,512,1024 --cap sgd=0.2963 --cap momentum=0.5847 --cap adam=0.008997 \
+  --cap kfac=0.1438 > $R/rate-cap/digits-floor-onset.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/fashion-mnist/measured \
+  --batch-sizes 64,256,1024,4096 --cap sgd=0.1961 --cap momentum=1.118 --cap adam=0.001283 \
+  --cap kfac=0.5314 > $R/rate-cap/fashion-mnist-floor-onset.txt
+
+# 11. K-FAC measured on the ~4x protocol (studies/stability-digits-loss-kfac.toml, design seeds 0, 1, 2, ~5-9 min
+#     each; and with twice the search, stability-digits-loss-kfac-2x.toml, whose first run predates its
+#     fallback = 1: rerunning the command with it extended the stores), validated against the loss-target
+#     calibration of section 8a; K-FAC with fresh inverses; its steps versus rate (the plateau section 10 lacked)
+for P in stability-digits-loss-kfac stability-digits-loss-kfac-2x; do
+  PYTHONPATH=src .venv/bin/python benchmarks/bench_study.py --preset studies/$P.toml --seeds 0,1,2 \
+    --work runs/$P --out results/$P
+  V=""
+  for s in 0 1 2; do
+    sqlite3 runs/$P/seed$s/study.sqlite ".backup results/$P/seed$s.sqlite"
+    sqlite3 results/$P/seed$s.sqlite "PRAGMA journal_mode=DELETE; VACUUM;"
+    mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
+    V="$V runs/$P-stores/seed$s=$R/digits/loss-target"
+  done
+  PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/${P#stability-digits-loss-}
+done
+#    K-FAC with its inverses recomputed every step (an import reference; the store names it by its absolute path)
+P=stability-digits-loss-kfac-period1
+PYTHONPATH=src .venv/bin/python benchmarks/bench_study.py --preset studies/$P.toml --seeds 0,1,2 \
+  --work runs/$P --out results/$P
+V=""
+for s in 0 1 2; do
+  sqlite3 runs/$P/seed$s/study.sqlite ".backup results/$P/seed$s.sqlite"
+  sqlite3 results/$P/seed$s.sqlite "PRAGMA journal_mode=DELETE; VACUUM;"
+  mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
+  V="$V runs/$P-stores/seed$s=$R/digits/loss-target"
+done
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V \
+  --rename "$(pwd)/studies/optimizers/kfac_period1.py:SPEC=kfac" --out $R/kfac-period1
+#    the period-5 winners rerun with fresh inverses (~5 min)
+PYTHONPATH=src .venv/bin/python benchmarks/kfac_inverse_period.py --study results/stability-digits-loss-kfac/seed0.sqlite \
+  --study results/stability-digits-loss-kfac/seed1.sqlite --study results/stability-digits-loss-kfac/seed2.sqlite \
+  --batch-sizes 128,1024 --seeds 8 > $R/kfac/inverse_period.txt
+K=results/stability-digits-loss-kfac
+PYTHONPATH=src .venv/bin/python benchmarks/large_batch_plateau.py --calibration $R/digits/loss-target \
+  --study $K/seed0.sqlite --study $K/seed1.sqlite --study $K/seed2.sqlite --study $R/digits/loss-study/study.sqlite \
+  --optimizers kfac --batch-sizes 32,128,1024 --beta-box 0.5,0.95 --out $R/plateau/digits-kfac

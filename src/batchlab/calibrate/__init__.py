@@ -196,8 +196,19 @@ brings digits' expected-risk B_noise to momentum 95, adam 212, kfac 54 (measured
 103; from 237, 379 and 326), with the capped steps on the measured floor, but is contradicted on
 fashion-mnist-mlp (capped momentum 981 steps at B = 4096, measured 114): there the reference batch (128)
 is far below the gradient noise scale (1,061), so its rate is set by noise, not by curvature.  A cap
-needs the rate at which the curvature adapts, measured where curvature limits it (a short large-batch
-rate scan); ``results/calibration/`` section "Large batches" has the tables.  Anchoring the initial
+needs the rate at which the curvature adapts, measured where curvature limits it.  The best a short
+large-batch rate scan could give, a cap at the rate where the network's own floor begins
+(``calibration_rate_cap.py --cap``, rates read from the studies), fits digits (momentum 128, adam 193,
+kfac 213) and fails on fashion-mnist-mlp (momentum 352, adam 53, sgd 38 against 1,166, 1,067 and 205):
+there the NQM at the network's own floor rate is itself 1.8-8x too slow, so its rate-limited side is
+off too; ``results/calibration/`` section "Large batches" has the tables.  K-FAC against its own
+seed-replicated studies (``stability-digits-loss-kfac``, 1x and 2x search) is within 2x at every batch
+size (0.52-1.47) and 2.07-3.09 in B_noise; recomputing its inverses every step instead of every 5
+(``benchmarks/kfac_inverse_period.py``) shortens the period-5 winners' large-batch runs by 0-29%, and
+retuned for it (``stability-digits-loss-kfac-period1``) K-FAC needs 4-6.5 steps at B = 1024 instead of
+8.5-11.5 and its B_noise is 310-387: the NQM's 297 is 0.77-0.96x that.  So the NQM predicts K-FAC with a
+fresh preconditioner, as it models it; the registry's inverse period of 5 puts a floor under K-FAC's
+large-batch runs that the NQM does not model.  Anchoring the initial
 state at a measured large-batch SGD cell instead of the reference (``benchmarks/calibration_large_anchor.py``)
 moves the curves' level, not their slope: SGD B_noise 122 → 124 on fashion-mnist (measured 205), 78 → 83
 on digits.
