@@ -196,9 +196,13 @@ done
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V \
   --rename "$(pwd)/studies/optimizers/kfac_period1.py:SPEC=kfac" --out $R/kfac-period1
 #    the period-5 winners rerun with fresh inverses (~5 min)
-PYTHONPATH=src .venv/bin/python benchmarks/kfac_inverse_period.py --study results/stability-digits-loss-kfac/seed0.sqlite \
+PYTHONPATH=src .venv/bin/python benchmarks/preconditioner_freshness.py --optimizer kfac --study results/stability-digits-loss-kfac/seed0.sqlite \
   --study results/stability-digits-loss-kfac/seed1.sqlite --study results/stability-digits-loss-kfac/seed2.sqlite \
   --batch-sizes 128,1024 --seeds 8 > $R/kfac/inverse_period.txt
+#    the same for Adam: the ~4x winners with a faster second-moment average (beta2 0.99, 0.9; ~5 min)
+S=results/stability-digits-loss
+PYTHONPATH=src .venv/bin/python benchmarks/preconditioner_freshness.py --optimizer adam --study $S/seed0.sqlite \
+  --study $S/seed1.sqlite --study $S/seed2.sqlite --batch-sizes 128,1024 --seeds 8 > $R/adam-per-batch/beta2.txt
 K=results/stability-digits-loss-kfac
 PYTHONPATH=src .venv/bin/python benchmarks/large_batch_plateau.py --calibration $R/digits/loss-target \
   --study $K/seed0.sqlite --study $K/seed1.sqlite --study $K/seed2.sqlite --study $R/digits/loss-study/study.sqlite \

@@ -5,7 +5,7 @@ spec file).
 The registry's ``kfac`` recomputes them every 5 steps.  At large batch sizes on digits-cnn a run reaches
 the target in about 10 steps, so half of them use inverses from initialisation or step 5; the
 calibrated NQM of K-FAC holds the checkpoint's factors fixed from step 0.  This variant measures what
-the stale inverses cost (``benchmarks/kfac_inverse_period.py``, ``studies/stability-digits-loss-kfac-period1.toml``).
+the stale inverses cost (``benchmarks/preconditioner_freshness.py``, ``studies/stability-digits-loss-kfac-period1.toml``).
 """
 
 from __future__ import annotations

@@ -204,11 +204,12 @@ there the NQM at the network's own floor rate is itself 1.8-8x too slow, so its 
 off too; ``results/calibration/`` section "Large batches" has the tables.  K-FAC against its own
 seed-replicated studies (``stability-digits-loss-kfac``, 1x and 2x search) is within 2x at every batch
 size (0.52-1.47) and 2.07-3.09 in B_noise; recomputing its inverses every step instead of every 5
-(``benchmarks/kfac_inverse_period.py``) shortens the period-5 winners' large-batch runs by 0-29%, and
+(``benchmarks/preconditioner_freshness.py``) shortens the period-5 winners' large-batch runs by 0-29%, and
 retuned for it (``stability-digits-loss-kfac-period1``) K-FAC needs 4-6.5 steps at B = 1024 instead of
 8.5-11.5 and its B_noise is 310-387: the NQM's 297 is 0.77-0.96x that.  So the NQM predicts K-FAC with a
 fresh preconditioner, as it models it; the registry's inverse period of 5 puts a floor under K-FAC's
-large-batch runs that the NQM does not model.  Anchoring the initial
+large-batch runs that the NQM does not model.  Adam has no such floor from its preconditioner: its ~4x
+winners rerun with β₂ 0.99 or 0.9 instead of 0.999 take 0.97-1.07x the steps.  Anchoring the initial
 state at a measured large-batch SGD cell instead of the reference (``benchmarks/calibration_large_anchor.py``)
 moves the curves' level, not their slope: SGD B_noise 122 → 124 on fashion-mnist (measured 205), 78 → 83
 on digits.
