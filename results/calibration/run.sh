@@ -195,6 +195,13 @@ for s in 0 1 2; do
 done
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V \
   --rename "$(pwd)/studies/optimizers/kfac_period1.py:SPEC=kfac" --out $R/kfac-period1
+#    ... and on fashion-mnist-mlp: paper-fashion-mnist's K-FAC with inverses every step (~12 min)
+P=paper-fashion-mnist-kfac-period1
+$B study run studies/$P.toml --out runs/$P
+mkdir -p results/$P/study && sqlite3 runs/$P/study.sqlite ".backup results/$P/study/study.sqlite"
+sqlite3 results/$P/study/study.sqlite "PRAGMA journal_mode=DELETE; VACUUM;"
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py results/$P/study=$R/fashion-mnist/measured \
+  --rename "$(pwd)/studies/optimizers/kfac_period1.py:SPEC=kfac" --out $R/fashion-mnist/kfac-period1
 #    the period-5 winners rerun with fresh inverses (~5 min)
 PYTHONPATH=src .venv/bin/python benchmarks/preconditioner_freshness.py --optimizer kfac --study results/stability-digits-loss-kfac/seed0.sqlite \
   --study results/stability-digits-loss-kfac/seed1.sqlite --study results/stability-digits-loss-kfac/seed2.sqlite \
