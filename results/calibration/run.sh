@@ -170,31 +170,25 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_rate_cap.py $R/fashion-mn
 #     each; and with twice the search, stability-digits-loss-kfac-2x.toml, whose first run predates its
 #     fallback = 1: rerunning the command with it extended the stores), validated against the loss-target
 #     calibration of section 8a; K-FAC with fresh inverses; its steps versus rate (the plateau section 10 lacked)
-for P in stability-digits-loss-kfac stability-digits-loss-kfac-2x; do
+# a preset on design seeds 0, 1, 2 (bench_study.py), its vacuumed stores in results/PRESET/, its validation in OUT
+design_seeds() {
+  local P=$1 OUT=$2 V="" s
+  shift 2
   PYTHONPATH=src .venv/bin/python benchmarks/bench_study.py --preset studies/$P.toml --seeds 0,1,2 \
     --work runs/$P --out results/$P
-  V=""
   for s in 0 1 2; do
     sqlite3 runs/$P/seed$s/study.sqlite ".backup results/$P/seed$s.sqlite"
     sqlite3 results/$P/seed$s.sqlite "PRAGMA journal_mode=DELETE; VACUUM;"
     mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
     V="$V runs/$P-stores/seed$s=$R/digits/loss-target"
   done
-  PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/${P#stability-digits-loss-}
-done
+  PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V "$@" --out $OUT
+}
+design_seeds stability-digits-loss-kfac $R/kfac
+design_seeds stability-digits-loss-kfac-2x $R/kfac-2x
 #    K-FAC with its inverses recomputed every step (an import reference; the store names it by its absolute path)
-P=stability-digits-loss-kfac-period1
-PYTHONPATH=src .venv/bin/python benchmarks/bench_study.py --preset studies/$P.toml --seeds 0,1,2 \
-  --work runs/$P --out results/$P
-V=""
-for s in 0 1 2; do
-  sqlite3 runs/$P/seed$s/study.sqlite ".backup results/$P/seed$s.sqlite"
-  sqlite3 results/$P/seed$s.sqlite "PRAGMA journal_mode=DELETE; VACUUM;"
-  mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
-  V="$V runs/$P-stores/seed$s=$R/digits/loss-target"
-done
-PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V \
-  --rename "$(pwd)/studies/optimizers/kfac_period1.py:SPEC=kfac" --out $R/kfac-period1
+design_seeds stability-digits-loss-kfac-period1 $R/kfac-period1 \
+  --rename "$(pwd)/studies/optimizers/kfac_period1.py:SPEC=kfac"
 #    ... and on fashion-mnist-mlp: paper-fashion-mnist's K-FAC with inverses every step (~12 min)
 P=paper-fashion-mnist-kfac-period1
 $B study run studies/$P.toml --out runs/$P
