@@ -39,7 +39,7 @@ from batchlab.study.design import Trial, design_base, make_design, refine_trials
 from batchlab.study.protocol import (Result, best, bound_for, distinct_centres, fallback_candidates, refine_round,
                                      replicate_candidates, replicate_round, warm_centre)
 from batchlab.study.executors import DaskExecutor, Executor, LocalExecutor
-from batchlab.study.spec import StudySpec, identity_tuning
+from batchlab.study.spec import StudySpec, identity_of
 from batchlab.store import (
     DB_NAME,
     FINISHED,
@@ -165,9 +165,7 @@ def prepare_run(spec: StudySpec, folder: str | pathlib.Path, *, load_data: bool 
 def _check_same_study(stored: dict[str, Any], spec: StudySpec, folder: pathlib.Path) -> None:
     wanted = json.loads(json.dumps(spec.identity()))  # tuples → lists, as stored
     for key, value in wanted.items():
-        have = stored.get(key)
-        if key == "tuning" and isinstance(have, dict):
-            have = identity_tuning(have)  # a stored slack or fallback may differ
+        have = identity_of(stored).get(key)  # the stored spec, as its identity (a slack or fallback may differ)
         if have != value:
             raise InputError(
                 f"{folder} holds a different study ({key} differs: stored {have!r}, spec {value!r}); "
@@ -230,23 +228,10 @@ def _design_refine(spec: StudySpec, store: StudyStore, base: dict[str, Any]) -> 
     return trials
 
 
-def _design_replicates(spec: StudySpec, store: StudyStore) -> list[Trial]:
-    """Reruns of every cell's best configurations, from its finished explore and refine trials."""
-    trials = []
-    for entry in spec.optimizers:
-        rows = store.results(entry.name)
-        by_id = {row["id"]: row for row in rows}
-        cells = _results(rows, entry, ("explore", "refine"))
-        for size in spec.batch_sizes:
-            chosen = replicate_candidates(cells.get(size, []), spec.protocol.candidates)
-            trials += replicate_trials(spec, [(c.key, by_id[c.key]["config"], by_id[c.key]["best_ema_decay"])
-                                              for c in chosen])
-    return trials
-
-
-def _design_fallback(spec: StudySpec, store: StudyStore, fallback: int) -> list[Trial]:
-    """Fallback round ``fallback``'s reruns: for every cell whose replicated candidates all failed, its
-    next best search configurations (see the protocol), from the finished trials of earlier rounds."""
+def _design_replicates(spec: StudySpec, store: StudyStore, fallback: int = 0) -> list[Trial]:
+    """Reruns of every cell's best configurations, from its finished explore and refine trials; for
+    fallback round ``fallback > 0``, of the next best ones of every cell whose replicated candidates
+    (of the earlier rounds) all failed (see the protocol)."""
     trials = []
     for entry in spec.optimizers:
         rows = store.results(entry.name)
@@ -259,7 +244,9 @@ def _design_fallback(spec: StudySpec, store: StudyStore, fallback: int) -> list[
                 steps = float(row["steps_to_target"]) if row["status"] == "reached" else float("inf")
                 replicated.setdefault(int(row["batch_size"]), {}).setdefault(row["origin"], []).append(steps)
         for size in spec.batch_sizes:
-            chosen = fallback_candidates(cells.get(size, []), replicated.get(size, {}), spec.protocol.candidates)
+            search = cells.get(size, [])
+            chosen = replicate_candidates(search, spec.protocol.candidates) if fallback == 0 else \
+                fallback_candidates(search, replicated.get(size, {}), spec.protocol.candidates)
             trials += replicate_trials(spec, [(c.key, by_id[c.key]["config"], by_id[c.key]["best_ema_decay"])
                                               for c in chosen], fallback=fallback)
     return trials
@@ -399,10 +386,8 @@ def run_study(
             if round_ in later and later[round_]:
                 if round_ == refine_round(tuning):
                     design = _design_refine(spec, store, base)
-                elif round_ == replicate_round(tuning):
-                    design = _design_replicates(spec, store)
                 else:
-                    design = _design_fallback(spec, store, round_ - replicate_round(tuning))
+                    design = _design_replicates(spec, store, round_ - replicate_round(tuning))
                 store.add_trials(design)
                 known += books.add(design, store.statuses(), replaces=later[round_])
             todo = _round_robin([t for t in known if t.round == round_], spec)

@@ -276,14 +276,8 @@ class StudySpec:
         return get_workload(self.workload, **dict(self.workload_options))
 
     def identity(self) -> dict[str, Any]:
-        """What must agree for two specs to share one study folder (everything but the prose)."""
-        out = self.to_dict()
-        out.pop("description")
-        out.pop("prune")  # pruning changes the cost, not the trials
-        if "tuning" in out:
-            out["tuning"] = identity_tuning(out["tuning"])
-        out.pop("calibration", None)  # where the prediction lies: its values (in "centre") decide the trials
-        return out
+        """What must agree for two specs to share one study folder (:func:`identity_of` its dict)."""
+        return identity_of(self.to_dict())
 
 
 def load_spec(path: str | pathlib.Path) -> StudySpec:
@@ -392,11 +386,17 @@ def _check_size(spec: StudySpec) -> None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def identity_tuning(tuning: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored ``tuning`` table without the keys that do not change a study's trials: the pruning
-    slack (cost only) and ``fallback`` (its rounds only add trials after the others, so a finished
-    study can be extended by resuming with more of them)."""
-    return {k: v for k, v in tuning.items() if k not in ("prune_slack", "fallback")}
+def identity_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What must agree for two specs to share one study folder, from a spec's canonical dict
+    (:meth:`StudySpec.to_dict`, or as a store keeps it): everything but the prose (``description``),
+    pruning (``prune``, and the tuning's ``prune_slack``: they change the cost, not the trials), where
+    a calibrated prediction lies (``calibration``: its values, in ``centre``, decide the trials) and the
+    tuning's ``fallback`` (its rounds only add trials after the others, so a finished study can be
+    extended by resuming with more of them)."""
+    out = {k: v for k, v in spec.items() if k not in ("description", "prune", "calibration")}
+    if isinstance(out.get("tuning"), Mapping):
+        out["tuning"] = {k: v for k, v in out["tuning"].items() if k not in ("prune_slack", "fallback")}
+    return out
 
 
 def _tuning(table: Any) -> Tuning:
