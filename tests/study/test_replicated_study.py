@@ -184,9 +184,15 @@ def test_fallback_reruns_the_next_configurations_of_a_cell_whose_candidates_all_
     data["tuning"] = TUNING | {"fallback": 1, "prune_slack": 1.5}
     path = tmp_path / "replicated.toml"
     path.write_text(to_toml(data))
-    run_study(load_spec(path), tmp_path)
+    states = []
+    run_study(load_spec(path), tmp_path, progress=states.append)
     trials = trials_frame(tmp_path).set_index("id")
     new = trials[~trials.index.isin(before.index)]
+    # progress: the fallback round counted at its most (every cell) until designed, then as it turned out
+    cells = 2 * 3
+    assert states[0].total == len(before) + cells * 2 * 3 and not states[0].final
+    assert states[-1].final and states[-1].last is None and states[-1].total == states[-1].done == len(trials)
+    assert [s.final for s in states].count(True) == 1
 
     cell = before[(before["optimizer"] == "momentum") & (before["batch_size"] == 64)]
     search = cell[cell["phase"] != "replicate"]

@@ -54,6 +54,8 @@ class RunDisplay:
             self._bar.update(self._task, completed=state.done, total=state.total, counts=counts)
             return
         last = state.last
+        if getattr(state, "final", False):
+            return  # the run's summary line follows
         if last is None:
             self.console.print(f"{state.total} trials, {state.skipped} already finished")
             return

@@ -78,10 +78,13 @@ class RunOptions:
 
 @dataclasses.dataclass(frozen=True)
 class RunProgress:
-    """A snapshot after each finished trial (and once at the start).
+    """A snapshot after each finished trial (and once at the start and once at the end).
 
     ``done`` counts finished trials of the whole design (earlier runs included); the status
-    counts are over the same set.  ``last`` is the outcome just recorded (None at the start).
+    counts are over the same set.  ``last`` is the outcome just recorded (None at the start and
+    end).  ``total`` counts the later rounds' trials before they are designed as their most (every
+    cell replicating, every fallback round needed); ``final`` marks the snapshot after the last
+    round, whose ``total`` is what the design turned out to be.
     """
 
     total: int
@@ -94,6 +97,7 @@ class RunProgress:
     failed: int
     elapsed: float
     last: TrialOutcome | None = None
+    final: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,11 +310,11 @@ class _Bookkeeper:
     def start_round(self, todo: list[Trial], bounds: dict[tuple[str, int], int]) -> None:
         self.queue, self.bounds, self.round_failed = iter(todo), bounds, 0
 
-    def snapshot(self, last: TrialOutcome | None = None) -> RunProgress:
+    def snapshot(self, last: TrialOutcome | None = None, *, final: bool = False) -> RunProgress:
         c = self.counts
         return RunProgress(total=self.total, done=self.done, skipped=self.skipped, reached=c["reached"],
                            pruned=c["pruned"], diverged=c["diverged"], budget=c["budget"], failed=c["failed"],
-                           elapsed=time.perf_counter() - self.started, last=last)
+                           elapsed=time.perf_counter() - self.started, last=last, final=final)
 
     def next_task(self) -> TrialTask | None:
         """The next trial's task, marked running, with its round's bound (none for replicates)."""
@@ -398,6 +402,8 @@ def run_study(
             if books.round_failed:
                 break  # later rounds are designed from complete results only: rerun to retry
             known = [t for t in known if t.round != round_]
+        if progress is not None:
+            progress(books.snapshot(final=True))
     return RunSummary(folder=folder, total=books.total, skipped=books.skipped, ran=books.ran,
                       failed=books.counts["failed"], counts=dict(books.counts), steps_run=books.steps,
                       wall_time=time.perf_counter() - books.started)
