@@ -83,8 +83,9 @@ class RunProgress:
     ``done`` counts finished trials of the whole design (earlier runs included); the status
     counts are over the same set.  ``last`` is the outcome just recorded (None at the start and
     end).  ``total`` counts the later rounds' trials before they are designed as their most (every
-    cell replicating, every fallback round needed); ``final`` marks the snapshot after the last
-    round, whose ``total`` is what the design turned out to be.
+    cell replicating, every fallback round needed); ``final`` marks the snapshot when the run ends:
+    after the last round its ``total`` is what the design turned out to be (after a round with a
+    failed trial the rounds not designed yet stay counted at their most).
     """
 
     total: int
