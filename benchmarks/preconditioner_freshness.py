@@ -30,7 +30,6 @@ Usage (about 5 minutes per optimizer on 2 cores)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -45,15 +44,8 @@ from batchlab.workloads.registry import get_workload
 
 
 def kfac_with(config: kfac.KfacConfig) -> OptimizerSpec:
-    """The registry's K-FAC with other fixed settings (its own name: compiled steps are cached by name)."""
-
-    def bind(model, static):
-        choices = dict(static)
-        return kfac.kfac_stepper(model, adaptive=choices["adaptive"] == "on", schedule=choices["lr_schedule"],
-                                 config=config)
-
-    name = f"kfac-period{config.inverse_update_period}-ema{config.curvature_ema:g}"
-    return dataclasses.replace(kfac.SPEC, name=name, bind=bind)
+    """The registry's K-FAC with other fixed settings, named after them."""
+    return kfac.spec_with(config, f"kfac-period{config.inverse_update_period}-ema{config.curvature_ema:g}")
 
 
 # per optimizer: (label, optimizer (registry name or spec), hyperparameters overriding the winner's)

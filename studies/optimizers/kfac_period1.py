@@ -10,16 +10,7 @@ the stale inverses cost (``benchmarks/preconditioner_freshness.py``, ``studies/s
 
 from __future__ import annotations
 
-import dataclasses
-
 from batchlab.optim import kfac
 
-
-def _bind(model, static):
-    choices = dict(static)
-    return kfac.kfac_stepper(model, adaptive=choices["adaptive"] == "on", schedule=choices["lr_schedule"],
-                             config=kfac.KfacConfig(inverse_update_period=1))
-
-
-SPEC = dataclasses.replace(kfac.SPEC, name="kfac-period1", bind=_bind,
-                           description="K-FAC (kfac-jax) with its factor inverses recomputed every step")
+SPEC = kfac.spec_with(kfac.KfacConfig(inverse_update_period=1), "kfac-period1",
+                      "K-FAC (kfac-jax) with its factor inverses recomputed every step")

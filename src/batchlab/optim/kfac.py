@@ -53,7 +53,7 @@ from batchlab.optim.kfac_rows import row_block_ctors
 from batchlab.optim.schedules import learning_rate_factor
 
 __all__ = ["HYPERPARAMETERS", "KfacConfig", "KfacState", "SPEC", "SUPPORTED_LOSSES", "curvature_estimator",
-           "kfac_stepper", "split_batch"]
+           "kfac_stepper", "spec_with", "split_batch"]
 
 HYPERPARAMETERS = (
     learning_rate(0.03, (1e-3, 3.0)),
@@ -78,7 +78,7 @@ class KfacConfig:
             size is about 3x larger, while small batch sizes hardly change
             (``results/stability-digits-loss-kfac-period1/``); on fashion-mnist-mlp it needs 19 steps
             instead of 38 at B = 4096 (``results/paper-fashion-mnist-kfac-period1/``).
-            ``studies/optimizers/kfac_period1.py`` builds that variant.
+            :func:`spec_with` builds such a variant (``studies/optimizers/kfac_period1.py``).
         estimation_mode: kfac-jax's curvature estimator (sampled Fisher by default).
         fast_conv_statistics: use :mod:`batchlab.optim.kfac_conv` for convolution layers.
     """
@@ -275,19 +275,26 @@ def curvature_estimator(model: Model, params: Any, batch: Any, *, key: jax.Array
     return optimizer._estimator  # noqa: SLF001 (pinned kfac-jax 0.0.8: no public accessor)
 
 
-def _bind(model: Model, static: tuple[tuple[str, str], ...]) -> Stepper:
-    choices = dict(static)
-    return kfac_stepper(
-        model,
-        adaptive=choices["adaptive"] == "on",
-        schedule=choices["lr_schedule"],
-        config=KfacConfig(),
-    )
+def spec_with(config: KfacConfig, name: str = "kfac",
+              description: str = "K-FAC (kfac-jax): Kronecker-factored natural gradient with momentum",
+              ) -> OptimizerSpec:
+    """The K-FAC registry entry with the fixed settings ``config`` (``SPEC`` is ``spec_with(KfacConfig())``).
+
+    Give another ``config`` another ``name``: compiled steps are cached by the entry's name.
+
+    Example:
+        >>> fresh = spec_with(KfacConfig(inverse_update_period=1), "kfac-period1")
+        >>> fresh.name, fresh.hyperparameters == SPEC.hyperparameters
+        ('kfac-period1', True)
+    """
+
+    def bind(model: Model, static: tuple[tuple[str, str], ...]) -> Stepper:
+        choices = dict(static)
+        return kfac_stepper(model, adaptive=choices["adaptive"] == "on", schedule=choices["lr_schedule"],
+                            config=config)
+
+    return OptimizerSpec(name=name, hyperparameters=HYPERPARAMETERS + SCHEDULE_HYPERPARAMETERS, bind=bind,
+                         description=description)
 
 
-SPEC = OptimizerSpec(
-    name="kfac",
-    hyperparameters=HYPERPARAMETERS + SCHEDULE_HYPERPARAMETERS,
-    bind=_bind,
-    description="K-FAC (kfac-jax): Kronecker-factored natural gradient with momentum",
-)
+SPEC = spec_with(KfacConfig())
