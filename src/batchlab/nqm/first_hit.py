@@ -42,7 +42,7 @@ from batchlab.nqm.risk import expected_risk
 from batchlab.nqm.simulate import simulate
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["FirstHit", "first_hits", "tuned_first_hit", "MULTIPLIERS"]
+__all__ = ["FirstHit", "first_hits", "hit_steps", "tuned_first_hit", "MULTIPLIERS"]
 
 MULTIPLIERS = tuple(float(2 ** (k / 2)) for k in range(-3, 4))  # 0.35 … 2.83: learning-rate multiples tried
 
@@ -102,11 +102,19 @@ def first_hits(problem: Problem, dyn: Dynamics, *, batch_size: float, target: fl
         if (~single).any():
             risk += expected_risk(_sub(problem, ~single), dyn, batch_size=batch_size, steps=steps)[None, :]
     hit = risk <= target
-    grid = hit[:, ::every] if replay else hit
+    if not replay:
+        reached = hit.any(axis=1)
+        return np.where(reached, np.argmax(hit, axis=1) * every, math.inf).astype(float)
+    return hit_steps(hit, every)
+
+
+def hit_steps(hit: np.ndarray, every: int) -> np.ndarray:
+    """The training loop's first hit per run from ``hit[run, t]`` (risk at or below the target after
+    ``t`` updates, ``t = 0 … T`` with ``T`` a multiple of ``every``): evaluate every ``every`` updates,
+    then replay the stretch since the previous evaluation; ``inf`` where no evaluation meets it."""
+    grid = hit[:, ::every]
     reached = grid.any(axis=1)
     evaluation = np.argmax(grid, axis=1)  # index of the first evaluation that meets the target
-    if not replay:
-        return np.where(reached, evaluation * every, math.inf).astype(float)
     out = np.full(hit.shape[0], math.inf)
     for run in np.flatnonzero(reached):
         e = int(evaluation[run])

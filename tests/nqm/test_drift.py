@@ -1,0 +1,118 @@
+"""batchlab.nqm.drift against the engine (no drift), a per-direction covariance recurrence and Monte Carlo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchlab.errors import InputError
+from batchlab.nqm import Problem, expected_risk, heavy_ball, sgd
+from batchlab.nqm.drift import (Drift, drifted_first_hits, drifted_paths, drifted_risk, drifted_steps,
+                                tuned_drifted)
+from batchlab.nqm.first_hit import first_hits
+
+PROBLEM = Problem(h=[2.0, 0.5, 0.05], c=[1.0, 0.4, 0.02], s0=[1.0, 2.0, 4.0], weights=[1.0, 1.0, 30.0])
+
+
+@pytest.mark.parametrize("momentum", [None, 0.6])
+def test_without_drift_it_is_the_engines_expected_risk(momentum):
+    dyn = sgd(0.3) if momentum is None else heavy_ball(0.3, momentum)
+    engine = expected_risk(PROBLEM, dyn, batch_size=8, steps=np.arange(41))
+    ours = drifted_risk(PROBLEM, Drift.none(3), learning_rate=0.3, momentum=momentum, batch_size=8, steps=40)
+    np.testing.assert_allclose(ours, engine, rtol=1e-10)
+
+
+def _covariance_recurrence(problem, m, lr, mu, batch):
+    """Independent: per direction the 2x2 covariance of (z_t, z_{t-1}) under S' = A S A^T + q b b^T."""
+    out = []
+    for i in range(problem.h.shape[0]):
+        S = np.full((2, 2), problem.s0[i])
+        risks = [S[0, 0]]
+        for t in range(m.shape[0] + 5):
+            g = lr * (m[t, i] if t < m.shape[0] else 1.0)
+            A = np.array([[1 + mu - g * problem.h[i], -mu], [1.0, 0.0]])
+            bvec = np.array([-g, 0.0])
+            S = A @ S @ A.T + problem.c[i] / batch * np.outer(bvec, bvec)
+            risks.append(S[0, 0])
+        out.append(0.5 * problem.weights[i] * problem.h[i] * np.array(risks))
+    return np.sum(out, axis=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(0.05, 4.0), min_size=9, max_size=9), st.floats(0.01, 0.5), st.floats(0.0, 0.9))
+def test_drift_matches_a_covariance_recurrence(values, lr, mu):
+    m = np.array(values).reshape(3, 3)
+    ours = drifted_risk(PROBLEM, Drift(m), learning_rate=lr, momentum=mu, batch_size=4, steps=8)
+    np.testing.assert_allclose(ours, _covariance_recurrence(PROBLEM, m, lr, mu, 4), rtol=1e-9, atol=1e-300)
+
+
+def test_a_uniform_drift_is_a_learning_rate_schedule():
+    # multipliers equal across directions are a learning-rate schedule: 3 steps at 0.5x, then the rate
+    slow = drifted_risk(PROBLEM, Drift(np.full((3, 3), 0.5)), learning_rate=0.4, momentum=None, batch_size=2,
+                        steps=10)
+    part = drifted_risk(PROBLEM, Drift.none(3), learning_rate=0.2, momentum=None, batch_size=2, steps=3)
+    assert slow[3] == pytest.approx(part[3], rel=1e-12)
+    assert slow[10] > drifted_risk(PROBLEM, Drift.none(3), learning_rate=0.4, momentum=None, batch_size=2,
+                                   steps=10)[10]
+
+
+def test_segments():
+    d = Drift.from_segments([0, 2, 5], [[2.0, 2.0, 1.0], [1.5, 1.0, 1.0], [0.5, 1.0, 1.0]], end=7)
+    assert d.length == 7 and d.multipliers[1, 0] == 2.0 and d.multipliers[2, 0] == 1.5 and d.multipliers[6, 0] == 0.5
+    assert d.at(7) == 1.0
+    with pytest.raises(InputError):
+        Drift.from_segments([1, 2], [[1.0] * 3, [1.0] * 3], end=3)
+    with pytest.raises(InputError):
+        Drift.from_segments([0, 2], [[1.0] * 3, [1.0] * 3], end=2)
+    with pytest.raises(InputError):
+        Drift(np.array([[1.0, -1.0, 1.0]]))
+    with pytest.raises(InputError):
+        drifted_risk(PROBLEM, Drift.none(2), learning_rate=0.1, momentum=None, batch_size=1, steps=3)
+
+
+def test_first_hits_without_drift_agree_with_the_engine_in_distribution():
+    p = Problem(h=[1.0, 0.3, 0.01], c=[1.0, 0.3, 0.01], s0=[1.0, 1.0, 1.0], weights=[1.0, 1.0, 50.0])
+    target = 0.08 * p.initial_risk()
+    ours = drifted_first_hits(p, Drift.none(3), learning_rates=[0.5], momentum=None, batch_size=4, target=target,
+                              eval_every=3, horizon=300, runs=3000, seed=1)[0]
+    engine = first_hits(p, sgd(0.5), batch_size=4, target=target, eval_every=3, horizon=300, runs=3000, seed=2)
+    # medians of 3000 runs: their standard error is about 2% of the median here
+    assert np.median(ours) == pytest.approx(np.median(engine), rel=0.08)
+    assert np.isfinite(ours).mean() == pytest.approx(np.isfinite(engine).mean(), abs=0.03)
+
+
+def test_drifted_monte_carlo_matches_the_exact_mean():
+    # directions of weight 1 are simulated: the mean of the paths is the exact expected risk within its error
+    p = Problem(h=[1.5, 0.2], c=[2.0, 0.5], s0=[3.0, 1.0], weights=[1.0, 1.0])
+    d = Drift(np.array([[2.5, 0.5], [2.5, 0.5], [0.3, 1.0]]))
+    exact = drifted_risk(p, d, learning_rate=0.4, momentum=0.5, batch_size=2, steps=6)
+    paths = drifted_paths(p, d, learning_rates=[0.4], momentum=0.5, batch_size=2, steps=6, runs=20000, seed=0)[0]
+    mean, error = paths.mean(axis=0), paths.std(axis=0) / np.sqrt(paths.shape[0])
+    assert np.all(np.abs(mean - exact) < 4.5 * error)
+    # and the bulk (weight != 1) adds its exact expected risk to every run
+    q = Problem(h=[1.5, 0.2], c=[2.0, 0.5], s0=[3.0, 1.0], weights=[1.0, 7.0])
+    both = drifted_paths(q, d, learning_rates=[0.4], momentum=0.5, batch_size=2, steps=6, runs=50, seed=0)[0]
+    bulk = drifted_risk(Problem(h=[0.2], c=[0.5], s0=[1.0], weights=[7.0]), Drift(d.multipliers[:, 1:]),
+                        learning_rate=0.4, momentum=0.5, batch_size=2, steps=6)
+    single = drifted_paths(Problem(h=[1.5], c=[2.0], s0=[3.0], weights=[1.0]), Drift(d.multipliers[:, :1]),
+                           learning_rates=[0.4], momentum=0.5, batch_size=2, steps=6, runs=50, seed=0)[0]
+    np.testing.assert_allclose(both, single + bulk, rtol=1e-12)
+
+
+def test_tuning_finds_a_slower_answer_under_an_overshooting_drift():
+    p = Problem(h=[10.0, 1.0, 0.1], c=[1.0, 0.1, 0.01], s0=[0.1, 1.0, 10.0], weights=[1.0, 1.0, 1.0])
+    target = 0.05 * p.initial_risk()
+    fresh = tuned_drifted(p, Drift.none(3), "momentum", batch_size=1024, target=target, learning_rate=0.1,
+                          momentum=0.5, horizon=400)
+    # the stiff direction's gradient is 3x too large for the first 5 updates: the rate must fall
+    stale = tuned_drifted(p, Drift(np.tile([3.0, 1.0, 1.0], (5, 1))), "momentum", batch_size=1024, target=target,
+                          learning_rate=0.1, momentum=0.5, horizon=400)
+    assert stale.steps > fresh.steps
+    check = drifted_steps(p, Drift(np.tile([3.0, 1.0, 1.0], (5, 1))), learning_rate=stale.learning_rate,
+                          momentum=stale.momentum, batch_size=1024, target=target, horizon=400)
+    assert check == stale.steps
+    with pytest.raises(InputError):
+        tuned_drifted(p, Drift.none(3), "nesterov", batch_size=1, target=target, learning_rate=0.1, momentum=0.5,
+                      horizon=10)
