@@ -190,6 +190,10 @@ def _one_line_error(result, message: str) -> None:
     (("--workload", "digits-cnn", "--optimizers", "sgd,adam", "--kfac-hp", "damping=0.1"), "kfac is not measured"),
     (("--workload", "digits-cnn", "--at-step", "0"), "need a checkpoint after at least one update"),
     (("--workload", "nqm-sampled", "--option", "dim=8"), "a measured kfac preconditioner needs"),
+    (("--workload", "digits-cnn", "--preconditioner", "proxy", "--drift", "kfac"), "drift asked for kfac"),
+    (("--workload", "digits-cnn", "--optimizers", "sgd,adam", "--drift", "kfac"), "drift asked for kfac"),
+    (("--workload", "digits-cnn", "--drift", "lion"), "drift asked for lion, but lion is not measured"),
+    (("--workload", "digits-cnn", "--drift", "adam,kfac"), "modelled for kfac only, not 'adam'"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, no_training, args, message):
     result = RUNNER.invoke(app, ["calibrate", "--out", str(tmp_path / "out"), *args])

@@ -20,9 +20,12 @@ from batchlab.calibrate.measure import MeasureConfig, measure
 from batchlab.calibrate.noise import gradient_noise
 from batchlab.calibrate.operators import chunk_batch, hessian_operator, preconditioned_operator
 from batchlab.calibrate.precondition import (
+    applied_updates, drift_multipliers, relative_trace,
     DiagonalBlock, KroneckerBlock, Preconditioner, adam_preconditioner, extract_preconditioner,
 )
+from batchlab.calibrate.model import kept_top
 from batchlab.errors import InputError
+from batchlab.nqm.drift import drifted_steps
 from batchlab.optim.kfac import curvature_estimator
 from batchlab.train import TrainOptions, train
 
@@ -154,6 +157,48 @@ def test_kfac_blockwise_inverse_root_equals_a_dense_kronecker_product(kfac_measu
     assert low == pytest.approx(values.min(), rel=1e-6) and high == pytest.approx(values.max(), rel=1e-6)
 
 
+def _dense_kfac(p) -> np.ndarray:
+    dense = np.zeros((p.dim, p.dim))
+    for block in p.blocks:
+        rows = block.indices.ravel()
+        dense[np.ix_(rows, rows)] = block.scale * np.kron(block.left, block.right)
+    return dense
+
+
+def test_drift_multipliers_equal_dense_quadratic_forms(tiny, kfac_run):
+    """``u_iᵀ P_c^{1/2} P_a⁻¹ P_c^{1/2} u_i`` and the bulk mean ``(tr R − Σ m_i) / (d − k)`` against dense
+    matrices: K-FAC's inverse applied at update 0 (snapshot 1) against the checkpoint's (snapshot 6)."""
+    workload, _, batch = tiny
+    ps = {s: extract_preconditioner("kfac", workload, kfac_run[s].params, kfac_run[s].state, hyperparameters={},
+                                    batch=batch) for s in (1, STEPS)}
+    checkpoint, applied = _dense_kfac(ps[STEPS]), _dense_kfac(ps[1])
+    values, vectors = np.linalg.eigh(checkpoint)
+    half = (vectors * np.sqrt(values)) @ vectors.T
+    relative = half @ np.linalg.inv(applied) @ half
+    assert relative_trace(ps[STEPS], ps[1]) == pytest.approx(np.trace(relative), rel=1e-6)
+    u = np.linalg.qr(np.random.default_rng(0).normal(size=(ps[1].dim, 4)))[0].T
+    top, bulk = drift_multipliers(ps[STEPS], ps[1], u)
+    np.testing.assert_allclose(top, np.einsum("id,de,ie->i", u, relative, u), rtol=2e-4)
+    assert bulk == pytest.approx((np.trace(relative) - np.einsum("id,de,ie->i", u, relative, u).sum())
+                                 / (ps[1].dim - 4), rel=1e-4)
+    assert not np.allclose(top, 1.0, atol=1e-3)  # the factors did change over 5 updates
+    same_top, same_bulk = drift_multipliers(ps[STEPS], ps[STEPS], u)  # no drift: all ones
+    np.testing.assert_allclose(same_top, 1.0, rtol=1e-5)
+    assert same_bulk == pytest.approx(1.0, rel=1e-5)
+    diag = Preconditioner("adam", 3, (DiagonalBlock(np.arange(3), np.array([1.0, 4.0, 9.0])),), {})
+    other = Preconditioner("adam", 3, (DiagonalBlock(np.arange(3), np.array([2.0, 2.0, 3.0])),), {})
+    assert relative_trace(diag, other) == pytest.approx(0.5 + 2.0 + 3.0)
+    with pytest.raises(InputError, match="block structures"):
+        relative_trace(diag, ps[1])
+
+
+def test_applied_updates():
+    assert applied_updates("kfac", 16) == (0, 5, 10, 15)  # the registry's inverse_update_period = 5
+    assert applied_updates("kfac", 15) == (0, 5, 10) and applied_updates("kfac", 1) == (0,)
+    with pytest.raises(InputError, match="modelled for kfac only, not 'adam'"):
+        applied_updates("adam", 10)
+
+
 def test_blocks_must_cover_every_parameter_once():
     with pytest.raises(InputError, match="cover"):
         Preconditioner("adam", 3, (DiagonalBlock(np.array([0, 1]), np.ones(2)),), {})
@@ -245,7 +290,9 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
                               slq_steps=12, sketches=4),
         model=ModelConfig(initial="isotropic"),  # the fitted start is tested elsewhere and costs NQM searches
         batch_sizes=(8.0, 64.0), loss_examples=64,
-        optimizer_hyperparameters={"adam": {"learning_rate": 0.03}, "kfac": {"learning_rate": 0.1}})
+        optimizer_hyperparameters={"adam": {"learning_rate": 0.03}, "kfac": {"learning_rate": 0.1}}, drift=())
+    assert dataclasses.replace(config, drift=None).drifting == ("kfac",)  # the default: K-FAC's, where measured
+    assert dataclasses.replace(config, drift=None, preconditioner="proxy", optimizer_hyperparameters={}).drifting == ()
     workload = ToyClassifier()
     result = calibrate(workload, config, seed=0)
     assert tuple(result.measured) == ("adam", "kfac")
@@ -292,3 +339,27 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
     ours = {k: v for k, v in result.spectra_dict().items() if k not in ("timings", "preconditioned")}
     assert ours == {k: v for k, v in proxy.spectra_dict().items() if k != "timings"}
     assert proxy.nqm_dict() == {k: v for k, v in result.nqm_dict().items() if k != "preconditioned"}
+
+    # K-FAC's drift (the inverses its reference run applied before the checkpoint): the same calibration
+    # with it keeps the prediction without it as drift.fresh, exactly, and leaves adam alone
+    drifted = calibrate(workload, dataclasses.replace(config, drift=("kfac",)), seed=0)
+    pred = drifted.prediction_dict()
+    entry, before = pred["optimizers"]["kfac"], prediction["optimizers"]["kfac"]
+    for key in ("steps", "learning_rates", "momenta", "critical_batch_size", "expected_steps"):
+        assert entry["drift"]["fresh"][key] == before[key]
+    assert "drift" not in pred["optimizers"]["adam"] and pred["optimizers"]["adam"] == prediction["optimizers"]["adam"]
+    m = drifted.measured["kfac"]
+    checkpoint = m.reference.checkpoint_step
+    assert [seg["update"] for seg in entry["drift"]["segments"]] == list(range(0, checkpoint, 5))
+    assert entry["drift"]["replay_difference"] < 1e-4  # the replay that read the states retraced the run
+    assert m.drift.length == checkpoint
+    keep = kept_top(m.spectra.top.values, config.model.min_curvature)
+    first = entry["drift"]["segments"][0]
+    expected_row = np.r_[np.array(first["top"])[keep], np.full(m.nqm.problem.h.shape[0] - keep.sum(), first["bulk"])]
+    np.testing.assert_allclose(m.drift.multipliers[0], expected_row)
+    for row, steps in zip(drifted.curves["kfac"].rows, entry["expected_steps"]):
+        again = drifted_steps(m.nqm.problem, m.drift, learning_rate=row.learning_rate, momentum=row.momentum,
+                              batch_size=row.batch_size, target=m.nqm.target, horizon=int(4 * steps + 50))
+        assert again == steps
+    with pytest.raises(InputError, match="drift asked for kfac"):
+        dataclasses.replace(config, preconditioner="proxy", drift=("kfac",)).check()

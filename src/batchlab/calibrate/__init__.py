@@ -73,6 +73,26 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
   ``fitted_exponent`` is :mod:`.exponent`'s rank-matched ``p`` (``fitted_exponent_top_k``: of the top-k
   alone).  Proxy entries (and every entry of a calibration without adam/kfac) are exactly as above.
 
+  K-FAC's entry (``--drift``, default ``auto``: K-FAC wherever it is measured) models the preconditioner
+  its reference run applied before the checkpoint: kfac-jax refreshes its inverses every
+  ``inverse_update_period`` (5) updates, so a run uses the inverse of its initial curvature for updates
+  0–4, then that of update 5, and so on (:mod:`batchlab.nqm.drift`, measured by
+  :func:`.precondition.drift_multipliers`).  Its ``steps``, rates, momenta and critical batch size (and
+  ``expected_*``) are that model's, retuned around the fresh optimum, and it adds (digits-cnn)::
+
+        "drift": {"segments": [{"update": 0, "top": [2.09, 3.02, 2.04, ...], "bulk": 1.11},
+                               {"update": 5, "top": [1.04, 1.26, ...], "bulk": 0.96},
+                               {"update": 10, "top": [0.96, 0.98, ...], "bulk": 0.99}],
+                  "replay_difference": 0.0,
+                  "fresh": {"steps": [375, 94, 25, 8, 6, 5, 5], "critical_batch_size": {"b_noise": 296.7, ...},
+                            ... the entry's other fields without drift: K-FAC with its inverses refreshed every
+                            update, near enough}}
+
+  ``top``: the multipliers ``u_iᵀ P^{1/2} P_t⁻¹ P^{1/2} u_i`` of the gradient along the top-k directions
+  of its NQM (``P``: the checkpoint's preconditioner, ``P_t``: the one applied from ``update`` on), ``bulk``
+  their mean over all other directions; ``replay_difference``: the relative distance between the
+  checkpoint of the replayed reference run the states were read from and the reference's own.
+
 ``spectra.json`` — the measurements: ``"eigenvalues"`` (top-k, descending), ``"residuals"``,
 ``"noise"`` (``c_i`` along each eigenvector) and ``"noise_stderr"``, ``"gradient_projections"``,
 ``"trace"``, ``"bulk_density"`` (``{"dim", "nodes", "weights", "mean", "mean_stderr", "grid",

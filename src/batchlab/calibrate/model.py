@@ -197,6 +197,13 @@ def _fit_exponent(h, c, w, risk0: float, target: float, anchor: Anchor) -> tuple
     return float(brentq(gap, grid[i], grid[i + 1], xtol=1e-3)), "fit"
 
 
+def kept_top(values: np.ndarray, min_curvature: float) -> np.ndarray:
+    """Which of the top-k eigenvalues (descending) become NQM entries: those above ``min_curvature`` × the
+    largest.  They come first in the problem, in this order, before the bulk's entries."""
+    values = np.asarray(values)
+    return values > min_curvature * float(values[0])
+
+
 def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, anchor: Anchor | None = None,
                   config: ModelConfig = ModelConfig()) -> CalibratedProblem:
     """The NQM problem and target calibrated on ``spectra`` (see the module docstring).
@@ -223,7 +230,7 @@ def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, 
     if values[0] <= 0:
         raise InputError(f"the largest eigenvalue is not positive ({values[0]:g}); nothing to model")
     cutoff = config.min_curvature * float(values[0])
-    keep = values > cutoff
+    keep = kept_top(values, config.min_curvature)
     top_h, top_c = values[keep], np.maximum(spectra.noise.noise[keep], 0.0)
     nodes, mass = spectra.bulk.atoms()
     inside = nodes > cutoff

@@ -26,13 +26,15 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from batchlab.calibrate.exponent import ExponentFit, fitted_exponent
 from batchlab.calibrate.figures import exponent_figure, prediction_figure, spectrum_figure
 from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
-from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem
+from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem, kept_top
 from batchlab.calibrate.operators import chunk_batch, output_loss
-from batchlab.calibrate.precondition import MEASURED, extract_preconditioner
+from batchlab.calibrate.precondition import (DRIFTING, MEASURED, Preconditioner, applied_updates,
+                                             drift_multipliers, extract_preconditioner)
 from batchlab.calibrate.predict import PROXIES, Proxy, critical_entry, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
@@ -40,17 +42,19 @@ from batchlab.checks import check_at_least, check_integer, finite_or_none
 from batchlab.critical import critical_batch_size
 from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
+from batchlab.nqm.drift import Drift, tuned_drifted, tuned_drifted_first_hit
 from batchlab.nqm.first_hit import FirstHit, tuned_first_hit
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 from batchlab.nqm.spectrum import Problem
 
 __all__ = ["CalibrationConfig", "Calibration", "MeasuredOptimizer", "calibrate", "write_calibration", "read_nqm",
-           "check_output_dir", "DEFAULT_BATCH_SIZES", "OUTPUT_FILES", "PRECONDITIONERS"]
+           "check_output_dir", "DEFAULT_BATCH_SIZES", "OUTPUT_FILES", "PRECONDITIONERS", "AUTO_DRIFT"]
 
 DEFAULT_BATCH_SIZES = tuple(float(2**k) for k in range(2, 15, 2))  # 4, 16, …, 16384
 OUTPUT_FILES = ("spectra.json", "nqm_problem.json", "prediction.json", "spectrum.png", "prediction.png",
                 "preconditioned.png")
 PRECONDITIONERS = ("measured", "proxy")
+AUTO_DRIFT = DRIFTING  # measured optimizers whose preconditioner's drift is modelled by default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,13 @@ class CalibrationConfig:
             ``eval_every``); ``None`` (default): the reference run's ``eval_every`` (the workload's
             default unless set); ``0``: predict the expected risk's crossing only.
         first_hit_runs: Monte Carlo runs per learning rate for the first hit.
+        drift: measured optimizers (of :data:`~batchlab.calibrate.precondition.DRIFTING`) whose NQM follows the preconditioner their reference run applied
+            before its checkpoint, as gradient multipliers along the NQM's directions for those first
+            updates (:mod:`batchlab.nqm.drift`), instead of the checkpoint's preconditioner from update 0;
+            ``None`` (default): :data:`AUTO_DRIFT` where measured (:attr:`drifting`).  Their predictions
+            without it are kept under ``drift.fresh`` in ``prediction.json``.  K-FAC: the inverses as it
+            refreshed them (every ``inverse_update_period`` updates); Adam's early ``√v̂ + ε`` is built
+            from the very gradients it divides, which a linear model does not describe (module docs).
     """
 
     reference: ReferenceConfig = ReferenceConfig()
@@ -86,6 +97,7 @@ class CalibrationConfig:
     optimizer_hyperparameters: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     first_hit_every: int | None = None
     first_hit_runs: int = 400
+    drift: tuple[str, ...] | None = None
 
     def first_hit_cadence(self, workload: Any) -> int:
         """The evaluation cadence of the first-hit prediction (0: off)."""
@@ -97,6 +109,12 @@ class CalibrationConfig:
     def measured(self) -> tuple[str, ...]:
         """The optimizers calibrated in their own preconditioned coordinates (in ``optimizers`` order)."""
         return tuple(name for name in self.optimizers if name in MEASURED) if self.preconditioner == "measured" else ()
+
+    @property
+    def drifting(self) -> tuple[str, ...]:
+        """The measured optimizers whose preconditioner's drift is modelled (see ``drift``)."""
+        names = AUTO_DRIFT if self.drift is None else self.drift
+        return tuple(name for name in self.measured if name in names)
 
     def optimizer_reference(self, name: str) -> ReferenceConfig:
         """The reference run of measured optimizer ``name``: the reference settings with that optimizer."""
@@ -114,6 +132,12 @@ class CalibrationConfig:
         if self.first_hit_every is not None:
             check_integer(self.first_hit_every, "first_hit_every", 0)
         check_integer(self.first_hit_runs, "first_hit_runs", 2)
+        for name in self.drift or ():
+            if name in MEASURED and name not in DRIFTING:
+                applied_updates(name, 1)  # raises: why this optimizer's drift is not modelled
+            if name not in self.measured:
+                raise InputError(f"drift asked for {name}, but {name} is not measured "
+                                 f"(measured: {', '.join(self.measured) or 'none'})")
         if self.preconditioner not in PRECONDITIONERS:
             raise InputError(f"preconditioner must be {' or '.join(PRECONDITIONERS)}, got {self.preconditioner!r}")
         self.reference.check()
@@ -207,6 +231,10 @@ class MeasuredOptimizer:
         nqm: its NQM (plain; anchored to its own reference run).
         exponent: the fitted power ``p`` of ``H^{-p}`` (:mod:`batchlab.calibrate.exponent`).
         timings: seconds of its reference run(s), extraction and measurement, and prediction.
+        drift: the preconditioner it applied before the checkpoint, along its NQM's entries (``None``
+            unless in ``CalibrationConfig.drifting``); ``drift_info`` describes it for ``prediction.json``:
+            ``segments`` (per change: ``update``, the ``top``-k multipliers, the ``bulk`` mean) and
+            ``replay_difference`` (relative L2 distance between the replay's checkpoint and the run's).
     """
 
     name: str
@@ -216,6 +244,8 @@ class MeasuredOptimizer:
     nqm: CalibratedProblem
     exponent: ExponentFit
     timings: dict[str, float]
+    drift: Drift | None = None
+    drift_info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _reference_dict(config: ReferenceConfig, run: ReferenceRun) -> dict[str, Any]:
@@ -290,6 +320,7 @@ class Calibration:
     measured: Mapping[str, MeasuredOptimizer] = dataclasses.field(default_factory=dict)
     first_hits: Mapping[str, tuple[FirstHit, ...]] = dataclasses.field(default_factory=dict)
     first_hit_every: int = 0
+    fresh: Mapping[str, tuple[ScalingCurve, tuple[FirstHit, ...]]] = dataclasses.field(default_factory=dict)
 
     def prediction_dict(self) -> dict[str, Any]:
         """The ``prediction.json`` object (format in :mod:`batchlab.calibrate`)."""
@@ -301,6 +332,8 @@ class Calibration:
                                              self.config.first_hit_runs, self.seed)
         for name, measured in self.measured.items():
             entries[name] |= _measured_entry(w, measured)
+            if name in self.fresh:
+                entries[name]["drift"] = {**measured.drift_info, "fresh": self._fresh_entry(name)}
             if name == "adam":
                 adam_optimizer_units(entries[name])
         for entry in entries.values():
@@ -318,6 +351,17 @@ class Calibration:
             "curvature": self.spectra.curvature,
             "seed": self.seed,
         }
+
+    def _fresh_entry(self, name: str) -> dict[str, Any]:
+        """The prediction without drift (``drift.fresh`` of a measured optimizer's entry)."""
+        curve, hits = self.fresh[name]
+        entry = optimizer_entry(curve)
+        if hits:
+            entry = first_hit_entry(entry, hits, self.first_hit_every, self.config.first_hit_runs, self.seed)
+            del entry["first_hit"]
+        if name == "adam":
+            adam_optimizer_units(entry)
+        return entry
 
     def spectra_dict(self) -> dict[str, Any]:
         """The ``spectra.json`` object (format in :mod:`batchlab.calibrate`)."""
@@ -370,7 +414,59 @@ def _measure_optimizer(workload: Any, config: CalibrationConfig, name: str, *, s
     nqm = build_problem(spectra, initial_loss=run.initial_loss, target_loss=run.target_loss, anchor=anchor,
                         config=config.model)
     exponent = fitted_exponent(reference, spectra, min_curvature=config.model.min_curvature)
-    return MeasuredOptimizer(name, ref_config, run, spectra, nqm, exponent, timings)
+    drift, info = None, {}
+    if name in config.drifting:
+        start = time.perf_counter()
+        drift, info = _drift(workload, name, ref_config, run, preconditioner, spectra, nqm.problem, config.model,
+                                 batch, seed=seed, loss_chunks=loss_chunks, stages=stages)
+        timings["drift"] = time.perf_counter() - start
+    return MeasuredOptimizer(name, ref_config, run, spectra, nqm, exponent, timings, drift, info)
+
+
+def _drift(workload: Any, name: str, config: ReferenceConfig, run: ReferenceRun, checkpoint: Preconditioner,
+           spectra: Spectra, problem: Problem, model: ModelConfig, batch: Any, *, seed: int, loss_chunks: list[Any],
+           stages: Stages) -> tuple[Drift, dict[str, Any]]:
+    """The preconditioner ``name``'s reference run applied at each update before its checkpoint, as
+    multipliers along the NQM's entries (:func:`~batchlab.calibrate.precondition.drift_multipliers`: the
+    kept top-k directions, then the bulk's mean for every bulk entry), one segment per change.  The
+    optimizer states are those of a replay of the reference run (its seed and hyperparameters) to its
+    checkpoint: a run asked to keep a state trains on to it, and the first hit is not known in advance."""
+    updates = list(applied_updates(name, run.checkpoint_step))
+    replay_config = dataclasses.replace(config, hyperparameters=dict(run.hyperparameters), tune_points=0, seeds=1,
+                                        checkpoint_step=run.checkpoint_step, target_loss=run.target_loss)
+    replay = run_reference(workload, replay_config, seed=seed, loss_chunks=loss_chunks,
+                           stages=_prefixed(stages, "drift"), keep=tuple(t + 1 for t in updates))
+    keep = kept_top(spectra.top.values, model.min_curvature)
+    rows, segments = [], []
+    for t in updates:
+        snap = replay.snapshots[t + 1]
+        applied = extract_preconditioner(name, workload, snap.params, snap.state, hyperparameters=run.hyperparameters,
+                                         batch=batch)
+        top, bulk = drift_multipliers(checkpoint, applied, spectra.top.vectors)
+        rows.append(np.concatenate([top[keep], np.full(problem.h.shape[0] - int(keep.sum()), bulk)]))
+        segments.append({"update": t, "top": top.tolist(), "bulk": bulk})
+    original, replayed = (np.asarray(ravel_pytree(p)[0], np.float64) for p in (run.checkpoint, replay.checkpoint))
+    info = {"segments": segments,
+            "replay_difference": float(np.linalg.norm(replayed - original) / max(np.linalg.norm(original), 1e-300))}
+    return Drift.from_segments(updates, rows, end=run.checkpoint_step), info
+
+
+def _drifted_curve(problem: Problem, target: float, curve: ScalingCurve, drift: Drift) -> ScalingCurve:
+    """``curve`` (tuned without drift) retuned under ``drift`` around each batch size's optimum
+    (:func:`batchlab.nqm.drift.tuned_drifted`; expected-risk steps)."""
+    rows = []
+    for row in curve.rows:
+        if not math.isfinite(row.steps):
+            rows.append(row)
+            continue
+        horizon = int(max(4 * row.steps, 2 * drift.length, 50))
+        best = tuned_drifted(problem, drift, curve.kind, batch_size=row.batch_size, target=target,
+                             learning_rate=row.learning_rate, momentum=row.momentum, horizon=horizon)
+        rows.append(dataclasses.replace(row, steps=best.steps, learning_rate=best.learning_rate, momentum=best.momentum,
+                                        reason="" if math.isfinite(best.steps) else "not within the drift's horizon"))
+    steps = [r.steps for r in rows]
+    return dataclasses.replace(curve, rows=tuple(rows),
+                               critical=critical_batch_size([r.batch_size for r in rows], steps))
 
 
 def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *, seed: int = 0,
@@ -427,12 +523,33 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
                           progress=lambda _: tick())
         if name in measured:
             measured[name].timings["predict"] = time.perf_counter() - began
+    fresh = {}
+    for name, m in measured.items():
+        if m.drift is not None:
+            fresh[name] = curves[name]
+            curves[name] = _drifted_curve(m.nqm.problem, m.nqm.target, curves[name], m.drift)
     every = config.first_hit_cadence(workload)
-    first_hits = {}
+    first_hits, fresh_hits = {}, {}
     if every:
         began = time.perf_counter()
-        tick = stages("NQM first hits (Monte Carlo)", sum(len(curve.rows) for curve in curves.values()))
+        tick = stages("NQM first hits (Monte Carlo)",
+                      sum(len(curve.rows) for curve in (*curves.values(), *fresh.values())))
         for name, curve in curves.items():
+            problem, target = nqm_of(name)
+            hits = []
+            drift = measured[name].drift if name in measured else None
+            for row in curve.rows:
+                if drift is None:
+                    hits.append(tuned_first_hit(problem, curve.kind, batch_size=row.batch_size, target=target,
+                                                eval_every=every, precond=curve.precond,
+                                                runs=config.first_hit_runs, seed=seed, optimum=row))
+                else:
+                    hits.append(tuned_drifted_first_hit(problem, drift, batch_size=row.batch_size, target=target,
+                                                        eval_every=every, optimum=row, runs=config.first_hit_runs,
+                                                        seed=seed))
+                tick()
+            first_hits[name] = tuple(hits)
+        for name, curve in fresh.items():  # the same without drift, for comparison
             problem, target = nqm_of(name)
             hits = []
             for row in curve.rows:
@@ -440,11 +557,12 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
                                             eval_every=every, precond=curve.precond, runs=config.first_hit_runs,
                                             seed=seed, optimum=row))
                 tick()
-            first_hits[name] = tuple(hits)
+            fresh_hits[name] = tuple(hits)
         timings["first_hit"] = time.perf_counter() - began
     timings["predict"] = time.perf_counter() - started
     timings["total"] = time.perf_counter() - start
-    return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings, measured, first_hits, every)
+    return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings, measured, first_hits, every,
+                       {name: (curve, fresh_hits.get(name, ())) for name, curve in fresh.items()})
 
 
 def write_calibration(calibration: Calibration, out: Path) -> dict[str, Path]:

@@ -53,8 +53,8 @@ from jax.flatten_util import ravel_pytree
 
 from batchlab.errors import InputError
 
-__all__ = ["MEASURED", "KroneckerBlock", "DiagonalBlock", "Preconditioner", "adam_preconditioner",
-           "kfac_preconditioner", "extract_preconditioner"]
+__all__ = ["MEASURED", "DRIFTING", "KroneckerBlock", "DiagonalBlock", "Preconditioner", "adam_preconditioner",
+           "kfac_preconditioner", "extract_preconditioner", "applied_updates", "relative_trace", "drift_multipliers"]
 
 MEASURED = ("adam", "kfac")  # study optimizers whose preconditioner can be measured
 
@@ -244,3 +244,62 @@ def extract_preconditioner(optimizer: str, workload: Any, params: Any, state: An
         return kfac_preconditioner(workload, params, state, batch=batch,
                                    adaptive=hyperparameters.get("adaptive", "off") == "on")
     raise InputError(f"no measured preconditioner for {optimizer!r}; measured: {', '.join(MEASURED)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The preconditioner a run applies before the checkpoint (its drift, batchlab.nqm.drift)
+
+DRIFTING = ("kfac",)  # measured optimizers whose preconditioner before the checkpoint can be modelled
+
+
+def applied_updates(optimizer: str, checkpoint_step: int) -> tuple[int, ...]:
+    """The updates ``t < checkpoint_step`` at which the optimizer starts applying another preconditioner,
+    each applied until the next: K-FAC (registry settings) refreshes its inverses at updates ``0, k, 2k, …``
+    (``k = inverse_update_period``) from its curvature estimate after that update's, so the state after
+    update ``t`` (snapshot ``t + 1``) holds the factors it inverts.
+
+    Adam is not modelled: its ``√v̂ + ε`` is built from the very gradients it divides (at update 0 it is
+    ``|g| + ε``, a sign step), so its ratio to the checkpoint's says nothing about a linear model's
+    gradient (``benchmarks/adam_drift.py`` measures it on digits-cnn).
+
+    Raises:
+        InputError: another optimizer than :data:`DRIFTING`.
+    """
+    if optimizer not in DRIFTING:
+        raise InputError(f"the preconditioner's drift is modelled for {', '.join(DRIFTING)} only, not {optimizer!r} "
+                         "(Adam's early preconditioner is built from the gradients it divides)")
+    from batchlab.optim.kfac import KfacConfig
+
+    return tuple(range(0, int(checkpoint_step), KfacConfig().inverse_update_period))
+
+
+def relative_trace(checkpoint: Preconditioner, applied: Preconditioner) -> float:
+    """``tr(P_c P_a⁻¹)`` (``P_c``: ``checkpoint``, ``P_a``: ``applied``, the same block structure), the trace
+    of ``R = P_c^{1/2} P_a⁻¹ P_c^{1/2}``, exactly and blockwise: ``(s_c / s_a) tr(L_c L_a⁻¹) tr(R_c R_a⁻¹)``
+    for a Kronecker block, ``Σ d_c / d_a`` for a diagonal one."""
+    if checkpoint.dim != applied.dim or len(checkpoint.blocks) != len(applied.blocks):
+        raise InputError("the two preconditioners have different block structures")
+    total = 0.0
+    for c, a in zip(checkpoint.blocks, applied.blocks):
+        if type(c) is not type(a) or not np.array_equal(c.indices, a.indices):
+            raise InputError("the two preconditioners have different block structures")
+        if isinstance(c, DiagonalBlock):
+            total += float(np.sum(c.diagonal / a.diagonal))
+        else:
+            total += (c.scale / a.scale) * float(np.trace(np.linalg.solve(a.left, c.left))) \
+                * float(np.trace(np.linalg.solve(a.right, c.right)))
+    return total
+
+
+def drift_multipliers(checkpoint: Preconditioner, applied: Preconditioner, vectors: Any) -> tuple[np.ndarray, float]:
+    """Along the checkpoint coordinates' top eigenvectors ``u_i`` (rows of ``vectors``, orthonormal, length
+    d), ``m_i = u_iᵀ R u_i`` with ``R = P_c^{1/2} P_a⁻¹ P_c^{1/2}``: how much larger the gradient step the
+    applied preconditioner takes than the checkpoint's; and the mean of ``R`` over the other ``d − k``
+    directions, ``(tr R − Σ m_i) / (d − k)`` (:func:`relative_trace`).  ``m = 1`` when ``P_a = P_c``."""
+    u = np.asarray(vectors, np.float64)
+    half, inverse = checkpoint.matrix_power(0.5), applied.matrix_power(-1.0)
+    top = np.array([float(np.dot(row, np.asarray(half(inverse(half(jnp.asarray(row, jnp.float32)))), np.float64)))
+                    for row in u])
+    rest = checkpoint.dim - u.shape[0]
+    bulk = (relative_trace(checkpoint, applied) - float(top.sum())) / rest if rest > 0 else 1.0
+    return top, bulk

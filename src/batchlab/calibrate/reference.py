@@ -107,6 +107,8 @@ class ReferenceRun:
             hyperparameters (``target_step`` with one seed): the anchor of the NQM fit.
         checkpoint_state: the optimizer state at the checkpoint (e.g. Adam's moments, K-FAC's
             curvature estimate: :mod:`batchlab.calibrate.precondition` reads the preconditioner there).
+        snapshots: step → :class:`~batchlab.train.result.Snapshot` of the extra steps asked for
+            (``keep``), those the run got to (the preconditioner's drift, :mod:`batchlab.nqm.drift`).
     """
 
     checkpoint: Any
@@ -119,6 +121,7 @@ class ReferenceRun:
     trials: tuple[tuple[float, float], ...] = ()
     median_steps: int | None = None
     checkpoint_state: Any = dataclasses.field(default=None, repr=False, compare=False)
+    snapshots: Mapping[int, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
 def measured_loss(workload: Any, params: Any, chunks: list[Any]) -> float:
@@ -182,10 +185,11 @@ def _sweep(workload: Any, config: ReferenceConfig, budget: int, seeds: list[int]
     return {**config.hyperparameters, "learning_rate": best[1]}, tuple(trials), best[0]
 
 
-def _reference_run(base: TrainSetup, checkpoint_step: int | None, want_target: bool, tick: Tick) -> TrainResult:
+def _reference_run(base: TrainSetup, checkpoint_step: int | None, want_target: bool, tick: Tick,
+                   keep: tuple[int, ...] = ()) -> TrainResult:
     """The reference run: to the first hit (kept) and the checkpoint, or (no target wanted) to the
-    checkpoint only, evaluating there and at the start."""
-    steps = (0,) if checkpoint_step is None else (0, checkpoint_step)
+    checkpoint only, evaluating there and at the start; the steps ``keep`` are kept too."""
+    steps = tuple(sorted({0, *keep} | (set() if checkpoint_step is None else {checkpoint_step})))
     if want_target:
         return run(dataclasses.replace(base, options=TrainOptions(checkpoints=steps, keep_hit=True)),
                    progress=_progress(tick))
@@ -196,7 +200,7 @@ def _reference_run(base: TrainSetup, checkpoint_step: int | None, want_target: b
 
 
 def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chunks: list[Any],
-                  stages: Stages = no_progress) -> ReferenceRun:
+                  stages: Stages = no_progress, keep: tuple[int, ...] = ()) -> ReferenceRun:
     """Train the reference optimizer to the checkpoint and (unless ``target_loss`` is given) the target.
 
     With ``tune_points > 0`` (and no given ``target_loss``) the learning rate is first tuned: for each
@@ -211,6 +215,8 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
         seed: the run's seed (``train``'s convention, see the module docstring).
         loss_chunks: the fixed measurement batch, in chunks (see :func:`measured_loss`).
         stages: progress hook: one unit per tuning rate, then one per update of the reference run.
+        keep: also keep the parameters and optimizer state after these numbers of updates (those the
+            run gets to; steps beyond the budget are dropped) in :attr:`ReferenceRun.snapshots`.
 
     Returns:
         :class:`ReferenceRun`.
@@ -230,8 +236,10 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
         values, trials, median = _sweep(workload, config, budget, seeds, stages("reference tuning", config.tune_points))
     base = setup(workload, config.optimizer, values, config.batch_size, budget, seed, eval_every=config.eval_every,
                  target=config.target, target_metric=config.target_metric)
-    result = _reference_run(base, config.checkpoint_step, want_target, stages("reference run", budget))
+    extra = tuple(sorted({int(step) for step in keep if 0 < int(step) <= budget}))
+    result = _reference_run(base, config.checkpoint_step, want_target, stages("reference run", budget), extra)
     kept = result.checkpoints
+    snapshots = {step: kept[step] for step in extra if step in kept}
     name = f"the reference run ({config.optimizer}, batch {config.batch_size})"
     if result.status == "diverged" and (want_target or config.checkpoint_step not in kept):
         raise InputError(f"{name} diverged; lower its learning rate")
@@ -243,7 +251,7 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     if not want_target:
         snapshot = kept[config.checkpoint_step]
         return ReferenceRun(snapshot.params, int(config.checkpoint_step), initial_loss, float(config.target_loss),
-                            None, {}, chosen, trials, checkpoint_state=snapshot.state)
+                            None, {}, chosen, trials, checkpoint_state=snapshot.state, snapshots=snapshots)
     hit = kept[result.steps_to_target]
     if median is None:  # untuned: the median over seeds at the given hyperparameters
         median = hit.step if len(seeds) == 1 else _median_steps(base, seeds, budget)
@@ -252,7 +260,7 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
     metrics = {k: v for k, v in result.final_metrics.items() if k != "train_loss"}  # the evaluation's own
     return ReferenceRun(checkpoint, step, initial_loss, measured_loss(workload, hit.evaluated, loss_chunks),
                         hit.step, metrics, chosen, trials, int(median) if math.isfinite(median) else hit.step,
-                        snapshot.state)
+                        snapshot.state, snapshots)
 
 
 def reference_anchor(config: ReferenceConfig, run: ReferenceRun, proxy: Proxy | None = None) -> Anchor | None:

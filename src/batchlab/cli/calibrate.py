@@ -38,6 +38,15 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _drift_names(text: str) -> tuple[str, ...] | None:
+    words = text.strip().lower()
+    if words == "auto":
+        return None
+    if words in ("none", ""):
+        return ()
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 @app.command("calibrate")
 @guarded
 def calibrate_command(
@@ -90,6 +99,11 @@ def calibrate_command(
         help="predict one run's median first hit of the target checked every N steps, what a study with "
              "eval_every N measures (default: the reference's evaluation cadence; 0: the expected risk's crossing)"),
     first_hit_runs: int = typer.Option(400, "--first-hit-runs", help="Monte Carlo runs per learning rate"),
+    drift: str = typer.Option(
+        "auto", "--drift",
+        help="measured optimizers whose NQM follows the preconditioner their reference run applied before the "
+             "checkpoint (K-FAC's inverses as it refreshed them) for those first updates: comma-separated names, "
+             "none, or auto (kfac where measured); the prediction without it is kept under drift.fresh"),
     as_json: bool = typer.Option(False, "--json", help="print prediction.json on stdout"),
 ) -> None:
     """Measure curvature and gradient-noise spectra at a checkpoint, build an NQM and predict steps vs batch size.
@@ -121,6 +135,7 @@ def calibrate_command(
             ("kfac", parse_assignments(kfac_hp, flag="--kfac-hp"))) if values},
         first_hit_every=first_hit_every,
         first_hit_runs=first_hit_runs,
+        drift=_drift_names(drift),
     )
     config.check()
     check_output_dir(out)  # a result that cannot be written fails now, not after the training

@@ -79,6 +79,7 @@ class KfacConfig:
             (``results/stability-digits-loss-kfac-period1/``); on fashion-mnist-mlp it needs 19 steps
             instead of 38 at B = 4096 (``results/paper-fashion-mnist-kfac-period1/``).
             :func:`spec_with` builds such a variant (``studies/optimizers/kfac_period1.py``).
+            ``batchlab calibrate`` models the registry's period (``batchlab.nqm.drift``).
         estimation_mode: kfac-jax's curvature estimator (sampled Fisher by default).
         fast_conv_statistics: use :mod:`batchlab.optim.kfac_conv` for convolution layers.
     """
