@@ -208,3 +208,26 @@ K=results/stability-digits-loss-kfac
 PYTHONPATH=src .venv/bin/python benchmarks/large_batch_plateau.py --calibration $R/digits/loss-target \
   --study $K/seed0.sqlite --study $K/seed1.sqlite --study $K/seed2.sqlite --study $R/digits/loss-study/study.sqlite \
   --optimizers kfac --batch-sizes 32,128,1024 --beta-box 0.5,0.95 --out $R/plateau/digits-kfac
+
+# 12. K-FAC's stale inverses in the NQM (batchlab.nqm.drift; `batchlab calibrate --drift`, default auto = kfac
+#     where measured, since this section): the NQM of K-FAC follows the inverses its reference run applied before
+#     the checkpoint (refreshed every 5 updates), instead of the checkpoint's from update 0.
+#    a) digits-cnn, the default pipeline on the studies' training-loss target (~8 min), validated against the ~4x
+#       study (sgd, momentum, adam; unchanged) and K-FAC's own studies of section 11 (1x and 2x search)
+$B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --out $R/digits/drift
+V=""
+for P in stability-digits-loss stability-digits-loss-kfac stability-digits-loss-kfac-2x; do
+  for s in 0 1 2; do
+    mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
+    V="$V runs/$P-stores/seed$s=$R/digits/drift"
+  done
+done
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/drift
+#    b) fashion-mnist-mlp (sgd and kfac; the K-FAC part is section 9's, now with its drift; ~50 min), against
+#       paper-fashion-mnist (the registry's K-FAC)
+$B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --target 0.3 \
+  --batch-sizes 16,64,256,1024,4096,16384 --first-hit-every 20 --optimizers sgd,kfac --out $R/fashion-mnist/drift
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
+  results/paper-fashion-mnist/study=$R/fashion-mnist/drift --out $R/fashion-mnist/drift-validation
+#    c) why Adam's drift is not modelled: its early preconditioner against its checkpoint's (~2 min)
+PYTHONPATH=src .venv/bin/python benchmarks/adam_drift.py > $R/drift/adam_drift.txt

@@ -3,6 +3,7 @@ K-FAC's blockwise ``P^{-1/2}`` against kfac-jax's own inverse and a dense Kronec
 preconditioned spectrum and noise against dense matrices, and the fitted exponent."""
 
 import dataclasses
+import io
 import json
 
 import jax
@@ -361,5 +362,15 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
         again = drifted_steps(m.nqm.problem, m.drift, learning_rate=row.learning_rate, momentum=row.momentum,
                               batch_size=row.batch_size, target=m.nqm.target, horizon=int(4 * steps + 50))
         assert again == steps
+    # the command's summary names the drift and the prediction without it
+    from rich.console import Console
+
+    from batchlab.cli.calibrate import _render
+
+    console = Console(file=io.StringIO(), width=200)
+    _render(console, drifted, write_calibration(drifted, tmp_path / "drifted"))
+    text = console.file.getvalue()
+    assert f"kfac: follows the {len(entry['drift']['segments'])} preconditioner(s)" in text
+    assert "kfac (measured P, drift)" in text and "adam (measured P)" in text
     with pytest.raises(InputError, match="drift asked for kfac"):
         dataclasses.replace(config, preconditioner="proxy", drift=("kfac",)).check()

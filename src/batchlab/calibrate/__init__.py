@@ -227,10 +227,24 @@ size (0.52-1.47) and 2.07-3.09 in B_noise; recomputing its inverses every step i
 (``benchmarks/preconditioner_freshness.py``) shortens the period-5 winners' large-batch runs by 0-29%, and
 retuned for it (``stability-digits-loss-kfac-period1``) K-FAC needs 4-6.5 steps at B = 1024 instead of
 8.5-11.5 and its B_noise is 310-387: the NQM's 297 is 0.77-0.96x that (on fashion-mnist-mlp 0.75x,
-against 2.50x for period 5: 19 instead of 38 steps at B = 4096, the NQM's 17).  So the NQM predicts K-FAC with a
-fresh preconditioner, as it models it; the registry's inverse period of 5 puts a floor under K-FAC's
-large-batch runs that the NQM does not model.  Adam has no such floor from its preconditioner: its ~4x
-winners rerun with β₂ 0.99 or 0.9 instead of 0.999 take 0.97-1.07x the steps.  Anchoring the initial
+against 2.50x for period 5: 19 instead of 38 steps at B = 4096, the NQM's 17).  So the NQM with the
+checkpoint's preconditioner from step 0 predicts K-FAC with fresh inverses.
+
+**K-FAC's stale inverses, modelled (adopted, the default ``--drift auto``).**  The registry's K-FAC applies
+for updates 0-4 the inverse of its curvature at initialisation, then that of update 5, and so on.  Along
+the NQM's stiff directions that inverse takes steps 1.6-3x (digits-cnn) and up to 10.6x (fashion-mnist-mlp)
+larger than the checkpoint's (``m`` of :func:`.precondition.drift_multipliers`), so the tuned large-batch
+rate must fall.  With it (:mod:`batchlab.nqm.drift`) the predicted B_noise of the registry's K-FAC is 162
+on digits-cnn (297 without): 1.13-1.69x the six measured ones of ``stability-digits-loss-kfac`` and its 2x
+variant (9 steps at B = 1024 against 8-11.5), and 522 on fashion-mnist-mlp (1,926 without): 0.68x the
+measured 769 (60 and 46 steps at B = 1024 and 4096, measured 72 and 38).  Per cell 0.67-1.47 on digits and
+0.76-1.21 on fashion-mnist (``results/calibration/drift/``, ``fashion-mnist/drift-validation/``).  The
+prediction without the drift stays in ``prediction.json`` (``kfac.drift.fresh``): K-FAC refreshing its
+inverses every update.  Adam's drift is not modelled: at update 0 Adam divides by ``|g₀| + ε``, and along
+the top directions ``m`` is ~2×10⁵ there (12.6% of digits-cnn's weights have ``|g₀| < 10⁻⁶``), 124 at
+update 8, ~1 from update 19 (``benchmarks/adam_drift.py``): a preconditioner built from the gradient it
+divides is not a gradient multiplier.  Its ~4x winners rerun with β₂ 0.99 or 0.9 instead of 0.999 take
+0.97-1.07x the steps.  Anchoring the initial
 state at a measured large-batch SGD cell instead of the reference (``benchmarks/calibration_large_anchor.py``)
 moves the curves' level, not their slope: SGD B_noise 122 → 124 on fashion-mnist (measured 205), 78 → 83
 on digits.

@@ -29,7 +29,9 @@ kernel rows then the bias row), with the inverse of
 and a diagonal block with ``P = s · f + λ`` (``f``: its diagonal estimate).  The factors are those of
 the estimator state at the checkpoint, i.e. the inverse kfac-jax computes at its next inverse update
 (it refreshes the cached inverses every ``inverse_update_period`` = 5 steps, so the inverse it applied
-last may lag by up to 4 EMA updates of decay 0.95).  ``P^e`` for any power ``e`` is applied blockwise
+last may lag by up to 4 EMA updates of decay 0.95).  What it applied before the checkpoint (the inverses of earlier estimates,
+from initialisation on) is measured against ``P`` by :func:`applied_updates` and :func:`drift_multipliers`
+for the NQM's drift (:mod:`batchlab.nqm.drift`).  ``P^e`` for any power ``e`` is applied blockwise
 from eigendecompositions of the small factors (float64): ``X ↦ s^e · A_λ^e X G_λ^e``.
 
 Example:

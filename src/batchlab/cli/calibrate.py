@@ -178,6 +178,15 @@ def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
                       f"{_num(entry['reference']['median_steps'])} steps to target); fitted p = {_num(fit.exponent)} "
                       f"(top-k {_num(fit.exponent_top_k)}, r² {_num(fit.r2)}); B_noise = "
                       f"{_num(entry['noise_scales']['b_noise'])} in its coordinates")
+        if "drift" in entry:
+            segments, fresh = entry["drift"]["segments"], entry["drift"]["fresh"]
+            tops = [value for segment in segments for value in segment["top"]]
+            console.print(f"{name}: follows the {len(segments)} preconditioner(s) its run applied before the "
+                          f"checkpoint (from updates {', '.join(str(seg['update']) for seg in segments[:6])}"
+                          f"{', …' if len(segments) > 6 else ''}; gradient multipliers {min(tops):.3g}–{max(tops):.3g} "
+                          f"along its top directions); without that: B_noise "
+                          f"{_num(fresh['critical_batch_size']['b_noise'])}, steps {_num(fresh['steps'][-1])} at "
+                          f"batch {fresh['batch_sizes'][-1]:g}")
         if measured.nqm.initial_rule == "fit (closest)":
             console.print(f"[yellow]warning:[/] {name}'s NQM could not reproduce its reference run "
                           f"({entry['anchor']['steps']} steps); its closest takes "
@@ -189,7 +198,9 @@ def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
     entries = prediction["optimizers"]
     for name, entry in entries.items():
         measured = entry.get("preconditioner") == "measured"
-        table.add_column(f"{name} (measured P)" if measured else f"{name} (p={entry['precond']:g})", justify="right")
+        label = f"{name} (measured P{', drift' if 'drift' in entry else ''})" if measured else \
+            f"{name} (p={entry['precond']:g})"
+        table.add_column(label, justify="right")
     sizes = next(iter(entries.values()))["batch_sizes"]
     for i, size in enumerate(sizes):
         table.add_row(f"{size:g}", *[_num(entry["steps"][i]) for entry in entries.values()])
