@@ -116,3 +116,23 @@ def test_tuning_finds_a_slower_answer_under_an_overshooting_drift():
     with pytest.raises(InputError):
         tuned_drifted(p, Drift.none(3), "nesterov", batch_size=1, target=target, learning_rate=0.1, momentum=0.5,
                       horizon=10)
+
+
+@pytest.mark.parametrize("off", [1.0, 0.02, 30.0])
+def test_tuning_extends_its_grid_past_an_edge_and_refines(off):
+    # the optimum sits just below the stability wall (rate 0.2): from a good centre, one 50x too small
+    # and one 30x too large, the grid walks there and its refinement lands within 3% of a fine scan
+    p = Problem(h=[10.0, 1.0, 0.1], c=[1.0, 0.1, 0.01], s0=[0.1, 1.0, 10.0], weights=[1.0, 1.0, 1.0])
+    target = 0.05 * p.initial_risk()
+    scan = min(drifted_steps(p, Drift.none(3), learning_rate=lr, momentum=None, batch_size=256, target=target,
+                             horizon=300) for lr in np.geomspace(0.15, 0.21, 200))
+    found = tuned_drifted(p, Drift.none(3), "sgd", batch_size=256, target=target, learning_rate=0.1 * off,
+                          momentum=None, horizon=300)
+    assert scan <= found.steps <= 1.03 * scan
+    if off < 1.0:  # without extensions it stops at the grid's edge, slower
+        stuck = tuned_drifted(p, Drift.none(3), "sgd", batch_size=256, target=target, learning_rate=0.1 * off,
+                              momentum=None, horizon=300, extensions=0)
+        assert stuck.steps > 1.5 * scan
+    with pytest.raises(InputError, match="two distinct"):
+        tuned_drifted(p, Drift.none(3), "sgd", batch_size=256, target=target, learning_rate=0.1, momentum=None,
+                      horizon=10, lr_multipliers=[1.0])

@@ -46,6 +46,7 @@ __all__ = ["Drift", "DriftedOptimum", "drifted_risk", "drifted_steps", "drifted_
 
 LR_MULTIPLIERS = tuple(float(2 ** (k / 4)) for k in range(-16, 5))  # 1/16 … 2: around the centre's rate
 MOMENTA = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)  # tried besides the centre's (momentum kind)
+REFINE = 4  # finer rates per grid step around the grid's best (2^(1/16) apart with the default grid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,27 +165,47 @@ def drifted_steps(problem: Problem, drift: Drift, *, learning_rate: float, momen
 
 def tuned_drifted(problem: Problem, drift: Drift, kind: str, *, batch_size: float, target: float,
                   learning_rate: float, momentum: float | None, horizon: int,
-                  lr_multipliers: Sequence[float] = LR_MULTIPLIERS, momenta: Sequence[float] = MOMENTA
-                  ) -> DriftedOptimum:
+                  lr_multipliers: Sequence[float] = LR_MULTIPLIERS, momenta: Sequence[float] = MOMENTA,
+                  extensions: int = 8) -> DriftedOptimum:
     """The fewest expected-risk steps of ``kind`` (``"sgd"`` or ``"momentum"``) under ``drift`` on the grid
-    ``learning_rate × lr_multipliers`` (× ``momenta`` plus ``momentum`` for the momentum kind).  Ties go
-    to the smaller rate, then the smaller momentum.
+    ``learning_rate × lr_multipliers`` (× ``momenta`` plus ``momentum`` for the momentum kind).  Where the
+    best rate lies on the grid's edge, the grid is extended past it by as many multipliers again, in the
+    same geometric steps, up to ``extensions`` times; then :data:`REFINE` rates per grid step on either side
+    of the best are tried (every momentum).  Ties go to the smaller rate, then the smaller momentum.
 
     Raises:
-        InputError: another kind, or see :func:`drifted_risk`.
+        InputError: another kind, bad multipliers, or see :func:`drifted_risk`.
     """
     _check(problem, drift)
     if kind not in ("sgd", "momentum"):
         raise InputError(f"drift is modelled for the sgd and momentum kinds, not {kind!r}")
     _check_hyper(learning_rate, momentum if kind == "momentum" else None, batch_size)
+    factors = sorted({float(f) for f in lr_multipliers})
+    if len(factors) < 2 or factors[0] <= 0 or not math.isfinite(factors[-1]):
+        raise InputError("tuning a drift needs at least two distinct positive, finite learning-rate multipliers")
     mus = [0.0] if kind == "sgd" else sorted({float(m) for m in (*momenta, momentum or 0.0)})
-    grid = [(learning_rate * f, m) for m in mus for f in sorted(lr_multipliers)]
-    lr = np.array([g[0] for g in grid])
-    mu = np.array([g[1] for g in grid])
-    steps = _first_below(_moments(problem, drift, lr, mu, batch_size, int(horizon)), target)
-    order = np.lexsort((mu, lr, steps))
-    best = int(order[0])
-    return DriftedOptimum(float(steps[best]), float(lr[best]), None if kind == "sgd" else float(mu[best]))
+    span = factors[-1] / factors[0]
+    tried: dict[tuple[float, float], tuple[float, float]] = {}  # (rate, momentum) -> (steps, risk at the horizon)
+
+    def evaluate(keys):
+        keys = [key for key in keys if key not in tried]
+        if keys:
+            risk = _moments(problem, drift, np.array([k[0] for k in keys]), np.array([k[1] for k in keys]),
+                            batch_size, int(horizon))
+            tried.update(zip(keys, zip(_first_below(risk, target).tolist(), risk[:, -1].tolist())))
+        # fewest steps; where none reaches, the lowest risk at the horizon says which way to go
+        return min(tried, key=lambda key: (*tried[key], key[0], key[1]))
+
+    for _ in range(int(extensions) + 1):
+        best = evaluate([(learning_rate * f, m) for m in mus for f in factors])
+        edge = best[0] / learning_rate
+        if not (math.isclose(edge, factors[0]) or math.isclose(edge, factors[-1])):
+            break
+        factors = [f * span for f in factors] if math.isclose(edge, factors[-1]) else [f / span for f in factors]
+    if math.isfinite(tried[best][0]):  # refine: REFINE rates per grid step on either side of the best
+        step = span ** (1.0 / (len(factors) - 1))
+        best = evaluate([(best[0] * step ** (k / REFINE), m) for m in mus for k in range(-REFINE, REFINE + 1)])
+    return DriftedOptimum(float(tried[best][0]), float(best[0]), None if kind == "sgd" else float(best[1]))
 
 
 def drifted_paths(problem: Problem, drift: Drift, *, learning_rates: Sequence[float], momentum: float | None,
