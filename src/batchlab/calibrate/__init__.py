@@ -234,12 +234,12 @@ checkpoint's preconditioner from step 0 predicts K-FAC with fresh inverses.
 for updates 0-4 the inverse of its curvature at initialisation, then that of update 5, and so on.  Along
 the NQM's stiff directions that inverse takes steps 1.6-3x (digits-cnn) and up to 10.6x (fashion-mnist-mlp)
 larger than the checkpoint's (``m`` of :func:`.precondition.drift_multipliers`), so the tuned large-batch
-rate must fall.  With it (:mod:`batchlab.nqm.drift`) the predicted B_noise of the registry's K-FAC is 162
-on digits-cnn (297 without): 1.13-1.69x the six measured ones of ``stability-digits-loss-kfac`` and its 2x
-variant (9 steps at B = 1024 against 8-11.5), and 522 on fashion-mnist-mlp (1,926 without): 0.68x the
+rate must fall.  With it (:mod:`batchlab.nqm.drift`) the predicted B_noise of the registry's K-FAC is 188
+on digits-cnn (297 without): 1.31-1.96x the six measured ones of ``stability-digits-loss-kfac`` and its 2x
+variant (9 steps at B = 1024 against 8-11.5), and 539 on fashion-mnist-mlp (1,926 without): 0.70x the
 measured 769 (60 and 46 steps at B = 1024 and 4096, measured 72 and 38); on mnist1d-cnn (error target)
-452 (1,214 without) against 433: 1.04x.  Per cell 0.67-1.47 on digits and
-0.76-1.21 on fashion-mnist (``results/calibration/drift/``, ``fashion-mnist/drift-validation/``).  The
+492 (1,214 without) against 433: 1.13x.  Per cell 0.67-1.47 on digits and
+0.77-1.21 on fashion-mnist (``results/calibration/drift/``, ``fashion-mnist/drift-validation/``).  The
 prediction without the drift stays in ``prediction.json`` (``kfac.drift.fresh``): K-FAC refreshing its
 inverses every update.  Adam's drift is not modelled: at update 0 Adam divides by ``|g₀| + ε``, and along
 the top directions ``m`` is ~2×10⁵ there (12.6% of digits-cnn's weights have ``|g₀| < 10⁻⁶``), 124 at
