@@ -236,7 +236,7 @@ the NQM's stiff directions that inverse takes steps 1.6-3x (digits-cnn) and up t
 larger than the checkpoint's (``m`` of :func:`.precondition.drift_multipliers`), so the tuned large-batch
 rate must fall.  With it (:mod:`batchlab.nqm.drift`) the predicted B_noise of the registry's K-FAC is 188
 on digits-cnn (297 without): 1.31-1.96x the six measured ones of ``stability-digits-loss-kfac`` and its 2x
-variant (9 steps at B = 1024 against 8-11.5), and 539 on fashion-mnist-mlp (1,926 without): 0.70x the
+variant (9 steps at B = 1024 against 8-11.5), and 539 on fashion-mnist-mlp (1,835 without): 0.70x the
 measured 769 (60 and 46 steps at B = 1024 and 4096, measured 72 and 38); on mnist1d-cnn (error target)
 492 (1,214 without) against 433: 1.13x.  Per cell 0.67-1.47 on digits and
 0.77-1.21 on fashion-mnist (``results/calibration/drift/``, ``fashion-mnist/drift-validation/``).  The
