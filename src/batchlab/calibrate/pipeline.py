@@ -34,7 +34,7 @@ from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
 from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem, kept_top
 from batchlab.calibrate.operators import chunk_batch, output_loss
 from batchlab.calibrate.precondition import (DRIFTING, MEASURED, Preconditioner, applied_updates,
-                                             drift_multipliers, extract_preconditioner)
+                                             check_drifting, drift_multipliers, extract_preconditioner)
 from batchlab.calibrate.predict import PROXIES, Proxy, critical_entry, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
@@ -48,13 +48,12 @@ from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 from batchlab.nqm.spectrum import Problem
 
 __all__ = ["CalibrationConfig", "Calibration", "MeasuredOptimizer", "calibrate", "write_calibration", "read_nqm",
-           "check_output_dir", "DEFAULT_BATCH_SIZES", "OUTPUT_FILES", "PRECONDITIONERS", "AUTO_DRIFT"]
+           "check_output_dir", "DEFAULT_BATCH_SIZES", "OUTPUT_FILES", "PRECONDITIONERS"]
 
 DEFAULT_BATCH_SIZES = tuple(float(2**k) for k in range(2, 15, 2))  # 4, 16, …, 16384
 OUTPUT_FILES = ("spectra.json", "nqm_problem.json", "prediction.json", "spectrum.png", "prediction.png",
                 "preconditioned.png")
 PRECONDITIONERS = ("measured", "proxy")
-AUTO_DRIFT = DRIFTING  # measured optimizers whose preconditioner's drift is modelled by default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +80,7 @@ class CalibrationConfig:
         drift: measured optimizers (of :data:`~batchlab.calibrate.precondition.DRIFTING`) whose NQM follows the preconditioner their reference run applied
             before its checkpoint, as gradient multipliers along the NQM's directions for those first
             updates (:mod:`batchlab.nqm.drift`), instead of the checkpoint's preconditioner from update 0;
-            ``None`` (default): :data:`AUTO_DRIFT` where measured (:attr:`drifting`).  Their predictions
+            ``None`` (default): every measured one whose drift is modelled (:attr:`drifting`).  Their predictions
             without it are kept under ``drift.fresh`` in ``prediction.json``.  K-FAC: the inverses as it
             refreshed them (every ``inverse_update_period`` updates); Adam's early ``√v̂ + ε`` is built
             from the very gradients it divides, which a linear model does not describe (module docs).
@@ -113,7 +112,7 @@ class CalibrationConfig:
     @property
     def drifting(self) -> tuple[str, ...]:
         """The measured optimizers whose preconditioner's drift is modelled (see ``drift``)."""
-        names = AUTO_DRIFT if self.drift is None else self.drift
+        names = DRIFTING if self.drift is None else self.drift
         return tuple(name for name in self.measured if name in names)
 
     def optimizer_reference(self, name: str) -> ReferenceConfig:
@@ -133,8 +132,8 @@ class CalibrationConfig:
             check_integer(self.first_hit_every, "first_hit_every", 0)
         check_integer(self.first_hit_runs, "first_hit_runs", 2)
         for name in self.drift or ():
-            if name in MEASURED and name not in DRIFTING:
-                applied_updates(name, 1)  # raises: why this optimizer's drift is not modelled
+            if name in MEASURED:
+                check_drifting(name)
             if name not in self.measured:
                 raise InputError(f"drift asked for {name}, but {name} is not measured "
                                  f"(measured: {', '.join(self.measured) or 'none'})")

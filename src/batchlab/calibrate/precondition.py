@@ -56,7 +56,8 @@ from jax.flatten_util import ravel_pytree
 from batchlab.errors import InputError
 
 __all__ = ["MEASURED", "DRIFTING", "KroneckerBlock", "DiagonalBlock", "Preconditioner", "adam_preconditioner",
-           "kfac_preconditioner", "extract_preconditioner", "applied_updates", "relative_trace", "drift_multipliers"]
+           "kfac_preconditioner", "extract_preconditioner", "check_drifting", "applied_updates", "relative_trace",
+           "drift_multipliers"]
 
 MEASURED = ("adam", "kfac")  # study optimizers whose preconditioner can be measured
 
@@ -254,6 +255,14 @@ def extract_preconditioner(optimizer: str, workload: Any, params: Any, state: An
 DRIFTING = ("kfac",)  # measured optimizers whose preconditioner before the checkpoint can be modelled
 
 
+def check_drifting(optimizer: str) -> None:
+    """Raise :class:`InputError` unless the drift of ``optimizer``'s preconditioner is modelled
+    (:data:`DRIFTING`; why not Adam: :func:`applied_updates`)."""
+    if optimizer not in DRIFTING:
+        raise InputError(f"the preconditioner's drift is modelled for {', '.join(DRIFTING)} only, not {optimizer!r} "
+                         "(Adam's early preconditioner is built from the gradients it divides)")
+
+
 def applied_updates(optimizer: str, checkpoint_step: int) -> tuple[int, ...]:
     """The updates ``t < checkpoint_step`` at which the optimizer starts applying another preconditioner,
     each applied until the next: K-FAC (registry settings) refreshes its inverses at updates ``0, k, 2k, …``
@@ -265,11 +274,9 @@ def applied_updates(optimizer: str, checkpoint_step: int) -> tuple[int, ...]:
     gradient (``benchmarks/adam_drift.py`` measures it on digits-cnn).
 
     Raises:
-        InputError: another optimizer than :data:`DRIFTING`.
+        InputError: another optimizer than :data:`DRIFTING` (:func:`check_drifting`).
     """
-    if optimizer not in DRIFTING:
-        raise InputError(f"the preconditioner's drift is modelled for {', '.join(DRIFTING)} only, not {optimizer!r} "
-                         "(Adam's early preconditioner is built from the gradients it divides)")
+    check_drifting(optimizer)
     from batchlab.optim.kfac import KfacConfig
 
     return tuple(range(0, int(checkpoint_step), KfacConfig().inverse_update_period))
