@@ -417,7 +417,7 @@ def _measure_optimizer(workload: Any, config: CalibrationConfig, name: str, *, s
     if name in config.drifting:
         start = time.perf_counter()
         drift, info = _drift(workload, name, ref_config, run, preconditioner, spectra, nqm.problem, config.model,
-                                 batch, seed=seed, loss_chunks=loss_chunks, stages=stages)
+                             batch, seed=seed, loss_chunks=loss_chunks, stages=stages)
         timings["drift"] = time.perf_counter() - start
     return MeasuredOptimizer(name, ref_config, run, spectra, nqm, exponent, timings, drift, info)
 
@@ -533,10 +533,10 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
         began = time.perf_counter()
         tick = stages("NQM first hits (Monte Carlo)",
                       sum(len(curve.rows) for curve in (*curves.values(), *fresh.values())))
-        for name, curve in curves.items():
+
+        def hits_of(name: str, curve: ScalingCurve, drift: Drift | None) -> tuple[FirstHit, ...]:
             problem, target = nqm_of(name)
             hits = []
-            drift = measured[name].drift if name in measured else None
             for row in curve.rows:
                 if drift is None:
                     hits.append(tuned_first_hit(problem, curve.kind, batch_size=row.batch_size, target=target,
@@ -547,16 +547,12 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
                                                         eval_every=every, optimum=row, runs=config.first_hit_runs,
                                                         seed=seed))
                 tick()
-            first_hits[name] = tuple(hits)
+            return tuple(hits)
+
+        for name, curve in curves.items():
+            first_hits[name] = hits_of(name, curve, measured[name].drift if name in measured else None)
         for name, curve in fresh.items():  # the same without drift, for comparison
-            problem, target = nqm_of(name)
-            hits = []
-            for row in curve.rows:
-                hits.append(tuned_first_hit(problem, curve.kind, batch_size=row.batch_size, target=target,
-                                            eval_every=every, precond=curve.precond, runs=config.first_hit_runs,
-                                            seed=seed, optimum=row))
-                tick()
-            fresh_hits[name] = tuple(hits)
+            fresh_hits[name] = hits_of(name, curve, None)
         timings["first_hit"] = time.perf_counter() - began
     timings["predict"] = time.perf_counter() - started
     timings["total"] = time.perf_counter() - start
