@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchlab.analysis.synthetic import SyntheticOptimizer, simulate_study
-from batchlab.analysis.uncertainty import (Cell, cell_median, compare_intervals, critical_interval, estimate_cells,
-                                           fit_b_noise, residual_pool)
+from batchlab.analysis.uncertainty import (Cell, cell_median, compare_intervals, critical_errors, critical_interval,
+                                           estimate_cells, fit_b_noise, residual_pool)
 from batchlab.critical import fit_hyperbola
 from batchlab.study.protocol import Tuning
 
@@ -106,6 +106,25 @@ def test_intervals_cover_the_known_answer_in_repeated_simulated_studies():
     # informative, not merely wide: with sigma = 0.3 and 3 seeds the median of 3 has a log-sd of
     # about 0.2, so an exact 95% interval spans about exp(4 x 0.2) = 2.2x
     assert np.median(widths) < 2.6
+
+
+def test_critical_errors_are_the_fits_of_the_draws_against_the_fit_of_the_truths():
+    """Each error is ``log`` of an independent least-squares hyperbola fit (``fit_hyperbola``) to one
+    bootstrap draw of the cells over the fit to the bootstrap world's truths; and the interval's ends
+    are the errors' pivotal quantiles."""
+    rng = np.random.default_rng(5)
+    cells, _ = _simulated_study(rng, seeds=5, candidates=2, b_noises=(100.0,))
+    estimates = estimate_cells(cells, rng=rng, resamples=300)
+    point, errors = critical_errors(SIZES, estimates)
+    truth = fit_hyperbola(SIZES, np.exp([e.truth for e in estimates])).b_noise
+    for r in (0, 7, 123):
+        draw = fit_hyperbola(SIZES, np.exp([e.draws[r] for e in estimates])).b_noise
+        assert errors[r] == pytest.approx(math.log(draw / truth), abs=0.02)
+    _, low, high = critical_interval(SIZES, estimates)
+    q_low, q_high = np.quantile(errors[np.isfinite(errors)], [0.025, 0.975], method="inverted_cdf")
+    assert (low, high) == pytest.approx((point * math.exp(-q_high), point * math.exp(-q_low)), rel=1e-12)
+    nan_point, nan_errors = critical_errors(SIZES[:2], estimates[:2])
+    assert math.isnan(nan_point) and np.isnan(nan_errors).all() and nan_errors.size == 300
 
 
 def test_search_replayed_intervals_cover_the_known_answer_in_repeated_simulated_studies():

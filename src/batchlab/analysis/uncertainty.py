@@ -44,8 +44,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Cell", "CellEstimate", "Verdict", "cell_median", "estimate_cells", "fit_b_noise", "critical_interval",
-           "residual_pool", "compare_intervals"]
+__all__ = ["Cell", "CellEstimate", "Verdict", "cell_median", "estimate_cells", "fit_b_noise", "critical_errors",
+           "critical_interval", "residual_pool", "compare_intervals"]
 
 Candidates = Sequence[np.ndarray]  # one array of per-seed steps (inf = not reached) per candidate
 
@@ -362,27 +362,40 @@ def fit_b_noise(batch_sizes: np.ndarray, log_steps: np.ndarray, *, grid: int = 4
     return result.reshape(y.shape[:-1])
 
 
-def critical_interval(batch_sizes: Sequence[int], cells: Sequence[CellEstimate], *,
-                      confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(B_noise, low, high)`` of one optimizer's cells (one :class:`CellEstimate` per batch size).
+def critical_errors(batch_sizes: Sequence[int], cells: Sequence[CellEstimate]) -> tuple[float, np.ndarray]:
+    """``(B_noise, bootstrap log errors)`` of one optimizer's cells (one :class:`CellEstimate` per batch size).
 
-    Fewer than 3 reached batch sizes give ``nan`` (a two-parameter fit through two points is exact
-    and usually degenerate).
+    The errors are ``log B̂*_noise − log B*_noise`` of the hyperbola fitted to each bootstrap draw of the
+    cells (all cells drawn jointly) against the one fitted to the bootstrap world's truths (``nan``
+    where a draw or the truth has fewer than 3 finite cells).  Fewer than 3 reached batch sizes give
+    ``(nan, all nan)`` (a two-parameter fit through two points is exact and usually degenerate).
     """
     B = np.asarray(batch_sizes, dtype=np.float64)
     steps = np.array([c.steps for c in cells], dtype=np.float64)
+    draws = np.stack([c.draws for c in cells], axis=1)
     if np.isfinite(steps).sum() < 3:
-        return math.nan, math.nan, math.nan
+        return math.nan, np.full(draws.shape[0], np.nan)
     with np.errstate(divide="ignore"):
         point = float(fit_b_noise(B, np.log(steps)))
     truth_curve = np.array([c.truth for c in cells])
-    draws = np.stack([c.draws for c in cells], axis=1)
     truth = float(fit_b_noise(B, truth_curve)) if np.isfinite(truth_curve).sum() >= 2 else math.nan
     enough = np.isfinite(draws).sum(axis=1) >= 3
     fitted = np.full(draws.shape[0], np.nan)
     if enough.any():
         fitted[enough] = fit_b_noise(B, draws[enough])
     errors = np.log(fitted) - math.log(truth) if math.isfinite(truth) and truth > 0 else np.full_like(fitted, np.nan)
+    return point, errors
+
+
+def critical_interval(batch_sizes: Sequence[int], cells: Sequence[CellEstimate], *,
+                      confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(B_noise, low, high)`` of one optimizer's cells (one :class:`CellEstimate` per batch size).
+
+    Fewer than 3 reached batch sizes give ``nan`` (see :func:`critical_errors`).
+    """
+    point, errors = critical_errors(batch_sizes, cells)
+    if math.isnan(point):
+        return math.nan, math.nan, math.nan
     low, high = _pivot(point, errors, confidence)
     return point, low, high
 
