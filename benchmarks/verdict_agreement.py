@@ -18,7 +18,8 @@ It prints:
 * the calibration of a plug-in prediction of "a rerun gives the same verdict" (:func:`rerun_verdicts`:
   this run's estimates taken for the truth, a rerun's estimates scattered as the bootstrap's errors,
   its intervals as wide as this run's), against what the claim's other runs did;
-* the cells' interval half-widths against their actual errors at four budgets (:func:`widths`).
+* how a cell's interval narrows with the budget, and its calibration (:func:`widths`);
+* the committed real-network runs' claims: effect size and how many runs decided each (:func:`real_claims`).
 
 Output in ``results/protocol-synthetic/verdict_agreement.txt``.  Usage (about three minutes)::
 
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
+import pathlib
 
 import numpy as np
 
@@ -185,32 +188,71 @@ def true_ratio(claim: str) -> float:
     return max(x / y, y / x)
 
 
-def widths(studies: int = 6) -> None:
-    """Why resolution stalls at large budgets: the cells' interval half-widths against their actual errors.
+def widths(studies: int = 10) -> None:
+    """How a cell's interval narrows with the budget, and whether it stays calibrated.
 
-    For the momentum-like optimizer: the median lower and upper half-width of a cell's 95% interval
-    (log steps), how far the bootstrap world's truth lies below the estimate (median of
-    ``log θ̂ − θ*``), the 95th percentile of the estimate's actual ``|log(θ̂ / truth)|``, and the
-    share of cells whose interval contains the truth.
+    All three optimizers, ``studies`` studies each: the median lower and upper half-width of a cell's
+    95% interval (log steps), the 95th percentile of the estimate's actual ``|log(θ̂ / truth)|``, and the
+    shares of cells whose truth lies below the interval, above it, and inside it.
     """
-    print(f"interval half-widths against actual errors (momentum-like optimizer, {studies} studies x 7 cells)")
-    print(f"{'protocol':22s} {'lower':>6s} {'upper':>6s} {'est - truth*':>13s} {'|error| 95%':>12s} {'cover':>6s}")
-    rng = np.random.default_rng(0)
-    s_min, b_noise = OPTIMIZERS["momentum"]
-    for name in ("A: 16+16, 2x8", "D: 64+64, 3x16", "F: 256+256, 3x64", "H: 1024+1024, 4x256"):
-        lower, upper, gap, error, covered = [], [], [], [], []
+    print(f"interval half-widths and calibration (3 optimizers x {studies} studies x 7 cells)")
+    print(f"{'protocol':22s} {'lower':>6s} {'upper':>6s} {'|error| 95%':>12s} {'truth below':>12s} "
+          f"{'truth above':>12s} {'cover':>6s}")
+    for name in ("A: 16+16, 2x8", "D: 64+64, 3x16", "E: 128+128, 3x32", "F: 256+256, 3x64", "H: 1024+1024, 4x256"):
+        rng = np.random.default_rng(0)
+        lower, upper, error, below, above = [], [], [], [], []
         for seed in range(studies):
-            model = SyntheticOptimizer(s_min=s_min, b_noise=b_noise, sigma=0.15)
-            cells = simulate_study(model, PROTOCOLS[name], BATCH_SIZES, budget=BUDGET, seed=seed)
-            for e, c in zip(estimate_cells([c.as_cell() for c in cells], rng=rng, resamples=400), cells):
-                truth = model.truth(c.batch_size)
-                lower.append(math.log(e.steps / e.low))
-                upper.append(math.log(e.high / e.steps))
-                gap.append(math.log(e.steps) - e.truth)
-                error.append(abs(math.log(e.steps / truth)))
-                covered.append(e.low <= truth <= e.high)
-        print(f"{name:22s} {np.median(lower):6.3f} {np.median(upper):6.3f} {np.median(gap):13.3f} "
-              f"{np.quantile(error, 0.95):12.3f} {np.mean(covered):6.0%}", flush=True)
+            for k, (s_min, b_noise) in enumerate(OPTIMIZERS.values()):
+                model = SyntheticOptimizer(s_min=s_min, b_noise=b_noise, sigma=0.15)
+                cells = simulate_study(model, PROTOCOLS[name], BATCH_SIZES, budget=BUDGET, seed=seed * 97 + k)
+                for e, c in zip(estimate_cells([c.as_cell() for c in cells], rng=rng, resamples=400), cells):
+                    truth = model.truth(c.batch_size)
+                    lower.append(math.log(e.steps / e.low) if e.low > 0 else math.inf)
+                    upper.append(math.log(e.high / e.steps))
+                    error.append(abs(math.log(e.steps / truth)))
+                    below.append(truth < e.low)
+                    above.append(truth > e.high)
+        inside = 1.0 - np.mean(below) - np.mean(above)
+        print(f"{name:22s} {np.median(lower):6.3f} {np.median(upper):6.3f} {np.quantile(error, 0.95):12.3f} "
+              f"{np.mean(below):12.1%} {np.mean(above):12.1%} {inside:6.1%}", flush=True)
+
+
+REAL = ("stability-digits-loss", "stability-digits-loss-6x", "stability-digits-loss-s12")
+
+
+def real_claims(root: pathlib.Path = pathlib.Path("results")) -> None:
+    """The committed real-network runs (digits-cnn, three design seeds each): each claim's effect (the
+    geometric mean over runs of the larger / smaller estimate) and how many of the three runs decided it."""
+    runs = {name: json.loads((root / name / "stability.json").read_text()) for name in REAL
+            if (root / name / "stability.json").exists()}
+    if not runs:
+        return
+    print("digits-cnn, the committed stability runs (results/<name>/stability.json): effect and runs deciding (of 3)")
+    first = next(iter(runs.values()))
+    effects = {}
+    for claim in first["stability"]["verdicts"]:
+        ratios = []
+        for run in first["runs"]:
+            if "critical batch size" in claim:
+                a, c = claim.split("'s critical batch size is larger than ")
+                x, y = run["b_noise"][a][0], run["b_noise"][c.rstrip("'s")][0]
+            else:
+                pair, size = claim.split(" at B = ")
+                a, c = pair.split(" needs fewer steps than ")
+                key = size.replace(",", "")
+                x, y = run["cells"][f"{a}@{key}"][0], run["cells"][f"{c}@{key}"][0]
+            ratios.append(max(x / y, y / x))
+        effects[claim] = float(np.exp(np.mean(np.log(ratios))))
+    print(f"{'claim':60s} {'effect':>7s} " + " ".join(f"{name.replace('stability-digits-loss', 'loss') or 'loss':>9s}"
+                                                     for name in runs))
+    for claim in sorted(effects, key=effects.get):
+        counts = []
+        for data in runs.values():
+            verdicts = data["stability"]["verdicts"].get(claim, {"runs": []})["runs"]
+            counts.append(f"{sum(v != 'inconclusive' for v in verdicts)}/{len(verdicts)}"
+                          + ("" if len(set(verdicts)) == 1 else "*"))
+        print(f"{claim:60s} {effects[claim]:7.2f} " + " ".join(f"{c:>9s}" for c in counts))
+    print("effect: from the first run set (~4x); * = the three runs disagree")
 
 
 def main() -> None:
@@ -254,6 +296,8 @@ def main() -> None:
                   f"{pairs[inside, 0].mean():15.1%} {pairs[inside, 1].mean():14.1%}")
     print()
     widths()
+    print()
+    real_claims()
 
 
 if __name__ == "__main__":
