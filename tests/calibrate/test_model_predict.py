@@ -72,6 +72,28 @@ def test_fitted_initial_state_reproduces_the_tuned_reference_run(kind, precond, 
     assert (built.initial_exponent > 1.0) == (isotropic_steps > steps)
 
 
+def test_a_bias_corrected_anchor_is_fitted_with_adams_first_moment():
+    """Adam's anchor counts the NQM's steps with its first moment's bias correction: the fit reproduces
+    the anchor under it (tuned with :func:`tuned_drifted`, whose optimum here is no slower than the
+    heavy ball's without it), so its initial state differs from the uncorrected fit's."""
+    from batchlab.calibrate.model import anchor_steps
+    from batchlab.nqm.drift import Drift, tuned_drifted
+
+    plain = Anchor("momentum", 0.0, batch_size=64.0, steps=12)
+    corrected = Anchor("momentum", 0.0, batch_size=64.0, steps=12, bias_correction=True)
+    built = build_problem(_spectra(), initial_loss=2.0, target_loss=0.1, anchor=corrected)
+    assert built.initial_rule == "fit"
+    assert abs(built.anchor_steps - 12) <= 1
+    centre = optimize(built.problem, "momentum", batch_size=64.0, target=built.target)
+    retuned = tuned_drifted(built.problem, Drift.none(built.problem.h.shape[0]), "momentum", batch_size=64.0,
+                            target=built.target, learning_rate=centre.learning_rate, momentum=centre.momentum,
+                            horizon=int(max(4 * centre.steps, 50)), bias_correction=True)
+    assert anchor_steps(built.problem, corrected, built.target) == retuned.steps == built.anchor_steps
+    assert anchor_steps(built.problem, plain, built.target) == centre.steps
+    other = build_problem(_spectra(), initial_loss=2.0, target_loss=0.1, anchor=plain)
+    assert other.initial_exponent != built.initial_exponent
+
+
 def test_bad_losses_are_input_errors():
     with pytest.raises(InputError):
         build_problem(_spectra(), initial_loss=1.0, target_loss=2.0)

@@ -26,7 +26,7 @@ from batchlab.calibrate.precondition import (
 )
 from batchlab.calibrate.model import kept_top
 from batchlab.errors import InputError
-from batchlab.nqm.drift import drifted_steps
+from batchlab.nqm.drift import Drift, drifted_steps
 from batchlab.optim.kfac import curvature_estimator
 from batchlab.train import TrainOptions, train
 
@@ -319,6 +319,7 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
         assert own_target == entry["target"]["nqm_target"] and own_target == measured.nqm.target
         assert entry["anchor"]["steps"] == run.median_steps == run.target_step  # its own run (one seed)
         assert entry["units"] == "optimizer"
+        assert entry["bias_correction"] == (name == "adam")  # Adam's first moment is bias-corrected
         # the rates are the optimizer's: K-FAC's α, Adam's lr = α / (1 − β); those of the first hit
         # (the steps a study measures) and of the expected risk's optimum
         for key, rows in (("learning_rates", result.first_hits[name]), ("expected_learning_rates",
@@ -328,6 +329,12 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
         assert entry.get("nqm_learning_rates", entry["learning_rates"]) == [
             h.learning_rate for h in result.first_hits[name]]
         assert [h.expected_steps for h in result.first_hits[name]] == list(result.curves[name].steps)
+    # Adam's curve is tuned with its first moment's bias correction: its expected-risk steps, recomputed
+    adam = result.measured["adam"].nqm
+    for row in result.curves["adam"].rows:
+        assert drifted_steps(adam.problem, Drift.none(adam.problem.h.shape[0]), learning_rate=row.learning_rate,
+                             momentum=row.momentum, batch_size=row.batch_size, target=adam.target,
+                             horizon=int(4 * row.steps + 50), bias_correction=True) == row.steps
     proxy = calibrate(workload, dataclasses.replace(config, preconditioner="proxy", optimizer_hyperparameters={}),
                       seed=0)
     assert proxy.measured == {}
@@ -371,6 +378,6 @@ def test_measured_calibration_end_to_end_leaves_sgd_and_momentum_as_in_proxy_mod
     _render(console, drifted, write_calibration(drifted, tmp_path / "drifted"))
     text = console.file.getvalue()
     assert f"kfac: follows the {len(entry['drift']['segments'])} preconditioner(s)" in text
-    assert "kfac (measured P, drift)" in text and "adam (measured P)" in text
+    assert "kfac (measured P, drift)" in text and "adam (measured P, bias-corrected)" in text
     with pytest.raises(InputError, match="drift asked for kfac"):
         dataclasses.replace(config, preconditioner="proxy", drift=("kfac",)).check()

@@ -136,3 +136,50 @@ def test_tuning_extends_its_grid_past_an_edge_and_refines(off):
     with pytest.raises(InputError, match="two distinct"):
         tuned_drifted(p, Drift.none(3), "sgd", batch_size=256, target=target, learning_rate=0.1, momentum=None,
                       horizon=10, lr_multipliers=[1.0])
+
+
+def _adam_form(problem, m, lr, beta, batch, steps, rng=None, runs=1):
+    """Independent: Adam's first moment as optax writes it, ``μ' = β μ + (1 − β) m_t g``, update
+    ``θ' = θ − lr μ' / (1 − β^{t+1})``, per direction, from ``θ_0 = √s0`` (deterministic when ``rng`` is
+    None: then ``½ Σ w h θ²`` is the expected risk of ``θ_0 ~ N(0, s0)``), or Monte Carlo runs."""
+    h, c, s0, w = problem.h, problem.c, problem.s0, problem.weights
+    theta = np.sqrt(s0) * (np.ones((runs, h.size)) if rng is None else rng.standard_normal((runs, h.size)))
+    moment = np.zeros_like(theta)
+    out = [0.5 * (w * h * theta ** 2).sum(axis=1)]
+    for t in range(steps):
+        noise = 0.0 if rng is None else rng.standard_normal(theta.shape) * np.sqrt(c / batch)
+        mult = m[t] if t < m.shape[0] else 1.0
+        moment = beta * moment + (1 - beta) * mult * (h * theta + noise)
+        theta = theta - lr * moment / (1 - beta ** (t + 1))
+        out.append(0.5 * (w * h * theta ** 2).sum(axis=1))
+    return np.array(out).T  # (runs, steps + 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(0.2, 3.0), min_size=6, max_size=6), st.floats(0.05, 1.0), st.floats(0.0, 0.95))
+def test_bias_correction_is_adams_first_moment(values, lr, beta):
+    """Noise-free, ``drifted_risk(bias_correction=True)`` at NQM rate ``α = lr (1 − β)`` and momentum β
+    is Adam's update with a bias-corrected first moment (and the drift multiplying its gradients)."""
+    m = np.array(values).reshape(2, 3)
+    quiet = Problem(h=PROBLEM.h, c=np.zeros(3), s0=PROBLEM.s0, weights=PROBLEM.weights)
+    ours = drifted_risk(quiet, Drift(m), learning_rate=lr * (1 - beta), momentum=beta, batch_size=4, steps=12,
+                        bias_correction=True)
+    np.testing.assert_allclose(ours, _adam_form(quiet, m, lr, beta, 4, 12)[0], rtol=1e-8, atol=1e-300)
+
+
+def test_bias_correction_with_noise_matches_monte_carlo_and_is_void_for_sgd():
+    lr, beta = 0.4, 0.8
+    exact = drifted_risk(PROBLEM, Drift.none(3), learning_rate=lr * (1 - beta), momentum=beta, batch_size=4,
+                         steps=15, bias_correction=True)
+    runs = _adam_form(PROBLEM, np.ones((0, 3)), lr, beta, 4, 15, rng=np.random.default_rng(3), runs=20_000)
+    mean, se = runs.mean(axis=0), runs.std(axis=0) / np.sqrt(runs.shape[0])
+    assert np.all(np.abs(mean - exact) <= 4.5 * se + 1e-12)
+    paths = drifted_paths(PROBLEM, Drift.none(3), learning_rates=[lr * (1 - beta)], momentum=beta, batch_size=4,
+                          steps=15, runs=20_000, seed=1, bias_correction=True)[0]
+    assert np.all(np.abs(paths.mean(axis=0) - exact) <= 4.5 * paths.std(axis=0) / np.sqrt(20_000) + 1e-12)
+    plain = drifted_risk(PROBLEM, Drift.none(3), learning_rate=0.3, momentum=None, batch_size=4, steps=15)
+    assert np.array_equal(plain, drifted_risk(PROBLEM, Drift.none(3), learning_rate=0.3, momentum=None,
+                                              batch_size=4, steps=15, bias_correction=True))
+    # the first update takes Adam's full step lr, not the heavy ball's lr (1 - beta)
+    full = drifted_risk(PROBLEM, Drift.none(3), learning_rate=lr, momentum=None, batch_size=4, steps=1)
+    assert exact[1] == pytest.approx(full[1], rel=1e-12)

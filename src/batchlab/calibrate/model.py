@@ -69,11 +69,12 @@ from scipy.optimize import brentq
 from batchlab.calibrate.measure import Spectra
 from batchlab.checks import check_at_least, check_finite
 from batchlab.errors import InputError
+from batchlab.nqm.drift import Drift, tuned_drifted
 from batchlab.nqm.optimize import optimize
 from batchlab.nqm.spectrum import compress
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "build_problem", "EXPONENT_RANGE"]
+__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "anchor_steps", "build_problem", "EXPONENT_RANGE"]
 
 EXPONENT_RANGE = (-1.0, 12.0)
 
@@ -82,12 +83,28 @@ EXPONENT_RANGE = (-1.0, 12.0)
 class Anchor:
     """A measured point the NQM must reproduce: the tuned reference optimizer (NQM ``kind`` with
     preconditioner power ``precond``) first met the workload's target after ``steps`` updates at
-    ``batch_size``."""
+    ``batch_size``.  ``bias_correction``: the optimizer divides its momentum by ``1 − β^{t+1}`` (Adam's
+    first moment; :mod:`batchlab.nqm.drift`), so the NQM's tuned steps are counted with it."""
 
     kind: str
     precond: float
     batch_size: float
     steps: int
+    bias_correction: bool = False
+
+
+def anchor_steps(problem: Problem, anchor: Anchor, target: float) -> float:
+    """The NQM's tuned expected-risk steps at the anchor's batch size, as the anchor's optimizer runs.
+
+    Without bias correction: :func:`~batchlab.nqm.optimize.optimize`.  With it: that optimum retuned
+    under the correction (:func:`batchlab.nqm.drift.tuned_drifted` around it, no drift).
+    """
+    best = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=target, precond=anchor.precond)
+    if not anchor.bias_correction or not math.isfinite(best.steps):
+        return best.steps
+    return tuned_drifted(problem, Drift.none(problem.h.shape[0]), anchor.kind, batch_size=anchor.batch_size,
+                         target=target, learning_rate=best.learning_rate, momentum=best.momentum,
+                         horizon=int(max(4 * best.steps, 50)), bias_correction=True).steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +199,7 @@ def _fit_exponent(h, c, w, risk0: float, target: float, anchor: Anchor) -> tuple
     """The share exponent ``a`` whose tuned NQM steps at the anchor equal its steps (module docstring)."""
     def gap(a: float) -> float:
         problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, a), weights=w)
-        steps = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=target,
-                         precond=anchor.precond).steps
+        steps = anchor_steps(problem, anchor, target)
         return math.log(max(steps, 0.5) / anchor.steps) if math.isfinite(steps) else math.inf
 
     grid = np.linspace(*EXPONENT_RANGE, 14)
@@ -255,7 +271,6 @@ def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, 
     relative = target / risk0
     reproduced = None
     if anchor is not None:
-        reproduced = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=relative *
-                              problem.initial_risk(), precond=anchor.precond).steps
+        reproduced = anchor_steps(problem, anchor, relative * problem.initial_risk())
     return CalibratedProblem(problem, relative * problem.initial_risk(), relative, ratio, rule,
                              float(bulk_w.sum()), exponent, how, reproduced)

@@ -33,7 +33,7 @@ from batchlab.calibrate.figures import exponent_figure, prediction_figure, spect
 from batchlab.calibrate.measure import MeasureConfig, Spectra, measure
 from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_problem, kept_top
 from batchlab.calibrate.operators import chunk_batch, output_loss
-from batchlab.calibrate.precondition import (DRIFTING, MEASURED, Preconditioner, applied_updates,
+from batchlab.calibrate.precondition import (BIAS_CORRECTED, DRIFTING, MEASURED, Preconditioner, applied_updates,
                                              check_drifting, drift_multipliers, extract_preconditioner)
 from batchlab.calibrate.predict import PROXIES, Proxy, critical_entry, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
@@ -271,7 +271,8 @@ def _measured_entry(workload: Any, measured: MeasuredOptimizer) -> dict[str, Any
             "reference": _reference_dict(measured.config, run),
             "initial_exponent": measured.nqm.initial_exponent, "initial_rule": measured.nqm.initial_rule,
             "anchor": {"batch_size": float(measured.config.batch_size), "steps": run.median_steps,
-                       "nqm_steps": measured.nqm.as_dict()["anchor_steps"]}}
+                       "nqm_steps": measured.nqm.as_dict()["anchor_steps"]},
+            "bias_correction": measured.name in BIAS_CORRECTED}
 
 
 def first_hit_entry(entry: dict[str, Any], hits: tuple[FirstHit, ...], every: int, runs: int,
@@ -410,6 +411,8 @@ def _measure_optimizer(workload: Any, config: CalibrationConfig, name: str, *, s
                       preconditioner=preconditioner)
     timings["measure"] = time.perf_counter() - start
     anchor = reference_anchor(ref_config, run, Proxy(PROXIES[name].kind, 0.0))
+    if anchor is not None and name in BIAS_CORRECTED:
+        anchor = dataclasses.replace(anchor, bias_correction=True)
     nqm = build_problem(spectra, initial_loss=run.initial_loss, target_loss=run.target_loss, anchor=anchor,
                         config=config.model)
     exponent = fitted_exponent(reference, spectra, min_curvature=config.model.min_curvature)
@@ -450,9 +453,10 @@ def _drift(workload: Any, name: str, config: ReferenceConfig, run: ReferenceRun,
     return Drift.from_segments(updates, rows, end=run.checkpoint_step), info
 
 
-def _drifted_curve(problem: Problem, target: float, curve: ScalingCurve, drift: Drift) -> ScalingCurve:
-    """``curve`` (tuned without drift) retuned under ``drift`` around each batch size's optimum
-    (:func:`batchlab.nqm.drift.tuned_drifted`; expected-risk steps)."""
+def _drifted_curve(problem: Problem, target: float, curve: ScalingCurve, drift: Drift,
+                   bias_correction: bool = False) -> ScalingCurve:
+    """``curve`` (tuned without drift) retuned under ``drift`` (and Adam's ``bias_correction``) around each
+    batch size's optimum (:func:`batchlab.nqm.drift.tuned_drifted`; expected-risk steps)."""
     rows = []
     for row in curve.rows:
         if not math.isfinite(row.steps):
@@ -460,7 +464,8 @@ def _drifted_curve(problem: Problem, target: float, curve: ScalingCurve, drift: 
             continue
         horizon = int(max(4 * row.steps, 2 * drift.length, 50))
         best = tuned_drifted(problem, drift, curve.kind, batch_size=row.batch_size, target=target,
-                             learning_rate=row.learning_rate, momentum=row.momentum, horizon=horizon)
+                             learning_rate=row.learning_rate, momentum=row.momentum, horizon=horizon,
+                             bias_correction=bias_correction)
         rows.append(dataclasses.replace(row, steps=best.steps, learning_rate=best.learning_rate, momentum=best.momentum,
                                         reason="" if math.isfinite(best.steps) else "not within the drift's horizon"))
     steps = [r.steps for r in rows]
@@ -526,7 +531,10 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     for name, m in measured.items():
         if m.drift is not None:
             fresh[name] = curves[name]
-            curves[name] = _drifted_curve(m.nqm.problem, m.nqm.target, curves[name], m.drift)
+        if m.drift is not None or name in BIAS_CORRECTED:
+            curves[name] = _drifted_curve(m.nqm.problem, m.nqm.target, curves[name],
+                                          m.drift or Drift.none(m.nqm.problem.h.shape[0]),
+                                          bias_correction=name in BIAS_CORRECTED)
     every = config.first_hit_cadence(workload)
     first_hits, fresh_hits = {}, {}
     if every:
@@ -538,14 +546,15 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
             problem, target = nqm_of(name)
             hits = []
             for row in curve.rows:
-                if drift is None:
+                if drift is None and name not in BIAS_CORRECTED:
                     hits.append(tuned_first_hit(problem, curve.kind, batch_size=row.batch_size, target=target,
                                                 eval_every=every, precond=curve.precond,
                                                 runs=config.first_hit_runs, seed=seed, optimum=row))
                 else:
-                    hits.append(tuned_drifted_first_hit(problem, drift, batch_size=row.batch_size, target=target,
-                                                        eval_every=every, optimum=row, runs=config.first_hit_runs,
-                                                        seed=seed))
+                    hits.append(tuned_drifted_first_hit(problem, drift or Drift.none(problem.h.shape[0]),
+                                                        batch_size=row.batch_size, target=target, eval_every=every,
+                                                        optimum=row, runs=config.first_hit_runs, seed=seed,
+                                                        bias_correction=name in BIAS_CORRECTED))
                 tick()
             return tuple(hits)
 

@@ -12,7 +12,9 @@ the count ``N``, and the last update divided the bias-corrected first moment by
     D = √(ν / (1 − β₂ᴺ)) + ε        (``eps_root = 0``; β₂, ε: the run's hyperparameters),
 
 so ``P = diag(D)`` (the update is ``−α m̂ / D``).  β₁ acts as momentum (heavy ball in velocity form with
-``β = β₁`` and step ``α(1 − β₁)``, up to ``m``'s bias correction, which fades).
+``β = β₁`` and step ``α(1 − β₁)``); ``m``'s bias correction, which fades after a few ``1 / (1 − β₁)``
+updates but lasts a whole large-batch run, is modelled as a per-update step and momentum
+(:data:`BIAS_CORRECTED`, :mod:`batchlab.nqm.drift`).
 
 **K-FAC** (kfac-jax 0.0.8, as :mod:`batchlab.optim.kfac` configures it): the curvature estimator keeps
 per layer an EMA of Kronecker factors ``A`` (inputs, ``din × din``, a trailing 1 for the bias) and
@@ -55,7 +57,7 @@ from jax.flatten_util import ravel_pytree
 
 from batchlab.errors import InputError
 
-__all__ = ["MEASURED", "DRIFTING", "KroneckerBlock", "DiagonalBlock", "Preconditioner", "adam_preconditioner",
+__all__ = ["MEASURED", "DRIFTING", "BIAS_CORRECTED", "KroneckerBlock", "DiagonalBlock", "Preconditioner", "adam_preconditioner",
            "kfac_preconditioner", "extract_preconditioner", "check_drifting", "applied_updates", "relative_trace",
            "drift_multipliers"]
 
@@ -253,6 +255,7 @@ def extract_preconditioner(optimizer: str, workload: Any, params: Any, state: An
 # The preconditioner a run applies before the checkpoint (its drift, batchlab.nqm.drift)
 
 DRIFTING = ("kfac",)  # measured optimizers whose preconditioner before the checkpoint can be modelled
+BIAS_CORRECTED = ("adam",)  # measured optimizers whose momentum is divided by 1 − β₁^{t+1} (optax.scale_by_adam)
 
 
 def check_drifting(optimizer: str) -> None:

@@ -198,7 +198,8 @@ def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
     entries = prediction["optimizers"]
     for name, entry in entries.items():
         measured = entry.get("preconditioner") == "measured"
-        label = f"{name} (measured P{', drift' if 'drift' in entry else ''})" if measured else \
+        extra = ", drift" if "drift" in entry else ", bias-corrected" if entry.get("bias_correction") else ""
+        label = f"{name} (measured P{extra})" if measured else \
             f"{name} (p={entry['precond']:g})"
         table.add_column(label, justify="right")
     sizes = next(iter(entries.values()))["batch_sizes"]

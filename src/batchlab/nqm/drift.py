@@ -14,6 +14,13 @@ Dynamics (heavy ball; ``μ = 0`` is SGD), per direction, with ``ξ ~ N(0, c_i / 
     z_{t+1} = (1 + μ) z_t − μ z_{t−1} − α m_{t,i} (h_i z_t + ξ_t),     z_{−1} = z_0 ~ N(0, s0_i),
 
 with ``m_{t,i} = 1`` for ``t ≥ T`` (the drift's length).  The risk is the NQM's, ``Σ w_i h_i E z_i² / 2``.
+
+**Adam's first-moment bias correction** (``bias_correction=True``).  Adam divides its first moment by
+``1 − β₁^{t+1}``; in the NQM's velocity form (``v_t = μ v_{t−1} + g_t``, ``μ = β₁``, ``α = lr (1 − β₁)``) update
+``t`` is ``z_{t+1} = z_t − α c_t v_t`` with ``c_t = 1 / (1 − μ^{t+1})``, i.e. the recursion above with
+gradient step ``α c_t`` and momentum ``μ c_t / c_{t−1}``.  The first update takes the full step ``lr``
+(``α c_0``) instead of ``α``; the correction fades after a few ``1 / (1 − μ)`` updates, which at a large
+batch size may be the whole run.
 :func:`drifted_risk` gives it exactly (the recursion of ``E z_t²``, ``E z_t z_{t−1}``, ``E z_{t−1}²``);
 :func:`drifted_first_hits` one run's first hit by Monte Carlo, as :func:`batchlab.nqm.first_hit.first_hits`
 does without drift (entries of weight 1 simulated, the others at their expected risk).
@@ -107,7 +114,19 @@ def _check(problem: Problem, drift: Drift) -> None:
         raise InputError(f"the drift has {drift.directions} directions, the problem {problem.h.shape[0]}")
 
 
-def _moments(problem: Problem, drift: Drift, lr: np.ndarray, mu: np.ndarray, batch_size: float, steps: int):
+def _corrected(lr, mu, t: int, bias_correction: bool):
+    """Update ``t``'s gradient step and momentum: ``(lr, mu)``, or with Adam's first-moment bias correction
+    ``(lr c_t, mu c_t / c_{t−1})``, ``c_t = 1 / (1 − mu^{t+1})`` (``t = 0``: the momentum term is void)."""
+    if not bias_correction:
+        return lr, mu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = 1.0 / (1.0 - mu ** (t + 1))
+        ratio = (1.0 - mu ** t) / (1.0 - mu ** (t + 1)) if t else np.ones_like(c)
+    return lr * c, mu * np.where(mu > 0, ratio, 1.0)
+
+
+def _moments(problem: Problem, drift: Drift, lr: np.ndarray, mu: np.ndarray, batch_size: float, steps: int,
+             bias_correction: bool = False):
     """Expected risk at updates 0..steps for a grid of (lr, mu) (shape G each): array (G, steps + 1)."""
     h, c, w = problem.h, problem.c, problem.weights
     q = c / float(batch_size)
@@ -121,15 +140,18 @@ def _moments(problem: Problem, drift: Drift, lr: np.ndarray, mu: np.ndarray, bat
             out[:, t] = (half_wh * a).sum(axis=1)
             if t == steps:
                 break
-            g = lr * drift.at(t)
-            k = 1.0 + mu - g * h
-            a, b, e = k * k * a - 2.0 * k * mu * b + mu * mu * e + g * g * q, k * a - mu * b, a
+            step, m = _corrected(lr, mu, t, bias_correction)
+            g = step * drift.at(t)
+            k = 1.0 + m - g * h
+            a, b, e = k * k * a - 2.0 * k * m * b + m * m * e + g * g * q, k * a - m * b, a
     return np.where(np.isnan(out), np.inf, out)
 
 
 def drifted_risk(problem: Problem, drift: Drift, *, learning_rate: float, momentum: float | None,
-                 batch_size: float, steps: int) -> np.ndarray:
+                 batch_size: float, steps: int, bias_correction: bool = False) -> np.ndarray:
     """Exact expected risk after 0, 1, …, ``steps`` updates (``momentum`` ``None`` or 0: SGD).
+
+    ``bias_correction``: Adam's first-moment bias correction (see the module docstring).
 
     Raises:
         InputError: the drift's directions differ from the problem's; a bad rate, momentum or batch size.
@@ -137,7 +159,7 @@ def drifted_risk(problem: Problem, drift: Drift, *, learning_rate: float, moment
     _check(problem, drift)
     _check_hyper(learning_rate, momentum, batch_size)
     return _moments(problem, drift, np.array([float(learning_rate)]), np.array([float(momentum or 0.0)]),
-                    batch_size, int(steps))[0]
+                    batch_size, int(steps), bias_correction)[0]
 
 
 def _check_hyper(learning_rate, momentum, batch_size) -> None:
@@ -155,23 +177,24 @@ def _first_below(risk: np.ndarray, target: float) -> np.ndarray:
 
 
 def drifted_steps(problem: Problem, drift: Drift, *, learning_rate: float, momentum: float | None,
-                  batch_size: float, target: float, horizon: int) -> float:
+                  batch_size: float, target: float, horizon: int, bias_correction: bool = False) -> float:
     """The first update count at which the expected risk is at or below ``target`` (``inf``: not within
     ``horizon``)."""
     risk = drifted_risk(problem, drift, learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
-                        steps=horizon)
+                        steps=horizon, bias_correction=bias_correction)
     return float(_first_below(risk, target))
 
 
 def tuned_drifted(problem: Problem, drift: Drift, kind: str, *, batch_size: float, target: float,
                   learning_rate: float, momentum: float | None, horizon: int,
                   lr_multipliers: Sequence[float] = LR_MULTIPLIERS, momenta: Sequence[float] = MOMENTA,
-                  extensions: int = 8) -> DriftedOptimum:
+                  extensions: int = 8, bias_correction: bool = False) -> DriftedOptimum:
     """The fewest expected-risk steps of ``kind`` (``"sgd"`` or ``"momentum"``) under ``drift`` on the grid
     ``learning_rate × lr_multipliers`` (× ``momenta`` plus ``momentum`` for the momentum kind).  Where the
     best rate lies on the grid's edge, the grid is extended past it by as many multipliers again, in the
     same geometric steps, up to ``extensions`` times; then :data:`REFINE` rates per grid step on either side
     of the best are tried (every momentum).  Ties go to the smaller rate, then the smaller momentum.
+    ``bias_correction``: Adam's first-moment bias correction (module docstring).
 
     Raises:
         InputError: another kind, bad multipliers, or see :func:`drifted_risk`.
@@ -191,7 +214,7 @@ def tuned_drifted(problem: Problem, drift: Drift, kind: str, *, batch_size: floa
         keys = [key for key in keys if key not in tried]
         if keys:
             risk = _moments(problem, drift, np.array([k[0] for k in keys]), np.array([k[1] for k in keys]),
-                            batch_size, int(horizon))
+                            batch_size, int(horizon), bias_correction)
             tried.update(zip(keys, zip(_first_below(risk, target).tolist(), risk[:, -1].tolist())))
         # fewest steps; where none reaches, the lowest risk at the horizon says which way to go
         return min(tried, key=lambda key: (*tried[key], key[0], key[1]))
@@ -209,7 +232,8 @@ def tuned_drifted(problem: Problem, drift: Drift, kind: str, *, batch_size: floa
 
 
 def drifted_paths(problem: Problem, drift: Drift, *, learning_rates: Sequence[float], momentum: float | None,
-                  batch_size: float, steps: int, runs: int = 400, seed: int = 0) -> np.ndarray:
+                  batch_size: float, steps: int, runs: int = 400, seed: int = 0,
+                  bias_correction: bool = False) -> np.ndarray:
     """Each run's risk after 0 … ``steps`` updates for each learning rate, all rates on the same random
     numbers: array ``(len(learning_rates), runs, steps + 1)``.  Entries of weight 1 are simulated, the
     others contribute their exact expected risk (as in :mod:`batchlab.nqm.first_hit`); ``inf`` where a
@@ -228,7 +252,7 @@ def drifted_paths(problem: Problem, drift: Drift, *, learning_rates: Sequence[fl
         rest = Problem(h=problem.h[~single], c=problem.c[~single], s0=problem.s0[~single],
                        weights=problem.weights[~single])
         risk += _moments(rest, Drift(drift.multipliers[:, ~single]), lrs, np.full(lrs.shape, mu), batch_size,
-                         last)[:, None, :]
+                         last, bias_correction)[:, None, :]
     if single.any():
         h, c, s0 = problem.h[single], problem.c[single], problem.s0[single]
         rng = np.random.default_rng(seed)
@@ -244,13 +268,14 @@ def drifted_paths(problem: Problem, drift: Drift, *, learning_rates: Sequence[fl
                 xi = rng.standard_normal((count, h.shape[0])) * scale
                 m = drift.at(t)
                 m = m[single] if isinstance(m, np.ndarray) else m
-                z, prev = z + mu * (z - prev) - lr * m * (h * z + xi), z
+                step, mu_t = _corrected(lr, np.float64(mu), t, bias_correction)
+                z, prev = z + mu_t * (z - prev) - step * m * (h * z + xi), z
     return np.where(np.isnan(risk), np.inf, risk)
 
 
 def drifted_first_hits(problem: Problem, drift: Drift, *, learning_rates: Sequence[float], momentum: float | None,
                        batch_size: float, target: float, eval_every: int, horizon: int, runs: int = 400,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, bias_correction: bool = False) -> np.ndarray:
     """Each run's first hit (as :func:`batchlab.nqm.first_hit.first_hits` reports it, replay on) for each
     learning rate, all rates on the same random numbers (:func:`drifted_paths`): array
     ``(len(learning_rates), runs)``, ``inf`` for runs that never hit by ``horizon``."""
@@ -261,13 +286,14 @@ def drifted_first_hits(problem: Problem, drift: Drift, *, learning_rates: Sequen
         raise InputError("eval_every and horizon must be positive, runs at least 2")
     last = every * math.ceil(int(horizon) / every)
     risk = drifted_paths(problem, drift, learning_rates=learning_rates, momentum=momentum, batch_size=batch_size,
-                         steps=last, runs=runs, seed=seed)
+                         steps=last, runs=runs, seed=seed, bias_correction=bias_correction)
     return np.stack([hit_steps(r <= target, every) for r in risk])
 
 
 def tuned_drifted_first_hit(problem: Problem, drift: Drift, *, batch_size: float, target: float, eval_every: int,
                             optimum: Any, runs: int = 400, seed: int = 0,
-                            multipliers: Sequence[float] | None = None, horizon_factor: float = 4.0):
+                            multipliers: Sequence[float] | None = None, horizon_factor: float = 4.0,
+                            bias_correction: bool = False):
     """:func:`batchlab.nqm.first_hit.tuned_first_hit` under ``drift``: the fewest median first-hit steps
     over ``multipliers`` × the expected-risk ``optimum``'s rate (its momentum kept), all rates on the same
     random runs, up to ``horizon_factor`` × its steps (at least the drift's length) on the evaluation
@@ -286,7 +312,7 @@ def tuned_drifted_first_hit(problem: Problem, drift: Drift, *, batch_size: float
     horizon = int(every * math.ceil(reach / every))
     hits = drifted_first_hits(problem, drift, learning_rates=[optimum.learning_rate * m for m in factors],
                               momentum=optimum.momentum, batch_size=batch_size, target=target, eval_every=every,
-                              horizon=horizon, runs=runs, seed=seed)
+                              horizon=horizon, runs=runs, seed=seed, bias_correction=bias_correction)
     medians = np.median(hits, axis=1)
     best = int(np.argmin(medians))  # first of the smallest: the smaller multiplier on ties
     return FirstHit(float(medians[best]), optimum.learning_rate * factors[best], optimum.momentum, factors[best],
