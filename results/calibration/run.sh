@@ -259,7 +259,7 @@ for P in stability-digits-loss stability-digits-loss-kfac stability-digits-loss-
   done
 done
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/bias-correction
-#    c) fashion-mnist-mlp (sgd, momentum, adam; K-FAC is section 12b's), against paper-fashion-mnist
+#    c) fashion-mnist-mlp (sgd, momentum, adam; K-FAC is section 12b's; ~11 min), against paper-fashion-mnist
 $B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --target 0.3 \
   --batch-sizes 16,64,256,1024,4096,16384 --first-hit-every 20 --optimizers sgd,momentum,adam \
   --out $R/fashion-mnist/bias-correction
