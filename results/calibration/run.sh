@@ -265,3 +265,10 @@ $B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --targe
   --out $R/fashion-mnist/bias-correction
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
   results/paper-fashion-mnist/study=$R/fashion-mnist/bias-correction --out $R/fashion-mnist/bias-correction-validation
+#    d) SGD's remaining miss on fashion-mnist-mlp: the bulk's noise from tr Σ instead of tr HΣ, re-predicted on the
+#       reference NQMs of b) and c) (not adopted; ~3 min)
+mkdir -p $R/bulk-noise
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_bulk_noise.py $R/digits/bias-correction --every 5 \
+  > $R/bulk-noise/digits.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_bulk_noise.py $R/fashion-mnist/bias-correction --every 20 \
+  > $R/bulk-noise/fashion-mnist.txt
