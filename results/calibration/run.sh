@@ -215,13 +215,16 @@ PYTHONPATH=src .venv/bin/python benchmarks/large_batch_plateau.py --calibration 
 #    a) digits-cnn, the default pipeline on the studies' training-loss target (~8 min), validated against the ~4x
 #       study (sgd, momentum, adam; unchanged) and K-FAC's own studies of section 11 (1x and 2x search)
 $B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --out $R/digits/drift
-V=""
-for P in stability-digits-loss stability-digits-loss-kfac stability-digits-loss-kfac-2x; do
-  for s in 0 1 2; do
-    mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
-    V="$V runs/$P-stores/seed$s=$R/digits/drift"
+digits_stores() {  # V: the ~4x study's and K-FAC's two studies' stores (design seeds 0-2), each against calibration $1
+  V=""
+  for P in stability-digits-loss stability-digits-loss-kfac stability-digits-loss-kfac-2x; do
+    for s in 0 1 2; do
+      mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
+      V="$V runs/$P-stores/seed$s=$1"
+    done
   done
-done
+}
+digits_stores $R/digits/drift
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/drift
 #    b) fashion-mnist-mlp (sgd and kfac; the K-FAC part is section 9's, now with its drift; ~50 min), against
 #       paper-fashion-mnist (the registry's K-FAC)
@@ -251,13 +254,7 @@ PYTHONPATH=src .venv/bin/python benchmarks/adam_bias_correction.py $R/fashion-mn
   > $R/adam-bias-correction/fashion-mnist.txt
 #    b) digits-cnn, the default pipeline (~4 min), validated as in section 12a (sgd, momentum and kfac as there)
 $B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --out $R/digits/bias-correction
-V=""
-for P in stability-digits-loss stability-digits-loss-kfac stability-digits-loss-kfac-2x; do
-  for s in 0 1 2; do
-    mkdir -p runs/$P-stores/seed$s && cp results/$P/seed$s.sqlite runs/$P-stores/seed$s/study.sqlite
-    V="$V runs/$P-stores/seed$s=$R/digits/bias-correction"
-  done
-done
+digits_stores $R/digits/bias-correction
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/bias-correction
 #    c) fashion-mnist-mlp (sgd, momentum, adam; K-FAC is section 12b's; ~11 min), against paper-fashion-mnist
 $B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --target 0.3 \
