@@ -7,10 +7,10 @@ where the heavy ball takes ``lr (1 − β₁)`` (10x smaller at ``β₁ = 0.9``)
 ``1 / (1 − β₁)`` updates: at a large batch size, where a run is 10-20 updates long, the whole run.
 
 For a committed calibration folder this re-predicts Adam's curve both ways with the same code
-(:func:`batchlab.nqm.drift.tuned_drifted` and :func:`~batchlab.nqm.drift.tuned_drifted_first_hit`, no drift,
-``bias_correction`` off and on), each with the initial state refitted to the reference run's steps at
-the anchor batch size, as :func:`batchlab.calibrate.model.build_problem` fits it (the exponent ``a`` of
-the initial risk shares ``∝ w h^a``).  Prints expected-risk and first-hit steps per batch size, the
+(:func:`batchlab.calibrate.model.tuned_optimum`, then :func:`~batchlab.nqm.drift.tuned_drifted_first_hit`
+without drift; ``bias_correction`` off and on), each with the initial state refitted to the reference
+run's steps at the anchor batch size, as :func:`batchlab.calibrate.model.build_problem` fits it (the
+exponent ``a`` of the initial risk shares ``∝ w h^a``).  Prints expected-risk and first-hit steps per batch size, the
 B_noise of each (hyperbola fit), and its ratio to the measured B_noise values given.
 
 Usage::
@@ -23,51 +23,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 
 import numpy as np
-from scipy.optimize import brentq
 
-from batchlab.calibrate.model import EXPONENT_RANGE, _initial
+from batchlab.calibrate.model import Anchor, _fit_exponent, _initial, tuned_optimum
 from batchlab.critical import critical_batch_size
 from batchlab.nqm import Problem
-from batchlab.nqm.drift import Drift, tuned_drifted, tuned_drifted_first_hit
-from batchlab.nqm.optimize import optimize
-
-
-def tuned(problem: Problem, target: float, batch_size: float, corrected: bool):
-    """Expected-risk optimum under Adam's bias correction (or not), centred on the engine's optimum."""
-    centre = optimize(problem, "momentum", batch_size=batch_size, target=target)
-    if not math.isfinite(centre.steps):
-        return centre
-    horizon = int(max(4 * centre.steps, 50))
-    return tuned_drifted(problem, Drift.none(problem.h.shape[0]), "momentum", batch_size=batch_size, target=target,
-                         learning_rate=centre.learning_rate, momentum=centre.momentum, horizon=horizon,
-                         bias_correction=corrected)
+from batchlab.nqm.drift import Drift, tuned_drifted_first_hit
 
 
 def fit_initial(h, c, w, risk0: float, target: float, anchor: tuple[float, float], corrected: bool) -> tuple[float, Problem]:
-    """The initial-state exponent whose tuned expected steps at the anchor equal the reference's."""
-    batch, steps = anchor
-
-    def problem_of(a: float) -> Problem:
-        return Problem(h=h, c=c, s0=_initial(h, w, risk0, a), weights=w)
-
-    def gap(a: float) -> float:
-        found = tuned(problem_of(a), target, batch, corrected).steps
-        return math.log(max(found, 0.5) / steps) if math.isfinite(found) else math.inf
-
-    grid = np.linspace(*EXPONENT_RANGE, 14)
-    values = np.array([gap(a) for a in grid])
-    brackets = [i for i in range(len(grid) - 1)
-                if np.isfinite(values[i]) and np.isfinite(values[i + 1]) and values[i] * values[i + 1] <= 0]
-    if not brackets:
-        a = float(grid[int(np.argmin(np.abs(values)))])
-    else:
-        i = min(brackets, key=lambda j: abs(grid[j] - 1.0))
-        a = float(brentq(gap, grid[i], grid[i + 1], xtol=1e-3))
-    return a, problem_of(a)
+    """The initial-state exponent whose tuned expected steps at the anchor equal the reference's, as
+    :func:`batchlab.calibrate.model.build_problem` fits it, and the problem it gives."""
+    exponent, _ = _fit_exponent(h, c, w, risk0, target, Anchor("momentum", 0.0, anchor[0], int(anchor[1]), corrected))
+    return exponent, Problem(h=h, c=c, s0=_initial(h, w, risk0, exponent), weights=w)
 
 
 def main() -> None:
@@ -90,7 +60,7 @@ def main() -> None:
         a, problem = fit_initial(h, c, w, risk0, target, anchor, corrected)
         expected, hits, rows = [], [], []
         for b in sizes:
-            best = tuned(problem, target, b, corrected)
+            best = tuned_optimum(problem, "momentum", batch_size=b, target=target, bias_correction=corrected)
             hit = tuned_drifted_first_hit(problem, Drift.none(h.shape[0]), batch_size=b, target=target,
                                           eval_every=every, optimum=best, runs=args.runs, seed=0,
                                           bias_correction=corrected)

@@ -259,7 +259,7 @@ large early steps must stay stable, so the large-batch rate falls and the runs g
 13 steps at B = 1024 instead of 11 (measured 16.5-19), and B_noise 194 instead of 248, 1.79-1.87x the
 ~4x study's (2.28-2.39 before; per cell 0.68-1.26, from 0.58-1.23).  On fashion-mnist-mlp,
 ``benchmarks/adam_bias_correction.py`` re-predicts the committed NQM: 102 steps at B = 4096 instead of 58
-(measured 123), B_noise 1,032 instead of 2,264 against the measured 1,067 (``results/calibration/``
+(measured 123), B_noise 1,032 instead of 2,308 against the measured 1,067 (``results/calibration/``
 section "Adam's first-moment bias correction"), and the fresh calibration with it (``run.sh`` section 13c,
 whose Adam reference picked another rate) 661 against 1,067: 0.62, *supported* within 2x at 95%, with
 161 and 141 steps at B = 1024 and 4096 (measured 190 and 123).

@@ -74,7 +74,8 @@ from batchlab.nqm.optimize import optimize
 from batchlab.nqm.spectrum import compress
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "anchor_steps", "build_problem", "EXPONENT_RANGE"]
+__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "anchor_steps", "build_problem", "tuned_optimum",
+           "EXPONENT_RANGE"]
 
 EXPONENT_RANGE = (-1.0, 12.0)
 
@@ -93,18 +94,32 @@ class Anchor:
     bias_correction: bool = False
 
 
-def anchor_steps(problem: Problem, anchor: Anchor, target: float) -> float:
-    """The NQM's tuned expected-risk steps at the anchor's batch size, as the anchor's optimizer runs.
+def tuned_optimum(problem: Problem, kind: str, *, batch_size: float, target: float, precond: float = 0.0,
+                  bias_correction: bool = False):
+    """The NQM's tuned expected-risk optimum of ``kind`` at ``batch_size``.
 
-    Without bias correction: :func:`~batchlab.nqm.optimize.optimize`.  With it: that optimum retuned
-    under the correction (:func:`batchlab.nqm.drift.tuned_drifted` around it, no drift).
+    Without bias correction: :func:`~batchlab.nqm.optimize.optimize`'s.  With it (Adam's first moment,
+    ``precond`` 0 only): that optimum retuned under the correction (:func:`batchlab.nqm.drift.tuned_drifted`
+    around it, no drift).
+
+    Raises:
+        InputError: bias correction asked with ``precond`` other than 0.
     """
-    best = optimize(problem, anchor.kind, batch_size=anchor.batch_size, target=target, precond=anchor.precond)
-    if not anchor.bias_correction or not math.isfinite(best.steps):
-        return best.steps
-    return tuned_drifted(problem, Drift.none(problem.h.shape[0]), anchor.kind, batch_size=anchor.batch_size,
-                         target=target, learning_rate=best.learning_rate, momentum=best.momentum,
-                         horizon=int(max(4 * best.steps, 50)), bias_correction=True).steps
+    if bias_correction and precond:
+        raise InputError(f"bias correction is modelled in the optimizer's own coordinates (precond 0), not {precond}")
+    best = optimize(problem, kind, batch_size=batch_size, target=target, precond=precond)
+    if not bias_correction or not math.isfinite(best.steps):
+        return best
+    return tuned_drifted(problem, Drift.none(problem.h.shape[0]), kind, batch_size=batch_size, target=target,
+                         learning_rate=best.learning_rate, momentum=best.momentum,
+                         horizon=int(max(4 * best.steps, 50)), bias_correction=True)
+
+
+def anchor_steps(problem: Problem, anchor: Anchor, target: float) -> float:
+    """The NQM's tuned expected-risk steps at the anchor's batch size, as the anchor's optimizer runs
+    (:func:`tuned_optimum`)."""
+    return tuned_optimum(problem, anchor.kind, batch_size=anchor.batch_size, target=target, precond=anchor.precond,
+                         bias_correction=anchor.bias_correction).steps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -119,10 +119,8 @@ def _corrected(lr, mu, t: int, bias_correction: bool):
     ``(lr c_t, mu c_t / c_{t−1})``, ``c_t = 1 / (1 − mu^{t+1})`` (``t = 0``: the momentum term is void)."""
     if not bias_correction:
         return lr, mu
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = 1.0 / (1.0 - mu ** (t + 1))
-        ratio = (1.0 - mu ** t) / (1.0 - mu ** (t + 1)) if t else np.ones_like(c)
-    return lr * c, mu * np.where(mu > 0, ratio, 1.0)
+    c = 1.0 / (1.0 - mu ** (t + 1))
+    return lr * c, (mu * (1.0 - mu ** t) * c) if t else mu
 
 
 def _moments(problem: Problem, drift: Drift, lr: np.ndarray, mu: np.ndarray, batch_size: float, steps: int,
