@@ -92,6 +92,9 @@ def test_a_bias_corrected_anchor_is_fitted_with_adams_first_moment():
     assert anchor_steps(built.problem, plain, built.target) == centre.steps
     other = build_problem(_spectra(), initial_loss=2.0, target_loss=0.1, anchor=plain)
     assert other.initial_exponent != built.initial_exponent
+    with pytest.raises(InputError, match="precond 0"):
+        anchor_steps(built.problem, Anchor("momentum", 0.5, batch_size=64.0, steps=12, bias_correction=True),
+                     built.target)
 
 
 def test_bad_losses_are_input_errors():
