@@ -68,10 +68,13 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
                  "reference": {"optimizer": "adam", "hyperparameters": {"learning_rate": 0.01, ...},
                                "median_steps": 41, ...},
                  "initial_exponent": 1.54, "initial_rule": "fit",
-                 "anchor": {"batch_size": 128.0, "steps": 41, "nqm_steps": 41.0}}
+                 "anchor": {"batch_size": 128.0, "steps": 41, "nqm_steps": 41.0},
+                 "bias_correction": true}
 
   ``fitted_exponent`` is :mod:`.exponent`'s rank-matched ``p`` (``fitted_exponent_top_k``: of the top-k
-  alone).  Proxy entries (and every entry of a calibration without adam/kfac) are exactly as above.
+  alone).  ``bias_correction``: whether the optimizer divides its momentum by ``1 − β₁^{t+1}`` (Adam's first
+  moment: true; its curve and the anchor's fit then run it, see "Adam's first-moment bias correction"
+  below; K-FAC: false).  Proxy entries (and every entry of a calibration without adam/kfac) are exactly as above.
 
   K-FAC's entry (``--drift``, default ``auto``: K-FAC wherever it is measured) models the preconditioner
   its reference run applied before the checkpoint: kfac-jax refreshes its inverses every
