@@ -279,3 +279,9 @@ for s in 1 2; do
   PYTHONPATH=src .venv/bin/python benchmarks/adam_bias_correction.py $R/digits/bias-correction-seed$s \
     --measured 109,105,104 > $R/adam-bias-correction/digits-seed$s.txt
 done
+#    f) the fashion-mnist-mlp calibration of c) with seed 1 (~10 min)
+$B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --target 0.3 \
+  --batch-sizes 16,64,256,1024,4096,16384 --first-hit-every 20 --optimizers sgd,momentum,adam --seed 1 \
+  --out $R/fashion-mnist/bias-correction-seed1
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
+  results/paper-fashion-mnist/study=$R/fashion-mnist/bias-correction-seed1 --out $R/fashion-mnist/bias-correction-seed1-validation
