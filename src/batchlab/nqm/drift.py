@@ -14,18 +14,18 @@ Dynamics (heavy ball; ``μ = 0`` is SGD), per direction, with ``ξ ~ N(0, c_i / 
     z_{t+1} = (1 + μ) z_t − μ z_{t−1} − α m_{t,i} (h_i z_t + ξ_t),     z_{−1} = z_0 ~ N(0, s0_i),
 
 with ``m_{t,i} = 1`` for ``t ≥ T`` (the drift's length).  The risk is the NQM's, ``Σ w_i h_i E z_i² / 2``.
+:func:`drifted_risk` gives it exactly (the recursion of ``E z_t²``, ``E z_t z_{t−1}``, ``E z_{t−1}²``);
+:func:`drifted_first_hits` one run's first hit by Monte Carlo, as :func:`batchlab.nqm.first_hit.first_hits`
+does without drift (entries of weight 1 simulated, the others at their expected risk).
+:func:`tuned_drifted` tunes the learning rate and momentum on a grid around a centre (e.g. the optimum
+without drift), since the engine's closed-form searches assume constant coefficients.
 
 **Adam's first-moment bias correction** (``bias_correction=True``).  Adam divides its first moment by
 ``1 − β₁^{t+1}``; in the NQM's velocity form (``v_t = μ v_{t−1} + g_t``, ``μ = β₁``, ``α = lr (1 − β₁)``) update
 ``t`` is ``z_{t+1} = z_t − α c_t v_t`` with ``c_t = 1 / (1 − μ^{t+1})``, i.e. the recursion above with
 gradient step ``α c_t`` and momentum ``μ c_t / c_{t−1}``.  The first update takes the full step ``lr``
 (``α c_0``) instead of ``α``; the correction fades after a few ``1 / (1 − μ)`` updates, which at a large
-batch size may be the whole run.
-:func:`drifted_risk` gives it exactly (the recursion of ``E z_t²``, ``E z_t z_{t−1}``, ``E z_{t−1}²``);
-:func:`drifted_first_hits` one run's first hit by Monte Carlo, as :func:`batchlab.nqm.first_hit.first_hits`
-does without drift (entries of weight 1 simulated, the others at their expected risk).
-:func:`tuned_drifted` tunes the learning rate and momentum on a grid around a centre (e.g. the optimum
-without drift), since the engine's closed-form searches assume constant coefficients.
+batch size may be the whole run.  Every function here takes it.
 
 Example:
     >>> import numpy as np
