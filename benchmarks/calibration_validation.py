@@ -7,7 +7,9 @@ For each study folder given (a finished study with the explore / refine / replic
   tuned curve) against the measured one with its 95% bootstrap interval (seed and search noise,
   :mod:`batchlab.analysis.replicated`), the ratio predicted / measured with its interval, and the
   verdict on "within 2x" (supported / contradicted / inconclusive,
-  :func:`batchlab.analysis.prediction.within_factor`);
+  :func:`batchlab.analysis.prediction.within_factor`); for an ensemble calibration (``batchlab calibrate
+  --seeds N`` or ``calibrate-combine``: :mod:`batchlab.calibrate.ensemble`) the predicted one is its median
+  curve's, shown with the range of its calibration seeds' own;
 * per (optimizer, batch size), the predicted steps (the NQM curve interpolated log-log at the study's
   batch sizes) against the measured cell answer (median over replication seeds) with its interval;
 * per (optimizer, batch size), the NQM's tuned learning rate (and momentum) against the measured
@@ -94,6 +96,9 @@ def validate(study: pathlib.Path, calibration: pathlib.Path | None,
     if calibration is not None:  # one study may be compared with several calibrations: name the row by both
         name = f"{name} ({calibration.name})"
     critical = result.prediction_vs_measured.assign(study=name, workload=result.spec.get("workload"))
+    spread = {opt: (entry.get("members") or {}).get("b_noise_range") for opt, entry in raw["optimizers"].items()}
+    critical["predicted_low"] = [(spread.get(o) or [math.nan])[0] for o in critical["optimizer"]]
+    critical["predicted_high"] = [(spread.get(o) or [math.nan, math.nan])[-1] for o in critical["optimizer"]]
     rows = []
     for cell in result.best.itertuples():
         predicted = raw["optimizers"].get(cell.optimizer)
@@ -152,10 +157,16 @@ def fmt(v: float, digits: int = 3) -> str:
 
 
 def markdown(critical: pd.DataFrame, cells: pd.DataFrame) -> str:
-    lines = ["## Critical batch size (B_noise, hyperbola fit)", "",
-             "| study | optimizer | predicted | measured [95%] | ratio [95%] | within 2x |", "|---|---|---|---|---|---|"]
+    ensemble = bool(np.isfinite(critical["predicted_low"]).any())
+    lines = ["## Critical batch size (B_noise, hyperbola fit)", ""]
+    if ensemble:
+        lines += ["An ensemble calibration: *predicted* is the B_noise of the median curve over calibration seeds, "
+                  "[seeds] the range of the seeds' own; ratio and verdict are the median curve's.", ""]
+    lines += ["| study | optimizer | predicted | measured [95%] | ratio [95%] | within 2x |", "|---|---|---|---|---|---|"]
     for r in critical.itertuples():
-        lines.append(f"| {r.study} | {r.optimizer} | {fmt(r.predicted)} | {fmt(r.measured_b_noise)} "
+        predicted = fmt(r.predicted) + (f" [seeds {fmt(r.predicted_low)}–{fmt(r.predicted_high)}]"
+                                        if math.isfinite(r.predicted_low) else "")
+        lines.append(f"| {r.study} | {r.optimizer} | {predicted} | {fmt(r.measured_b_noise)} "
                      f"[{fmt(r.measured_low)}, {fmt(r.measured_high)}] | {fmt(r.ratio)} "
                      f"[{fmt(r.ratio_low)}, {fmt(r.ratio_high)}] | {r.within} |")
     lines += ["", "## Steps to target per batch size", "",

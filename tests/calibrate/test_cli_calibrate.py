@@ -194,6 +194,8 @@ def _one_line_error(result, message: str) -> None:
     (("--workload", "digits-cnn", "--optimizers", "sgd,adam", "--drift", "kfac"), "drift asked for kfac"),
     (("--workload", "digits-cnn", "--drift", "lion"), "drift asked for lion, but lion is not measured"),
     (("--workload", "digits-cnn", "--drift", "adam,kfac"), "modelled for kfac only, not 'adam'"),
+    (("--workload", "digits-cnn", "--seeds", "0"), "--seeds must be an integer >= 1"),
+    (("--workload", "digits-cnn", "--seed", "4294967293", "--seeds", "2"), "seed must be an integer in [0, 4294967293]"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, no_training, args, message):
     result = RUNNER.invoke(app, ["calibrate", "--out", str(tmp_path / "out"), *args])

@@ -18,14 +18,14 @@ from batchlab.cli._app import app, guarded, parse_float_list
 from batchlab.cli.train import parse_assignments
 from batchlab.errors import InputError
 
-__all__ = ["calibrate_command"]
+__all__ = ["calibrate_command", "calibrate_combine_command"]
 
 
-def _stages(bar: Progress | None) -> Callable[[str, int], Callable[[], None]]:
+def _stages(bar: Progress | None, prefix: str = "") -> Callable[[str, int], Callable[[], None]]:
     def stage(name: str, total: int) -> Callable[[], None]:
         if bar is None:
             return lambda: None
-        task = bar.add_task(name, total=total)
+        task = bar.add_task(prefix + name, total=total)
         return lambda: bar.advance(task)
 
     return stage
@@ -55,7 +55,10 @@ def calibrate_command(
     at_step: Optional[int] = typer.Option(None, "--at-step",
                                           help="measure after N reference steps (default: where the target is met)"),
     top_k: int = typer.Option(16, "--top-k", help="top eigenpairs measured exactly"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="seed of the calibration (with --seeds: the first)"),
+    seeds: int = typer.Option(1, "--seeds",
+                              help="calibrations with seeds seed … seed+N-1 (in OUT/seed-S), combined into "
+                                   "OUT/prediction.json: median steps per batch size, each seed's spread"),
     batch_sizes: str = typer.Option("4,16,64,256,1024,4096,16384", "--batch-sizes",
                                     help="batch sizes of the predicted curves"),
     optimizers: str = typer.Option("sgd,momentum,adam,kfac", "--optimizers", help="study optimizers to predict"),
@@ -114,6 +117,7 @@ def calibrate_command(
     from batchlab.calibrate import (
         CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, check_output_dir, write_calibration,
     )
+    from batchlab.calibrate.ensemble import member_folder, write_ensemble
     from batchlab.workloads.registry import get_workload
 
     config = CalibrationConfig(
@@ -138,21 +142,73 @@ def calibrate_command(
         drift=_drift_names(drift),
     )
     config.check()
-    check_output_dir(out)  # a result that cannot be written fails now, not after the training
+    if isinstance(seeds, bool) or seeds < 1:
+        raise InputError(f"--seeds must be an integer >= 1, got {seeds}")
+    members = [out] if seeds == 1 else [member_folder(out, s) for s in range(seed, seed + seeds)]
+    for folder in dict.fromkeys([out, *members]):  # a result that cannot be written fails now, not after training
+        check_output_dir(folder)
     task = get_workload(workload, **parse_assignments(option, flag="--option"))
     task.load()  # a missing data set fails here, before any progress bar
+    for s in range(seed, seed + seeds):
+        config.check_workload(task, seed=s)  # every member's seed, before the first one trains
     console = Console(stderr=True)
-    if console.is_terminal:
-        columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            result = calibrate(task, config, seed=seed, stages=_stages(bar))
-    else:
-        result = calibrate(task, config, seed=seed)
-    files = write_calibration(result, out)
+    results = []
+    for s, folder in zip(range(seed, seed + seeds), members):
+        prefix = f"seed {s} ({s - seed + 1}/{seeds}): " if seeds > 1 else ""
+        if console.is_terminal:
+            columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=True) as bar:
+                result = calibrate(task, config, seed=s, stages=_stages(bar, prefix))
+        else:
+            result = calibrate(task, config, seed=s)
+        results.append((result, write_calibration(result, folder)))
+    files = results[0][1] if seeds == 1 else write_ensemble(out, members)
     if as_json:
         print(json.dumps(json.loads(files["prediction"].read_text())))
         return
-    _render(Console(), result, files)
+    if seeds == 1:
+        _render(Console(), *results[0])
+        return
+    _render_ensemble(Console(), json.loads(files["prediction"].read_text()), files)
+
+
+@app.command("calibrate-combine")
+@guarded
+def calibrate_combine_command(
+    members: list[Path] = typer.Argument(..., help="calibration folders (batchlab calibrate --out), distinct seeds"),
+    out: Path = typer.Option(..., "--out", help="folder of the ensemble's prediction.json and prediction.png"),
+    as_json: bool = typer.Option(False, "--json", help="print the ensemble's prediction.json on stdout"),
+) -> None:
+    """Combine calibrations of one workload made with different seeds: median predicted steps per batch size,
+    the critical batch size of that median curve, and each seed's spread (what --seeds N writes)."""
+    from batchlab.calibrate.ensemble import write_ensemble
+
+    files = write_ensemble(out, members)
+    if as_json:
+        print(json.dumps(json.loads(files["prediction"].read_text())))
+        return
+    _render_ensemble(Console(), json.loads(files["prediction"].read_text()), files)
+
+
+def _render_ensemble(console: Console, prediction: dict[str, Any], files: dict[str, Path]) -> None:
+    entries = prediction["optimizers"]
+    members = prediction["ensemble"]["members"]
+    console.print(f"[bold]{prediction['workload']}[/]: {prediction['source']}; checkpoints at steps "
+                  f"{', '.join(_num(m['checkpoint_step']) for m in members)}")
+    table = Table(title="predicted steps to target: median over seeds (each seed's)")
+    table.add_column("batch size", justify="right")
+    for name in entries:
+        table.add_column(name, justify="right")
+    sizes = next(iter(entries.values()))["batch_sizes"]
+    for i, size in enumerate(sizes):
+        table.add_row(f"{size:g}", *[f"{_num(e['steps'][i])} ({', '.join(_num(m[i]) for m in e['members']['steps'])})"
+                                     for e in entries.values()])
+    table.add_row("critical (fit)", *[f"{_num(e['critical_batch_size']['b_noise'])} "
+                                      f"({', '.join(_num(b) for b in e['members']['b_noise'])})"
+                                      for e in entries.values()])
+    console.print(table)
+    console.print("wrote " + ", ".join(str(path) for path in files.values()))
+    sys.stdout.flush()
 
 
 def _render(console: Console, result: Any, files: dict[str, Path]) -> None:
