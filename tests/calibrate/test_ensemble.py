@@ -240,3 +240,28 @@ def test_an_unwritable_member_folder_fails_before_any_training(tmp_path, monkeyp
     assert result.exit_code == 2, result.output
     assert f"output folder {out / 'seed-1'}: exists and is not a folder" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["seed-1"] and (out / "seed-1").read_text() == "keep me\n"
+
+
+def test_the_study_report_shows_the_ensembles_seed_range(ensemble_run, tmp_path):
+    """A study's report reads an ensemble's prediction.json: its predicted B_noise is the median curve's,
+    shown with the seeds' range; the verdict is computed on the median."""
+    import pandas as pd
+
+    from batchlab.analysis.prediction import compare_critical, load_prediction
+    from batchlab.report.tables import prediction_table
+
+    root, _, both = ensemble_run
+    assert both.exit_code == 0, both.output
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / "prediction.json").write_bytes((root / "ens" / "prediction.json").read_bytes())
+    written = json.loads((root / "ens" / "prediction.json").read_text())["optimizers"]["sgd"]
+    prediction = load_prediction(tmp_path)
+    measured = pd.DataFrame([{"optimizer": "sgd", "b_noise": 50.0, "b_noise_low": 40.0, "b_noise_high": 60.0,
+                              "overhead": 64.0}])
+    versus = compare_critical(prediction, measured)
+    row = versus.iloc[0]
+    assert row["predicted"] == pytest.approx(written["critical_batch_size"]["b_noise"])
+    assert (row["predicted_low"], row["predicted_high"]) == pytest.approx(tuple(written["members"]["b_noise_range"]))
+    assert row["ratio"] == pytest.approx(row["predicted"] / 50.0)
+    shown = prediction_table(versus)["predicted B_crit (NQM)"].iloc[0]
+    assert "[seeds " in shown

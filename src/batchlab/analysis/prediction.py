@@ -51,6 +51,7 @@ class PredictedCurve:
     learning_rates: np.ndarray | None = None
     momenta: np.ndarray | None = None
     optimizer_units: bool = False
+    critical_range: tuple[float, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _curve(entry: PredictedOptimizer) -> PredictedCurve:
         fit = critical_batch_size(entry.batch_sizes, entry.steps).fit
         critical = math.nan if fit is None else fit.b_noise
     return PredictedCurve(entry.batch_sizes, entry.steps, float(critical), entry.learning_rates, entry.momenta,
-                          entry.optimizer_units)
+                          entry.optimizer_units, entry.critical_range)
 
 
 def load_prediction(folder: str | pathlib.Path) -> Prediction | None:
@@ -104,19 +105,23 @@ def compare_critical(prediction: Prediction, critical: pd.DataFrame, *, factor: 
     optimizers present in both: ``ratio = predicted / measured``, the ratio's interval from the
     measurement's (``ratio_low = predicted / measured_high``, ``ratio_high = predicted / measured_low``)
     and ``within`` — the verdict on "the prediction is within ``factor`` (2x) of the measurement"
-    (:func:`within_factor`; ``inconclusive`` when the study has no interval)."""
-    columns = ["optimizer", "predicted", "measured_b_noise", "measured_low", "measured_high",
-               "measured_overhead", "ratio", "ratio_low", "ratio_high", "within"]
+    (:func:`within_factor`; ``inconclusive`` when the study has no interval).  ``predicted_low`` /
+    ``predicted_high``: an ensemble calibration's range over its seeds (``nan`` for one calibration);
+    the verdict is the ensemble's median curve's."""
+    columns = ["optimizer", "predicted", "predicted_low", "predicted_high", "measured_b_noise", "measured_low",
+               "measured_high", "measured_overhead", "ratio", "ratio_low", "ratio_high", "within"]
     rows = []
     for row in ([] if critical.empty else critical.to_dict("records")):
         name = row["optimizer"]
         if name not in prediction.curves:
             continue
         predicted = prediction.curves[name].critical_batch_size
+        spread = prediction.curves[name].critical_range or (math.nan, math.nan)
         value = float(row["b_noise"])
         low, high = float(row.get("b_noise_low", math.nan)), float(row.get("b_noise_high", math.nan))
         ratio = predicted / value if value > 0 and math.isfinite(value) else math.nan
-        rows.append({"optimizer": name, "predicted": predicted, "measured_b_noise": value,
+        rows.append({"optimizer": name, "predicted": predicted, "predicted_low": spread[0],
+                     "predicted_high": spread[1], "measured_b_noise": value,
                      "measured_low": low, "measured_high": high, "measured_overhead": float(row["overhead"]),
                      "ratio": ratio,
                      "ratio_low": predicted / high if high > 0 and math.isfinite(high) else math.nan,

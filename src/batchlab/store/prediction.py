@@ -12,7 +12,8 @@ hyperparameters).  The format is described in :mod:`batchlab.calibrate`; what th
                 "momenta": [null, null, null],             # optional, in [0, 1) (null: none)
                 "precond": 0.0,                            # optional, >= 0
                 "units": "optimizer",                      # optional
-                "critical_batch_size": 180.0},             # optional: a number or {"b_noise": ...}
+                "critical_batch_size": 180.0,              # optional: a number or {"b_noise": ...}
+                "members": {"b_noise_range": [120.0, 260.0]}},  # optional (an ensemble's seeds)
         ...}}
 
 **Units of the predicted learning rates.**  The NQM stands in for some optimizers with a
@@ -89,6 +90,8 @@ class PredictedOptimizer:
         units: the entry's ``"units"`` field, if any.
         critical_batch_size: the file's ``critical_batch_size`` (its ``b_noise`` when an object;
             ``None`` when absent or null).
+        critical_range: an ensemble calibration's range of its members' critical batch sizes
+            (``members.b_noise_range``, :mod:`batchlab.calibrate.ensemble`); ``None`` otherwise.
     """
 
     name: str
@@ -99,6 +102,7 @@ class PredictedOptimizer:
     precond: float = 0.0
     units: str | None = None
     critical_batch_size: float | None = None
+    critical_range: tuple[float, float] | None = None
 
     @property
     def optimizer_units(self) -> bool:
@@ -190,8 +194,14 @@ def _entry(name: str, body: Any, path: pathlib.Path) -> PredictedOptimizer:
         critical = critical.get("b_noise")
     if critical is not None and (isinstance(critical, bool) or not isinstance(critical, (int, float))):
         raise InputError(f"{where}: critical_batch_size must be a number")
+    spread = (body.get("members") or {}).get("b_noise_range") if isinstance(body.get("members"), Mapping) else None
+    if spread is not None:
+        if (not isinstance(spread, list) or len(spread) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                                    for v in spread) or not spread[0] <= spread[1]):
+            raise InputError(f"{where}: members.b_noise_range must be [low, high] with low <= high")
+        spread = (float(spread[0]), float(spread[1]))
     return PredictedOptimizer(name, sizes, steps, rates, momenta, float(precond), units,
-                              None if critical is None else float(critical))
+                              None if critical is None else float(critical), spread)
 
 
 def read_prediction(path: str | pathlib.Path) -> PredictionFile:
