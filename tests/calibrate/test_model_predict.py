@@ -160,3 +160,26 @@ def test_whole_pipeline_on_nqm_sampled_is_within_a_factor_two_of_the_known_curve
     ratio = result.curves["sgd"].steps / engine.steps
     assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
     assert math.isfinite(result.spectra.noise.b_noise)
+
+
+def test_an_anchor_at_the_runs_momentum_is_fitted_with_the_rate_alone():
+    """A reference run that tuned only its rate (Adam at beta1 = 0.9): the fit makes the NQM's best rate *at
+    that momentum* reproduce the run, checked against an independent dense scan of rates at momentum 0.9
+    (with the bias correction), and the initial state differs from the freely tuned anchor's."""
+    from batchlab.calibrate.model import anchor_steps
+    from batchlab.nqm.drift import Drift, drifted_steps
+
+    fixed = Anchor("momentum", 0.0, batch_size=64.0, steps=12, bias_correction=True, momentum=0.9)
+    free = Anchor("momentum", 0.0, batch_size=64.0, steps=12, bias_correction=True)
+    built = build_problem(_spectra(), initial_loss=2.0, target_loss=0.1, anchor=fixed)
+    assert built.initial_rule == "fit" and abs(built.anchor_steps - 12) <= 1
+    problem = built.problem
+    limit = 2 * 1.9 / problem.h.max()
+    scan = min(drifted_steps(problem, Drift.none(problem.h.shape[0]), learning_rate=r, momentum=0.9, batch_size=64.0,
+                             target=built.target, horizon=400, bias_correction=True)
+               for r in np.geomspace(limit * 1e-4, limit, 600))
+    assert abs(scan - anchor_steps(problem, fixed, built.target)) <= 1
+    other = build_problem(_spectra(), initial_loss=2.0, target_loss=0.1, anchor=free)
+    assert other.initial_exponent != pytest.approx(built.initial_exponent, abs=1e-3)
+    with pytest.raises(InputError, match="momentum kind"):
+        anchor_steps(problem, Anchor("sgd", 0.0, batch_size=64.0, steps=12, momentum=0.9), built.target)

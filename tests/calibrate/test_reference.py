@@ -1,11 +1,14 @@
 """The reference run: same parameters as ``train``, exact first hit, tuning, anchors and errors."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from batchlab.calibrate.model import Anchor
 from batchlab.calibrate.operators import chunk_batch
+from batchlab.calibrate.predict import Proxy
 from batchlab.calibrate.reference import ReferenceConfig, reference_anchor, run_reference, tuning_rates
 from batchlab.errors import InputError
 from batchlab.train import train
@@ -33,7 +36,8 @@ def test_checkpoint_and_first_hit_agree_with_train(toy):
     assert run.target_step == reached.steps_to_target  # exact first hit (replayed), as train reports it
     assert run.target_loss < run.initial_loss
     assert run.hyperparameters["learning_rate"] == 0.05 and run.trials == ()
-    assert reference_anchor(config, run) == Anchor("momentum", 0.0, 32.0, run.median_steps)
+    # the run's momentum as it ran: the NQM's anchor tunes the rate alone, at that momentum
+    assert reference_anchor(config, run) == Anchor("momentum", 0.0, 32.0, run.median_steps, momentum=0.9)
 
 
 def test_checkpoint_defaults_to_the_first_hit(toy):
@@ -64,6 +68,12 @@ def test_anchors_use_the_study_proxies_and_averaging_has_none(toy):
                              tune_points=0)
     run = run_reference(workload, config, seed=0, loss_chunks=chunks)
     assert reference_anchor(config, run) == Anchor("momentum", 0.5, 32.0, run.median_steps)
+    # measured in its own coordinates (plain heavy ball): Adam's beta1 as it ran, the default 0.9 or a given one
+    assert reference_anchor(config, run, Proxy("momentum", 0.0)) == Anchor("momentum", 0.0, 32.0, run.median_steps,
+                                                                           momentum=0.9)
+    given = dataclasses.replace(config, hyperparameters={"learning_rate": 0.01, "beta1": 0.8})
+    assert reference_anchor(given, run_reference(workload, given, seed=0, loss_chunks=chunks),
+                            Proxy("momentum", 0.0)).momentum == 0.8
     averaged = ReferenceConfig(optimizer="sgd+ema", hyperparameters={"learning_rate": 0.5}, batch_size=32,
                                tune_points=0)
     assert reference_anchor(averaged, run_reference(workload, averaged, seed=0, loss_chunks=chunks)) is None

@@ -183,3 +183,72 @@ def test_bias_correction_with_noise_matches_monte_carlo_and_is_void_for_sgd():
     # the first update takes Adam's full step lr, not the heavy ball's lr (1 - beta)
     full = drifted_risk(PROBLEM, Drift.none(3), learning_rate=lr, momentum=None, batch_size=4, steps=1)
     assert exact[1] == pytest.approx(full[1], rel=1e-12)
+
+
+def _box_problem():
+    from batchlab.nqm import power_law
+
+    return power_law(40)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.floats(1e-3, 0.3), st.floats(1.5, 300.0), st.sampled_from([4.0, 64.0, 1024.0]),
+       st.lists(st.floats(0.0, 0.99), min_size=1, max_size=3), st.booleans())
+def test_box_tuning_is_the_best_of_the_box(low, span, batch_size, momenta, averaged):
+    """tuned_in_box stays inside its box, its steps are the exact expected-risk crossing of what it
+    returns, and no setting of an independent dense scan of the same box is more than one step faster
+    (the scan's and the grid's rate resolutions are both about 2%)."""
+    from batchlab.nqm.drift import tuned_in_box
+
+    problem = _box_problem()
+    none = Drift.none(problem.h.shape[0])
+    target = 0.05 * problem.initial_risk()
+    high = low * span
+    best = tuned_in_box(problem, none, batch_size=batch_size, target=target, rates=(low, high), momenta=momenta,
+                        averaged=averaged)
+    mus = sorted(set(momenta))
+    if not np.isfinite(best.steps):
+        return
+    mu = best.momentum or 0.0
+    assert mu in [pytest.approx(m) for m in mus] or (best.momentum is None and mus == [0.0])
+    lr = best.learning_rate / ((1 - mu) if averaged else 1.0)  # back in the box's units
+    assert low * (1 - 1e-9) <= lr <= high * (1 + 1e-9)
+    horizon = int(best.steps) + 2
+    assert drifted_steps(problem, none, learning_rate=best.learning_rate, momentum=best.momentum, batch_size=batch_size,
+                         target=target, horizon=horizon) == best.steps
+    scan = min(drifted_steps(problem, none, learning_rate=r * ((1 - m) if averaged else 1.0), momentum=m or None,
+                             batch_size=batch_size, target=target, horizon=horizon)
+               for m in mus for r in np.geomspace(low, high, max(8, int(np.log(span) / np.log(1.02)))))
+    assert scan >= best.steps - 1
+
+
+def test_box_tuning_agrees_with_the_free_optimum_when_the_box_holds_it():
+    """A box around the engine's free optimum (rate x/÷ 4, its momentum and two neighbours) finds its
+    steps to within 2%; a box that excludes it (rates 30x too small) is slower."""
+    from batchlab.nqm.drift import tuned_in_box
+    from batchlab.nqm.optimize import optimize
+
+    problem = _box_problem()
+    none = Drift.none(problem.h.shape[0])
+    target = 0.05 * problem.initial_risk()
+    for batch_size in (16.0, 1024.0):
+        free = optimize(problem, "momentum", batch_size=batch_size, target=target)
+        around = [free.momentum, 1 - (1 - free.momentum) * 1.3, 1 - (1 - free.momentum) / 1.3]
+        boxed = tuned_in_box(problem, none, batch_size=batch_size, target=target,
+                             rates=(free.learning_rate / 4, free.learning_rate * 4), momenta=around)
+        assert boxed.steps <= free.steps * 1.02 + 1
+        low = tuned_in_box(problem, none, batch_size=batch_size, target=target,
+                           rates=(free.learning_rate / 1000, free.learning_rate / 30), momenta=around)
+        assert low.steps > free.steps
+
+
+@pytest.mark.parametrize("rates, momenta, message", [
+    ((0.1, 0.01), [0.9], "0 < low <= high"), ((0.0, 1.0), [0.9], "0 < low <= high"),
+    ((0.01, 0.1), [], "box momenta"), ((0.01, 0.1), [1.0], "box momenta"),
+])
+def test_bad_boxes_are_refused(rates, momenta, message):
+    from batchlab.nqm.drift import tuned_in_box
+
+    problem = _box_problem()
+    with pytest.raises(InputError, match=message):
+        tuned_in_box(problem, Drift.none(problem.h.shape[0]), batch_size=4.0, target=0.1, rates=rates, momenta=momenta)

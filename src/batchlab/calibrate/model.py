@@ -69,7 +69,7 @@ from scipy.optimize import brentq
 from batchlab.calibrate.measure import Spectra
 from batchlab.checks import check_at_least, check_finite
 from batchlab.errors import InputError
-from batchlab.nqm.drift import Drift, tuned_drifted
+from batchlab.nqm.drift import Drift, tuned_drifted, tuned_in_box
 from batchlab.nqm.optimize import optimize
 from batchlab.nqm.spectrum import compress
 from batchlab.nqm.spectrum import Problem
@@ -85,28 +85,42 @@ class Anchor:
     """A measured point the NQM must reproduce: the tuned reference optimizer (NQM ``kind`` with
     preconditioner power ``precond``) first met the workload's target after ``steps`` updates at
     ``batch_size``.  ``bias_correction``: the optimizer divides its momentum by ``1 − β^{t+1}`` (Adam's
-    first moment; :mod:`batchlab.nqm.drift`), so the NQM's tuned steps are counted with it."""
+    first moment; :mod:`batchlab.nqm.drift`), so the NQM's tuned steps are counted with it.  ``momentum``:
+    the momentum the reference run had (its learning rate alone was tuned: Adam's ``β₁``, K-FAC's
+    momentum), at which the NQM's rate alone is tuned too; ``None``: every coordinate tuned."""
 
     kind: str
     precond: float
     batch_size: float
     steps: int
     bias_correction: bool = False
+    momentum: float | None = None
 
 
 def tuned_optimum(problem: Problem, kind: str, *, batch_size: float, target: float, precond: float = 0.0,
-                  bias_correction: bool = False):
+                  bias_correction: bool = False, momentum: float | None = None):
     """The NQM's tuned expected-risk optimum of ``kind`` at ``batch_size``.
 
     Without bias correction: :func:`~batchlab.nqm.optimize.optimize`'s.  With it (Adam's first moment,
     ``precond`` 0 only): that optimum retuned under the correction (:func:`batchlab.nqm.drift.tuned_drifted`
-    around it, no drift).
+    around it, no drift).  With a ``momentum`` (kind ``"momentum"``, ``precond`` 0): the rate alone, at that
+    momentum, on 121 rates over six decades below the heavy ball's stability limit ``2 (1 + β) / h_max``
+    (:func:`batchlab.nqm.drift.tuned_in_box`; with the correction if asked).
 
     Raises:
-        InputError: bias correction asked with ``precond`` other than 0.
+        InputError: bias correction or a fixed momentum asked with ``precond`` other than 0, or a fixed
+            momentum for another kind.
     """
-    if bias_correction and precond:
-        raise InputError(f"bias correction is modelled in the optimizer's own coordinates (precond 0), not {precond}")
+    if (bias_correction or momentum is not None) and precond:
+        raise InputError(f"bias correction and a fixed momentum are modelled in the optimizer's own coordinates "
+                         f"(precond 0), not {precond}")
+    if momentum is not None:
+        if kind != "momentum":
+            raise InputError(f"a fixed momentum needs the momentum kind, not {kind!r}")
+        limit = 2.0 * (1.0 + float(momentum)) / float(np.max(problem.h))
+        return tuned_in_box(problem, Drift.none(problem.h.shape[0]), batch_size=batch_size, target=target,
+                            rates=(limit * 1e-6, limit), momenta=[float(momentum)], points=121,
+                            bias_correction=bias_correction)
     best = optimize(problem, kind, batch_size=batch_size, target=target, precond=precond)
     if not bias_correction or not math.isfinite(best.steps):
         return best
@@ -119,7 +133,7 @@ def anchor_steps(problem: Problem, anchor: Anchor, target: float) -> float:
     """The NQM's tuned expected-risk steps at the anchor's batch size, as the anchor's optimizer runs
     (:func:`tuned_optimum`)."""
     return tuned_optimum(problem, anchor.kind, batch_size=anchor.batch_size, target=target, precond=anchor.precond,
-                         bias_correction=anchor.bias_correction).steps
+                         bias_correction=anchor.bias_correction, momentum=anchor.momentum).steps
 
 
 @dataclasses.dataclass(frozen=True)

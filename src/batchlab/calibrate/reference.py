@@ -269,7 +269,9 @@ def reference_anchor(config: ReferenceConfig, run: ReferenceRun, proxy: Proxy | 
     The reference optimizer maps to ``proxy`` if given (a run measured in its own preconditioned
     coordinates: the plain NQM kind), else to its study proxy
     (:data:`batchlab.calibrate.predict.PROXIES`; Nesterov to the NQM's Nesterov); weight averaging
-    (``+ema``), learning-rate schedules and runs without a measured target step give no anchor.
+    (``+ema``), learning-rate schedules and runs without a measured target step give no anchor.  A
+    heavy-ball anchor in the optimizer's own coordinates (momentum, a measured Adam or K-FAC) keeps the
+    run's momentum (``beta1`` for Adam): the run tuned its learning rate only, and so does the NQM's anchor.
     """
     values = run.hyperparameters or prepare(get_optimizer(config.optimizer), config.hyperparameters).values
     if run.target_step is None or "+" in config.optimizer or values.get("lr_schedule", "constant") != "constant":
@@ -278,4 +280,10 @@ def reference_anchor(config: ReferenceConfig, run: ReferenceRun, proxy: Proxy | 
         proxy = Proxy("nesterov", 0.0) if config.optimizer == "nesterov" else PROXIES.get(config.optimizer)
     if proxy is None:
         return None
-    return Anchor(proxy.kind, proxy.precond, float(config.batch_size), int(run.median_steps or run.target_step))
+    momentum = None
+    if proxy.kind == "momentum" and not proxy.precond:  # its momentum as it ran (only its rate was tuned)
+        full = prepare(get_optimizer(config.optimizer), {**config.hyperparameters, **(run.hyperparameters or {})}).values
+        value = full.get("momentum", full.get("beta1"))
+        momentum = None if value is None else float(value)
+    return Anchor(proxy.kind, proxy.precond, float(config.batch_size), int(run.median_steps or run.target_step),
+                  momentum=momentum)

@@ -18,7 +18,9 @@ with ``m_{t,i} = 1`` for ``t ≥ T`` (the drift's length).  The risk is the NQM'
 :func:`drifted_first_hits` one run's first hit by Monte Carlo, as :func:`batchlab.nqm.first_hit.first_hits`
 does without drift (entries of weight 1 simulated, the others at their expected risk).
 :func:`tuned_drifted` tunes the learning rate and momentum on a grid around a centre (e.g. the optimum
-without drift), since the engine's closed-form searches assume constant coefficients.
+without drift), since the engine's closed-form searches assume constant coefficients; :func:`tuned_in_box`
+tunes them exhaustively inside a box of the optimizer's own hyperparameters (a study's search space, or a
+reference run's fixed momentum).
 
 **Adam's first-moment bias correction** (``bias_correction=True``).  Adam divides its first moment by
 ``1 − β₁^{t+1}``; in the NQM's velocity form (``v_t = μ v_{t−1} + g_t``, ``μ = β₁``, ``α = lr (1 − β₁)``) update
@@ -49,7 +51,7 @@ from batchlab.errors import InputError
 from batchlab.nqm.spectrum import Problem
 
 __all__ = ["Drift", "DriftedOptimum", "drifted_risk", "drifted_steps", "drifted_paths", "drifted_first_hits",
-           "tuned_drifted", "tuned_drifted_first_hit", "LR_MULTIPLIERS", "MOMENTA"]
+           "tuned_drifted", "tuned_drifted_first_hit", "tuned_in_box", "LR_MULTIPLIERS", "MOMENTA"]
 
 LR_MULTIPLIERS = tuple(float(2 ** (k / 4)) for k in range(-16, 5))  # 1/16 … 2: around the centre's rate
 MOMENTA = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)  # tried besides the centre's (momentum kind)
@@ -227,6 +229,66 @@ def tuned_drifted(problem: Problem, drift: Drift, kind: str, *, batch_size: floa
         step = span ** (1.0 / (len(factors) - 1))
         best = evaluate([(best[0] * step ** (k / REFINE), m) for m in mus for k in range(-REFINE, REFINE + 1)])
     return DriftedOptimum(float(tried[best][0]), float(best[0]), None if kind == "sgd" else float(best[1]))
+
+
+def tuned_in_box(problem: Problem, drift: Drift, *, batch_size: float, target: float, rates: tuple[float, float],
+                 momenta: Sequence[float], averaged: bool = False, bias_correction: bool = False, points: int = 41,
+                 refine: int = 8, finalists: int = 8, max_horizon: int = 2**16) -> DriftedOptimum:
+    """The fewest expected-risk steps with the optimizer's hyperparameters inside a box: ``points``
+    log-spaced rates in ``rates`` (the optimizer's units) × ``momenta`` (``[0]`` or ``[0.0]``: SGD), then
+    ``refine`` rates per grid step on either side of each of the ``finalists`` best, still inside ``rates``.  An exhaustive
+    grid on the exact expected risk (no search heuristics), so the answer is the best the box holds up to
+    its resolution.  The horizon doubles from 64 updates until some setting reaches ``target`` (at most
+    ``max_horizon``).  Ties go to the smaller rate, then the smaller momentum.
+
+    ``averaged``: the optimizer's momentum averages its gradients, ``m = (1 − β) Σ βᵏ g`` (Adam's first
+    moment), so its rate ``lr`` is the NQM's ``α / (1 − β)``: the NQM runs ``α = lr (1 − β)``.
+
+    Returns:
+        :class:`DriftedOptimum` with the NQM's rate ``α`` (``momentum`` ``None`` when every momentum is 0).
+
+    Raises:
+        InputError: an empty or invalid box, or see :func:`drifted_risk`.
+    """
+    _check(problem, drift)
+    low, high = (float(r) for r in rates)
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise InputError(f"a learning-rate box needs 0 < low <= high, got {rates!r}")
+    mus = sorted({float(m) for m in momenta})
+    if not mus or not all(0.0 <= m < 1.0 for m in mus):
+        raise InputError(f"box momenta must be in [0, 1), got {list(momenta)!r}")
+    if int(points) < 2 or int(refine) < 0:
+        raise InputError("a box grid needs points >= 2 and refine >= 0")
+    _check_hyper(low, None, batch_size)
+    lrs = np.geomspace(low, high, int(points)) if high > low else np.array([low])
+
+    def evaluate(grid: list[tuple[float, float]], horizon: int) -> tuple[np.ndarray, list[int]]:
+        """Each setting's steps, and the settings ordered best first (fewest steps, smaller rate, momentum)."""
+        alpha = np.array([lr * ((1.0 - m) if averaged else 1.0) for lr, m in grid])
+        mu = np.array([m for _, m in grid])
+        steps = _first_below(_moments(problem, drift, alpha, mu, batch_size, int(horizon), bias_correction), target)
+        return steps, sorted(range(len(grid)), key=lambda j: (steps[j], grid[j][0], grid[j][1]))
+
+    grid = [(lr, m) for m in mus for lr in lrs]
+    horizon = 64
+    while True:
+        steps, order = evaluate(grid, horizon)
+        if math.isfinite(steps[order[0]]) or horizon >= max_horizon:
+            break
+        horizon = min(2 * horizon, int(max_horizon))
+    best = (float(steps[order[0]]), *grid[order[0]])
+    if math.isfinite(best[0]) and lrs.size > 1 and refine:
+        # steps against the rate are jagged (crossings jump as oscillations line up): refine around the
+        # `finalists` best coarse settings, each over one coarse step on either side
+        chosen = [grid[j] for j in order[:max(int(finalists), 1)] if math.isfinite(steps[j])]
+        step = (high / low) ** (1.0 / (lrs.size - 1))
+        fine = sorted({(min(max(lr * step ** (k / refine), low), high), m) for lr, m in chosen
+                       for k in range(-refine, refine + 1)})
+        fine_steps, fine_order = evaluate(fine, int(best[0]) + 1)
+        best = (float(fine_steps[fine_order[0]]), *fine[fine_order[0]])
+    steps, lr, mu = best
+    alpha = lr * ((1.0 - mu) if averaged else 1.0)
+    return DriftedOptimum(float(steps), float(alpha), None if mus == [0.0] else float(mu))
 
 
 def drifted_paths(problem: Problem, drift: Drift, *, learning_rates: Sequence[float], momentum: float | None,
