@@ -17,6 +17,7 @@ timings).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -35,14 +36,15 @@ from batchlab.calibrate.model import CalibratedProblem, ModelConfig, build_probl
 from batchlab.calibrate.operators import chunk_batch, output_loss
 from batchlab.calibrate.precondition import (BIAS_CORRECTED, DRIFTING, MEASURED, Preconditioner, applied_updates,
                                              check_drifting, drift_multipliers, extract_preconditioner)
-from batchlab.calibrate.predict import PROXIES, Proxy, critical_entry, optimizer_entry, predict
+from batchlab.calibrate.predict import PROXIES, Proxy, SearchBox, critical_entry, optimizer_entry, predict
 from batchlab.calibrate.progress import Stages, no_progress
 from batchlab.calibrate.reference import ReferenceConfig, ReferenceRun, reference_anchor, run_reference
 from batchlab.checks import check_at_least, check_integer, finite_or_none
 from batchlab.critical import critical_batch_size
 from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
-from batchlab.nqm.drift import Drift, tuned_drifted, tuned_drifted_first_hit
+from batchlab.nqm.drift import Drift, tuned_drifted, tuned_drifted_first_hit, tuned_in_box
+from batchlab.nqm.first_hit import MULTIPLIERS
 from batchlab.nqm.first_hit import FirstHit, tuned_first_hit
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 from batchlab.nqm.spectrum import Problem
@@ -84,6 +86,9 @@ class CalibrationConfig:
             without it are kept under ``drift.fresh`` in ``prediction.json``.  K-FAC: the inverses as it
             refreshed them (every ``inverse_update_period`` updates); Adam's early ``√v̂ + ε`` is built
             from the very gradients it divides, which a linear model does not describe (module docs).
+        search_space: optimizer name → :class:`~batchlab.calibrate.predict.SearchBox`: tune that optimizer's
+            predicted curve inside the box, as a study with that search space tunes it (default: every
+            value the NQM allows).  For sgd, momentum and measured adam/kfac (not the H^-p proxies).
     """
 
     reference: ReferenceConfig = ReferenceConfig()
@@ -97,6 +102,7 @@ class CalibrationConfig:
     first_hit_every: int | None = None
     first_hit_runs: int = 400
     drift: tuple[str, ...] | None = None
+    search_space: Mapping[str, SearchBox] = dataclasses.field(default_factory=dict)
 
     def first_hit_cadence(self, workload: Any) -> int:
         """The evaluation cadence of the first-hit prediction (0: off)."""
@@ -137,6 +143,17 @@ class CalibrationConfig:
             if name not in self.measured:
                 raise InputError(f"drift asked for {name}, but {name} is not measured "
                                  f"(measured: {', '.join(self.measured) or 'none'})")
+        for name, box in self.search_space.items():
+            if name not in self.optimizers:
+                raise InputError(f"a search box is given for {name}, which is not among the optimizers "
+                                 f"({', '.join(self.optimizers)})")
+            box.check(name)
+            if PROXIES[name].precond and name not in self.measured:
+                raise InputError(f"a search box for {name} needs its measured preconditioner (its H^-p proxy's "
+                                 "learning rate is not the optimizer's)")
+            if (box.momentum is None) != (PROXIES[name].kind == "sgd"):
+                raise InputError(f"{name}'s search box: {'give' if box.momentum is None else 'no'} momentum range "
+                                 f"for a{'' if box.momentum is None else 'n'} {PROXIES[name].kind} optimizer")
         if self.preconditioner not in PRECONDITIONERS:
             raise InputError(f"preconditioner must be {' or '.join(PRECONDITIONERS)}, got {self.preconditioner!r}")
         self.reference.check()
@@ -336,6 +353,8 @@ class Calibration:
                 entries[name]["drift"] = {**measured.drift_info, "fresh": self._fresh_entry(name)}
             if name == "adam":
                 adam_optimizer_units(entries[name])
+        for name, box in self.config.search_space.items():
+            entries[name]["search_space"] = box.as_dict()
         for entry in entries.values():
             entry["units"] = "optimizer" if entry["precond"] == 0.0 else "proxy"
         return {
@@ -473,6 +492,29 @@ def _drifted_curve(problem: Problem, target: float, curve: ScalingCurve, drift: 
                                critical=critical_batch_size([r.batch_size for r in rows], steps))
 
 
+def _boxed_curve(problem: Problem, target: float, curve: ScalingCurve, drift: Drift, box: SearchBox, *,
+                 averaged: bool, bias_correction: bool) -> ScalingCurve:
+    """``curve`` retuned inside ``box`` at every batch size (:func:`batchlab.nqm.drift.tuned_in_box`; under
+    ``drift`` and Adam's ``bias_correction``; ``averaged``: Adam's rate is ``α / (1 − β₁)``)."""
+    rows = []
+    for row in curve.rows:
+        best = tuned_in_box(problem, drift, batch_size=row.batch_size, target=target, rates=box.learning_rate,
+                            momenta=box.momenta(), averaged=averaged, bias_correction=bias_correction)
+        rows.append(dataclasses.replace(row, steps=best.steps, learning_rate=best.learning_rate, momentum=best.momentum,
+                                        reason="" if math.isfinite(best.steps) else "not reachable inside the box"))
+    return dataclasses.replace(curve, rows=tuple(rows),
+                               critical=critical_batch_size([r.batch_size for r in rows], [r.steps for r in rows]))
+
+
+def box_multipliers(box: SearchBox, learning_rate: float, momentum: float | None, averaged: bool) -> tuple[float, ...]:
+    """The first hit's rate multipliers (:data:`batchlab.nqm.first_hit.MULTIPLIERS`) that keep the NQM rate
+    ``learning_rate`` inside ``box`` (in the optimizer's units); ``(1.0,)`` if none does."""
+    rate = learning_rate / ((1.0 - (momentum or 0.0)) if averaged else 1.0)
+    low, high = box.learning_rate
+    inside = tuple(m for m in MULTIPLIERS if low * (1 - 1e-9) <= rate * m <= high * (1 + 1e-9))
+    return inside or (1.0,)
+
+
 def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *, seed: int = 0,
               stages: Stages = no_progress) -> Calibration:
     """Calibrate an NQM on ``workload`` and predict its batch-size scaling.
@@ -535,6 +577,14 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
             curves[name] = _drifted_curve(m.nqm.problem, m.nqm.target, curves[name],
                                           m.drift or Drift.none(m.nqm.problem.h.shape[0]),
                                           bias_correction=name in BIAS_CORRECTED)
+    for name, box in config.search_space.items():  # what the study's tuning can find
+        problem, target = nqm_of(name)
+        drift = measured[name].drift if name in measured else None
+        boxed = functools.partial(_boxed_curve, problem, target, box=box, averaged=name == "adam",
+                                  bias_correction=name in BIAS_CORRECTED)
+        curves[name] = boxed(curves[name], drift or Drift.none(problem.h.shape[0]))
+        if name in fresh:
+            fresh[name] = boxed(fresh[name], Drift.none(problem.h.shape[0]))
     every = config.first_hit_cadence(workload)
     first_hits, fresh_hits = {}, {}
     if every:
@@ -545,8 +595,15 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
         def hits_of(name: str, curve: ScalingCurve, drift: Drift | None) -> tuple[FirstHit, ...]:
             problem, target = nqm_of(name)
             hits = []
+            box = config.search_space.get(name)
             for row in curve.rows:
-                if drift is None and name not in BIAS_CORRECTED:
+                if box is not None:
+                    hits.append(tuned_drifted_first_hit(
+                        problem, drift or Drift.none(problem.h.shape[0]), batch_size=row.batch_size, target=target,
+                        eval_every=every, optimum=row, runs=config.first_hit_runs, seed=seed,
+                        multipliers=box_multipliers(box, row.learning_rate, row.momentum, name == "adam"),
+                        bias_correction=name in BIAS_CORRECTED))
+                elif drift is None and name not in BIAS_CORRECTED:
                     hits.append(tuned_first_hit(problem, curve.kind, batch_size=row.batch_size, target=target,
                                                 eval_every=every, precond=curve.precond,
                                                 runs=config.first_hit_runs, seed=seed, optimum=row))

@@ -31,12 +31,20 @@ kfac       momentum    0.75   K-FAC approximates ``(F + λI)^-1``: Newton-like (
 Every curve is :func:`batchlab.nqm.scaling.scaling_curve` (tuned hyperparameters at each batch size,
 exact certified steps) on its calibrated problem, so a prediction equals the engine's numbers.  Batch
 sizes are in examples per step, the unit of the NQM's ``C / B`` and of studies.
+
+A :class:`SearchBox` per optimizer (``batchlab calibrate --search-space STUDY.toml``) makes the
+calibration tune that optimizer's curve inside the study's search box instead of over every value: the
+curve is then what that study's tuning can find (:func:`batchlab.nqm.drift.tuned_in_box`, an exhaustive
+grid on the exact expected risk, then the first hit at rate multiples inside the box).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from batchlab.checks import check_positive, finite_or_none
 from batchlab.critical import CriticalBatchSize
@@ -45,7 +53,7 @@ from batchlab.nqm.optimize import SearchConfig
 from batchlab.nqm.scaling import ScalingCurve, scaling_curve
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Proxy", "PROXIES", "predict", "optimizer_entry", "critical_entry"]
+__all__ = ["Proxy", "PROXIES", "SearchBox", "predict", "optimizer_entry", "critical_entry"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +71,41 @@ PROXIES: Mapping[str, Proxy] = {
     "adam": Proxy("momentum", 0.5),
     "kfac": Proxy("momentum", 0.75),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchBox:
+    """Where a study tunes an optimizer: its learning rate in ``learning_rate`` (the optimizer's own units:
+    Adam's ``lr``) and its momentum (heavy ball's ``β``, Adam's ``β₁``, K-FAC's momentum) in ``momentum``
+    (equal ends: fixed at that value; ``None``: the optimizer has none).  The calibration tunes its
+    predicted curve inside it (:func:`batchlab.nqm.drift.tuned_in_box`) when given one."""
+
+    learning_rate: tuple[float, float]
+    momentum: tuple[float, float] | None = None
+
+    def check(self, name: str) -> None:
+        """Raise :class:`InputError` naming ``name`` unless ``0 < low <= high`` (finite) and momenta in [0, 1)."""
+        low, high = self.learning_rate
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+            raise InputError(f"{name}'s search box: learning rate needs 0 < low <= high, got [{low:g}, {high:g}]")
+        if self.momentum is not None:
+            low, high = self.momentum
+            if not 0.0 <= low <= high < 1.0:
+                raise InputError(f"{name}'s search box: momentum needs 0 <= low <= high < 1, got [{low:g}, {high:g}]")
+
+    def momenta(self, points: int = 9) -> list[float]:
+        """The momenta the box's grid tries: ``points`` values with ``1 − β`` log-spaced between the ends
+        (one where fixed; ``[0.0]`` without a momentum)."""
+        if self.momentum is None:
+            return [0.0]
+        low, high = self.momentum
+        if low == high:
+            return [float(low)]
+        return [float(1.0 - v) for v in np.geomspace(1.0 - low, 1.0 - high, int(points))]
+
+    def as_dict(self) -> dict:
+        return {"learning_rate": list(self.learning_rate),
+                "momentum": None if self.momentum is None else list(self.momentum)}
 
 
 def predict(problem: Problem, *, target: float, batch_sizes: Sequence[float],

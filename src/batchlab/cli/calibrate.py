@@ -107,6 +107,11 @@ def calibrate_command(
         help="measured optimizers whose NQM follows the preconditioner their reference run applied before the "
              "checkpoint (K-FAC's inverses as it refreshed them) for those first updates: comma-separated names, "
              "none, or auto (kfac where measured); the prediction without it is kept under drift.fresh"),
+    search_space: list[Path] = typer.Option(
+        [], "--search-space",
+        help="a study spec (TOML; repeatable, each optimizer from one spec): tune each predicted curve inside that "
+             "study's search box (learning rate; momentum or Adam's beta1, at its fixed or default value where not "
+             "searched), what that study's tuning can find (default: every value)"),
     as_json: bool = typer.Option(False, "--json", help="print prediction.json on stdout"),
 ) -> None:
     """Measure curvature and gradient-noise spectra at a checkpoint, build an NQM and predict steps vs batch size.
@@ -140,6 +145,7 @@ def calibrate_command(
         first_hit_every=first_hit_every,
         first_hit_runs=first_hit_runs,
         drift=_drift_names(drift),
+        search_space=_search_boxes(search_space, _names(optimizers)),
     )
     config.check()
     if isinstance(seeds, bool) or seeds < 1:
@@ -170,6 +176,46 @@ def calibrate_command(
         _render(Console(), *results[0])
         return
     _render_ensemble(Console(), json.loads(files["prediction"].read_text()), files)
+
+
+_MOMENTA = ("momentum", "beta1")  # the heavy ball's β in each optimizer's own words
+
+
+def _search_boxes(paths: list[Path], names: tuple[str, ...]) -> dict[str, Any]:
+    """Each calibrated optimizer's search box in the study specs at ``paths`` (those the specs have)."""
+    from batchlab.calibrate.predict import SearchBox
+    from batchlab.study.spec import load_spec
+
+    boxes, where = {}, {}
+    for path in paths:
+        found = _spec_boxes(load_spec(path), names, SearchBox)
+        if not found:
+            raise InputError(f"--search-space {path}: the study has none of the optimizers {', '.join(names)}")
+        for name in found:
+            if name in where:
+                raise InputError(f"--search-space: {name} is in both {where[name]} and {path} (give each once)")
+            where[name] = path
+        boxes |= found
+    return boxes
+
+
+def _spec_boxes(spec: Any, names: tuple[str, ...], box_type: Any) -> dict[str, Any]:
+    boxes = {}
+    for entry in spec.optimizers:
+        if entry.name not in names:
+            continue
+        fixed, dims = dict(entry.fixed), {dim.name: (dim.low, dim.high) for dim in entry.search}
+        defaults = {hp.name: hp.default for hp in entry.optimizer.hyperparameters}
+
+        def box_of(key: str) -> tuple[float, float] | None:
+            if key in dims:
+                return (float(dims[key][0]), float(dims[key][1]))
+            value = fixed.get(key, defaults.get(key))
+            return None if value is None else (float(value), float(value))
+
+        momentum = next((box_of(key) for key in _MOMENTA if key in defaults), None)
+        boxes[entry.name] = box_type(box_of("learning_rate"), momentum)
+    return boxes
 
 
 @app.command("calibrate-combine")
