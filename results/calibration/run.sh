@@ -285,3 +285,36 @@ $B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --targe
   --out $R/fashion-mnist/bias-correction-seed1
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
   results/paper-fashion-mnist/study=$R/fashion-mnist/bias-correction-seed1 --out $R/fashion-mnist/bias-correction-seed1-validation
+# 14. The calibration's own seed, averaged; the anchor at the reference run's momentum; a study's search box.
+#    a) the three digits calibrations of section 13 (seeds 0, 1, 2; their code) combined: median steps per batch
+#       size (batchlab calibrate-combine; seconds), validated as in 13b
+$B calibrate-combine $R/digits/bias-correction $R/digits/bias-correction-seed1 $R/digits/bias-correction-seed2 \
+  --out $R/digits/ensemble
+digits_stores $R/digits/ensemble
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/ensemble
+#    b) Adam's NQM re-predicted on section 13's calibrations three ways (anchor and curve free; the anchor at the
+#       reference run's beta1 = 0.9, now the default; and the curve inside the study's box too), and
+#       fashion-mnist-mlp's momentum and Adam inside paper-fashion-mnist's box (~1-3 min each)
+mkdir -p $R/search-box
+for s in "" -seed1 -seed2; do
+  PYTHONPATH=src .venv/bin/python benchmarks/calibration_search_box.py $R/digits/bias-correction$s adam \
+    --anchor-momentum 0.9 --lr 1e-4,0.03 --momentum 0.5,0.999 --measured 109,105,104 \
+    > $R/search-box/digits-adam${s:-"-seed0"}.txt
+done
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_search_box.py $R/fashion-mnist/bias-correction momentum \
+  --lr 0.003,0.3 --momentum 0.5,0.95 --measured 1166 > $R/search-box/fashion-momentum.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_search_box.py $R/fashion-mnist/bias-correction adam \
+  --anchor-momentum 0.9 --lr 0.001,0.03 --momentum 0.5,0.95 --measured 1067 > $R/search-box/fashion-adam.txt
+#    c) digits-cnn, three calibration seeds (--seeds 3: seed-0 … seed-2 and their median), the anchors at the
+#       reference runs' momenta and the curves inside the validating studies' search boxes (~14 min)
+$B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --seeds 3 \
+  --search-space studies/stability-digits-loss.toml --search-space studies/stability-digits-loss-kfac.toml \
+  --out $R/digits/search-box
+digits_stores $R/digits/search-box
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/search-box/digits
+#    d) fashion-mnist-mlp, the same with the four optimizers against paper-fashion-mnist (~55 min)
+$B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --target 0.3 \
+  --batch-sizes 16,64,256,1024,4096,16384 --first-hit-every 20 --seeds 3 \
+  --search-space studies/paper-fashion-mnist.toml --out $R/fashion-mnist/search-box
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
+  results/paper-fashion-mnist/study=$R/fashion-mnist/search-box --out $R/search-box/fashion-mnist
