@@ -318,3 +318,13 @@ $B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --targe
   --search-space studies/paper-fashion-mnist.toml --out $R/fashion-mnist/search-box
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
   results/paper-fashion-mnist/study=$R/fashion-mnist/search-box --out $R/search-box/fashion-mnist
+#    e) is a three-seed median reproducible?  Three more digits seeds (3, 4, 5; ~14 min), and the median of all six
+$B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --seeds 3 --seed 3 \
+  --search-space studies/stability-digits-loss.toml --search-space studies/stability-digits-loss-kfac.toml \
+  --out $R/digits/search-box-seeds345
+$B calibrate-combine $R/digits/search-box/seed-{0,1,2} $R/digits/search-box-seeds345/seed-{3,4,5} \
+  --out $R/digits/search-box-6seeds
+for d in seeds345 6seeds; do
+  digits_stores $R/digits/search-box-$d
+  PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/search-box/digits-$d
+done

@@ -96,6 +96,7 @@ def test_identical_members_combine_to_themselves():
         assert entry["momenta"][0] == (None if name == "sgd" else pytest.approx(0.9))
         assert entry["critical_batch_size"]["b_noise"] == pytest.approx(original["critical_batch_size"]["b_noise"])
         assert entry["members"]["b_noise_range"] == [pytest.approx(original["critical_batch_size"]["b_noise"])] * 2
+        assert entry["members"]["b_noise_median"] == pytest.approx(original["critical_batch_size"]["b_noise"])
     assert combined["seeds"] == [3, 7, 11] and combined["checkpoint_step"] == 47
     assert combined["target"] == {"metric": "train_set_loss", "value": 0.07}
     assert [m["target"]["nqm_target"] for m in combined["ensemble"]["members"]] == [0.1, 0.14, 0.18]
@@ -189,6 +190,7 @@ def test_seeds_writes_members_equal_to_single_calibrations_and_their_median(ense
         median = np.median(rows, axis=0)
         assert [math.inf if s is None else s for s in entry["steps"]] == pytest.approx(median.tolist())
         assert entry["members"]["b_noise"] == [m["optimizers"][name]["critical_batch_size"]["b_noise"] for m in members]
+        assert entry["members"]["b_noise_median"] == pytest.approx(float(np.median(entry["members"]["b_noise"])))
         fit = critical_batch_size(entry["batch_sizes"], np.where(np.isinf(median), np.nan, median)).fit
         assert entry["critical_batch_size"]["b_noise"] == pytest.approx(fit.b_noise)
     assert [m["folder"] for m in prediction["ensemble"]["members"]] == ["seed-1", "seed-2"]
