@@ -267,3 +267,41 @@ def test_the_study_report_shows_the_ensembles_seed_range(ensemble_run, tmp_path)
     assert row["ratio"] == pytest.approx(row["predicted"] / 50.0)
     shown = prediction_table(versus)["predicted B_crit (NQM)"].iloc[0]
     assert "[seeds " in shown
+
+
+def test_a_rerun_resumes_from_the_finished_members(ensemble_run, monkeypatch):
+    """Rerunning ``--seeds`` reuses every member whose settings.json matches (nothing is trained, the files
+    are unchanged); a member without it (as if interrupted) is calibrated again, and only that one."""
+    from batchlab.calibrate import pipeline
+    from batchlab.calibrate.ensemble import SETTINGS_FILE
+
+    root, _, both = ensemble_run
+    assert both.exit_code == 0, both.output
+    out = root / "ens"
+    settings = json.loads((out / "seed-1" / SETTINGS_FILE).read_text())
+    assert settings["seed"] == 1 and settings["workload"] == "digits-cnn" and len(settings["fingerprint"]) == 64
+    before = {path: path.read_bytes() for path in out.rglob("*.json")}
+    calls = []
+    real = pipeline.run_reference
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("seed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_reference", counted)
+    again = RUNNER.invoke(app, ["calibrate", *ARGS, "--seed", "1", "--seeds", "2", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert calls == [] and again.stderr.count("reusing") == 2
+    assert {path: path.read_bytes() for path in out.rglob("*.json")} == before
+    (out / "seed-2" / SETTINGS_FILE).unlink()  # seed 2 never finished
+    third = RUNNER.invoke(app, ["calibrate", *ARGS, "--seed", "1", "--seeds", "2", "--out", str(out)])
+    assert third.exit_code == 0, third.output
+    assert calls and set(calls) == {2} and third.stderr.count("reusing") == 1
+    after = {path: path.read_bytes() for path in out.rglob("*.json")}
+    same = [path for path in before if path.name != "spectra.json"]  # spectra.json holds timings
+    assert {path: after[path] for path in same} == {path: before[path] for path in same}  # the same calibration
+    other = json.loads(json.dumps(settings))
+    from batchlab.calibrate.ensemble import finished_member
+
+    other["fingerprint"] = "0" * 64
+    assert not finished_member(out / "seed-1", other) and finished_member(out / "seed-1", settings)

@@ -11,7 +11,8 @@ reports their median and their spread.
 Layout of ``batchlab calibrate --seeds N --seed S --out DIR`` (or ``batchlab calibrate-combine
 MEMBER... --out DIR`` for calibrations already made)::
 
-    DIR/seed-S/ … DIR/seed-(S+N-1)/   complete calibrations (format in :mod:`batchlab.calibrate`)
+    DIR/seed-S/ … DIR/seed-(S+N-1)/   complete calibrations (format in :mod:`batchlab.calibrate`), each
+                                      with settings.json (member_settings), written when it finished
     DIR/prediction.json               the ensemble's prediction (below)
     DIR/prediction.png                its median curves, each member's as a thin line
 
@@ -37,6 +38,10 @@ member's is under ``ensemble``), ``target`` (``metric`` and ``value``, which all
 targets under ``ensemble``), ``noise_scales`` (medians), and ``"ensemble": {"rule", "members": [{"folder",
 "seed", "checkpoint_step", "target", "noise_scales", "reference"}]}``.
 
+A rerun of the same command resumes: a member whose ``settings.json`` has the same fingerprint (settings,
+workload, options, seed, batchlab's version) is reused, so an interrupted ensemble loses at most the member
+it was making; anything else is calibrated again (remove a member folder to force it after changing code).
+
 Members must agree on the workload, the target (metric and value), the optimizers, each optimizer's batch
 sizes and the first hit's cadence, and must have distinct seeds; otherwise :class:`InputError`.
 """
@@ -57,17 +62,51 @@ from batchlab.critical import critical_batch_size
 from batchlab.errors import InputError
 from batchlab.jsonsafe import dumps
 
-__all__ = ["MEMBER_PREFIX", "member_folder", "combine", "read_member", "write_ensemble", "ensemble_figure",
-           "median_steps", "geometric_median"]
+__all__ = ["MEMBER_PREFIX", "SETTINGS_FILE", "member_folder", "member_settings", "finished_member", "mark_finished",
+           "combine", "read_member", "write_ensemble", "ensemble_figure", "median_steps", "geometric_median"]
 
 MEMBER_PREFIX = "seed-"
 RULE = "median over members per batch size"
 _COMMON = ("nqm_kind", "precond", "units", "preconditioner", "bias_correction")
 
 
+SETTINGS_FILE = "settings.json"
+
+
 def member_folder(out: Path, seed: int) -> Path:
     """Where member ``seed`` of an ensemble in ``out`` is written."""
     return Path(out) / f"{MEMBER_PREFIX}{seed}"
+
+
+def member_settings(config: Any, workload: str, options: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """What makes a member what it is: the calibration's settings (``CalibrationConfig``), the workload and
+    its options, the seed and batchlab's version, with their SHA-256 (``fingerprint``)."""
+    import dataclasses
+    import hashlib
+
+    from batchlab import __version__
+
+    body = {"workload": workload, "options": dict(sorted(options.items())), "seed": int(seed),
+            "config": dataclasses.asdict(config), "batchlab": __version__}
+    text = json.dumps(body, sort_keys=True, default=str)
+    return {**body, "fingerprint": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def finished_member(folder: Path, settings: Mapping[str, Any]) -> bool:
+    """Whether ``folder`` holds a finished member made with exactly ``settings`` (its ``settings.json``,
+    written last, has the same fingerprint, and its ``prediction.json`` is there): a rerun of ``--seeds``
+    reuses it instead of calibrating again."""
+    try:
+        stored = json.loads((Path(folder) / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (isinstance(stored, dict) and stored.get("fingerprint") == settings["fingerprint"]
+            and (Path(folder) / "prediction.json").is_file())
+
+
+def mark_finished(folder: Path, settings: Mapping[str, Any]) -> None:
+    """Record that ``folder``'s calibration finished with ``settings`` (after every other file is written)."""
+    (Path(folder) / SETTINGS_FILE).write_text(dumps(dict(settings), indent=1) + "\n")
 
 
 def median_steps(values: Sequence[float | None]) -> float | None:

@@ -122,7 +122,7 @@ def calibrate_command(
     from batchlab.calibrate import (
         CalibrationConfig, MeasureConfig, ModelConfig, ReferenceConfig, calibrate, check_output_dir, write_calibration,
     )
-    from batchlab.calibrate.ensemble import member_folder, write_ensemble
+    from batchlab.calibrate.ensemble import finished_member, mark_finished, member_folder, member_settings, write_ensemble
     from batchlab.workloads.registry import get_workload
 
     config = CalibrationConfig(
@@ -153,7 +153,8 @@ def calibrate_command(
     members = [out] if seeds == 1 else [member_folder(out, s) for s in range(seed, seed + seeds)]
     for folder in dict.fromkeys([out, *members]):  # a result that cannot be written fails now, not after training
         check_output_dir(folder)
-    task = get_workload(workload, **parse_assignments(option, flag="--option"))
+    options = parse_assignments(option, flag="--option")
+    task = get_workload(workload, **options)
     task.load()  # a missing data set fails here, before any progress bar
     for s in range(seed, seed + seeds):
         config.check_workload(task, seed=s)  # every member's seed, before the first one trains
@@ -161,6 +162,10 @@ def calibrate_command(
     results = []
     for s, folder in zip(range(seed, seed + seeds), members):
         prefix = f"seed {s} ({s - seed + 1}/{seeds}): " if seeds > 1 else ""
+        settings = member_settings(config, workload, options, s)
+        if seeds > 1 and finished_member(folder, settings):  # a rerun resumes: this member is done
+            console.print(f"{prefix}reusing {folder} (finished with the same settings)")
+            continue
         if console.is_terminal:
             columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console, transient=True) as bar:
@@ -168,6 +173,8 @@ def calibrate_command(
         else:
             result = calibrate(task, config, seed=s)
         results.append((result, write_calibration(result, folder)))
+        if seeds > 1:
+            mark_finished(folder, settings)
     files = results[0][1] if seeds == 1 else write_ensemble(out, members)
     if as_json:
         print(json.dumps(json.loads(files["prediction"].read_text())))
