@@ -328,3 +328,6 @@ for d in seeds345 6seeds; do
   digits_stores $R/digits/search-box-$d
   PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/search-box/digits-$d
 done
+#    f) what momentum and Adam buy over SGD per batch size, measured against the NQM (seconds)
+PYTHONPATH=src .venv/bin/python benchmarks/momentum_gain.py $R/search-box/digits-6seeds/cells.csv \
+  $R/search-box/fashion-mnist/cells.csv > $R/search-box/momentum-gain.txt
