@@ -57,6 +57,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from batchlab.calibrate.figures import COLORS
 from batchlab.calibrate.predict import critical_entry
 from batchlab.critical import critical_batch_size
 from batchlab.errors import InputError
@@ -292,9 +293,6 @@ def write_ensemble(out: Path, folders: Sequence[Path], *, relative: bool = True)
     except OSError as exc:
         raise InputError(f"output folder {out}: cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
     return {"prediction": path, "prediction_figure": figure}
-
-
-COLORS = {"sgd": "tab:blue", "momentum": "tab:orange", "adam": "tab:green", "kfac": "tab:red"}
 
 
 def ensemble_figure(prediction: Mapping[str, Any], path: Path) -> Path:

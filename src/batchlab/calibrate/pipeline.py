@@ -44,8 +44,7 @@ from batchlab.critical import critical_batch_size
 from batchlab.jsonsafe import dumps
 from batchlab.errors import InputError
 from batchlab.nqm.drift import Drift, tuned_drifted, tuned_drifted_first_hit, tuned_in_box
-from batchlab.nqm.first_hit import MULTIPLIERS
-from batchlab.nqm.first_hit import FirstHit, tuned_first_hit
+from batchlab.nqm.first_hit import MULTIPLIERS, FirstHit, tuned_first_hit
 from batchlab.nqm.scaling import ScalingCurve, check_batch_sizes
 from batchlab.nqm.spectrum import Problem
 
@@ -573,7 +572,7 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     for name, m in measured.items():
         if m.drift is not None:
             fresh[name] = curves[name]
-        if m.drift is not None or name in BIAS_CORRECTED:
+        if (m.drift is not None or name in BIAS_CORRECTED) and name not in config.search_space:  # else boxed below
             curves[name] = _drifted_curve(m.nqm.problem, m.nqm.target, curves[name],
                                           m.drift or Drift.none(m.nqm.problem.h.shape[0]),
                                           bias_correction=name in BIAS_CORRECTED)

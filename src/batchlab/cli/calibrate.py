@@ -162,8 +162,8 @@ def calibrate_command(
     results = []
     for s, folder in zip(range(seed, seed + seeds), members):
         prefix = f"seed {s} ({s - seed + 1}/{seeds}): " if seeds > 1 else ""
-        settings = member_settings(config, workload, options, s)
-        if seeds > 1 and finished_member(folder, settings):  # a rerun resumes: this member is done
+        settings = member_settings(config, workload, options, s) if seeds > 1 else None
+        if settings is not None and finished_member(folder, settings):  # a rerun resumes: this member is done
             console.print(f"{prefix}reusing {folder} (finished with the same settings)")
             continue
         if console.is_terminal:
@@ -173,7 +173,7 @@ def calibrate_command(
         else:
             result = calibrate(task, config, seed=s)
         results.append((result, write_calibration(result, folder)))
-        if seeds > 1:
+        if settings is not None:
             mark_finished(folder, settings)
     files = results[0][1] if seeds == 1 else write_ensemble(out, members)
     if as_json:
@@ -190,12 +190,11 @@ _MOMENTA = ("momentum", "beta1")  # the heavy ball's β in each optimizer's own 
 
 def _search_boxes(paths: list[Path], names: tuple[str, ...]) -> dict[str, Any]:
     """Each calibrated optimizer's search box in the study specs at ``paths`` (those the specs have)."""
-    from batchlab.calibrate.predict import SearchBox
     from batchlab.study.spec import load_spec
 
     boxes, where = {}, {}
     for path in paths:
-        found = _spec_boxes(load_spec(path), names, SearchBox)
+        found = _spec_boxes(load_spec(path), names)
         if not found:
             raise InputError(f"--search-space {path}: the study has none of the optimizers {', '.join(names)}")
         for name in found:
@@ -206,7 +205,10 @@ def _search_boxes(paths: list[Path], names: tuple[str, ...]) -> dict[str, Any]:
     return boxes
 
 
-def _spec_boxes(spec: Any, names: tuple[str, ...], box_type: Any) -> dict[str, Any]:
+def _spec_boxes(spec: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The search boxes of ``spec``'s optimizers among ``names``."""
+    from batchlab.calibrate.predict import SearchBox
+
     boxes = {}
     for entry in spec.optimizers:
         if entry.name not in names:
@@ -221,7 +223,7 @@ def _spec_boxes(spec: Any, names: tuple[str, ...], box_type: Any) -> dict[str, A
             return None if value is None else (float(value), float(value))
 
         momentum = next((box_of(key) for key in _MOMENTA if key in defaults), None)
-        boxes[entry.name] = box_type(box_of("learning_rate"), momentum)
+        boxes[entry.name] = SearchBox(box_of("learning_rate"), momentum)
     return boxes
 
 
