@@ -262,9 +262,12 @@ def tuned_in_box(problem: Problem, drift: Drift, *, batch_size: float, target: f
     _check_hyper(low, None, batch_size)
     lrs = np.geomspace(low, high, int(points)) if high > low else np.array([low])
 
+    def nqm_rate(lr: float, m: float) -> float:
+        return lr * ((1.0 - m) if averaged else 1.0)
+
     def evaluate(grid: list[tuple[float, float]], horizon: int) -> tuple[np.ndarray, list[int]]:
         """Each setting's steps, and the settings ordered best first (fewest steps, smaller rate, momentum)."""
-        alpha = np.array([lr * ((1.0 - m) if averaged else 1.0) for lr, m in grid])
+        alpha = np.array([nqm_rate(lr, m) for lr, m in grid])
         mu = np.array([m for _, m in grid])
         steps = _first_below(_moments(problem, drift, alpha, mu, batch_size, int(horizon), bias_correction), target)
         return steps, sorted(range(len(grid)), key=lambda j: (steps[j], grid[j][0], grid[j][1]))
@@ -287,8 +290,7 @@ def tuned_in_box(problem: Problem, drift: Drift, *, batch_size: float, target: f
         fine_steps, fine_order = evaluate(fine, int(best[0]) + 1)
         best = (float(fine_steps[fine_order[0]]), *fine[fine_order[0]])
     steps, lr, mu = best
-    alpha = lr * ((1.0 - mu) if averaged else 1.0)
-    return DriftedOptimum(float(steps), float(alpha), None if mus == [0.0] else float(mu))
+    return DriftedOptimum(float(steps), float(nqm_rate(lr, mu)), None if mus == [0.0] else float(mu))
 
 
 def drifted_paths(problem: Problem, drift: Drift, *, learning_rates: Sequence[float], momentum: float | None,

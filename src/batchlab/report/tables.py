@@ -186,13 +186,12 @@ def prediction_table(versus: pd.DataFrame) -> pd.DataFrame:
     with the range over its seeds)."""
     if versus.empty:
         return pd.DataFrame()
-    low = versus["predicted_low"] if "predicted_low" in versus else pd.Series(math.nan, index=versus.index)
-    high = versus["predicted_high"] if "predicted_high" in versus else pd.Series(math.nan, index=versus.index)
     return pd.DataFrame({
         "optimizer": versus["optimizer"],
         "predicted B_crit (NQM)": [fmt_number(v, 4) + (f" [seeds {fmt_number(lo, 3)}–{fmt_number(hi, 3)}]"
                                                        if math.isfinite(lo) and math.isfinite(hi) else "")
-                                   for v, lo, hi in zip(versus["predicted"], low, high)],
+                                   for v, lo, hi in zip(versus["predicted"], versus["predicted_low"],
+                                                        versus["predicted_high"])],
         "measured B_noise [95%]": [f"{fmt_number(v, 4)} [{fmt_number(lo, 4)}, {fmt_number(hi, 4)}]"
                                    for v, lo, hi in zip(versus["measured_b_noise"], versus["measured_low"],
                                                         versus["measured_high"])],

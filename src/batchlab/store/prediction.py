@@ -194,7 +194,8 @@ def _entry(name: str, body: Any, path: pathlib.Path) -> PredictedOptimizer:
         critical = critical.get("b_noise")
     if critical is not None and (isinstance(critical, bool) or not isinstance(critical, (int, float))):
         raise InputError(f"{where}: critical_batch_size must be a number")
-    spread = (body.get("members") or {}).get("b_noise_range") if isinstance(body.get("members"), Mapping) else None
+    members = body.get("members")
+    spread = members.get("b_noise_range") if isinstance(members, Mapping) else None
     if spread is not None:
         if (not isinstance(spread, list) or len(spread) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
                                                                     for v in spread) or not spread[0] <= spread[1]):
