@@ -331,3 +331,27 @@ done
 #    f) what momentum and Adam buy over SGD per batch size, measured against the NQM (seconds)
 PYTHONPATH=src .venv/bin/python benchmarks/momentum_gain.py $R/search-box/digits-6seeds/cells.csv \
   $R/search-box/fashion-mnist/cells.csv > $R/search-box/momentum-gain.txt
+# 15. A start-up delay (the default since this section): each NQM's run begins after T0 updates, T0 fitted with
+#     the initial state to its reference run's loss curve (batchlab.calibrate.model, "The start-up delay").
+#    a) digits-cnn, the six calibration seeds of section 14 c and e with it (~2 x 15 min), and their median
+$B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --seeds 3 \
+  --search-space studies/stability-digits-loss.toml --search-space studies/stability-digits-loss-kfac.toml \
+  --out $R/digits/delay
+$B calibrate --workload digits-cnn --target-metric train_set_loss --target 0.07 --seeds 3 --seed 3 \
+  --search-space studies/stability-digits-loss.toml --search-space studies/stability-digits-loss-kfac.toml \
+  --out $R/digits/delay-seeds345
+$B calibrate-combine $R/digits/delay/seed-{0,1,2} $R/digits/delay-seeds345/seed-{3,4,5} --out $R/digits/delay-6seeds
+#    b) fashion-mnist-mlp, section 14d with it (~55 min)
+$B calibrate --workload fashion-mnist-mlp --target-metric train_set_loss --target 0.3 \
+  --batch-sizes 16,64,256,1024,4096,16384 --first-hit-every 20 --seeds 3 \
+  --search-space studies/paper-fashion-mnist.toml --out $R/fashion-mnist/delay
+#    c) validation against the seed-replicated studies, as in section 14
+mkdir -p $R/delay
+for d in delay delay-seeds345 delay-6seeds; do
+  digits_stores $R/digits/$d
+  PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py $V --out $R/delay/digits${d#delay}
+done
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
+  results/paper-fashion-mnist/study=$R/fashion-mnist/delay --out $R/delay/fashion-mnist
+PYTHONPATH=src .venv/bin/python benchmarks/momentum_gain.py $R/delay/digits-6seeds/cells.csv \
+  $R/delay/fashion-mnist/cells.csv > $R/delay/momentum-gain.txt

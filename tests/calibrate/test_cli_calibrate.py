@@ -99,9 +99,14 @@ def test_calibrate_predicts_real_curves_on_the_measured_problem(digits_run):
     assert problem.initial_risk() == pytest.approx(target["initial_loss"], rel=1e-9)
     assert target["nqm_target"] == pytest.approx(target["target_loss"], rel=1e-9)
 
+    # every count is the NQM's plus the start-up delay fitted to the reference's loss curve (recorded)
+    delay = prediction["delay"]["steps"]
+    assert prediction["delay"]["rule"] == "fit" and 0 <= delay < prediction["anchor"]["steps"]
+    assert prediction["anchor"]["nqm_steps"] == prediction["anchor"]["steps"]
+    assert stored["delay"] == delay and len(prediction["reference"]["loss_curve"]) >= 2
     every = get_workload("digits-cnn").default_eval_every
     for name, entry in prediction["optimizers"].items():
-        expected = entry["expected_steps"]
+        expected = [s - delay for s in entry["expected_steps"]]
         assert all(s is not None and s > 0 for s in expected), (name, expected)
         assert expected == sorted(expected, reverse=True), (name, expected)
         for b, s, rate, momentum in zip(entry["batch_sizes"], expected, entry["expected_learning_rates"],
@@ -114,8 +119,8 @@ def test_calibrate_predicts_real_curves_on_the_measured_problem(digits_run):
         # NQM with the stored seed and runs
         first = entry["first_hit"]
         assert first["every"] == every and first["runs"] == 400 and first["seed"] == 0
-        for b, s, rate, momentum, low in zip(entry["batch_sizes"], entry["steps"], entry["learning_rates"],
-                                             entry["momenta"], expected):
+        for b, s, rate, momentum, low in zip(entry["batch_sizes"], [s - delay for s in entry["steps"]],
+                                             entry["learning_rates"], entry["momenta"], expected):
             # a run's loss is a right-skewed fluctuation around the expected risk: its median path, and
             # so the median first hit, lies below the expected crossing (and the scan includes rate x1)
             assert s <= low, (name, b, s, low)
@@ -177,6 +182,7 @@ def _one_line_error(result, message: str) -> None:
     (("--workload", "digits-cnn", "--target-metric", "loss", "--target", "-1"), "target: loss must be a finite number > 0"),
     (("--workload", "digits-cnn", "--initial", "random"), "initial"),
     (("--workload", "digits-cnn", "--bulk-noise", "some"), "bulk_noise"),
+    (("--workload", "digits-cnn", "--delay", "later"), "delay must be fit or none"),
     (("--workload", "digits-cnn", "--slq-probes", "0"), "slq_probes"),
     (("--workload", "digits-cnn", "--slq-steps", "0"), "slq_steps"),
     (("--workload", "digits-cnn", "--curvature-examples", "0"), "curvature_examples"),

@@ -34,8 +34,10 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
      "reference": {"optimizer": "sgd", "batch_size": 128, "hyperparameters": {"learning_rate": 0.464, ...},
                    "median_steps": 47, "seeds": 3,
                    "tuning": [{"learning_rate": 10.0, "steps": null}, ...,
-                              {"learning_rate": 0.464, "steps": 47.0}, ...]},
-     "initial_exponent": 1.29, "initial_rule": "fit", "curvature": "ggn", "seed": 0}
+                              {"learning_rate": 0.464, "steps": 47.0}, ...],
+                   "loss_curve": [[0, 5, 2.68], [5, 10, 1.56], ..., [40, 45, 0.081]]},
+     "initial_exponent": 1.29, "initial_rule": "fit",
+     "delay": {"steps": 11, "rule": "fit", "residual": 0.43}, "curvature": "ggn", "seed": 0}
 
   ``steps[i]`` is what a study measures at ``batch_sizes[i]`` (examples per step, the study's unit):
   the median over Monte Carlo runs of one run's first hit of ``nqm_target``, checked every
@@ -54,8 +56,12 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
   ``nqm_target = relative × NQM initial risk`` in loss units; ``checkpoint_step`` is where the spectra
   were measured (by default the reference run's first step meeting the target, ``target_step``);
   ``reference`` describes the tuned reference run (``tuning``: median steps per learning rate, ``null``
-  where stopped early or diverged) and ``initial_exponent``/``initial_rule`` the fitted initial state
-  (:mod:`.model`).  Required by studies: ``workload``, ``checkpoint_step``, ``target``, ``optimizers``.
+  where stopped early or diverged; ``loss_curve``: ``[start, stop, loss]`` per evaluation interval, the
+  median over its seeds of the mean minibatch training loss there) and ``initial_exponent``/``initial_rule``
+  the fitted initial state (:mod:`.model`); ``delay`` the start-up delay fitted with it (``steps``, added to
+  every count above, ``expected_steps`` and the anchor's ``nqm_steps`` included; ``rule``; ``residual``: the
+  fit's root-mean-square log-loss residual; ``--delay none``: 0).  Required by studies: ``workload``,
+  ``checkpoint_step``, ``target``, ``optimizers``.
 
   With measured preconditioners the ``adam`` and ``kfac`` entries are predictions of their own NQM
   (``nqm_kind`` ``"momentum"``, ``precond`` 0: plain in the optimizer's coordinates; ``learning_rates``
@@ -69,6 +75,7 @@ Files written by :func:`write_calibration` (``batchlab calibrate … --out DIR``
                                "median_steps": 41, ...},
                  "initial_exponent": 1.54, "initial_rule": "fit",
                  "anchor": {"batch_size": 128.0, "steps": 41, "nqm_steps": 41.0},
+                 "delay": {"steps": 1, "rule": "fit", "residual": 0.08},
                  "bias_correction": true}
 
   ``fitted_exponent`` is :mod:`.exponent`'s rank-matched ``p`` (``fitted_exponent_top_k``: of the top-k
@@ -112,7 +119,7 @@ diagonal; K-FAC's ``damping`` and blocks with their scales; ``eigenvalue_min``/`
 ``measure`` and ``predict`` seconds).
 
 ``nqm_problem.json`` — the NQM (``h``, ``c``, ``s0``, ``weights``, ``initial_risk``, ``target``, the bulk
-noise ratio and rule; with measured preconditioners ``"preconditioned"``: each optimizer's NQM, same keys;
+noise ratio and rule, the start-up ``delay`` with its ``delay_rule`` and ``delay_residual``; with measured preconditioners ``"preconditioned"``: each optimizer's NQM, same keys;
 read back as a problem and target by :func:`~batchlab.calibrate.pipeline.read_nqm`);
 ``spectrum.png``, ``prediction.png`` and (measured preconditioners only) ``preconditioned.png`` — figures
 (:mod:`.figures`).

@@ -50,6 +50,22 @@ equals the measured ``L(θ₀) − floor``.  Within the family "direction i star
   preferred direction, so each direction's risk is proportional to its curvature;
 - ``"equal-risk"`` (``a = 0``): every direction starts with the same risk.
 
+**Start-up delay** (``delay = "fit"``, the default).  A network does not start in the quadratic regime it is
+measured in: digits-cnn's SGD reference run (rate 0.46, B = 128) starts at sharpness 33.7, ten times its
+checkpoint's, catapults out of it and trains at the edge of stability, spending its first ~20 updates in
+spikes, while the NQM, with the checkpoint's curvature from update 0, gets there in a few.  The fitted
+initial state absorbed that cost as slow directions, which a large batch cannot speed up, so the NQM came
+out too fast at large batch sizes and too slow at small ones.  The model: the run stays at its initial
+risk for ``T0`` updates and then follows the NQM, so every predicted count is ``T0`` plus the NQM's.  ``T0``
+and ``a`` are fitted together to the reference run's loss curve (the median over its seeds of the mean
+minibatch training loss per evaluation interval, :func:`batchlab.calibrate.reference.loss_curve`): for
+each ``T0`` the exponent makes the tuned NQM reach its target in ``T − T0`` updates, and ``T0`` minimises
+the mean squared log-loss residual between the curve and the delayed NQM run at that optimum
+(:func:`delayed_means`) over the intervals up to ``T``.  Anchors other than plain SGD or heavy ball in their
+own coordinates (a proxy's ``H^-p``) get no delay.  A network without such a phase fits ``T0 ≈ 0``
+(fashion-mnist-mlp: 0), and the optimizers whose NQM already tracks their curve fit a small one
+(digits-cnn: Adam and K-FAC 1–2 updates, against SGD's 10–13).
+
 **Target.**  The workload's target needs the relative risk reduction
 ``ρ = (L_target − floor) / (L₀ − floor)`` (losses measured on the reference run); the NQM target is
 ``ρ`` times its initial risk, i.e. ``L_target − floor`` in loss units.  ``floor`` defaults to 0: the
@@ -60,7 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -69,13 +85,15 @@ from scipy.optimize import brentq
 from batchlab.calibrate.measure import Spectra
 from batchlab.checks import check_at_least, check_finite
 from batchlab.errors import InputError
-from batchlab.nqm.drift import Drift, tuned_drifted, tuned_in_box
+from batchlab.nqm.drift import Drift, drifted_risk, tuned_drifted, tuned_in_box
 from batchlab.nqm.optimize import optimize
 from batchlab.nqm.spectrum import compress
 from batchlab.nqm.spectrum import Problem
 
-__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "anchor_steps", "build_problem", "tuned_optimum",
-           "EXPONENT_RANGE"]
+__all__ = ["Anchor", "ModelConfig", "CalibratedProblem", "anchor_steps", "anchor_path", "build_problem",
+           "delayed_means", "tuned_optimum", "EXPONENT_RANGE", "LossCurve"]
+
+LossCurve = Sequence[tuple[int, int, float]]  # (start, stop, mean training loss of updates start … stop − 1)
 
 EXPONENT_RANGE = (-1.0, 12.0)
 
@@ -136,6 +154,32 @@ def anchor_steps(problem: Problem, anchor: Anchor, target: float) -> float:
                          bias_correction=anchor.bias_correction, momentum=anchor.momentum).steps
 
 
+def anchor_path(problem: Problem, anchor: Anchor, target: float, steps: int) -> np.ndarray | None:
+    """The NQM's expected risk after 0 … ``steps`` updates of the anchor's optimizer at its tuned optimum
+    (:func:`tuned_optimum`, the run :func:`anchor_steps` counts); ``None`` where the anchor is not plain
+    SGD or heavy ball in its own coordinates (``precond`` 0), or the target is out of reach."""
+    if anchor.precond or anchor.kind not in ("sgd", "momentum"):
+        return None
+    best = tuned_optimum(problem, anchor.kind, batch_size=anchor.batch_size, target=target,
+                         bias_correction=anchor.bias_correction, momentum=anchor.momentum)
+    if not math.isfinite(best.steps):
+        return None
+    return drifted_risk(problem, Drift.none(problem.h.shape[0]), learning_rate=best.learning_rate,
+                        momentum=best.momentum, batch_size=anchor.batch_size, steps=int(steps),
+                        bias_correction=anchor.bias_correction)
+
+
+def delayed_means(path: np.ndarray, delay: int, curve: LossCurve) -> np.ndarray:
+    """The mean risk over each interval ``[start, stop)`` of ``curve`` of a run that stays at its initial
+    risk ``path[0]`` for ``delay`` updates and then follows ``path`` (``path[t]``: after ``t`` updates;
+    it must reach ``max stop − delay − 1``)."""
+    stop = max(int(b) for _, b, _ in curve)
+    tau = np.arange(stop)
+    risk = np.where(tau < delay, path[0], path[np.clip(tau - delay, 0, None)])
+    total = np.concatenate([[0.0], np.cumsum(risk)])
+    return np.array([(total[int(b)] - total[int(a)]) / (int(b) - int(a)) for a, b, _ in curve])
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """How measurements become an NQM (see the module docstring).
@@ -146,6 +190,8 @@ class ModelConfig:
         min_curvature: bulk nodes with ``h ≤ min_curvature · λ_1`` are left out.
         bulk_entries: entries of the compressed bulk.
         loss_floor: the loss the NQM's zero risk stands for.
+        delay: ``"fit"``: fit a start-up delay to the reference run's loss curve along with the initial
+            state (module docstring); ``"none"``: no delay (the NQM starts at update 0).
     """
 
     initial: Literal["fit", "isotropic", "equal-risk"] = "fit"
@@ -153,10 +199,13 @@ class ModelConfig:
     min_curvature: float = 1e-5
     bulk_entries: int = 64
     loss_floor: float = 0.0
+    delay: Literal["fit", "none"] = "fit"
 
     def check(self) -> None:
         if self.initial not in ("fit", "isotropic", "equal-risk"):
             raise InputError(f"initial must be fit, isotropic or equal-risk, got {self.initial!r}")
+        if self.delay not in ("fit", "none"):
+            raise InputError(f"delay must be fit or none, got {self.delay!r}")
         if self.bulk_noise not in ("curvature-weighted", "total", "top-k"):
             raise InputError(f"bulk_noise must be curvature-weighted, total or top-k, got {self.bulk_noise!r}")
         if not (0.0 < self.min_curvature < 1.0):
@@ -177,9 +226,12 @@ class CalibratedProblem:
         bulk_directions: the number of bulk directions kept (``Σ`` of their weights) of ``d − k``.
         initial_exponent: ``a`` of the initial risk shares ``∝ w h^a``, and ``initial_rule``: how it
             was chosen (``"fit"``, ``"fit (closest)"``, ``"isotropic"``, ``"equal-risk"``).
-        anchor_steps: the NQM's tuned steps at the anchor's batch size (compare with the anchor's
-            steps: equal up to rounding after ``"fit"``; the gap after ``"fit (closest)"``); ``None``
-            without an anchor.
+        anchor_steps: the NQM's tuned steps at the anchor's batch size, its delay included (compare with
+            the anchor's steps: equal up to rounding after ``"fit"``; the gap after ``"fit (closest)"``);
+            ``None`` without an anchor.
+        delay: the start-up delay in updates added to every predicted count (0 without one), and
+            ``delay_rule``: ``"fit"``, or why there is none (``"none"``, ``"none (…)"``);
+            ``delay_residual``: the fit's root-mean-square log-loss residual (``None`` without a fit).
     """
 
     problem: Problem
@@ -191,6 +243,9 @@ class CalibratedProblem:
     initial_exponent: float
     initial_rule: str
     anchor_steps: float | None = None
+    delay: int = 0
+    delay_rule: str = "none"
+    delay_residual: float | None = None
 
     def as_dict(self) -> dict:
         p = self.problem
@@ -200,7 +255,8 @@ class CalibratedProblem:
                 "bulk_directions": self.bulk_directions, "initial_exponent": self.initial_exponent,
                 "initial_rule": self.initial_rule,
                 "anchor_steps": None if self.anchor_steps is None or not math.isfinite(self.anchor_steps)
-                else self.anchor_steps}
+                else self.anchor_steps, "delay": self.delay, "delay_rule": self.delay_rule,
+                "delay_residual": self.delay_residual}
 
 
 def _noise_ratio(spectra: Spectra, top_h: np.ndarray, top_c: np.ndarray, bulk_h: np.ndarray,
@@ -224,13 +280,21 @@ def _initial(h: np.ndarray, w: np.ndarray, risk0: float, exponent: float) -> np.
     return 2.0 * risk0 * scaled ** (exponent - 1.0) / (float(w @ scaled**exponent) * h.max())
 
 
-def _fit_exponent(h, c, w, risk0: float, target: float, anchor: Anchor) -> tuple[float, str]:
-    """The share exponent ``a`` whose tuned NQM steps at the anchor equal its steps (module docstring)."""
+def _fit_exponent(h, c, w, risk0: float, target: float, anchor: Anchor, near: float | None = None
+                  ) -> tuple[float, str]:
+    """The share exponent ``a`` whose tuned NQM steps at the anchor equal its steps (module docstring).
+    ``near``: a root is first sought within ±0.25 of it (the fit of a neighbouring anchor), which
+    spares the grid's far, slow exponents; the whole grid otherwise."""
     def gap(a: float) -> float:
         problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, a), weights=w)
         steps = anchor_steps(problem, anchor, target)
         return math.log(max(steps, 0.5) / anchor.steps) if math.isfinite(steps) else math.inf
 
+    if near is not None:
+        low, high = max(near - 0.25, EXPONENT_RANGE[0]), min(near + 0.25, EXPONENT_RANGE[1])
+        g_low, g_high = gap(low), gap(high)
+        if math.isfinite(g_low) and math.isfinite(g_high) and g_low * g_high <= 0:
+            return float(brentq(gap, low, high, xtol=1e-3)), "fit"
     grid = np.linspace(*EXPONENT_RANGE, 14)
     values = np.array([gap(a) for a in grid])
     brackets = [i for i in range(len(grid) - 1)
@@ -242,6 +306,58 @@ def _fit_exponent(h, c, w, risk0: float, target: float, anchor: Anchor) -> tuple
     return float(brentq(gap, grid[i], grid[i + 1], xtol=1e-3)), "fit"
 
 
+def _fit_delay(h, c, w, risk0: float, target: float, anchor: Anchor, curve: LossCurve, floor: float
+               ) -> tuple[int, float, str, str, float | None]:
+    """The start-up delay ``T0`` and exponent ``a`` whose delayed NQM run best matches the reference's loss
+    curve: for each ``T0`` the exponent is fitted so the NQM reaches its target in ``steps − T0`` updates
+    (:func:`_fit_exponent`), and ``T0`` minimises the mean squared log-loss residual over the curve's
+    intervals that end by the anchor's steps (:func:`delayed_means`).  Candidates are searched on a grid
+    of at most 12 values, refined around the best until every integer there is tried (the residual is
+    smooth in ``T0``).  Returns ``(T0, a, the exponent's rule, the delay's rule, rms residual)``; ``T0 = 0``
+    and the plain fit where the curve has fewer than two such intervals or the anchor has no expected-risk
+    path."""
+    steps = int(anchor.steps)
+    points = [(int(a), int(b), float(v)) for a, b, v in curve if 0 <= a < b <= steps and v > floor]
+    exponent, how = _fit_exponent(h, c, w, risk0, target, anchor)
+    if len(points) < 2 or steps < 2 or anchor.precond or anchor.kind not in ("sgd", "momentum"):
+        reason = "none (a loss curve of fewer than two intervals)" if len(points) < 2 else "none (anchor)"
+        return 0, exponent, how, reason, None
+    measured = np.log(np.array([v for _, _, v in points]) - floor)
+    fits: dict[int, tuple[float, str, float]] = {0: (exponent, how, math.nan)}
+
+    def cost(delay: int) -> float:
+        if delay in fits and math.isfinite(fits[delay][2]):
+            return fits[delay][2]
+        if delay not in fits:
+            near = fits[min(fits, key=lambda d: abs(d - delay))][0]
+            fits[delay] = (*_fit_exponent(h, c, w, risk0, target, dataclasses.replace(anchor, steps=steps - delay),
+                                          near=near), math.nan)
+        a, rule, _ = fits[delay]
+        problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, a), weights=w)
+        path = anchor_path(problem, dataclasses.replace(anchor, steps=steps - delay), target, points[-1][1])
+        value = math.inf
+        if path is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                residual = measured - np.log(delayed_means(path, delay, points))
+            if np.all(np.isfinite(residual)):
+                value = float(np.mean(residual**2))
+        fits[delay] = (a, rule, value)
+        return value
+
+    low, high = 0, steps - 1
+    while True:
+        grid = sorted({int(round(x)) for x in np.linspace(low, high, 12)})
+        best = min(grid, key=lambda d: (cost(d), d))
+        if len(grid) == high - low + 1:
+            break
+        i = grid.index(best)
+        low, high = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    if not math.isfinite(cost(best)):
+        return 0, exponent, how, "none (no finite fit)", None
+    a, rule, value = fits[best]
+    return best, a, rule, "fit", math.sqrt(value)
+
+
 def kept_top(values: np.ndarray, min_curvature: float) -> np.ndarray:
     """Which of the top-k eigenvalues (descending) become NQM entries: those above ``min_curvature`` × the
     largest.  They come first in the problem, in this order, before the bulk's entries."""
@@ -250,7 +366,7 @@ def kept_top(values: np.ndarray, min_curvature: float) -> np.ndarray:
 
 
 def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, anchor: Anchor | None = None,
-                  config: ModelConfig = ModelConfig()) -> CalibratedProblem:
+                  config: ModelConfig = ModelConfig(), loss_curve: LossCurve | None = None) -> CalibratedProblem:
     """The NQM problem and target calibrated on ``spectra`` (see the module docstring).
 
     Args:
@@ -259,6 +375,8 @@ def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, 
         target_loss: measured loss at the workload's target ``L_target``.
         anchor: the reference run in NQM terms (needed by ``initial = "fit"``; else ignored).
         config: modelling choices.
+        loss_curve: the reference run's training loss per evaluation interval (needed by ``delay = "fit"``
+            with ``initial = "fit"``; else no delay).
 
     Returns:
         :class:`CalibratedProblem`.
@@ -291,7 +409,10 @@ def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, 
     risk0 = initial_loss - floor
     target = target_loss - floor
     initial = config.initial if config.initial != "fit" or anchor is not None else "isotropic"
-    if initial == "fit":
+    delay, delay_rule, residual = 0, "none", None
+    if initial == "fit" and config.delay == "fit" and loss_curve:
+        delay, exponent, how, delay_rule, residual = _fit_delay(h, c, w, risk0, target, anchor, loss_curve, floor)
+    elif initial == "fit":
         exponent, how = _fit_exponent(h, c, w, risk0, target, anchor)
     else:
         exponent, how = (1.0 if initial == "isotropic" else 0.0), initial
@@ -300,6 +421,7 @@ def build_problem(spectra: Spectra, *, initial_loss: float, target_loss: float, 
     relative = target / risk0
     reproduced = None
     if anchor is not None:
-        reproduced = anchor_steps(problem, anchor, relative * problem.initial_risk())
+        shifted = dataclasses.replace(anchor, steps=max(int(anchor.steps) - delay, 1))
+        reproduced = delay + anchor_steps(problem, shifted, relative * problem.initial_risk())
     return CalibratedProblem(problem, relative * problem.initial_risk(), relative, ratio, rule,
-                             float(bulk_w.sum()), exponent, how, reproduced)
+                             float(bulk_w.sum()), exponent, how, reproduced, delay, delay_rule, residual)

@@ -266,7 +266,27 @@ class MeasuredOptimizer:
 def _reference_dict(config: ReferenceConfig, run: ReferenceRun) -> dict[str, Any]:
     return {"optimizer": config.optimizer, "batch_size": config.batch_size,
             "hyperparameters": dict(run.hyperparameters), "median_steps": run.median_steps, "seeds": config.seeds,
-            "tuning": [{"learning_rate": rate, "steps": steps} for rate, steps in run.trials]}
+            "tuning": [{"learning_rate": rate, "steps": steps} for rate, steps in run.trials],
+            "loss_curve": [[start, stop, loss] for start, stop, loss in run.loss_curve]}
+
+
+def _delay_dict(nqm: CalibratedProblem) -> dict[str, Any]:
+    return {"steps": nqm.delay, "rule": nqm.delay_rule, "residual": nqm.delay_residual}
+
+
+def delayed_curve(curve: ScalingCurve, delay: int) -> ScalingCurve:
+    """``curve`` with ``delay`` updates added to every count (its critical batch size recomputed)."""
+    if not delay:
+        return curve
+    rows = tuple(dataclasses.replace(row, steps=row.steps + delay) for row in curve.rows)
+    steps = [row.steps for row in rows]
+    return dataclasses.replace(curve, rows=rows, lower_bounds=tuple(b + delay for b in curve.lower_bounds),
+                               critical=critical_batch_size([row.batch_size for row in rows], steps))
+
+
+def delayed_hit(hit: FirstHit, delay: int) -> FirstHit:
+    """``hit`` with ``delay`` updates added to its counts."""
+    return dataclasses.replace(hit, steps=hit.steps + delay, expected_steps=hit.expected_steps + delay)
 
 
 def _target_dict(workload: Any, run: ReferenceRun, nqm: CalibratedProblem, config: ReferenceConfig) -> dict[str, Any]:
@@ -288,6 +308,7 @@ def _measured_entry(workload: Any, measured: MeasuredOptimizer) -> dict[str, Any
             "initial_exponent": measured.nqm.initial_exponent, "initial_rule": measured.nqm.initial_rule,
             "anchor": {"batch_size": float(measured.config.batch_size), "steps": run.median_steps,
                        "nqm_steps": measured.nqm.as_dict()["anchor_steps"]},
+            "delay": _delay_dict(measured.nqm),
             "bias_correction": measured.name in BIAS_CORRECTED}
 
 
@@ -366,6 +387,7 @@ class Calibration:
             "initial_exponent": self.nqm.initial_exponent, "initial_rule": self.nqm.initial_rule,
             "anchor": {"batch_size": float(self.config.reference.batch_size), "steps": ref.median_steps,
                        "nqm_steps": self.nqm.as_dict()["anchor_steps"]},
+            "delay": _delay_dict(self.nqm),
             "curvature": self.spectra.curvature,
             "seed": self.seed,
         }
@@ -432,7 +454,7 @@ def _measure_optimizer(workload: Any, config: CalibrationConfig, name: str, *, s
     if anchor is not None and name in BIAS_CORRECTED:
         anchor = dataclasses.replace(anchor, bias_correction=True)
     nqm = build_problem(spectra, initial_loss=run.initial_loss, target_loss=run.target_loss, anchor=anchor,
-                        config=config.model)
+                        config=config.model, loss_curve=run.loss_curve)
     exponent = fitted_exponent(reference, spectra, min_curvature=config.model.min_curvature)
     drift, info = None, {}
     if name in config.drifting:
@@ -549,7 +571,8 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
     spectra = measure(workload, reference.checkpoint, config.measure, key=k_measure, stages=stages)
     timings["measure"] = time.perf_counter() - start - timings["reference"]
     nqm = build_problem(spectra, initial_loss=reference.initial_loss, target_loss=reference.target_loss,
-                        anchor=reference_anchor(config.reference, reference), config=config.model)
+                        anchor=reference_anchor(config.reference, reference), config=config.model,
+                        loss_curve=reference.loss_curve)
     measured = {name: _measure_optimizer(workload, config, name, seed=seed, loss_chunks=loss_chunks, key=k_measure,
                                          reference=spectra, shared=(config.reference, reference), stages=stages)
                 for name in config.measured}
@@ -619,6 +642,14 @@ def calibrate(workload: Any, config: CalibrationConfig = CalibrationConfig(), *,
         for name, curve in fresh.items():  # the same without drift, for comparison
             fresh_hits[name] = hits_of(name, curve, None)
         timings["first_hit"] = time.perf_counter() - began
+    for name in curves:  # every count starts after its NQM's start-up delay
+        delay = (measured[name].nqm if name in measured else nqm).delay
+        curves[name] = delayed_curve(curves[name], delay)
+        first_hits[name] = tuple(delayed_hit(hit, delay) for hit in first_hits.get(name, ()))
+        if name in fresh:
+            fresh[name] = delayed_curve(fresh[name], delay)
+            fresh_hits[name] = tuple(delayed_hit(hit, delay) for hit in fresh_hits.get(name, ()))
+    first_hits = {name: hits for name, hits in first_hits.items() if hits}
     timings["predict"] = time.perf_counter() - started
     timings["total"] = time.perf_counter() - start
     return Calibration(workload, config, seed, reference, spectra, nqm, curves, timings, measured, first_hits, every,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -32,7 +32,8 @@ from batchlab.errors import InputError
 from batchlab.optim import get_optimizer, prepare
 from batchlab.train import TrainOptions, TrainResult, TrainSetup, run, setup
 
-__all__ = ["ReferenceConfig", "ReferenceRun", "run_reference", "measured_loss", "reference_anchor", "tuning_rates"]
+__all__ = ["ReferenceConfig", "ReferenceRun", "run_reference", "measured_loss", "reference_anchor", "tuning_rates",
+           "loss_curve"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +110,9 @@ class ReferenceRun:
             curvature estimate: :mod:`batchlab.calibrate.precondition` reads the preconditioner there).
         snapshots: step → :class:`~batchlab.train.result.Snapshot` of the extra steps asked for
             (``keep``), those the run got to (the preconditioner's drift, :mod:`batchlab.nqm.drift`).
+        loss_curve: ``(start, stop, loss)`` per evaluation interval up to ``median_steps``: the median
+            over the reference seeds' runs at the chosen hyperparameters of their mean minibatch training
+            loss over updates ``start … stop − 1`` (:func:`loss_curve`); empty when the target was given.
     """
 
     checkpoint: Any
@@ -122,6 +126,7 @@ class ReferenceRun:
     median_steps: int | None = None
     checkpoint_state: Any = dataclasses.field(default=None, repr=False, compare=False)
     snapshots: Mapping[int, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    loss_curve: tuple[tuple[int, int, float], ...] = ()
 
 
 def measured_loss(workload: Any, params: Any, chunks: list[Any]) -> float:
@@ -147,15 +152,35 @@ def _progress(tick: Tick | None):
     return progress
 
 
-def _median_steps(base: TrainSetup, seeds: list[int], limit: int) -> float:
-    """Lower median over ``seeds`` of the first step meeting the target; runs stop after ``limit``
-    steps (stopped or diverged runs count as infinite, which leaves a median below ``limit`` exact)."""
+def _median_steps(base: TrainSetup, seeds: list[int], limit: int) -> tuple[float, tuple[Any, ...]]:
+    """Lower median over ``seeds`` of the first step meeting the target, and the runs' curves; runs stop
+    after ``limit`` steps (stopped or diverged runs count as infinite, which leaves a median below
+    ``limit`` exact)."""
     options = TrainOptions(prune_at_step=limit if limit < base.max_steps else None)
-    steps = []
+    steps, curves = [], []
     for seed in seeds:
         result = run(dataclasses.replace(base, seed=seed, options=options))
         steps.append(math.inf if result.steps_to_target is None else result.steps_to_target)
-    return float(sorted(steps)[(len(steps) - 1) // 2])
+        curves.append(result.curve)
+    return float(sorted(steps)[(len(steps) - 1) // 2]), tuple(curves)
+
+
+def loss_curve(curves: Sequence[Sequence[Any]], end: int) -> tuple[tuple[int, int, float], ...]:
+    """The reference runs' training loss up to update ``end``: for each evaluation interval ``[start, stop)``
+    the median over runs of ``train_loss`` (the mean minibatch loss of the updates ``start … stop − 1``,
+    at the parameters each update started from), over the runs that got there.  Intervals come from the
+    evaluations at the cadence (replayed points carry no ``train_loss`` and are skipped); a run that met
+    the target earlier has no later intervals."""
+    by_interval: dict[tuple[int, int], list[float]] = {}
+    for curve in curves:
+        previous = 0
+        for point in curve:
+            value = point.metrics.get("train_loss")
+            if point.step > previous and value is not None and math.isfinite(float(value)) and point.step <= end:
+                by_interval.setdefault((previous, int(point.step)), []).append(float(value))
+            if value is not None:
+                previous = int(point.step)
+    return tuple((start, stop, float(np.median(values))) for (start, stop), values in sorted(by_interval.items()))
 
 
 def tuning_rates(optimizer: str, points: int) -> np.ndarray:
@@ -165,24 +190,24 @@ def tuning_rates(optimizer: str, points: int) -> np.ndarray:
 
 
 def _sweep(workload: Any, config: ReferenceConfig, budget: int, seeds: list[int], tick: Tick
-           ) -> tuple[dict[str, Any], tuple[tuple[float, float], ...], float | None]:
-    """The learning rate with the fewest (median over seeds) steps to the target; runs stop once
-    they can no longer win."""
+           ) -> tuple[dict[str, Any], tuple[tuple[float, float], ...], float | None, tuple[Any, ...]]:
+    """The learning rate with the fewest (median over seeds) steps to the target, and its runs' curves;
+    runs stop once they can no longer win."""
     best: tuple[float, float] | None = None
-    trials = []
+    trials, curves = [], ()
     for rate in tuning_rates(config.optimizer, config.tune_points):
         tick()
         values = {**config.hyperparameters, "learning_rate": float(rate)}
         limit = budget if best is None else int(best[0])
         base = setup(workload, config.optimizer, values, config.batch_size, budget, seeds[0],
                      eval_every=config.eval_every, target=config.target, target_metric=config.target_metric)
-        steps = _median_steps(base, seeds, limit)
+        steps, runs = _median_steps(base, seeds, limit)
         trials.append((float(rate), steps))
         if math.isfinite(steps) and (best is None or steps < best[0]):
-            best = (steps, float(rate))
+            best, curves = (steps, float(rate)), runs
     if best is None:
-        return dict(config.hyperparameters), tuple(trials), None
-    return {**config.hyperparameters, "learning_rate": best[1]}, tuple(trials), best[0]
+        return dict(config.hyperparameters), tuple(trials), None, ()
+    return {**config.hyperparameters, "learning_rate": best[1]}, tuple(trials), best[0], curves
 
 
 def _reference_run(base: TrainSetup, checkpoint_step: int | None, want_target: bool, tick: Tick,
@@ -231,9 +256,10 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
         raise InputError(f"checkpoint step {config.checkpoint_step} exceeds the reference budget {budget}")
     want_target = config.target_loss is None
     seeds = [seed + i for i in range(config.seeds)]
-    values, trials, median = dict(config.hyperparameters), (), None
+    values, trials, median, curves = dict(config.hyperparameters), (), None, ()
     if want_target and config.tune_points > 0:
-        values, trials, median = _sweep(workload, config, budget, seeds, stages("reference tuning", config.tune_points))
+        values, trials, median, curves = _sweep(workload, config, budget, seeds,
+                                                stages("reference tuning", config.tune_points))
     base = setup(workload, config.optimizer, values, config.batch_size, budget, seed, eval_every=config.eval_every,
                  target=config.target, target_metric=config.target_metric)
     extra = tuple(sorted({int(step) for step in keep if 0 < int(step) <= budget}))
@@ -254,13 +280,14 @@ def run_reference(workload: Any, config: ReferenceConfig, *, seed: int, loss_chu
                             None, {}, chosen, trials, checkpoint_state=snapshot.state, snapshots=snapshots)
     hit = kept[result.steps_to_target]
     if median is None:  # untuned: the median over seeds at the given hyperparameters
-        median = hit.step if len(seeds) == 1 else _median_steps(base, seeds, budget)
+        median, curves = (hit.step, (result.curve,)) if len(seeds) == 1 else _median_steps(base, seeds, budget)
     snapshot = hit if config.checkpoint_step is None else kept[config.checkpoint_step]
     checkpoint, step = snapshot.params, snapshot.step
     metrics = {k: v for k, v in result.final_metrics.items() if k != "train_loss"}  # the evaluation's own
+    anchor_steps = int(median) if math.isfinite(median) else hit.step
     return ReferenceRun(checkpoint, step, initial_loss, measured_loss(workload, hit.evaluated, loss_chunks),
-                        hit.step, metrics, chosen, trials, int(median) if math.isfinite(median) else hit.step,
-                        snapshot.state, snapshots)
+                        hit.step, metrics, chosen, trials, anchor_steps, snapshot.state, snapshots,
+                        loss_curve(curves, anchor_steps))
 
 
 def reference_anchor(config: ReferenceConfig, run: ReferenceRun, proxy: Proxy | None = None) -> Anchor | None:

@@ -82,6 +82,10 @@ def calibrate_command(
     bulk_noise: str = typer.Option("curvature-weighted", "--bulk-noise",
                                    help="bulk noise c = r h, r from: curvature-weighted, total or top-k"),
     loss_floor: float = typer.Option(0.0, "--loss-floor", help="the loss the NQM's zero risk stands for"),
+    delay: str = typer.Option(
+        "fit", "--delay",
+        help="start-up delay: fit (the updates before the NQM's run begins, fitted with the initial state to each "
+             "reference run's loss curve and added to every predicted count) or none"),
     slq_probes: int = typer.Option(6, "--slq-probes"),
     slq_steps: int = typer.Option(64, "--slq-steps"),
     curvature_examples: int = typer.Option(2048, "--curvature-examples"),
@@ -135,7 +139,7 @@ def calibrate_command(
         measure=MeasureConfig(top_k=top_k, curvature=curvature, slq_probes=slq_probes, slq_steps=slq_steps,
                               curvature_examples=curvature_examples, noise_examples=noise_examples,
                               chunk_size=chunk_size),
-        model=ModelConfig(initial=initial, bulk_noise=bulk_noise, loss_floor=loss_floor),
+        model=ModelConfig(initial=initial, bulk_noise=bulk_noise, loss_floor=loss_floor, delay=delay),
         batch_sizes=tuple(parse_float_list(batch_sizes, name="--batch-sizes")),
         optimizers=_names(optimizers),
         preconditioner=preconditioner,
