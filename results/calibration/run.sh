@@ -355,3 +355,11 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_validation.py \
   results/paper-fashion-mnist/study=$R/fashion-mnist/delay --out $R/delay/fashion-mnist
 PYTHONPATH=src .venv/bin/python benchmarks/momentum_gain.py $R/delay/digits-6seeds/cells.csv \
   $R/delay/fashion-mnist/cells.csv > $R/delay/momentum-gain.txt
+#    d) before the fit: the delay shifted by hand on section 14's committed NQMs (seconds each)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_delay_shift.py $R/digits/search-box/seed-{0,1,2} \
+  $R/digits/search-box-seeds345/seed-{3,4,5} --delays 0,5,10,15 --batch-sizes 16,32,64,128,256,512,1024 \
+  --sgd-box 0.01,3 --momentum-box 0.001,1,0.5,0.99 --measured-sgd 146.5,86.5,60,49,40,35.5,39.5 \
+  --measured-momentum 149.5,95,57.5,36.5,27,23.5,23.5 > $R/delay/shift-digits.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_delay_shift.py $R/fashion-mnist/search-box/seed-{0,1,2} \
+  --delays 0,10,30 --batch-sizes 64,256,1024,4096 --sgd-box 0.03,1 --momentum-box 0.003,0.3,0.5,0.95 \
+  --measured-sgd 1600,681,408,428 --measured-momentum 1780,468,197,114 > $R/delay/shift-fashion.txt
