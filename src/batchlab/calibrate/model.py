@@ -52,8 +52,9 @@ equals the measured ``L(θ₀) − floor``.  Within the family "direction i star
 
 **Start-up delay** (``delay = "fit"``, the default).  A network does not start in the quadratic regime it is
 measured in: digits-cnn's SGD reference run (rate 0.46, B = 128) starts at sharpness 33.7, ten times its
-checkpoint's, catapults out of it and trains at the edge of stability, spending its first ~20 updates in
-spikes, while the NQM, with the checkpoint's curvature from update 0, gets there in a few.  The fitted
+checkpoint's, catapults out of it and trains at the edge of stability; its training loss is not monotone
+over its first ~20 updates (``prediction.json`` ``reference.loss_curve``), a phase the NQM, with the
+checkpoint's curvature from update 0, does not have.  The fitted
 initial state absorbed that cost as slow directions, which a large batch cannot speed up, so the NQM came
 out too fast at large batch sizes and too slow at small ones.  The model: the run stays at its initial
 risk for ``T0`` updates and then follows the NQM, so every predicted count is ``T0`` plus the NQM's.  ``T0``
@@ -63,8 +64,9 @@ each ``T0`` the exponent makes the tuned NQM reach its target in ``T − T0`` up
 the mean squared log-loss residual between the curve and the delayed NQM run at that optimum
 (:func:`delayed_means`) over the intervals up to ``T``.  Anchors other than plain SGD or heavy ball in their
 own coordinates (a proxy's ``H^-p``) get no delay.  A network without such a phase fits ``T0 ≈ 0``
-(fashion-mnist-mlp: 0), and the optimizers whose NQM already tracks their curve fit a small one
-(digits-cnn: Adam and K-FAC 1–2 updates, against SGD's 10–13).
+(fashion-mnist-mlp: 0 for all four optimizers), and the optimizers whose NQM already tracks their curve fit a
+small one (digits-cnn, six calibration seeds: Adam 0–4 and K-FAC 1–2 updates, against SGD's 9–15;
+``results/calibration/digits/delay*``).
 
 **Target.**  The workload's target needs the relative risk reduction
 ``ρ = (L_target − floor) / (L₀ − floor)`` (losses measured on the reference run); the NQM target is
@@ -326,7 +328,7 @@ def _fit_delay(h, c, w, risk0: float, target: float, anchor: Anchor, curve: Loss
     fits: dict[int, tuple[float, str, float]] = {0: (exponent, how, math.nan)}
 
     def cost(delay: int) -> float:
-        if delay in fits and math.isfinite(fits[delay][2]):
+        if delay in fits and not math.isnan(fits[delay][2]):  # nan: exponent fitted, residual not yet
             return fits[delay][2]
         if delay not in fits:
             near = fits[min(fits, key=lambda d: abs(d - delay))][0]
