@@ -363,3 +363,32 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_delay_shift.py $R/digits/
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_delay_shift.py $R/fashion-mnist/search-box/seed-{0,1,2} \
   --delays 0,10,30 --batch-sizes 64,256,1024,4096 --sgd-box 0.03,1 --momentum-box 0.003,0.3,0.5,0.95 \
   --measured-sgd 1600,681,408,428 --measured-momentum 1780,468,197,114 > $R/delay/shift-fashion.txt
+# 16. Why SGD misses on fashion-mnist-mlp: the NQM's noise floor against the network's at the checkpoint, and
+#     what the network pays in steps for its noise at one learning rate (benchmarks/calibration_noise_coupling.py;
+#     ~3 min for digits-cnn, ~10 min for fashion-mnist-mlp)
+mkdir -p $R/noise-coupling
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_noise_coupling.py digits-cnn $R/digits/delay/seed-0 \
+  --sizes 16,64,256,1024 --rates 0.1,0.2,0.3,0.4642 --floor-sizes 16,64,1024 --floor-rates 0.1,0.2 \
+  --floor-steps 100 --horizon 600 --curve-every 1 > $R/noise-coupling/digits.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_noise_coupling.py fashion-mnist-mlp $R/fashion-mnist/delay/seed-0 \
+  --sizes 64,256,1024,4096 --rates 0.1,0.2154,0.3 --floor-sizes 32,64,128,4096 --horizon 3000 \
+  > $R/noise-coupling/fashion-mnist.txt
+#     and the simplest model of that extra cost, the NQM's noise scaled by κ (no training; ~4 + 7 min)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_noise_scale.py $R/fashion-mnist/delay/seed-{0,1,2} \
+  --kappas 1,1.5,2,3 --batch-sizes 64,256,1024,4096 --sgd-box 0.03,1 --momentum-box 0.003,0.3,0.5,0.95 \
+  --measured-sgd 1600,681,408,428 --measured-momentum 1780,468,197,114 > $R/noise-coupling/noise-scale-fashion.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_noise_scale.py $R/digits/delay/seed-{0,1,2} \
+  $R/digits/delay-seeds345/seed-{3,4,5} --kappas 1,1.5,2,3 --batch-sizes 16,32,64,128,256,512,1024 \
+  --sgd-box 0.01,3 --momentum-box 0.001,1,0.5,0.99 --measured-sgd 146.5,86.5,60,49,40,35.5,39.5 \
+  --measured-momentum 149.5,95,57.5,36.5,27,23.5,23.5 > $R/noise-coupling/noise-scale-digits.txt
+#     and the curvature each SGD run reaches the target with, per batch size (at the study's winning rates of
+#     design seed 0, and on fashion-mnist-mlp at the reference's rate), with an NQM re-predicted on it (~5 min each)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py fashion-mnist-mlp $R/fashion-mnist/delay/seed-0 \
+  --sizes 64,256,1024,4096 --rates 0.126,0.239,0.294,0.423 --box 0.03,1 --measured 1600,681,408,428 \
+  > $R/noise-coupling/batch-curvature-fashion.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py digits-cnn $R/digits/delay/seed-0 \
+  --sizes 16,32,64,128,256,512,1024 --rates 0.209,0.327,0.439,0.482,0.635,0.521,0.656 --box 0.01,3 \
+  --measured 146.5,86.5,60,49,40,35.5,39.5 > $R/noise-coupling/batch-curvature-digits.txt
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py fashion-mnist-mlp $R/fashion-mnist/delay/seed-0 \
+  --sizes 64,256,1024,4096 --rates 0.2154,0.2154,0.2154,0.2154 --box 0.03,1 --measured 1600,681,408,428 \
+  > $R/noise-coupling/batch-curvature-fashion-one-rate.txt
