@@ -35,23 +35,51 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="calibration folders (one seed each)")
-    parser.add_argument("--delays", default="0,5,10,15")
+def add_box_arguments(parser: argparse.ArgumentParser) -> None:
+    """The batch sizes, SGD's and momentum's search boxes and measured steps (shared with
+    ``calibration_noise_scale.py``)."""
     parser.add_argument("--batch-sizes", required=True)
     parser.add_argument("--sgd-box", required=True, help="LOW,HIGH learning rate")
     parser.add_argument("--momentum-box", required=True, help="LOW,HIGH learning rate, LOW,HIGH momentum")
     parser.add_argument("--measured-sgd", required=True, help="measured steps per batch size")
     parser.add_argument("--measured-momentum", required=True)
+
+
+class Boxes:
+    """SGD's and momentum's boxes and measured curves from :func:`add_box_arguments`' arguments; prints the
+    measured B_noise."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.sizes = floats(args.batch_sizes)
+        sgd_box, mom = floats(args.sgd_box), floats(args.momentum_box)
+        self.boxes = {"sgd": ((sgd_box[0], sgd_box[1]), [0.0]),
+                      "momentum": ((mom[0], mom[1]), list(np.linspace(mom[2], mom[3], 8)))}
+        self.measured = {"sgd": floats(args.measured_sgd), "momentum": floats(args.measured_momentum)}
+        self.measured_b = {name: critical_batch_size(self.sizes, steps).fit.b_noise
+                           for name, steps in self.measured.items()}
+        print("measured B_noise " + ", ".join(f"{name} {b:.0f}" for name, b in self.measured_b.items()))
+
+    def compare(self, problem: Problem, target: float, delay: int) -> str:
+        """Each optimizer's steps tuned in its box plus ``delay``: B_noise, its ratio and per-cell ratios."""
+        parts = []
+        for name, (rates, momenta) in self.boxes.items():
+            steps = [delay + tuned_in_box(problem, Drift.none(problem.h.shape[0]), batch_size=b, target=target,
+                                          rates=rates, momenta=momenta, points=31, refine=4, finalists=4).steps
+                     for b in self.sizes]
+            fit = critical_batch_size(self.sizes, steps).fit
+            b_noise = fit.b_noise if fit else math.nan
+            cells = ", ".join(f"{s / m:.2f}" for s, m in zip(steps, self.measured[name]))
+            parts.append(f"{name} B_noise {b_noise:.0f} ({b_noise / self.measured_b[name]:.2f}), cells {cells}")
+        return " | ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="calibration folders (one seed each)")
+    parser.add_argument("--delays", default="0,5,10,15")
+    add_box_arguments(parser)
     args = parser.parse_args()
-    sizes = floats(args.batch_sizes)
-    sgd_box, mom = floats(args.sgd_box), floats(args.momentum_box)
-    boxes = {"sgd": ((sgd_box[0], sgd_box[1]), [0.0]),
-             "momentum": ((mom[0], mom[1]), list(np.linspace(mom[2], mom[3], 8)))}
-    measured = {"sgd": floats(args.measured_sgd), "momentum": floats(args.measured_momentum)}
-    measured_b = {name: critical_batch_size(sizes, steps).fit.b_noise for name, steps in measured.items()}
-    print("measured B_noise " + ", ".join(f"{name} {b:.0f}" for name, b in measured_b.items()))
+    boxes = Boxes(args)
     warnings.simplefilter("ignore")
     for folder in args.folders:
         stored = json.loads((folder / "nqm_problem.json").read_text())
@@ -62,16 +90,8 @@ def main() -> None:
             anchor = Anchor("sgd", 0.0, float(reference["batch_size"]), int(round(reference["steps"] - delay)))
             exponent, _ = _fit_exponent(h, c, w, risk0, target, anchor)
             problem = Problem(h=h, c=c, s0=_initial(h, w, risk0, exponent), weights=w)
-            parts = []
-            for name, (rates, momenta) in boxes.items():
-                steps = [delay + tuned_in_box(problem, Drift.none(h.shape[0]), batch_size=b, target=target,
-                                              rates=rates, momenta=momenta, points=31, refine=4, finalists=4).steps
-                         for b in sizes]
-                fit = critical_batch_size(sizes, steps).fit
-                b_noise = fit.b_noise if fit else math.nan
-                cells = ", ".join(f"{s / m:.2f}" for s, m in zip(steps, measured[name]))
-                parts.append(f"{name} B_noise {b_noise:.0f} ({b_noise / measured_b[name]:.2f}), cells {cells}")
-            print(f"{folder} T0 {delay:>2} (exponent {exponent:.2f}): " + " | ".join(parts), flush=True)
+            print(f"{folder} T0 {delay:>2} (exponent {exponent:.2f}): " + boxes.compare(problem, target, delay),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -21,39 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from batchlab.calibrate.model import Anchor, _fit_delay, _initial
-from batchlab.critical import critical_batch_size
 from batchlab.nqm import Problem
-from batchlab.nqm.drift import Drift, tuned_in_box
-
-
-def floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
+from calibration_delay_shift import Boxes, add_box_arguments, floats  # the same boxes and comparison
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="calibration folders (one seed each)")
     parser.add_argument("--kappas", default="1,1.5,2,3")
-    parser.add_argument("--batch-sizes", required=True)
-    parser.add_argument("--sgd-box", required=True, help="LOW,HIGH learning rate")
-    parser.add_argument("--momentum-box", required=True, help="LOW,HIGH learning rate, LOW,HIGH momentum")
-    parser.add_argument("--measured-sgd", required=True, help="measured steps per batch size")
-    parser.add_argument("--measured-momentum", required=True)
+    add_box_arguments(parser)
     args = parser.parse_args()
-    sizes = floats(args.batch_sizes)
-    sgd_box, mom = floats(args.sgd_box), floats(args.momentum_box)
-    boxes = {"sgd": ((sgd_box[0], sgd_box[1]), [0.0]),
-             "momentum": ((mom[0], mom[1]), list(np.linspace(mom[2], mom[3], 8)))}
-    measured = {"sgd": floats(args.measured_sgd), "momentum": floats(args.measured_momentum)}
-    measured_b = {name: critical_batch_size(sizes, steps).fit.b_noise for name, steps in measured.items()}
-    print("measured B_noise " + ", ".join(f"{name} {b:.0f}" for name, b in measured_b.items()))
+    boxes = Boxes(args)
     warnings.simplefilter("ignore")
     for folder in args.folders:
         stored = json.loads((folder / "nqm_problem.json").read_text())
@@ -67,16 +51,8 @@ def main() -> None:
         for kappa in floats(args.kappas):
             delay, exponent, *_ = _fit_delay(h, kappa * c, w, risk0, target, anchor, curve, floor)
             problem = Problem(h=h, c=kappa * c, s0=_initial(h, w, risk0, exponent), weights=w)
-            parts = []
-            for name, (rates, momenta) in boxes.items():
-                steps = [delay + tuned_in_box(problem, Drift.none(h.shape[0]), batch_size=b, target=target,
-                                              rates=rates, momenta=momenta, points=31, refine=4, finalists=4).steps
-                         for b in sizes]
-                fit = critical_batch_size(sizes, steps).fit
-                b_noise = fit.b_noise if fit else math.nan
-                cells = ", ".join(f"{s / m:.2f}" for s, m in zip(steps, measured[name]))
-                parts.append(f"{name} B_noise {b_noise:.0f} ({b_noise / measured_b[name]:.2f}), cells {cells}")
-            print(f"{folder} κ {kappa:g} (T0 {delay}, exponent {exponent:.2f}): " + " | ".join(parts), flush=True)
+            print(f"{folder} κ {kappa:g} (T0 {delay}, exponent {exponent:.2f}): "
+                  + boxes.compare(problem, target, delay), flush=True)
 
 
 if __name__ == "__main__":
