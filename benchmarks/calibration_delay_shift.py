@@ -73,19 +73,31 @@ class Boxes:
         return " | ".join(parts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse(doc: str, sweep: str, default: str) -> tuple[argparse.Namespace, Boxes]:
+    """Arguments: calibration folders, the swept values (``--<sweep>``) and the boxes; quiet warnings."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="calibration folders (one seed each)")
-    parser.add_argument("--delays", default="0,5,10,15")
+    parser.add_argument(f"--{sweep}", default=default)
     add_box_arguments(parser)
     args = parser.parse_args()
-    boxes = Boxes(args)
     warnings.simplefilter("ignore")
+    return args, Boxes(args)
+
+
+def load(folder: Path) -> tuple[dict, dict, np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """A calibration folder's ``nqm_problem.json`` and ``prediction.json``, with ``h, c, w``, the initial
+    risk and the NQM's target."""
+    stored = json.loads((folder / "nqm_problem.json").read_text())
+    prediction = json.loads((folder / "prediction.json").read_text())
+    h, c, w = (np.array(stored[k], float) for k in ("h", "c", "weights"))
+    return stored, prediction, h, c, w, float(stored["initial_risk"]), float(stored["target"])
+
+
+def main() -> None:
+    args, boxes = parse(__doc__, "delays", "0,5,10,15")
     for folder in args.folders:
-        stored = json.loads((folder / "nqm_problem.json").read_text())
-        reference = json.loads((folder / "prediction.json").read_text())["anchor"]
-        h, c, w = (np.array(stored[k], float) for k in ("h", "c", "weights"))
-        risk0, target = float(stored["initial_risk"]), float(stored["target"])
+        _, prediction, h, c, w, risk0, target = load(folder)
+        reference = prediction["anchor"]
         for delay in (int(x) for x in floats(args.delays)):
             anchor = Anchor("sgd", 0.0, float(reference["batch_size"]), int(round(reference["steps"] - delay)))
             exponent, _ = _fit_exponent(h, c, w, risk0, target, anchor)

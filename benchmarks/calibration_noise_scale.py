@@ -19,31 +19,17 @@ Usage (about 4 minutes for three fashion-mnist-mlp folders, 7 for six digits-cnn
 
 from __future__ import annotations
 
-import argparse
 import json
-import warnings
-from pathlib import Path
-
-import numpy as np
 
 from batchlab.calibrate.model import Anchor, _fit_delay, _initial
 from batchlab.nqm import Problem
-from calibration_delay_shift import Boxes, add_box_arguments, floats  # the same boxes and comparison
+from calibration_delay_shift import floats, load, parse  # the same arguments, boxes and comparison
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="calibration folders (one seed each)")
-    parser.add_argument("--kappas", default="1,1.5,2,3")
-    add_box_arguments(parser)
-    args = parser.parse_args()
-    boxes = Boxes(args)
-    warnings.simplefilter("ignore")
+    args, boxes = parse(__doc__, "kappas", "1,1.5,2,3")
     for folder in args.folders:
-        stored = json.loads((folder / "nqm_problem.json").read_text())
-        prediction = json.loads((folder / "prediction.json").read_text())
-        h, c, w = (np.array(stored[k], float) for k in ("h", "c", "weights"))
-        risk0, target = float(stored["initial_risk"]), float(stored["target"])
+        _, prediction, h, c, w, risk0, target = load(folder)
         settings = folder / "settings.json"
         floor = float(json.loads(settings.read_text())["config"]["model"]["loss_floor"]) if settings.exists() else 0.0
         anchor = Anchor("sgd", 0.0, float(prediction["anchor"]["batch_size"]), int(prediction["anchor"]["steps"]))
