@@ -351,7 +351,8 @@ steps (on digits-cnn 0.73x at B = 16, lr 0.1).  Its nearly noiseless runs are al
 Curvature per batch size is not it: at one rate small batches end flatter (GGN trace 82 at B = 64, 170 at
 1024, the checkpoint 110), but at each batch size's winning rate the trace at the first hit is 1.17–1.32x
 the checkpoint's on fashion-mnist and 0.68–0.91x on digits, and an NQM re-predicted with it gives the same
-curve (``benchmarks/calibration_batch_curvature.py``).  A noise scale κ = 1.5 puts fashion-mnist's SGD at
+curve (``benchmarks/calibration_batch_curvature.py``): a scale ``k`` of ``h`` and ``c`` (``s0 / k``) is the
+same NQM at the rate ``k α``, so under tuning no such scale, by batch size or by rate, moves a curve.  A noise scale κ = 1.5 puts fashion-mnist's SGD at
 0.89–0.91 but its momentum at 1.61–2.02 and digits' SGD at 1.49–2.57 (``benchmarks/calibration_noise_scale.py``):
 rejected.  The fitted initial state absorbs the network's extra noise cost at the anchor by putting risk
 into slow directions, which flattens the curve; fixing it needs noise that slows progress rather than only
