@@ -11,8 +11,10 @@ committed NQM (its fitted initial state and delay) with ``h`` and ``c`` scaled b
 ``1 / k_B`` (the same initial risk; the noise scales with the curvature as for the cross-entropy's Fisher),
 SGD's expected-risk steps tuned inside ``--box`` (:func:`batchlab.nqm.drift.tuned_in_box`).  It prints the
 hyperbola-fit B_noise of both curves, their ratios to ``--measured`` (steps per batch size) and per-cell
-ratios.  With the rate tuned freely a scale ``k`` changes only the noise relative to the progress it allows
-(``c / k`` at rate ``k α``), so what it tests is how much noise each batch size's trajectory sees.
+ratios.  Such a scale is the same NQM at the rate ``k α`` (``k θ²`` follows it), so under tuning it can only
+relabel rates; what matters is which rates each batch size can reach.  So it also prints, per batch size, the
+*effective rate* ``lr k_B`` of the measured runs and the NQM's expected-risk steps and median first hit
+(``--every``, 200 Monte Carlo runs) at that rate, next to the runs' own steps.
 
 Usage (about 5 minutes for fashion-mnist-mlp's four study batch sizes)::
 
@@ -34,8 +36,9 @@ import numpy as np
 
 from batchlab.calibrate.measure import MeasureConfig, measure
 from batchlab.critical import critical_batch_size
-from batchlab.nqm import Problem
-from batchlab.nqm.drift import Drift, tuned_in_box
+from batchlab.nqm import Problem, sgd
+from batchlab.nqm.drift import Drift, drifted_risk, tuned_in_box
+from batchlab.nqm.first_hit import first_hits
 from batchlab.train import TrainOptions, run, setup
 from batchlab.workloads.registry import get_workload
 
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--measured", type=floats, required=True, help="measured steps per batch size")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--horizon", type=int, default=5000)
+    parser.add_argument("--every", type=int, default=10, help="evaluation cadence of the NQM's first hits")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     stored = json.loads((args.folder / "nqm_problem.json").read_text())
@@ -68,7 +72,7 @@ def main() -> None:
     workload = get_workload(args.workload)
     workload.load()
     config = MeasureConfig(top_k=4, slq_probes=4, slq_steps=48)
-    scales = []
+    scales, hits = [], []
     print("\nAt each run's first hit of the target (GGN; median over seeds):")
     for batch, rate in zip(args.sizes, args.rates):
         rows = []
@@ -85,15 +89,34 @@ def main() -> None:
         if not rows:
             print(f"   B {batch:6.0f} lr {rate:.4g}: no run reached the target")
             scales.append(1.0)
+            hits.append(math.nan)
             continue
         hit, top, trace, sigma = (float(np.median([r[i] for r in rows])) for i in range(4))
         scales.append(trace / spectra["trace"])
+        hits.append(hit)
         print(f"   B {batch:6.0f} lr {rate:.4g} (lr/B {rate / batch:.2e}): steps {hit:.0f}, top eigenvalue {top:.2f}, "
               f"trace {trace:.1f} (x{scales[-1]:.2f} the checkpoint's), tr Σ {sigma:.1f}   "
               f"[seeds: {', '.join(f'{r[0]}/{r[2]:.0f}' for r in rows)} steps/trace]", flush=True)
 
     h, c, w, s0 = (np.array(stored[k], float) for k in ("h", "c", "weights", "s0"))
     delay = int(stored.get("delay") or 0)
+    nqm = Problem(h=h, c=c, s0=s0, weights=w)
+    limit = 2.0 / float(h.max())
+    print(f"\nThe NQM at each run's effective rate lr x k_B (its stability limit 2 / h_max = {limit:.3f}; "
+          f"+ delay {delay}):")
+    for batch, rate, k, hit in zip(args.sizes, args.rates, scales, hits):
+        alpha = rate * k
+        if alpha >= limit:
+            print(f"   B {batch:6.0f}: effective rate {alpha:.3f}, past the NQM's limit; runs {hit:.0f} steps")
+            continue
+        risk = drifted_risk(nqm, Drift.none(h.shape[0]), learning_rate=alpha, momentum=None, batch_size=batch,
+                            steps=args.horizon)
+        below = np.flatnonzero(risk <= float(stored["target"]))
+        first = first_hits(nqm, sgd(alpha), batch_size=batch, target=float(stored["target"]), eval_every=args.every,
+                           horizon=args.horizon, runs=200)
+        expected = f"{below[0] + delay}" if below.size else "never"
+        print(f"   B {batch:6.0f}: effective rate {alpha:.3f}: NQM expected {expected}, first hit "
+              f"{float(np.median(first)) + delay:.0f}; runs {hit:.0f}", flush=True)
     measured_fit = critical_batch_size(args.sizes, args.measured).fit
     print(f"\nSGD re-predicted (expected risk, tuned in lr [{args.box[0]:g}, {args.box[1]:g}], + delay {delay}); "
           f"measured B_noise {measured_fit.b_noise:.0f}")

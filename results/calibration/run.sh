@@ -364,7 +364,7 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_delay_shift.py $R/fashion
   --delays 0,10,30 --batch-sizes 64,256,1024,4096 --sgd-box 0.03,1 --momentum-box 0.003,0.3,0.5,0.95 \
   --measured-sgd 1600,681,408,428 --measured-momentum 1780,468,197,114 > $R/delay/shift-fashion.txt
 # 16. Why SGD misses on fashion-mnist-mlp: the NQM's noise floor against the network's at the checkpoint, and
-#     what the network pays in steps for its noise at one learning rate (benchmarks/calibration_noise_coupling.py;
+#     steps at one nominal learning rate, network against NQM (benchmarks/calibration_noise_coupling.py;
 #     ~3 min for digits-cnn, ~10 min for fashion-mnist-mlp)
 mkdir -p $R/noise-coupling
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_noise_coupling.py digits-cnn $R/digits/delay/seed-0 \
@@ -384,11 +384,11 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_noise_scale.py $R/digits/
 #     and the curvature each SGD run reaches the target with, per batch size (at the study's winning rates of
 #     design seed 0, and on fashion-mnist-mlp at the reference's rate), with an NQM re-predicted on it (~5 min each)
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py fashion-mnist-mlp $R/fashion-mnist/delay/seed-0 \
-  --sizes 64,256,1024,4096 --rates 0.126,0.239,0.294,0.423 --box 0.03,1 --measured 1600,681,408,428 \
+  --sizes 64,256,1024,4096 --rates 0.126,0.239,0.294,0.423 --box 0.03,1 --measured 1600,681,408,428 --every 20 \
   > $R/noise-coupling/batch-curvature-fashion.txt
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py digits-cnn $R/digits/delay/seed-0 \
-  --sizes 16,32,64,128,256,512,1024 --rates 0.209,0.327,0.439,0.482,0.635,0.521,0.656 --box 0.01,3 \
+  --sizes 16,32,64,128,256,512,1024 --rates 0.209,0.327,0.439,0.482,0.635,0.521,0.656 --box 0.01,3 --every 5 \
   --measured 146.5,86.5,60,49,40,35.5,39.5 > $R/noise-coupling/batch-curvature-digits.txt
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py fashion-mnist-mlp $R/fashion-mnist/delay/seed-0 \
-  --sizes 64,256,1024,4096 --rates 0.2154,0.2154,0.2154,0.2154 --box 0.03,1 --measured 1600,681,408,428 \
+  --sizes 64,256,1024,4096 --rates 0.2154,0.2154,0.2154,0.2154 --box 0.03,1 --measured 1600,681,408,428 --every 20 \
   > $R/noise-coupling/batch-curvature-fashion-one-rate.txt

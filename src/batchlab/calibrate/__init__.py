@@ -339,24 +339,23 @@ residual 0.08–0.18).  Before adopting it, the shift was tried by hand on secti
 puts every digits cell of SGD and momentum within 0.61–1.32x of the measured, and on fashion-mnist-mlp
 ``T0`` = 10–30 leaves SGD's curve as it is (B_noise 112–121 against 117–123 without).
 
-**SGD on fashion-mnist-mlp: the noise tested (nothing adopted;** ``results/calibration/`` section "Why SGD
-misses on fashion-mnist-mlp", ``noise-coupling/``).  Its NQM is too fast at B = 64 and too slow from B = 1024
-on.  The noise's size is not why: from the checkpoint, SGD's floor (a small batch's train-set loss over the
-largest's) is 1.07–1.24x the NQM's on fashion-mnist-mlp and 0.54–0.81x on digits-cnn
-(``benchmarks/calibration_noise_coupling.py``; the bulk's ``r`` from ``tr Σ`` gives 0.94–1.06 and 0.52–0.78, so
-neither rule fits both).  What differs is what the network pays for it: at one rate, B = 64 takes 2.35x,
-3.83x and 5.7x the steps of B = 4096 on fashion-mnist (lr 0.1, 0.215, 0.3; the NQM 1.26x, 1.94x, never), and
-even the network's own B = 4096 curve plus the NQM's exact noise term predicts only 0.68–0.75x of B = 64's
-steps (on digits-cnn 0.73x at B = 16, lr 0.1).  Its nearly noiseless runs are also 0.39–0.64x the NQM's and scale as ``lr^-0.55``, not ``1/lr``.
-Curvature per batch size is not it: at one rate small batches end flatter (GGN trace 82 at B = 64, 170 at
-1024, the checkpoint 110), but at each batch size's winning rate the trace at the first hit is 1.17–1.32x
-the checkpoint's on fashion-mnist and 0.68–0.91x on digits, and an NQM re-predicted with it gives the same
-curve (``benchmarks/calibration_batch_curvature.py``): a scale ``k`` of ``h`` and ``c`` (``s0 / k``) is the
-same NQM at the rate ``k α``, so under tuning no such scale, by batch size or by rate, moves a curve.  A noise scale κ = 1.5 puts fashion-mnist's SGD at
+**SGD on fashion-mnist-mlp: the rates the network can reach (diagnosed, nothing adopted;**
+``results/calibration/`` section "Why SGD misses on fashion-mnist-mlp", ``noise-coupling/``).  Its NQM is too
+fast at B = 64 and too slow from B = 1024 on.  The noise is not why: from the checkpoint, SGD's floor (a small
+batch's train-set loss over the largest's) is 1.07–1.24x the NQM's on fashion-mnist-mlp and 0.54–0.81x on
+digits-cnn (``benchmarks/calibration_noise_coupling.py``; the bulk's ``r`` from ``tr Σ`` gives 0.94–1.06 and
+0.52–0.78, so neither rule fits both).  The curvature's level is not why either: a scale ``k`` of ``h`` and
+``c`` (``s0 / k``) is the same NQM at the rate ``k α``, so under tuning it only relabels rates, and an NQM
+re-predicted with each batch size's measured curvature gives the same curve
+(``benchmarks/calibration_batch_curvature.py``).  What differs is which *effective* rates ``lr k`` a batch
+size reaches.  At B = 64 the trajectory flattens as the rate grows (GGN trace 1.17x the checkpoint's at lr
+0.126, 0.74x at 0.215), so its effective rate stays 0.147–0.159, and the NQM there predicts the network's
+1706 and 1685 steps as 1701 and 1621; the NQM's own first-hit optimum at B = 64 (rate 0.28, 1352 steps) is a
+rate the network never reaches.  From B = 1024 on the network trains at the edge of stability (top eigenvalue
+times rate 2.0–2.6 at its first hit), at effective rates 0.33–0.55 past the NQM's limit ``2 / h_max`` = 0.327.
+Both steepen the network's curve against the NQM's.  A noise scale κ = 1.5 puts fashion-mnist's SGD at
 0.89–0.91 but its momentum at 1.61–2.02 and digits' SGD at 1.49–2.57 (``benchmarks/calibration_noise_scale.py``):
-rejected.  The fitted initial state absorbs the network's extra noise cost at the anchor by putting risk
-into slow directions, which flattens the curve; fixing it needs noise that slows progress rather than only
-raising a floor.
+rejected.  A model that fixes it needs each batch size's reachable rates, measured.
 
 **Where it stands** (the start-up delay, ``results/calibration/delay/``, ``run.sh`` section 15; ratio
 predicted / measured B_noise, against every design seed of the validating studies):
@@ -371,8 +370,8 @@ predicted / measured B_noise, against every design seed of the validating studie
 
 What is left: Adam on digits-cnn is still 1.7x on its six-seed median (its per-cell ratios fall from 0.94
 at B = 16 to 0.60 at B = 1024: its NQM gains more from a tuned ``β₁`` at large batches than the network,
-which the start-up delay does not touch), and SGD on fashion-mnist-mlp (0.46, its delay 0: the network pays
-more steps for its gradient noise than a quadratic with the same noise floor, above).
+which the start-up delay does not touch), and SGD on fashion-mnist-mlp (0.46, its delay 0: the network reaches
+lower effective rates than its NQM at small batch sizes and higher ones at large batch sizes, above).
 """
 
 from batchlab.calibrate.exponent import ExponentFit, fit_exponent, fitted_exponent
