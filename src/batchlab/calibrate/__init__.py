@@ -351,7 +351,7 @@ re-predicted with each batch size's measured curvature gives the same curve
 size reaches.  At B = 64 the trajectory flattens as the rate grows (GGN trace 1.17x the checkpoint's at lr
 0.126, 0.74x at 0.215), so its effective rate stays 0.147–0.159, and the NQM there predicts the network's
 1706 and 1685 steps as 1701 and 1621; the NQM's own first-hit optimum at B = 64 (rate 0.28, 1352 steps) is a
-rate the network never reaches.  From B = 1024 on the network trains at the edge of stability (top eigenvalue
+rate the network did not reach at lr 0.126 or 0.215.  From B = 1024 on the network trains at the edge of stability (top eigenvalue
 times rate 2.0–2.6 at its first hit), at effective rates 0.33–0.55 past the NQM's limit ``2 / h_max`` = 0.327.
 Both steepen the network's curve against the NQM's.  A noise scale κ = 1.5 puts fashion-mnist's SGD at
 0.89–0.91 but its momentum at 1.61–2.02 and digits' SGD at 1.49–2.57 (``benchmarks/calibration_noise_scale.py``):
