@@ -54,7 +54,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=floats, required=True)
     parser.add_argument("--rates", type=floats, required=True, help="SGD's learning rate per batch size")
     parser.add_argument("--box", type=floats, required=True, help="LOW,HIGH learning rate of the re-prediction")
-    parser.add_argument("--measured", type=floats, required=True, help="measured steps per batch size")
+    parser.add_argument("--measured", type=floats, default=None,
+                        help="measured steps per batch size (without it, or with a batch size repeated to compare "
+                             "rates, no re-prediction)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--horizon", type=int, default=5000)
     parser.add_argument("--every", type=int, default=10, help="evaluation cadence of the NQM's first hits")
@@ -105,6 +107,8 @@ def main() -> None:
     print(f"\nThe NQM at each run's effective rate lr x k_B (its stability limit 2 / h_max = {limit:.3f}; "
           f"+ delay {delay}):")
     for batch, rate, k, hit in zip(args.sizes, args.rates, scales, hits):
+        if math.isnan(hit):
+            continue  # no run reached the target: no curvature measured
         alpha = rate * k
         if alpha >= limit:
             print(f"   B {batch:6.0f}: effective rate {alpha:.3f}, past the NQM's limit; runs {hit:.0f} steps")
@@ -117,6 +121,8 @@ def main() -> None:
         expected = f"{below[0] + delay}" if below.size else "never"
         print(f"   B {batch:6.0f}: effective rate {alpha:.3f}: NQM expected {expected}, first hit "
               f"{float(np.median(first)) + delay:.0f}; runs {hit:.0f}", flush=True)
+    if args.measured is None or len(set(args.sizes)) < len(args.sizes):
+        return
     measured_fit = critical_batch_size(args.sizes, args.measured).fit
     print(f"\nSGD re-predicted (expected risk, tuned in lr [{args.box[0]:g}, {args.box[1]:g}], + delay {delay}); "
           f"measured B_noise {measured_fit.b_noise:.0f}")

@@ -392,3 +392,6 @@ PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py digits
 PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py fashion-mnist-mlp $R/fashion-mnist/delay/seed-0 \
   --sizes 64,256,1024,4096 --rates 0.2154,0.2154,0.2154,0.2154 --box 0.03,1 --measured 1600,681,408,428 --every 20 \
   > $R/noise-coupling/batch-curvature-fashion-one-rate.txt
+#     ... and B = 64 alone at four rates (~8 min)
+PYTHONPATH=src .venv/bin/python benchmarks/calibration_batch_curvature.py fashion-mnist-mlp $R/fashion-mnist/delay/seed-0 \
+  --sizes 64,64,64,64 --rates 0.063,0.126,0.3,0.45 --box 0.03,1 --every 20 > $R/noise-coupling/batch-curvature-fashion-b64.txt

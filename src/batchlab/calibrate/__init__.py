@@ -348,10 +348,11 @@ digits-cnn (``benchmarks/calibration_noise_coupling.py``; the bulk's ``r`` from 
 ``c`` (``s0 / k``) is the same NQM at the rate ``k α``, so under tuning it only relabels rates, and an NQM
 re-predicted with each batch size's measured curvature gives the same curve
 (``benchmarks/calibration_batch_curvature.py``).  What differs is which *effective* rates ``lr k`` a batch
-size reaches.  At B = 64 the trajectory flattens as the rate grows (GGN trace 1.17x the checkpoint's at lr
-0.126, 0.74x at 0.215), so its effective rate stays 0.147–0.159, and the NQM there predicts the network's
-1706 and 1685 steps as 1701 and 1621; the NQM's own first-hit optimum at B = 64 (rate 0.28, 1352 steps) is a
-rate the network did not reach at lr 0.126 or 0.215.  From B = 1024 on the network trains at the edge of stability (top eigenvalue
+size reaches.  At B = 64 the trajectory flattens as the rate grows (GGN trace 1.62x the checkpoint's at lr
+0.063, 1.17x at 0.126, 0.74x at 0.215, 0.56x at 0.3), so its effective rate saturates (0.102, 0.147, 0.159,
+0.167; lr 0.45 never reaches the target), and at the first three the NQM at the effective rate predicts the
+network's steps within 6%; the NQM's own first-hit optimum at B = 64 (rate 0.28, 1352 steps) is a rate the
+network does not reach.  From B = 1024 on the network trains at the edge of stability (top eigenvalue
 times rate 2.0–2.6 at its first hit), at effective rates 0.33–0.55 past the NQM's limit ``2 / h_max`` = 0.327.
 Both steepen the network's curve against the NQM's.  A noise scale κ = 1.5 puts fashion-mnist's SGD at
 0.89–0.91 but its momentum at 1.61–2.02 and digits' SGD at 1.49–2.57 (``benchmarks/calibration_noise_scale.py``):
