@@ -39,6 +39,8 @@ import numpy as np
 
 from batchlab.calibrate.operators import chunk_batch
 from batchlab.calibrate.reference import ReferenceConfig, measured_loss, run_reference
+from batchlab.nqm import Problem
+from batchlab.nqm.drift import Drift, drifted_risk
 from batchlab.train import run, setup
 from batchlab.workloads.registry import get_workload
 
@@ -51,13 +53,14 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
 
 
-def noise_risk(h: np.ndarray, c: np.ndarray, w: np.ndarray, rate: float, batch: float, steps: int) -> np.ndarray:
-    """The NQM's expected noise risk after 0 … ``steps`` SGD updates from a zero state (exact recurrence)."""
-    m, out = np.zeros_like(h), np.zeros(steps + 1)
-    for t in range(steps):
-        m = (1.0 - rate * h) ** 2 * m + rate**2 * c / batch
-        out[t + 1] = 0.5 * float(np.sum(w * h * m))
-    return out
+def sgd_risk(h: np.ndarray, c: np.ndarray, w: np.ndarray, s0: np.ndarray | None, rate: float, batch: float,
+             steps: int) -> np.ndarray:
+    """The NQM's exact expected SGD risk after 0 … ``steps`` updates (:func:`batchlab.nqm.drift.drifted_risk`);
+    ``s0`` ``None``: from a zero state, the noise's risk alone."""
+    problem = Problem(h=h, c=c, s0=np.zeros_like(h) if s0 is None else s0, weights=w)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return drifted_risk(problem, Drift.none(h.shape[0]), learning_rate=rate, momentum=None, batch_size=batch,
+                            steps=steps)
 
 
 def first_below(curve: np.ndarray, target: float) -> int | None:
@@ -125,8 +128,8 @@ def main() -> None:
         big = max(args.floor_sizes)
         for batch in args.floor_sizes[:-1]:
             network = means[batch] - means[big]
-            nqm, total = (noise_risk(h, cc, w, rate, batch, args.floor_steps)[-1]
-                          - noise_risk(h, cc, w, rate, big, args.floor_steps)[-1] for cc in (c, c_total))
+            nqm, total = (sgd_risk(h, cc, w, None, rate, batch, args.floor_steps)[-1]
+                          - sgd_risk(h, cc, w, None, rate, big, args.floor_steps)[-1] for cc in (c, c_total))
             print(f"   lr {rate:.4g}  B {batch:5d}: network {network:.4f} | NQM as calibrated {nqm:.4f} "
                   f"(network / NQM {network / nqm:.2f}) | NQM, bulk r from tr Σ {total:.4f} ({network / total:.2f})",
                   flush=True)
@@ -148,19 +151,16 @@ def main() -> None:
             net.append(None if math.isinf(middle) else middle)
         nqm = []
         for batch in args.sizes:
-            m, risk = s0.copy(), [0.5 * float(np.sum(w * h * s0))]
-            for _ in range(args.horizon):
-                m = (1.0 - rate * h) ** 2 * m + rate**2 * c / batch
-                risk.append(0.5 * float(np.sum(w * h * m)))
-            hit = first_below(np.array(risk), problem["target"])
+            risk = sgd_risk(h, c, w, s0, rate, batch, args.horizon)
+            hit = first_below(risk, problem["target"])
             nqm.append(None if hit is None else hit + delay)
         curve = run(setup(workload, "sgd", {"learning_rate": rate}, big, args.horizon, seed, target=-math.inf,
                           target_metric=target["metric"], eval_every=args.curve_every)).curve
         steps = np.array([p.step for p in curve], float)
         loss = np.array([p.metrics[target["metric"]] for p in curve], float)
         noiseless = np.interp(np.arange(args.horizon + 1), steps, loss)
-        tail = noise_risk(h, c, w, rate, big, args.horizon)
-        added = [first_below(noiseless + noise_risk(h, c, w, rate, b, args.horizon) - tail, target["value"])
+        tail = sgd_risk(h, c, w, None, rate, big, args.horizon)
+        added = [first_below(noiseless + sgd_risk(h, c, w, None, rate, b, args.horizon) - tail, target["value"])
                  for b in args.sizes]
         print(f"   lr {rate:.4g}  B {args.sizes}\n      network (median) {net}   seeds {runs}"
               f"\n      NQM              {nqm}\n      network B={big} + NQM noise {added}", flush=True)
